@@ -1,0 +1,56 @@
+# mailrep — top-level entry points. CMake does the building underneath.
+#   make          build build/mailrep
+#   make test     install missing packages, build (plain and ASan/UBSan), run every test
+#   make demo     install missing packages, build, run the DNSBL demo on loopback
+#   make bench    benchmarks against the real peers (not part of make test)
+#   make fuzz     run every libFuzzer target for FUZZ_SECONDS each
+
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 20
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+PYTHON     ?= /usr/bin/python3
+
+.PHONY: all build asan fuzz-build deps test unit system fuzz demo bench clean format
+
+all: build
+
+deps:
+	@./scripts/deps.sh
+
+build: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(BUILD) -j$(JOBS)
+
+asan: deps
+	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DMAILREP_SANITIZE=ON >/dev/null
+	@cmake --build $(ASAN_BUILD) -j$(JOBS)
+
+fuzz-build: deps
+	@CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DMAILREP_FUZZ=ON >/dev/null
+	@cmake --build $(FUZZ_BUILD) -j$(JOBS)
+
+unit: build asan
+	ctest --test-dir $(BUILD) --output-on-failure
+	ctest --test-dir $(ASAN_BUILD) --output-on-failure
+
+system: build asan
+	MAILREP_BIN=$(CURDIR)/$(ASAN_BUILD)/mailrep $(PYTHON) -m pytest -q -p no:cacheprovider tests/system
+
+fuzz: fuzz-build
+	@./tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
+test: unit system fuzz
+
+demo: build
+	@./demo/demo.sh $(BUILD)/mailrep
+
+bench: build
+	@./bench/run.sh
+
+format:
+	clang-format -i src/*/*.c src/*/*.h tests/unit/*.c tests/fuzz/*.c
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) bench/out

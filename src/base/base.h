@@ -1,0 +1,150 @@
+/*
+ * base — the small things every other module leans on: error messages,
+ * logging, growable buffers, time (with an injectable clock), durations in
+ * rbldnsd's units, IP address parsing, and a bounded line reader that reads
+ * plain and gzip-compressed files alike.
+ *
+ * Conventions: functions return 0 (or a count) on success and a negative
+ * value on failure, and fill a `struct base_err` the caller can show.
+ */
+#ifndef MAILREP_BASE_H
+#define MAILREP_BASE_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <time.h>
+
+#define BASE_ERR_MAX 512
+
+struct base_err {
+	char msg[BASE_ERR_MAX];
+};
+
+/* Formats a message into err (if not NULL) and returns -1. */
+int base_errf(struct base_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- logging ---------------------------------------------------------- */
+
+enum base_log_level { BASE_LOG_ERROR, BASE_LOG_WARN, BASE_LOG_INFO, BASE_LOG_DEBUG };
+
+void base_log_set_level(enum base_log_level level);
+void base_log_set_prefix(const char *prefix);
+void base_log(enum base_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define base_error(...) base_log(BASE_LOG_ERROR, __VA_ARGS__)
+#define base_warn(...)  base_log(BASE_LOG_WARN, __VA_ARGS__)
+#define base_info(...)  base_log(BASE_LOG_INFO, __VA_ARGS__)
+#define base_debug(...) base_log(BASE_LOG_DEBUG, __VA_ARGS__)
+
+/* ---- memory ----------------------------------------------------------- */
+
+/* Allocation that aborts on exhaustion: used only where a failure could not
+ * be reported sensibly anyway (tiny bookkeeping structures). */
+void *base_xmalloc(size_t n);
+void *base_xcalloc(size_t n, size_t size);
+void *base_xrealloc(void *p, size_t n);
+char *base_xstrdup(const char *s);
+char *base_xstrndup(const char *s, size_t n);
+
+/* A growable byte buffer; always NUL-terminated for convenience. */
+struct base_buf {
+	char *data;
+	size_t len;
+	size_t cap;
+};
+
+void base_buf_init(struct base_buf *b);
+void base_buf_free(struct base_buf *b);
+void base_buf_reserve(struct base_buf *b, size_t extra);
+void base_buf_append(struct base_buf *b, const void *p, size_t n);
+void base_buf_puts(struct base_buf *b, const char *s);
+void base_buf_printf(struct base_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* An arena for many small immutable objects freed together. */
+struct base_arena {
+	struct base_arena_block *head;
+	size_t total;
+};
+
+void base_arena_init(struct base_arena *a);
+void *base_arena_alloc(struct base_arena *a, size_t n);
+char *base_arena_strndup(struct base_arena *a, const char *s, size_t n);
+void base_arena_free(struct base_arena *a);
+
+/* ---- strings ---------------------------------------------------------- */
+
+int base_strcasecmp_ascii(const char *a, const char *b);
+static inline char base_lower(char c)
+{
+	return (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+}
+/* Skips spaces and tabs. */
+const char *base_skip_ws(const char *s);
+/* Parses a decimal unsigned number of at most max; returns chars consumed or -1. */
+int base_parse_uint(const char *s, uint64_t max, uint64_t *out);
+
+/* ---- time ------------------------------------------------------------- */
+
+/* Parses a duration in rbldnsd's units: a number with an optional suffix
+ * s, m, h, d or w (several terms may follow one another, as in "1h30m").
+ * Returns 0 or -1. */
+int base_parse_duration(const char *s, uint32_t *out, struct base_err *err);
+
+/* The current time. Honours MAILREP_NOW (an ISO 8601 instant) when set, so
+ * that tests and replays can fix the clock. */
+time_t base_now(void);
+/* Parses "YYYY-MM-DDTHH:MM:SS[Z|+hh:mm]" (date alone allowed) to UTC seconds. */
+int base_parse_iso8601(const char *s, time_t *out);
+/* A monotonic clock in nanoseconds, for measurements and timeouts. */
+uint64_t base_mono_ns(void);
+
+/* ---- addresses -------------------------------------------------------- */
+
+/* A socket address given as "addr/port", "addr", "[v6]:port" or "addr:port"
+ * (IPv4 only for the latter). */
+struct base_sockaddr {
+	int family;
+	union {
+		uint8_t v4[4];
+		uint8_t v6[16];
+	} a;
+	uint16_t port;
+};
+
+int base_parse_hostport(const char *s, uint16_t default_port, struct base_sockaddr *out,
+			struct base_err *err);
+/* A CIDR in either family: "1.2.3.0/24", "2001:db8::/32", or a bare address. */
+struct base_cidr {
+	int family;
+	uint8_t addr[16];
+	unsigned prefix;
+};
+int base_parse_cidr(const char *s, struct base_cidr *out, struct base_err *err);
+/* Whether addr (4 or 16 bytes, per family) is inside the CIDR. */
+int base_cidr_contains(const struct base_cidr *c, int family, const uint8_t *addr);
+
+/* ---- files ------------------------------------------------------------ */
+
+/* Reads text files line by line, transparently decompressing gzip. Lines
+ * longer than BASE_LINE_MAX are reported as errors, never split silently. */
+#define BASE_LINE_MAX 8192
+
+struct base_lines {
+	void *gz;
+	const char *path;
+	unsigned long lineno;
+	size_t start, end;
+	int eof;
+	char buf[4 * BASE_LINE_MAX];
+};
+
+int base_lines_open(struct base_lines *l, const char *path, struct base_err *err);
+/* Returns 1 with *line set (without the newline), 0 at EOF, -1 on error. */
+int base_lines_next(struct base_lines *l, char **line, size_t *len, struct base_err *err);
+void base_lines_close(struct base_lines *l);
+
+/* Writes a whole file atomically: to a temporary name, fsync, rename. */
+int base_write_file_atomic(const char *path, const void *data, size_t len, struct base_err *err);
+
+#endif

@@ -1,0 +1,10 @@
+/*
+ * cli.h — subcommands of the mailrep executable. Each takes the arguments
+ * after its name (argv[0] is the subcommand) and returns an exit status.
+ */
+#ifndef MAILREP_CLI_H
+#define MAILREP_CLI_H
+
+int cli_dnsbl(int argc, char **argv);
+
+#endif

@@ -1,0 +1,50 @@
+/*
+ * main.c — the mailrep executable: dispatches to a subcommand.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "base/base.h"
+#include "cli/cli.h"
+
+struct subcommand {
+	const char *name;
+	int (*run)(int argc, char **argv);
+	const char *summary;
+};
+
+static const struct subcommand commands[] = {
+	{"dnsbl", cli_dnsbl, "serve DNS blocklist zones (rbldnsd-compatible command line)"},
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: mailrep COMMAND [options]\n\ncommands:\n");
+	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+		fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+	fprintf(f, "  %-10s %s\n", "version", "print the version");
+	fprintf(f, "\nRun 'mailrep COMMAND --help' for the options of a command.\n");
+}
+
+int main(int argc, char **argv)
+{
+	base_log_set_prefix("mailrep");
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	const char *cmd = argv[1];
+	if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+		usage(stdout);
+		return 0;
+	}
+	if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+		printf("mailrep %s\n", MAILREP_VERSION);
+		return 0;
+	}
+	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+		if (!strcmp(cmd, commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+	fprintf(stderr, "mailrep: unknown command '%s'\n", cmd);
+	usage(stderr);
+	return 2;
+}
