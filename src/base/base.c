@@ -208,6 +208,11 @@ void base_arena_free(struct base_arena *a)
 	base_arena_init(a);
 }
 
+void base_sort(void *base, size_t n, size_t size, int (*cmp)(const void *, const void *))
+{
+	if (n > 1) qsort(base, n, size, cmp);
+}
+
 /* ---- strings ---------------------------------------------------------- */
 
 int base_strcasecmp_ascii(const char *a, const char *b)

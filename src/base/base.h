@@ -72,6 +72,9 @@ void *base_arena_alloc(struct base_arena *a, size_t n);
 char *base_arena_strndup(struct base_arena *a, const char *s, size_t n);
 void base_arena_free(struct base_arena *a);
 
+/* qsort that accepts an empty (NULL) array. */
+void base_sort(void *base, size_t n, size_t size, int (*cmp)(const void *, const void *));
+
 /* ---- strings ---------------------------------------------------------- */
 
 int base_strcasecmp_ascii(const char *a, const char *b);

@@ -145,7 +145,7 @@ static int dset_finish(struct ds *ds, struct base_err *err)
 	struct dset *d = ds->data;
 	if (!d) d = ds->data = base_xcalloc(1, sizeof *d);
 	for (int w = 0; w < 2; w++) {
-		qsort(d->e[w], d->n[w], sizeof *d->e[w], dent_cmp);
+		base_sort(d->e[w], d->n[w], sizeof *d->e[w], dent_cmp);
 		size_t o = 0;
 		for (size_t i = 0; i < d->n[w]; i++) {
 			struct dent *p = o ? &d->e[w][o - 1] : NULL;

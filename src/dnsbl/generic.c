@@ -158,7 +158,7 @@ static int g_finish(struct ds *ds, struct base_err *err)
 {
 	struct gset *g = ds->data;
 	if (!g) g = ds->data = base_xcalloc(1, sizeof *g);
-	qsort(g->r, g->n, sizeof *g->r, grec_cmp);
+	base_sort(g->r, g->n, sizeof *g->r, grec_cmp);
 	base_info("%s: %zu records", ds->label, g->n);
 	(void)err;
 	return 0;

@@ -204,7 +204,7 @@ static int ent_cmp(const void *x, const void *y)
 static void sort_ents(struct ent *e, size_t n)
 {
 	if (n < 4096) {
-		qsort(e, n, sizeof *e, ent_cmp);
+		base_sort(e, n, sizeof *e, ent_cmp);
 		return;
 	}
 	struct ent *tmp = base_xmalloc(n * sizeof *tmp);
@@ -482,7 +482,7 @@ static void dump_set(const struct ds *ds, const struct ip4set *s, struct dnsbl_d
 		nb = 0;
 		for (int f = E32; f < blk; f++)
 			for (uint32_t i = 0; i < s->c[f].n; i++) b[nb++] = s->c[f].keys[i] & class_mask[blk];
-		qsort(b, nb, sizeof *b, u32_cmp);
+		base_sort(b, nb, sizeof *b, u32_cmp);
 		for (size_t i = 0; i < nb; i++) {
 			if (i && b[i] == b[i - 1]) continue;
 			if (find_key(&s->c[blk], b[i]) >= 0) continue;

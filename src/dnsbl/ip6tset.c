@@ -104,12 +104,12 @@ static int t6_finish(struct ds *ds, struct base_err *err)
 		t6_start(ds);
 		t = ds->data;
 	}
-	qsort(t->nets, t->n, sizeof *t->nets, u64_cmp);
+	base_sort(t->nets, t->n, sizeof *t->nets, u64_cmp);
 	size_t o = 0;
 	for (size_t i = 0; i < t->n; i++)
 		if (!o || t->nets[o - 1] != t->nets[i]) t->nets[o++] = t->nets[i];
 	t->n = o;
-	qsort(t->excl, t->nx, sizeof *t->excl, u128_cmp);
+	base_sort(t->excl, t->nx, sizeof *t->excl, u128_cmp);
 	base_info("%s: %zu/%zu", ds->label, t->n, t->nx);
 	(void)err;
 	return 0;

@@ -370,7 +370,7 @@ int dnsbl_snapshot_load(const struct dnsbl_options *opts, const struct dnsbl_zon
 	}
 	free(slot);
 	for (unsigned k = 0; k < s->nzones; k++) zone_finish(s, &s->zones[k]);
-	qsort(s->zones, s->nzones, sizeof *s->zones, zone_cmp_specific);
+	base_sort(s->zones, s->nzones, sizeof *s->zones, zone_cmp_specific);
 	for (unsigned k = 0; k < s->nzones; k++) zone_glue(s, &s->zones[k]);
 	*out = s;
 	return 0;

@@ -100,7 +100,7 @@ static void emit(struct flat *f, size_t *cap, u128 start, uint32_t vid)
 /* Flattens prefixes into intervals; duplicates keep the first and warn. */
 static void flatten(struct ds *ds, struct pfx *p, size_t n, unsigned width, struct flat *f)
 {
-	qsort(p, n, sizeof *p, pfx_cmp);
+	base_sort(p, n, sizeof *p, pfx_cmp);
 	size_t cap = 0;
 	f->start = NULL;
 	f->vid = NULL;

@@ -106,7 +106,14 @@ def world():
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _alive(world):
+    for what, srv in (("mailrep", world.ours), ("rbldnsd", world.theirs)):
+        rc = srv.proc.poll()
+        assert rc is None, "%s exited with status %s; log tail:\n%s" % (what, rc, srv.output()[-4000:])
+
+
 def _run(world, zone, n, seed, extra_names=(), min_positive=0.05, min_negative=0.05):
+    _alive(world)
     rng = random.Random(seed)
     queries = []
     zd = [(zone, ds) for ds in world.zones[zone]]
@@ -118,6 +125,7 @@ def _run(world, zone, n, seed, extra_names=(), min_positive=0.05, min_negative=0
         queries += [(nm, t) for t in ("A", "TXT", "ANY", "SOA", "NS")]
     mism, stats = dnsdiff.compare_servers(world.ours.port, world.theirs.port, queries,
                                           may_be_ent=dnsdiff.ent_checker(zd))
+    _alive(world)
     assert not mism, "zone %s: %s\nstats=%s\nmailrep log tail:\n%s" % (
         zone, dnsdiff.format_mismatches(mism), stats, world.ours.output()[-3000:])
     total = stats["total"]
