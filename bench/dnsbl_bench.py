@@ -307,6 +307,31 @@ def udp_rcvbuf_errors() -> int | None:
         return None
 
 
+def host_cpu_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks summed over all CPUs, from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + (v[4] if len(v) > 4 else 0)  # idle + iowait
+    total = sum(v[:8])  # guest time is already included in user/nice
+    return total - idle, total
+
+
+def wait_quiet(max_wait: float, threshold: float) -> float:
+    """Wait (up to max_wait s) until other processes use < threshold cores.
+
+    Returns the busy cores seen in the last 1 s sample.
+    """
+    deadline = time.monotonic() + max_wait
+    while True:
+        b0, _ = host_cpu_ticks()
+        time.sleep(1.0)
+        b1, _ = host_cpu_ticks()
+        busy = (b1 - b0) / CLK_TCK
+        if busy < threshold or time.monotonic() >= deadline:
+            return busy
+        log(f"  machine busy ({busy:.2f} cores used by other processes); waiting ...")
+
+
 def proc_status_kb(pid: int, key: str) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -578,15 +603,20 @@ def measure(srv: Server, gen: dict, rep: int, args: argparse.Namespace) -> dict:
             if r["check_problems"]:
                 log(f"  WARNING: {srv.name} answers look wrong: {r['check_problems'][:3]}")
 
+        if args.quiet_wait > 0:
+            r["busy_cores_before"] = wait_quiet(args.quiet_wait, args.quiet_threshold)
+        srv.check_alive()
         if args.warmup > 0:
             run_dnsperf(args, srv.port, gen["queries"], args.warmup, None,
                         srv.logdir / f"dnsperf-{srv.name}-r{rep}-warmup.log")
         srv.check_alive()
+        hb0, _ = host_cpu_ticks()
         ticks0, ns0, rbe0 = cpu_ticks(pid), cpu_ns_schedstat(pid), udp_rcvbuf_errors()
         dp = run_dnsperf(args, srv.port, gen["queries"],
                          None if args.passes else args.seconds, args.passes,
                          srv.logdir / f"dnsperf-{srv.name}-r{rep}.log")
         ticks1, ns1, rbe1 = cpu_ticks(pid), cpu_ns_schedstat(pid), udp_rcvbuf_errors()
+        hb1, _ = host_cpu_ticks()
         srv.check_alive()
         r["rss_after_kb"] = proc_status_kb(pid, "VmRSS")
     finally:
@@ -598,6 +628,9 @@ def measure(srv: Server, gen: dict, rep: int, args: argparse.Namespace) -> dict:
     r["udp_rcvbuf_errors"] = None if rbe0 is None or rbe1 is None else rbe1 - rbe0
     r["cpu_ticks"] = ticks1 - ticks0
     r["cpu_s"] = (ticks1 - ticks0) / CLK_TCK
+    # CPU used on the host by anything but the server and dnsperf during the
+    # run (noise indicator; includes this script and kernel threads).
+    r["other_cpu_s"] = (hb1 - hb0) / CLK_TCK - r["cpu_s"] - dp["dnsperf_cpu_s"]
     r["cpu_us_per_query"] = (r["cpu_s"] / dp["completed"] * 1e6) if dp["completed"] else None
     if ns0 is not None and ns1 is not None and dp["completed"]:
         r["schedstat_us_per_query"] = (ns1 - ns0) / 1e3 / dp["completed"]
@@ -612,7 +645,7 @@ def measure(srv: Server, gen: dict, rep: int, args: argparse.Namespace) -> dict:
 METRICS = ("load_s", "rss_kb", "rss_empty_kb", "data_bytes_per_entry", "qps", "lost",
            "sent", "completed", "cpu_us_per_query", "schedstat_us_per_query",
            "dnsperf_cpu_s", "noerror_fraction", "hwm_kb", "latency_avg", "udp_rcvbuf_errors",
-           "cpu_ticks")
+           "cpu_ticks", "other_cpu_s")
 
 
 def median_of(runs: list[dict], key: str):
@@ -685,6 +718,10 @@ def report(results: dict, names: list[str], args: argparse.Namespace) -> dict:
             if r.get("sent") and r["lost"] > 0.001 * r["sent"]:
                 warnings.append(f"{n} rep {r['rep']}: {r['lost']} of {r['sent']} queries lost"
                                 " (server saturated? lower --rate)")
+            if r.get("other_cpu_s") is not None and r.get("run_time") and \
+                    r["other_cpu_s"] > 0.2 * r["run_time"]:
+                warnings.append(f"{n} rep {r['rep']}: other processes used "
+                                f"{r['other_cpu_s'] / r['run_time']:.2f} cores during the run (noisy)")
             if r.get("cpu_ticks") is not None and r["cpu_ticks"] < 100:
                 warnings.append(f"{n} rep {r['rep']}: only {r['cpu_ticks']} CPU ticks measured;"
                                 " use more queries/seconds for precision")
@@ -724,7 +761,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("-n", "--passes", type=int, default=0,
                    help="fixed-count mode: run through the query file N times (dnsperf -n) "
                         "instead of for --seconds")
-    p.add_argument("-Q", "--rate", type=int, default=40_000,
+    p.add_argument("-Q", "--rate", type=int, default=80_000,
                    help="offered load, queries/s (dnsperf -Q); 0 = unlimited")
     p.add_argument("-c", "--clients", type=int, default=4, help="dnsperf -c")
     p.add_argument("-T", "--dnsperf-threads", type=int, default=1, help="dnsperf -T")
@@ -742,6 +779,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="pass --threads N to mailrep (0 = its default, one per core)")
     p.add_argument("--floor-threads", type=int, default=ncpu, help="floor worker threads")
     p.add_argument("--user", default="", help="pass -u USER to rbldnsd and mailrep")
+    p.add_argument("--retries", type=int, default=2,
+                   help="re-run a measurement this often if the server dies during it")
+    p.add_argument("--quiet-wait", type=float, default=20.0,
+                   help="before each measured run, wait up to this many seconds for the "
+                        "machine to be idle; 0 = don't wait")
+    p.add_argument("--quiet-threshold", type=float, default=0.15,
+                   help="'idle' means other processes use fewer than this many cores")
     p.add_argument("--ready-timeout", type=float, default=120.0,
                    help="max seconds for a server to load and answer")
     p.add_argument("--mem-cap-mb", type=int, default=8192,
@@ -812,7 +856,16 @@ def main(argv: list[str]) -> int:
             order = names[k:] + names[:k]  # rotate so no server always goes first
             for n in order:
                 log(f"rep {rep + 1}/{args.reps}: {n} ...")
-                r = measure(servers[n], gen, rep, args)
+                for attempt in range(args.retries + 1):
+                    try:
+                        r = measure(servers[n], gen, rep, args)
+                        break
+                    except ServerDied as e:
+                        # e.g. killed from outside on a shared machine
+                        log(f"  {e}")
+                        if attempt == args.retries:
+                            raise
+                        log(f"  retrying ({attempt + 1}/{args.retries}) ...")
                 results[n].append(r)
                 log(f"  load {r['load_s']:.3f}s rss {r['rss_kb'] / 1024:.1f}MB "
                     + (f"data {r['data_bytes_per_entry']:.1f}B/entry " if 'data_bytes_per_entry' in r else "")

@@ -131,7 +131,7 @@ int base_cidr_contains(const struct base_cidr *c, int family, const uint8_t *add
 
 /* Reads text files line by line, transparently decompressing gzip. Lines
  * longer than BASE_LINE_MAX are reported as errors, never split silently. */
-#define BASE_LINE_MAX 8192
+#define BASE_LINE_MAX 32768
 
 struct base_lines {
 	void *gz;

@@ -49,12 +49,15 @@ static const char dnsbl_help[] =
 	"  --tcp-idle SECONDS  close idle TCP connections after this long (default 10)\n"
 	"  --tcp-max N         at most N concurrent TCP connections (default 512)\n"
 	"  --udp-max BYTES     largest EDNS UDP response (default 1232, 512..4096)\n"
+	"  --coalesce USEC     under load, wait this long between partial batches of UDP\n"
+	"                      queries so that each wake-up answers more of them (default 50;\n"
+	"                      0 answers each packet as soon as it arrives)\n"
 	"  --any rbldnsd|minimal  ANY answers: all A and TXT records (default) or one RRset (RFC 8482)\n"
 	"  --debug             verbose logging\n"
 	"  -h, --help          this help\n";
 
 enum { OPT_THREADS = 256, OPT_AXFR_ALLOW, OPT_NO_AXFR, OPT_TCP_IDLE, OPT_TCP_MAX, OPT_UDP_MAX, OPT_ANY,
-       OPT_DEBUG };
+       OPT_DEBUG, OPT_COALESCE };
 
 __attribute__((format(printf, 1, 2))) static int fail(const char *fmt, ...)
 {
@@ -113,6 +116,7 @@ int cli_dnsbl(int argc, char **argv)
 		{"udp-max", required_argument, NULL, OPT_UDP_MAX},
 		{"any", required_argument, NULL, OPT_ANY},
 		{"debug", no_argument, NULL, OPT_DEBUG},
+		{"coalesce", required_argument, NULL, OPT_COALESCE},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -122,6 +126,7 @@ int cli_dnsbl(int argc, char **argv)
 	cfg.check_interval = 60;
 	cfg.tcp_idle = 10;
 	cfg.tcp_max = 512;
+	cfg.coalesce_us = 50;
 	int family = 0, dump = 0, c;
 	struct base_err err;
 	uint64_t v;
@@ -207,6 +212,10 @@ int cli_dnsbl(int argc, char **argv)
 			else return fail("invalid --any '%s' (rbldnsd or minimal)", optarg);
 			break;
 		case OPT_DEBUG: base_log_set_level(BASE_LOG_DEBUG); break;
+		case OPT_COALESCE:
+			if (parse_uint_arg(optarg, 10000, &v) < 0) return fail("invalid --coalesce '%s' (0..10000)", optarg);
+			cfg.coalesce_us = (unsigned)v;
+			break;
 		case ':': {
 			char o[3] = {'-', (char)optopt, 0};
 			return fail("option %s needs an argument", optopt ? o : argv[optind - 1]);

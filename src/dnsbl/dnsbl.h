@@ -126,6 +126,7 @@ struct dnsbl_server_config {
 	int foreground;                   /* -n */
 	uint32_t tcp_idle;                /* seconds */
 	unsigned tcp_max;                 /* concurrent TCP connections */
+	unsigned coalesce_us;             /* pause between partial UDP batches */
 };
 
 /* Runs the server until SIGTERM/SIGINT. Returns the exit status. */

@@ -84,17 +84,25 @@ static struct counters *counters_for(struct server *s, unsigned worker, int zone
 	return &s->cnt[worker * (s->nzones + 1) + z];
 }
 
+/* Only the owning thread writes a counter slot, so a relaxed load and
+ * store (no locked instruction) is enough; readers may see a value that is
+ * a few queries old. */
+static inline void bump(_Atomic uint64_t *c, uint64_t v)
+{
+	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + v, memory_order_relaxed);
+}
+
 static void count(struct server *s, unsigned worker, int zone, size_t in, const uint8_t *out, size_t outlen)
 {
 	struct counters *c = counters_for(s, worker, zone);
-	atomic_fetch_add_explicit(&c->c[0], 1, memory_order_relaxed);
+	bump(&c->c[0], 1);
 	if (outlen >= DNS_HDR_SIZE) {
 		unsigned rcode = out[3] & 0xf;
-		if (rcode == DNS_R_NOERROR) atomic_fetch_add_explicit(&c->c[1], 1, memory_order_relaxed);
-		else if (rcode == DNS_R_NXDOMAIN) atomic_fetch_add_explicit(&c->c[2], 1, memory_order_relaxed);
+		if (rcode == DNS_R_NOERROR) bump(&c->c[1], 1);
+		else if (rcode == DNS_R_NXDOMAIN) bump(&c->c[2], 1);
 	}
-	atomic_fetch_add_explicit(&c->c[3], in, memory_order_relaxed);
-	atomic_fetch_add_explicit(&c->c[4], outlen, memory_order_relaxed);
+	bump(&c->c[3], in);
+	bump(&c->c[4], outlen);
 }
 
 static void peer_from(const struct sockaddr_storage *ss, struct dnsbl_peer *p)
@@ -147,7 +155,8 @@ struct worker {
 	uint8_t qbuf[BATCH][PKT_MAX], rbuf[BATCH][PKT_MAX];
 };
 
-static void udp_batch(struct worker *w, int fd)
+/* Receives and answers one batch; returns how many packets came in. */
+static int udp_batch(struct worker *w, int fd, int flags)
 {
 	struct server *s = w->s;
 	struct mmsghdr *in = w->in, *out = w->out;
@@ -165,9 +174,8 @@ static void udp_batch(struct worker *w, int fd)
 		in[i].msg_hdr.msg_controllen = 0;
 		in[i].msg_hdr.msg_flags = 0;
 	}
-	int flags = w->nfds > 1 ? MSG_DONTWAIT : MSG_WAITFORONE;
 	int n = recvmmsg(fd, in, BATCH, flags, NULL);
-	if (n <= 0) return;
+	if (n <= 0) return 0;
 	struct dnsbl_snapshot *snap = acquire(s, w->id);
 	int m = 0;
 	for (int i = 0; i < n; i++) {
@@ -200,15 +208,24 @@ static void udp_batch(struct worker *w, int fd)
 		}
 		sent += r;
 	}
+	return n;
 }
 
 static void *udp_worker(void *arg)
 {
 	struct worker *w = arg;
 	struct pollfd pf[32];
+	const struct timespec pause = {0, (long)w->s->cfg->coalesce_us * 1000};
 	while (!atomic_load(&w->s->stop)) {
 		if (w->nfds == 1) {
-			udp_batch(w, w->fds[0]);
+			int n = udp_batch(w, w->fds[0], MSG_WAITFORONE);
+			/* Under load, packets keep arriving: wait a moment so that the
+			 * next batch is larger, instead of paying a wake-up and two
+			 * system calls for every packet. */
+			while (n > 0 && pause.tv_nsec && !atomic_load(&w->s->stop)) {
+				if (n < BATCH) nanosleep(&pause, NULL);
+				n = udp_batch(w, w->fds[0], MSG_DONTWAIT);
+			}
 			continue;
 		}
 		for (unsigned i = 0; i < w->nfds; i++) {
@@ -218,7 +235,7 @@ static void *udp_worker(void *arg)
 		int r = poll(pf, w->nfds, 500);
 		if (r <= 0) continue;
 		for (unsigned i = 0; i < w->nfds; i++)
-			if (pf[i].revents & POLLIN) udp_batch(w, w->fds[i]);
+			if (pf[i].revents & POLLIN) udp_batch(w, w->fds[i], MSG_DONTWAIT);
 	}
 	return NULL;
 }
