@@ -628,9 +628,9 @@ def measure(srv: Server, gen: dict, rep: int, args: argparse.Namespace) -> dict:
     r["udp_rcvbuf_errors"] = None if rbe0 is None or rbe1 is None else rbe1 - rbe0
     r["cpu_ticks"] = ticks1 - ticks0
     r["cpu_s"] = (ticks1 - ticks0) / CLK_TCK
-    # CPU used on the host by anything but the server and dnsperf during the
-    # run (noise indicator; includes this script and kernel threads).
-    r["other_cpu_s"] = (hb1 - hb0) / CLK_TCK - r["cpu_s"] - dp["dnsperf_cpu_s"]
+    # Host-wide busy cores during the run (server + dnsperf + everything else;
+    # /proc/stat is tick-sampled, so this is only a rough noise indicator).
+    r["host_busy_cores"] = (hb1 - hb0) / CLK_TCK / dp["run_time"] if dp["run_time"] else None
     r["cpu_us_per_query"] = (r["cpu_s"] / dp["completed"] * 1e6) if dp["completed"] else None
     if ns0 is not None and ns1 is not None and dp["completed"]:
         r["schedstat_us_per_query"] = (ns1 - ns0) / 1e3 / dp["completed"]
@@ -645,7 +645,7 @@ def measure(srv: Server, gen: dict, rep: int, args: argparse.Namespace) -> dict:
 METRICS = ("load_s", "rss_kb", "rss_empty_kb", "data_bytes_per_entry", "qps", "lost",
            "sent", "completed", "cpu_us_per_query", "schedstat_us_per_query",
            "dnsperf_cpu_s", "noerror_fraction", "hwm_kb", "latency_avg", "udp_rcvbuf_errors",
-           "cpu_ticks", "other_cpu_s")
+           "cpu_ticks", "host_busy_cores")
 
 
 def median_of(runs: list[dict], key: str):
@@ -718,10 +718,9 @@ def report(results: dict, names: list[str], args: argparse.Namespace) -> dict:
             if r.get("sent") and r["lost"] > 0.001 * r["sent"]:
                 warnings.append(f"{n} rep {r['rep']}: {r['lost']} of {r['sent']} queries lost"
                                 " (server saturated? lower --rate)")
-            if r.get("other_cpu_s") is not None and r.get("run_time") and \
-                    r["other_cpu_s"] > 0.2 * r["run_time"]:
-                warnings.append(f"{n} rep {r['rep']}: other processes used "
-                                f"{r['other_cpu_s'] / r['run_time']:.2f} cores during the run (noisy)")
+            if (r.get("busy_cores_before") or 0) >= args.quiet_threshold:
+                warnings.append(f"{n} rep {r['rep']}: machine was not idle before the run "
+                                f"({r['busy_cores_before']:.2f} cores busy)")
             if r.get("cpu_ticks") is not None and r["cpu_ticks"] < 100:
                 warnings.append(f"{n} rep {r['rep']}: only {r['cpu_ticks']} CPU ticks measured;"
                                 " use more queries/seconds for precision")

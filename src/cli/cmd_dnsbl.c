@@ -49,9 +49,9 @@ static const char dnsbl_help[] =
 	"  --tcp-idle SECONDS  close idle TCP connections after this long (default 10)\n"
 	"  --tcp-max N         at most N concurrent TCP connections (default 512)\n"
 	"  --udp-max BYTES     largest EDNS UDP response (default 1232, 512..4096)\n"
-	"  --coalesce USEC     under load, wait this long between partial batches of UDP\n"
-	"                      queries so that each wake-up answers more of them (default 50;\n"
-	"                      0 answers each packet as soon as it arrives)\n"
+	"  --coalesce USEC     under load, pause this long between partial batches of UDP\n"
+	"                      queries so that each wake-up answers many (default 500; a lone\n"
+	"                      query is never delayed; 0 answers every packet at once)\n"
 	"  --any rbldnsd|minimal  ANY answers: all A and TXT records (default) or one RRset (RFC 8482)\n"
 	"  --debug             verbose logging\n"
 	"  -h, --help          this help\n";
@@ -126,7 +126,7 @@ int cli_dnsbl(int argc, char **argv)
 	cfg.check_interval = 60;
 	cfg.tcp_idle = 10;
 	cfg.tcp_max = 512;
-	cfg.coalesce_us = 50;
+	cfg.coalesce_us = 500;
 	int family = 0, dump = 0, c;
 	struct base_err err;
 	uint64_t v;

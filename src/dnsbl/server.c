@@ -219,10 +219,14 @@ static void *udp_worker(void *arg)
 	while (!atomic_load(&w->s->stop)) {
 		if (w->nfds == 1) {
 			int n = udp_batch(w, w->fds[0], MSG_WAITFORONE);
-			/* Under load, packets keep arriving: wait a moment so that the
-			 * next batch is larger, instead of paying a wake-up and two
-			 * system calls for every packet. */
-			while (n > 0 && pause.tv_nsec && !atomic_load(&w->s->stop)) {
+			/* A lone query is answered at once. When more are already
+			 * waiting, the server is under load: from then on it pauses
+			 * between partial batches so that each wake-up answers many
+			 * queries (a context switch and two system calls per batch
+			 * instead of per packet), until a pause brings nothing. */
+			if (n <= 0 || !pause.tv_nsec) continue;
+			if (n < BATCH && (n = udp_batch(w, w->fds[0], MSG_DONTWAIT)) <= 0) continue;
+			while (n > 0 && !atomic_load(&w->s->stop)) {
 				if (n < BATCH) nanosleep(&pause, NULL);
 				n = udp_batch(w, w->fds[0], MSG_DONTWAIT);
 			}
