@@ -70,8 +70,7 @@ int ip4_parse_range(const char *s, uint32_t *pa, uint32_t *pb, const char **end)
 		int k = base_parse_uint(e + 1, 32, &n);
 		if (k < 0) return -1;
 		*pa = a;
-		*pb = a | (n == 0 ? 0xffffffffu : (0xffffffffu >> n));
-		if (n == 32) *pb = a;
+		*pb = a | (n >= 32 ? 0 : (0xffffffffu >> n));
 		*end = e + 1 + k;
 		return (int)n;
 	}

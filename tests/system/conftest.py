@@ -73,7 +73,8 @@ class Server:
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, env=env)
 
     def output(self):
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         with open(self.logpath, "rb") as f:
             return f.read().decode("utf-8", "replace")
 
