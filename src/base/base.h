@@ -139,6 +139,7 @@ struct base_lines {
 	unsigned long lineno;
 	size_t start, end;
 	int eof;
+	int keep_cr; /* set after open: keep a trailing CR (rbldnsd treats it as data) */
 	char buf[4 * BASE_LINE_MAX];
 };
 

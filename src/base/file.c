@@ -37,7 +37,15 @@ static int lines_fill(struct base_lines *l, struct base_err *err)
 		const char *msg = gzerror(l->gz, &code);
 		return base_errf(err, "%s:%lu: read error: %s", l->path, l->lineno + 1, msg);
 	}
-	if (n == 0) l->eof = 1;
+	if (n == 0) {
+		/* zlib reports a truncated or damaged stream only through gzerror */
+		int code;
+		const char *msg = gzerror(l->gz, &code);
+		if (code != Z_OK && code != Z_STREAM_END)
+			return base_errf(err, "%s:%lu: corrupt or truncated gzip data: %s", l->path, l->lineno + 1,
+					 msg);
+		l->eof = 1;
+	}
 	l->end += (size_t)n;
 	return n;
 }
@@ -56,7 +64,7 @@ int base_lines_next(struct base_lines *l, char **line, size_t *len, struct base_
 			if (n > BASE_LINE_MAX)
 				return base_errf(err, "%s:%lu: line longer than %d bytes", l->path, l->lineno, BASE_LINE_MAX);
 			if (memchr(s, '\0', n)) return base_errf(err, "%s:%lu: NUL byte in line", l->path, l->lineno);
-			while (n && s[n - 1] == '\r') n--;
+			while (!l->keep_cr && n && s[n - 1] == '\r') n--;
 			s[n] = '\0';
 			*line = s;
 			*len = n;

@@ -105,6 +105,37 @@ static int parse_uint_arg(const char *s, uint64_t max, uint64_t *out)
 	return n < 0 || s[n] ? -1 : 0;
 }
 
+/* Parses the zone specs and either dumps the zones (-d) or serves them.
+ * cfg->specs has room for nzones; the caller frees what this fills in. */
+static int run(struct dnsbl_server_config *cfg, int nzones, char **zones, char **binds, unsigned nbinds,
+	       int family, int dump)
+{
+	struct base_err err;
+	for (int i = 0; i < nzones; i++) {
+		if (dnsbl_zonespec_parse(zones[i], &cfg->specs[i], &err) < 0) return fail("%s", err.msg);
+		cfg->nspecs = (unsigned)i + 1;
+	}
+	if (dump) {
+		struct dnsbl_snapshot *snap;
+		base_log_set_level(BASE_LOG_WARN);
+		if (dnsbl_snapshot_load(&cfg->opts, cfg->specs, cfg->nspecs, NULL, &snap, &err) < 0)
+			return fail("%s", err.msg);
+		int r = dnsbl_dump_text(snap, stdout, &err);
+		dnsbl_snapshot_free(snap);
+		if (r < 0) return fail("%s", err.msg);
+		return 0;
+	}
+	if (!nbinds) return fail("%s", "no listening address given (-b addr[/port])");
+	cfg->listen = base_xcalloc(nbinds, sizeof *cfg->listen);
+	for (unsigned i = 0; i < nbinds; i++) {
+		if (base_parse_hostport(binds[i], 53, &cfg->listen[i], &err) < 0) return fail("-b: %s", err.msg);
+		if (family && cfg->listen[i].family != family)
+			return fail("-b %s does not match the -4/-6 restriction", binds[i]);
+	}
+	cfg->nlisten = nbinds;
+	return dnsbl_serve(cfg);
+}
+
 int cli_dnsbl(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -227,30 +258,8 @@ int cli_dnsbl(int argc, char **argv)
 		}
 	}
 	if (optind >= argc) return fail("%s", "no zones given (zone:type:file[,file...])");
-	cfg.nspecs = (unsigned)(argc - optind);
-	cfg.specs = base_xcalloc(cfg.nspecs, sizeof *cfg.specs);
-	for (unsigned i = 0; i < cfg.nspecs; i++)
-		if (dnsbl_zonespec_parse(argv[optind + (int)i], &cfg.specs[i], &err) < 0) return fail("%s", err.msg);
-
-	if (dump) {
-		struct dnsbl_snapshot *snap;
-		base_log_set_level(BASE_LOG_WARN);
-		if (dnsbl_snapshot_load(&cfg.opts, cfg.specs, cfg.nspecs, NULL, &snap, &err) < 0)
-			return fail("%s", err.msg);
-		int r = dnsbl_dump_text(snap, stdout, &err);
-		dnsbl_snapshot_free(snap);
-		if (r < 0) return fail("%s", err.msg);
-		return 0;
-	}
-	if (!nbinds) return fail("%s", "no listening address given (-b addr[/port])");
-	cfg.listen = base_xcalloc(nbinds, sizeof *cfg.listen);
-	for (unsigned i = 0; i < nbinds; i++) {
-		if (base_parse_hostport(binds[i], 53, &cfg.listen[i], &err) < 0) return fail("-b: %s", err.msg);
-		if (family && cfg.listen[i].family != family)
-			return fail("-b %s does not match the -4/-6 restriction", binds[i]);
-	}
-	cfg.nlisten = nbinds;
-	int r = dnsbl_serve(&cfg);
+	cfg.specs = base_xcalloc((size_t)(argc - optind), sizeof *cfg.specs);
+	int r = run(&cfg, argc - optind, argv + optind, binds, nbinds, family, dump);
 	for (unsigned i = 0; i < cfg.nspecs; i++) dnsbl_zonespec_free(&cfg.specs[i]);
 	free(cfg.specs);
 	free(cfg.listen);

@@ -101,6 +101,7 @@ int dns_name_to_text(const uint8_t *wire, char *out, size_t outsz)
 int dns_name_is_subdomain(const struct dns_name *child, const struct dns_name *parent)
 {
 	if (child->nlabels < parent->nlabels) return 0;
+	if (parent->nlabels == 0) return 1; /* everything is below the root */
 	unsigned off = child->nlabels == parent->nlabels ? 0 : child->label[child->nlabels - parent->nlabels];
 	return child->len - off == parent->len && !memcmp(child->wire + off, parent->wire, parent->len);
 }

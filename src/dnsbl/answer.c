@@ -14,18 +14,21 @@
 void ans_add(struct answer *ans, uint16_t type, uint32_t ttl, const void *rdata, size_t len)
 {
 	uint32_t minttl = ttl;
+	int dup = 0;
 	for (unsigned i = 0; i < ans->n; i++) {
 		struct ans_rr *r = &ans->rr[i];
 		if (r->type != type || r->name) continue;
-		if (r->len == len && !memcmp(ans->data + r->off, rdata, len)) return;
+		if (r->len == len && !memcmp(ans->data + r->off, rdata, len)) dup = 1;
 		if (r->ttl < minttl) minttl = r->ttl;
 	}
-	if (ans->n == ANS_MAX_RR || ans->used + len > ANS_MAX_DATA) {
+	/* a duplicate is dropped, but its TTL still lowers the set's TTL */
+	if (!dup && (ans->n == ANS_MAX_RR || ans->used + len > ANS_MAX_DATA)) {
 		ans->full = 1;
 		return;
 	}
 	for (unsigned i = 0; i < ans->n; i++)
 		if (ans->rr[i].type == type && !ans->rr[i].name) ans->rr[i].ttl = minttl;
+	if (dup) return;
 	struct ans_rr *r = &ans->rr[ans->n++];
 	r->type = type;
 	r->len = (uint16_t)len;

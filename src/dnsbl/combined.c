@@ -180,8 +180,8 @@ static int c_query(const struct ds *ds, const struct ds_query *q, struct answer 
 {
 	int best = best_subzone(ds, q);
 	if (best < 0) return 0;
-	if ((unsigned)best == q->nlabels) return 1; /* the subzone apex itself exists */
-	int found = 0;
+	/* the subzone apex itself always exists; its datasets may still hold records there */
+	int found = (unsigned)best == q->nlabels;
 	for (unsigned i = 0; i < ds->nchildren; i++) {
 		const struct combined_child *cc = &ds->children[i];
 		if (!child_has(cc, q, (unsigned)best)) continue;

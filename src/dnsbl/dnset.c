@@ -190,6 +190,7 @@ static int dset_query(const struct ds *ds, const struct ds_query *q, struct answ
 {
 	const struct dset *d = ds->data;
 	if (!q->nlabels) return 0;
+	if (ans_acl_always(ans)) return 1;
 	uint8_t key[DNS_NAME_MAX + 1];
 	size_t kl = ds_rev_key(q->dn, key);
 	size_t i = lower(d->e[0], d->n[0], key, kl);
@@ -227,13 +228,14 @@ static int dset_below(const struct ds *ds, const struct ds_query *q)
 	return prefix_present(d->e[0], d->n[0], key, kl, 1) || prefix_present(d->e[1], d->n[1], key, kl, 0);
 }
 
+static const uint8_t excluded_name[] = "\x08" "excluded";
+
 static void dset_dump(const struct ds *ds, struct dnsbl_dump *sink)
 {
 	const struct dset *d = ds->data;
 	for (int w = 0; w < 2; w++) {
 		for (size_t i = 0; i < d->n[w]; i++) {
 			const struct dent *e = &d->e[w][i];
-			if (e->vid == DS_VID_EXCL) continue;
 			uint8_t owner[DNS_NAME_MAX + 3], rev[DNS_NAME_MAX + 1];
 			size_t o = 0;
 			if (w) {
@@ -245,6 +247,10 @@ static void dset_dump(const struct ds *ds, struct dnsbl_dump *sink)
 			o += ds_rev_key(rev, owner + o);
 			owner[o] = 0;
 			if (o > DNS_NAME_MAX) continue;
+			if (e->vid == DS_VID_EXCL) { /* as rbldnsd -d writes an exclusion */
+				sink->rr(sink, owner, DNS_T_CNAME, ds->ttl, excluded_name, sizeof excluded_name);
+				continue;
+			}
 			char text[DNS_NAME_MAX * 4 + 1];
 			key_text(e->key, e->len, text, sizeof text);
 			const struct ds_val *v = &ds->vals[e->vid];

@@ -183,11 +183,25 @@ struct answer {
 	unsigned n;
 	int full;
 	uint32_t used;
+	/* Set when an access list gives the client a value: as in rbldnsd, every
+	 * dataset then treats any well-formed query as a hit without answering
+	 * from its own data (ovr_hit records that), and the zone answers the
+	 * access list's value once, with $ as the client's address. */
+	int acl_always;
+	int acl_hit;
 	struct ans_rr rr[ANS_MAX_RR];
 	uint8_t data[ANS_MAX_DATA];
 };
 
 void ans_add(struct answer *ans, uint16_t type, uint32_t ttl, const void *rdata, size_t len);
+/* For a dataset's query, right after it has found the name well-formed:
+ * true when an access list answers instead of the data. */
+static inline int ans_acl_always(struct answer *ans)
+{
+	if (!ans->acl_always) return 0;
+	ans->acl_hit = 1;
+	return 1;
+}
 /* Adds A and/or TXT for a value, expanding the TXT template with subst ($). */
 void ans_add_value(struct answer *ans, const struct ds *ds, const struct ds_val *v, unsigned qflags,
 		   const char *subst);

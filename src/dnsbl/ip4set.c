@@ -329,6 +329,7 @@ static int ip4set_query(const struct ds *ds, const struct ds_query *q, struct an
 {
 	const struct ip4set *s = set_of(ds);
 	if (!q->ip4valid) return 0;
+	if (ans_acl_always(ans)) return 1;
 	for (int cls = E32; cls < NCLASS; cls++) {
 		const struct ip4class *c = &s->c[cls];
 		if (!c->n) continue;

@@ -141,6 +141,7 @@ static int t6_query(const struct ds *ds, const struct ds_query *q, struct answer
 {
 	const struct ip6tset *t = ds->data;
 	if (!q->ip6valid) return 0;
+	if (ans_acl_always(ans)) return 1;
 	u128 a = bytes128(q->ip6);
 	uint64_t net = (uint64_t)(a >> 64);
 	size_t i = lb64(t->nets, t->n, net);

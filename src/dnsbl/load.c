@@ -178,6 +178,7 @@ int ds_load(struct ds *ds, struct base_err *err)
 			return base_errf(err, "%s: file is compressed, decompression disabled (-C)", fs->path);
 		struct base_lines lr;
 		if (base_lines_open(&lr, fs->path, err) < 0) return -1;
+		lr.keep_cr = 1; /* rbldnsd: CR is not white space ("text\r" keeps it) */
 		ds->cur_file = fs->path;
 		if (ds->type->start) ds->type->start(ds);
 		char *line;

@@ -360,7 +360,9 @@ static void trie_free(struct ds *ds)
 static int ip4trie_query(const struct ds *ds, const struct ds_query *q, struct answer *ans)
 {
 	const struct trie *t = ds->data;
-	if (!q->ip4valid || !t->f.n) return 0;
+	if (!q->ip4valid) return 0;
+	if (ans_acl_always(ans)) return 1;
+	if (!t->f.n) return 0;
 	uint32_t vid = t->f.vid[flat_find(&t->f, q->ip4)];
 	if (!positive(vid)) return 0;
 	char ip[16];
@@ -380,7 +382,9 @@ static int ip4trie_below(const struct ds *ds, const struct ds_query *q)
 static int ip6trie_query(const struct ds *ds, const struct ds_query *q, struct answer *ans)
 {
 	const struct trie *t = ds->data;
-	if (!q->ip6valid || !t->f.n) return 0;
+	if (!q->ip6valid) return 0;
+	if (ans_acl_always(ans)) return 1;
+	if (!t->f.n) return 0;
 	uint32_t vid = t->f.vid[flat_find(&t->f, from_bytes(q->ip6, 16))];
 	if (!positive(vid)) return 0;
 	char ip[64];

@@ -284,6 +284,7 @@ size_t dnsbl_answer(const struct dnsbl_snapshot *s, const uint8_t *pkt, size_t l
 	struct dns_query q;
 	const char *why;
 	const struct ds_val *aclval = NULL, *zaclval = NULL;
+	const struct ds *aclds = NULL; /* the access list whose value answers, for its TTL and $n */
 	int acl_empty = 0;
 	*zone_index = -1;
 	*xfr_zone = -1;
@@ -294,6 +295,7 @@ size_t dnsbl_answer(const struct dnsbl_snapshot *s, const uint8_t *pkt, size_t l
 		if (act == ACL_REFUSE) return dns_error_reply(pkt, len, out, cap, DNS_R_REFUSED);
 		if (act == ACL_EMPTY) acl_empty = 1;
 		if (act != ACL_VALUE) aclval = NULL;
+		else aclds = s->gacl;
 	}
 
 	int pr = dns_parse_query(pkt, len, &q, &why);
@@ -343,7 +345,10 @@ size_t dnsbl_answer(const struct dnsbl_snapshot *s, const uint8_t *pkt, size_t l
 		if (act == ACL_IGNORE) return 0;
 		if (act == ACL_REFUSE) return simple_reply(out, cap, blimit, &q, o, DNS_R_REFUSED, 0);
 		if (act == ACL_EMPTY) acl_empty = 1;
-		if (act == ACL_VALUE && !aclval) aclval = zaclval;
+		if (act == ACL_VALUE && !aclval) {
+			aclval = zaclval;
+			aclds = z->acl;
+		}
 	}
 
 	if (q.qtype == DNS_T_AXFR || q.qtype == DNS_T_IXFR) {
@@ -384,6 +389,8 @@ size_t dnsbl_answer(const struct dnsbl_snapshot *s, const uint8_t *pkt, size_t l
 	ans->n = 0;
 	ans->used = 0;
 	ans->full = 0;
+	ans->acl_always = aclval && !acl_empty;
+	ans->acl_hit = 0;
 
 	int found = 0;
 	int refuse_apex = 0;
@@ -406,11 +413,10 @@ size_t dnsbl_answer(const struct dnsbl_snapshot *s, const uint8_t *pkt, size_t l
 		if (acl_empty && !(ds->type == &ds_generic)) continue;
 		if (ds->type->query(ds, &dq, ans)) found = 1;
 	}
-	if (aclval && !acl_empty && rel > 0) {
+	if (ans->acl_hit) {
 		char ip[INET6_ADDRSTRLEN];
 		inet_ntop(peer->family, peer->addr, ip, sizeof ip);
-		ans_add_value(ans, z->ds[0], aclval, dq.qflags, ip);
-		found = 1;
+		ans_add_value(ans, aclds, aclval, dq.qflags, ip);
 	}
 	if (!found && rel > 0) {
 		/* an empty non-terminal: a parent of listed names */
