@@ -46,6 +46,9 @@ static const char dnsbl_help[] =
 	"  --threads N         UDP worker threads (default: one per core)\n"
 	"  --axfr-allow CIDR   only these client networks may transfer zones (repeatable)\n"
 	"  --no-axfr           refuse all zone transfers (by default anyone may transfer)\n"
+	"  --notify ADDR[/PORT]  send NOTIFY (RFC 1996) to this secondary whenever a zone's\n"
+	"                      serial advances (repeatable; port 53 by default)\n"
+	"  --ixfr-keep N       versions kept per zone for IXFR (default 32; 0: AXFR only)\n"
 	"  --tcp-idle SECONDS  close idle TCP connections after this long (default 10)\n"
 	"  --tcp-max N         at most N concurrent TCP connections (default 512)\n"
 	"  --udp-max BYTES     largest EDNS UDP response (default 1232, 512..4096)\n"
@@ -57,7 +60,7 @@ static const char dnsbl_help[] =
 	"  -h, --help          this help\n";
 
 enum { OPT_THREADS = 256, OPT_AXFR_ALLOW, OPT_NO_AXFR, OPT_TCP_IDLE, OPT_TCP_MAX, OPT_UDP_MAX, OPT_ANY,
-       OPT_DEBUG, OPT_COALESCE };
+       OPT_DEBUG, OPT_COALESCE, OPT_NOTIFY, OPT_IXFR_KEEP };
 
 __attribute__((format(printf, 1, 2))) static int fail(const char *fmt, ...)
 {
@@ -148,6 +151,8 @@ int cli_dnsbl(int argc, char **argv)
 		{"any", required_argument, NULL, OPT_ANY},
 		{"debug", no_argument, NULL, OPT_DEBUG},
 		{"coalesce", required_argument, NULL, OPT_COALESCE},
+		{"notify", required_argument, NULL, OPT_NOTIFY},
+		{"ixfr-keep", required_argument, NULL, OPT_IXFR_KEEP},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -158,6 +163,7 @@ int cli_dnsbl(int argc, char **argv)
 	cfg.tcp_idle = 10;
 	cfg.tcp_max = 512;
 	cfg.coalesce_us = 500;
+	cfg.ixfr_keep = 32;
 	int family = 0, dump = 0, c;
 	struct base_err err;
 	uint64_t v;
@@ -225,6 +231,17 @@ int cli_dnsbl(int argc, char **argv)
 			break;
 		}
 		case OPT_NO_AXFR: cfg.opts.axfr = 0; break;
+		case OPT_NOTIFY: {
+			struct base_sockaddr a;
+			if (base_parse_hostport(optarg, 53, &a, &err) < 0) return fail("invalid --notify: %s", err.msg);
+			cfg.notify = base_xrealloc(cfg.notify, (cfg.nnotify + 1) * sizeof a);
+			cfg.notify[cfg.nnotify++] = a;
+			break;
+		}
+		case OPT_IXFR_KEEP:
+			if (parse_uint_arg(optarg, 100000, &v) < 0) return fail("invalid --ixfr-keep '%s'", optarg);
+			cfg.ixfr_keep = (unsigned)v;
+			break;
 		case OPT_TCP_IDLE:
 			if (parse_uint_arg(optarg, 3600, &v) < 0 || !v) return fail("invalid --tcp-idle '%s'", optarg);
 			cfg.tcp_idle = (uint32_t)v;
@@ -265,5 +282,6 @@ int cli_dnsbl(int argc, char **argv)
 	free(cfg.listen);
 	free(binds);
 	free(cfg.opts.axfr_allow);
+	free(cfg.notify);
 	return r;
 }

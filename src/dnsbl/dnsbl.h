@@ -101,6 +101,8 @@ struct dnsbl_xfr *dnsbl_xfr_start(const struct dnsbl_snapshot *s, int zone, cons
  * returns its length, or 0 when the transfer is complete. */
 size_t dnsbl_xfr_next(struct dnsbl_xfr *x, uint8_t *out, size_t cap);
 void dnsbl_xfr_free(struct dnsbl_xfr *x);
+/* "AXFR", or "IXFR" when the transfer sent only the changes (RFC 1995). */
+const char *dnsbl_xfr_kind(const struct dnsbl_xfr *x);
 
 /* Writes the zone in BIND master-file format (rbldnsd -d). */
 int dnsbl_dump_text(const struct dnsbl_snapshot *s, FILE *out, struct base_err *err);
@@ -127,6 +129,9 @@ struct dnsbl_server_config {
 	uint32_t tcp_idle;                /* seconds */
 	unsigned tcp_max;                 /* concurrent TCP connections */
 	unsigned coalesce_us;             /* pause between partial UDP batches */
+	struct base_sockaddr *notify;     /* --notify: secondaries told of every new serial */
+	unsigned nnotify;
+	unsigned ixfr_keep;               /* versions kept per zone for IXFR; 0: AXFR only */
 };
 
 /* Runs the server until SIGTERM/SIGINT. Returns the exit status. */

@@ -253,7 +253,28 @@ struct zone {
 	unsigned index;          /* stable across reloads: for counters */
 	struct glue *glue;       /* A records for in-zone NS names */
 	unsigned nglue;
+	uint32_t serial;         /* the SOA serial served: advances on every change (journal.c) */
+	struct ixfr_delta **deltas; /* versions before this one, oldest first (journal.c) */
+	unsigned ndeltas;
 };
+
+/* The difference between two versions of a zone (journal.c): records in
+ * the stored form described there, back to back. */
+struct ixfr_delta {
+	uint32_t from, to;
+	struct base_buf del, add;
+	size_t ndel, nadd;
+	_Atomic int refs;
+};
+
+void delta_release(struct ixfr_delta *d);
+void journal_zone_free(struct zone *z);
+size_t journal_rr_size(const uint8_t *r);
+/* Gives each zone of next its serial and deltas, comparing with prev (may be
+ * NULL). changed (one per zone of next, may be NULL) marks the zones whose
+ * serial advanced. Returns how many did. */
+unsigned dnsbl_journal_update(const struct dnsbl_snapshot *prev, struct dnsbl_snapshot *next, unsigned keep,
+			      int *changed);
 
 struct glue {
 	unsigned ns;             /* index into the zone's NS names */

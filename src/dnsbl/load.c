@@ -384,6 +384,7 @@ void dnsbl_snapshot_free(struct dnsbl_snapshot *s)
 		free(s->zones[k].ds);
 		free(s->zones[k].text);
 		free(s->zones[k].glue);
+		journal_zone_free(&s->zones[k]);
 	}
 	free(s->zones);
 	for (unsigned i = 0; i < s->nall; i++) ds_release(s->all[i]);

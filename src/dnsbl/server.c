@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -61,7 +62,25 @@ struct server {
 	struct event_base *tcp_base;
 	unsigned tcp_conns;
 	unsigned xfr_active;
+	/* NOTIFY (RFC 1996) messages waiting for an answer from a secondary */
+	struct notify *pend;
+	unsigned npend;
+	int notify_fd[2];        /* IPv4, IPv6 */
 };
+
+/* One NOTIFY to one secondary, resent until it answers or NOTIFY_TRIES. */
+struct notify {
+	unsigned zone;           /* zone index */
+	uint8_t name[DNS_NAME_MAX + 1];
+	size_t namelen;
+	uint32_t serial;
+	unsigned target;         /* index into cfg->notify */
+	uint16_t id;
+	unsigned tries;
+	uint64_t next_ns;
+};
+
+#define NOTIFY_TRIES 5
 
 static struct dnsbl_snapshot *acquire(struct server *s, unsigned slot)
 {
@@ -330,7 +349,8 @@ static void tcp_xfr(struct tcpconn *c, struct dnsbl_snapshot *snap, int zone, co
 	}
 	char ip[INET6_ADDRSTRLEN];
 	inet_ntop(c->peer.family, c->peer.addr, ip, sizeof ip);
-	base_info("AXFR of %s to %s: %zu bytes", dnsbl_snapshot_zone_name(snap, (unsigned)zone), ip, total);
+	base_info("%s of %s to %s: %zu bytes", dnsbl_xfr_kind(x), dnsbl_snapshot_zone_name(snap, (unsigned)zone), ip,
+		  total);
 	dnsbl_xfr_free(x);
 }
 
@@ -516,6 +536,133 @@ static void publish(struct server *s, struct dnsbl_snapshot *next)
 	}
 }
 
+/* ---- NOTIFY ------------------------------------------------------------ */
+
+static void notify_queue(struct server *s, const struct dnsbl_snapshot *snap, const int *changed)
+{
+	const struct dnsbl_server_config *cfg = s->cfg;
+	for (unsigned k = 0; k < snap->nzones; k++) {
+		if (!changed[k]) continue;
+		const struct zone *z = &snap->zones[k];
+		for (unsigned t = 0; t < cfg->nnotify; t++) {
+			struct notify *n = NULL;
+			for (unsigned i = 0; i < s->npend; i++)
+				if (s->pend[i].zone == z->index && s->pend[i].target == t) n = &s->pend[i];
+			if (!n) {
+				s->pend = base_xrealloc(s->pend, (s->npend + 1) * sizeof *s->pend);
+				n = &s->pend[s->npend++];
+			}
+			memset(n, 0, sizeof *n);
+			n->zone = z->index;
+			memcpy(n->name, z->name.wire, z->name.len);
+			n->namelen = z->name.len;
+			n->serial = z->serial;
+			n->target = t;
+			if (getrandom(&n->id, sizeof n->id, 0) != (ssize_t)sizeof n->id) n->id = (uint16_t)base_mono_ns();
+		}
+	}
+}
+
+static void target_addr(const struct base_sockaddr *a, struct sockaddr_storage *ss, socklen_t *len)
+{
+	memset(ss, 0, sizeof *ss);
+	if (a->family == AF_INET) {
+		struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
+		v4->sin_family = AF_INET;
+		v4->sin_port = htons(a->port);
+		memcpy(&v4->sin_addr, a->a.v4, 4);
+		*len = sizeof *v4;
+	} else {
+		struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
+		v6->sin6_family = AF_INET6;
+		v6->sin6_port = htons(a->port);
+		memcpy(&v6->sin6_addr, a->a.v6, 16);
+		*len = sizeof *v6;
+	}
+}
+
+static void notify_drop(struct server *s, unsigned i)
+{
+	s->pend[i] = s->pend[--s->npend];
+}
+
+/* Sends what is due; gives up on a secondary after NOTIFY_TRIES. */
+static void notify_run(struct server *s)
+{
+	uint64_t now = base_mono_ns();
+	for (unsigned i = 0; i < s->npend;) {
+		struct notify *n = &s->pend[i];
+		const struct base_sockaddr *a = &s->cfg->notify[n->target];
+		char ip[INET6_ADDRSTRLEN];
+		inet_ntop(a->family, a->a.v6, ip, sizeof ip);
+		if (n->next_ns > now) {
+			i++;
+			continue;
+		}
+		if (n->tries == NOTIFY_TRIES) {
+			char zn[DNS_NAME_MAX * 4 + 2];
+			dns_name_to_text(n->name, zn, sizeof zn);
+			base_warn("NOTIFY of %s serial %u to %s port %u: no answer after %u tries", zn, n->serial, ip,
+				  a->port, NOTIFY_TRIES);
+			notify_drop(s, i);
+			continue;
+		}
+		uint8_t m[DNS_HDR_SIZE + DNS_NAME_MAX + 1 + 4];
+		memset(m, 0, DNS_HDR_SIZE);
+		dns_put16(m, n->id);
+		dns_put16(m + 2, (uint16_t)(DNS_OP_NOTIFY << 11) | DNS_F_AA);
+		dns_put16(m + 4, 1);
+		memcpy(m + DNS_HDR_SIZE, n->name, n->namelen);
+		dns_put16(m + DNS_HDR_SIZE + n->namelen, DNS_T_SOA);
+		dns_put16(m + DNS_HDR_SIZE + n->namelen + 2, DNS_C_IN);
+		struct sockaddr_storage ss;
+		socklen_t sl;
+		target_addr(a, &ss, &sl);
+		int fd = s->notify_fd[a->family == AF_INET6];
+		if (fd >= 0 &&
+		    sendto(fd, m, DNS_HDR_SIZE + n->namelen + 4, 0, (struct sockaddr *)&ss, sl) < 0)
+			base_warn("NOTIFY to %s port %u: %s", ip, a->port, strerror(errno));
+		n->tries++;
+		n->next_ns = now + (1000000000ull << (n->tries - 1)); /* 1, 2, 4, 8 s */
+		i++;
+	}
+}
+
+/* Reads the secondaries' answers and retires the NOTIFYs they answer. */
+static void notify_recv(struct server *s)
+{
+	for (int f = 0; f < 2; f++) {
+		int fd = s->notify_fd[f];
+		if (fd < 0) continue;
+		for (;;) {
+			uint8_t m[512];
+			struct sockaddr_storage ss;
+			socklen_t sl = sizeof ss;
+			ssize_t r = recvfrom(fd, m, sizeof m, MSG_DONTWAIT, (struct sockaddr *)&ss, &sl);
+			if (r < 0) break;
+			if (r < DNS_HDR_SIZE) continue;
+			uint16_t id = dns_get16(m), fl = dns_get16(m + 2);
+			if (!(fl & DNS_F_QR) || ((fl >> 11) & 15) != DNS_OP_NOTIFY) continue;
+			struct dnsbl_peer p;
+			peer_from(&ss, &p);
+			uint16_t port = ss.ss_family == AF_INET ? ntohs(((struct sockaddr_in *)&ss)->sin_port)
+								: ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+			for (unsigned i = 0; i < s->npend; i++) {
+				const struct base_sockaddr *a = &s->cfg->notify[s->pend[i].target];
+				if (s->pend[i].id != id || a->family != p.family || a->port != port ||
+				    memcmp(a->a.v6, p.addr, a->family == AF_INET ? 4 : 16))
+					continue;
+				char ip[INET6_ADDRSTRLEN];
+				inet_ntop(a->family, a->a.v6, ip, sizeof ip);
+				base_info("NOTIFY of serial %u to %s port %u answered (%s)", s->pend[i].serial, ip,
+					  a->port, dns_rcode_name(fl & 15));
+				notify_drop(s, i);
+				break;
+			}
+		}
+	}
+}
+
 static void reload(struct server *s)
 {
 	struct dnsbl_snapshot *cur = atomic_load(&s->current), *next = NULL;
@@ -527,7 +674,14 @@ static void reload(struct server *s)
 		return;
 	}
 	if (r == 1) return;
+	int *changed = base_xcalloc(next->nzones ? next->nzones : 1, sizeof *changed);
+	unsigned nchanged = dnsbl_journal_update(cur, next, s->cfg->ixfr_keep, changed);
 	publish(s, next);
+	if (nchanged && s->cfg->nnotify) {
+		notify_queue(s, next, changed);
+		notify_run(s);
+	}
+	free(changed);
 	base_info("zones reloaded in %.3f s", (double)(base_mono_ns() - t0) / 1e9);
 }
 
@@ -694,6 +848,12 @@ int dnsbl_serve(const struct dnsbl_server_config *cfg)
 	base_info("mailrep dnsbl %s started (%u UDP worker(s), %u address(es), %u zone(s))", MAILREP_VERSION,
 		  srv.nworkers, cfg->nlisten, srv.nzones);
 	stats_mark(cfg);
+	srv.notify_fd[0] = srv.notify_fd[1] = -1;
+	for (unsigned t = 0; t < cfg->nnotify; t++) {
+		int f = cfg->notify[t].family == AF_INET6;
+		if (srv.notify_fd[f] < 0) srv.notify_fd[f] = socket(f ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+		if (srv.notify_fd[f] < 0) base_warn("NOTIFY socket: %s", strerror(errno));
+	}
 	uint64_t *last = base_xcalloc((srv.nzones + 1) * 5, sizeof *last);
 	uint32_t interval = cfg->check_interval;
 	uint64_t next_check = base_mono_ns() + (uint64_t)interval * 1000000000u;
@@ -705,7 +865,15 @@ int dnsbl_serve(const struct dnsbl_server_config *cfg)
 			ts.tv_sec = (time_t)(left / 1000000000u);
 			ts.tv_nsec = (long)(left % 1000000000u);
 		}
+		if (srv.npend && (ts.tv_sec > 0 || ts.tv_nsec > 250000000)) {
+			ts.tv_sec = 0;
+			ts.tv_nsec = 250000000;
+		}
 		int sig = sigtimedwait(&sigs, NULL, &ts);
+		if (srv.npend) {
+			notify_recv(&srv);
+			notify_run(&srv);
+		}
 		if (sig == SIGTERM || sig == SIGINT) break;
 		if (sig == SIGHUP) {
 			if (srv.qlog && srv.qlog != stdout) {
@@ -753,6 +921,9 @@ int dnsbl_serve(const struct dnsbl_server_config *cfg)
 	dnsbl_snapshot_free(atomic_load(&srv.current));
 	free(srv.hazards);
 	free(srv.cnt);
+	free(srv.pend);
+	for (int f = 0; f < 2; f++)
+		if (srv.notify_fd[f] >= 0) close(srv.notify_fd[f]);
 	if (srv.qlog && srv.qlog != stdout) fclose(srv.qlog);
 	base_info("exiting");
 	return 0;

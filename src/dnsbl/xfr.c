@@ -30,7 +30,7 @@ static void soa_rdata(const struct zone *z, struct base_buf *b)
 	uint8_t n[20];
 	base_buf_append(b, soa->mname.wire, soa->mname.len);
 	base_buf_append(b, soa->rname.wire, soa->rname.len);
-	dns_put32(n, soa->serial ? soa->serial : (uint32_t)z->stamp);
+	dns_put32(n, z->serial);
 	dns_put32(n + 4, soa->refresh);
 	dns_put32(n + 8, soa->retry);
 	dns_put32(n + 12, soa->expire);
@@ -68,6 +68,8 @@ struct dnsbl_xfr {
 	uint16_t id;
 	const struct dns_query *q;
 	int first;
+	struct dnsbl_dump sink;
+	const char *kind;          /* "AXFR" or "IXFR": what was sent */
 };
 
 static void xfr_flush(struct dnsbl_xfr *x)
@@ -161,6 +163,51 @@ static void xfr_rr(struct dnsbl_dump *d, const uint8_t *owner, uint16_t type, ui
 	xfr_put(x, w, type, ttl, rd, rdlen);
 }
 
+/* Sends the stored records of one side of a delta. */
+static void put_stored(struct dnsbl_xfr *x, const struct base_buf *b)
+{
+	const uint8_t *r = (const uint8_t *)b->data, *end = r + b->len;
+	while (r < end) {
+		size_t ol = r[0];
+		const uint8_t *owner = r + 1, *h = r + 1 + ol;
+		xfr_rr(&x->sink, owner, dns_get16(h), dns_get32(h + 2), h + 8, dns_get16(h + 6));
+		r += journal_rr_size(r);
+	}
+}
+
+/* The chain of deltas from serial to the zone's current version: the index
+ * of its first delta, or -1 when the journal does not reach back that far. */
+static int chain_from(const struct zone *z, uint32_t serial)
+{
+	for (unsigned i = 0; i < z->ndeltas; i++)
+		if (z->deltas[i]->from == serial) return (int)i;
+	return -1;
+}
+
+/* RFC 1995: the current SOA, then per version the old SOA, the deleted
+ * records, the new SOA and the added records, and the current SOA again. */
+static void walk_ixfr(struct dnsbl_xfr *x, const struct zone *z, unsigned first)
+{
+	static const uint8_t apex[1] = {0};
+	struct base_buf b;
+	base_buf_init(&b);
+	soa_rdata(z, &b);
+	size_t serial_at = b.len - 20;
+	xfr_rr(&x->sink, apex, DNS_T_SOA, z->soa->ttl, (uint8_t *)b.data, b.len);
+	for (unsigned i = first; i < z->ndeltas; i++) {
+		const struct ixfr_delta *d = z->deltas[i];
+		dns_put32((uint8_t *)b.data + serial_at, d->from);
+		xfr_rr(&x->sink, apex, DNS_T_SOA, z->soa->ttl, (uint8_t *)b.data, b.len);
+		put_stored(x, &d->del);
+		dns_put32((uint8_t *)b.data + serial_at, d->to);
+		xfr_rr(&x->sink, apex, DNS_T_SOA, z->soa->ttl, (uint8_t *)b.data, b.len);
+		put_stored(x, &d->add);
+	}
+	dns_put32((uint8_t *)b.data + serial_at, z->serial);
+	xfr_rr(&x->sink, apex, DNS_T_SOA, z->soa->ttl, (uint8_t *)b.data, b.len);
+	base_buf_free(&b);
+}
+
 struct dnsbl_xfr *dnsbl_xfr_start(const struct dnsbl_snapshot *s, int zone, const uint8_t *query, size_t qlen)
 {
 	const struct zone *z = zone_by_index(s, zone);
@@ -171,12 +218,38 @@ struct dnsbl_xfr *dnsbl_xfr_start(const struct dnsbl_snapshot *s, int zone, cons
 	x->z = z;
 	x->q = &q;
 	x->first = 1;
-	struct dnsbl_dump sink = {xfr_rr, x};
-	walk_zone(z, &sink, 1);
+	x->sink.rr = xfr_rr;
+	x->sink.ctx = x;
+	x->kind = "AXFR";
+	int first = -1;
+	if (q.qtype == DNS_T_IXFR && q.has_ixfr_serial && z->soa) {
+		if (q.ixfr_serial == z->serial) first = (int)z->ndeltas; /* up to date: the SOA alone */
+		else first = chain_from(z, q.ixfr_serial);
+	}
+	if (first >= 0) {
+		x->kind = "IXFR";
+		if ((unsigned)first == z->ndeltas) {
+			static const uint8_t apex[1] = {0};
+			struct base_buf b;
+			base_buf_init(&b);
+			soa_rdata(z, &b);
+			xfr_rr(&x->sink, apex, DNS_T_SOA, z->soa->ttl, (uint8_t *)b.data, b.len);
+			base_buf_free(&b);
+		} else {
+			walk_ixfr(x, z, (unsigned)first);
+		}
+	} else {
+		walk_zone(z, &x->sink, 1); /* AXFR, or an IXFR the journal cannot serve */
+	}
 	if (!x->open && !x->out.len) xfr_open(x); /* an empty zone still gets an answer */
 	xfr_flush(x);
 	x->q = NULL;
 	return x;
+}
+
+const char *dnsbl_xfr_kind(const struct dnsbl_xfr *x)
+{
+	return x->kind;
 }
 
 size_t dnsbl_xfr_next(struct dnsbl_xfr *x, uint8_t *out, size_t cap)

@@ -43,13 +43,14 @@ void zone_finish(struct dnsbl_snapshot *s, struct zone *z)
 		if (ds->expires && (!z->expires || ds->expires < z->expires)) z->expires = ds->expires;
 	}
 	if (!z->nds) z->loaded = 0;
+	z->serial = z->soa && z->soa->serial ? z->soa->serial : (uint32_t)z->stamp;
 	(void)s;
 }
 
 /* Glue: A records that the zones themselves hold for in-zone NS names. */
 void zone_glue(struct dnsbl_snapshot *s, struct zone *z)
 {
-	struct answer *ans = base_xmalloc(sizeof *ans);
+	struct answer *ans = base_xcalloc(1, sizeof *ans);
 	for (unsigned i = 0; i < z->nns; i++) {
 		const struct zone *hz = zone_find(s, &z->ns[i]);
 		if (!hz || !hz->loaded) continue;
@@ -178,7 +179,7 @@ static int put_soa(struct dns_builder *b, const struct zone *z, uint32_t ttl, ui
 {
 	const struct ds_soa *soa = z->soa;
 	if (dns_b_rr_begin(b, NULL, owner_ptr, DNS_T_SOA, DNS_C_IN, ttl) < 0) return -1;
-	uint32_t serial = soa->serial ? soa->serial : (uint32_t)z->stamp;
+	uint32_t serial = z->serial;
 	if (dns_b_rd_name(b, soa->mname.wire, 1) < 0 || dns_b_rd_name(b, soa->rname.wire, 1) < 0 ||
 	    dns_b_rd_u32(b, serial) < 0 || dns_b_rd_u32(b, soa->refresh) < 0 ||
 	    dns_b_rd_u32(b, soa->retry) < 0 || dns_b_rd_u32(b, soa->expire) < 0 ||
@@ -356,6 +357,14 @@ size_t dnsbl_answer(const struct dnsbl_snapshot *s, const uint8_t *pkt, size_t l
 			return simple_reply(out, cap, blimit, &q, o, DNS_R_SERVFAIL, 0);
 		if (q.qname.nlabels != z->name.nlabels || !dnsbl_xfr_allowed(o, peer))
 			return simple_reply(out, cap, blimit, &q, o, DNS_R_REFUSED, 0);
+		if (transport == DNSBL_UDP && q.qtype == DNS_T_IXFR && z->soa) {
+			/* RFC 1995 section 2: over UDP, the current SOA alone; a client
+			 * that is behind then transfers over TCP */
+			struct dns_builder b;
+			if (dns_b_start(&b, out, cap, blimit, &q, aa, DNS_R_NOERROR) < 0) return 0;
+			put_soa(&b, z, z->soa->ttl, DNS_HDR_SIZE);
+			return finish(&b, &q, o, 0);
+		}
 		if (transport == DNSBL_UDP) /* zone transfers need TCP */
 			return simple_reply(out, cap, blimit, &q, o, DNS_R_NOERROR, DNS_F_TC | aa);
 		*xfr_zone = (int)z->index;
