@@ -283,5 +283,6 @@ int cli_dnsbl(int argc, char **argv)
 	free(binds);
 	free(cfg.opts.axfr_allow);
 	free(cfg.notify);
+	dnsbl_sources_close();
 	return r;
 }

@@ -59,7 +59,36 @@ struct dnsbl_snapshot;
 int dnsbl_snapshot_load(const struct dnsbl_options *opts, const struct dnsbl_zonespec *specs,
 			unsigned nspecs, const struct dnsbl_snapshot *prev, struct dnsbl_snapshot **out,
 			struct base_err *err);
+/* What a reload looks at: files (on the -c interval and SIGHUP), sources
+ * (polled often), or both. dnsbl_snapshot_load looks at both. */
+enum { DNSBL_LOAD_FILES = 1, DNSBL_LOAD_SOURCES = 2 };
+int dnsbl_snapshot_reload(const struct dnsbl_options *opts, const struct dnsbl_zonespec *specs,
+			  unsigned nspecs, const struct dnsbl_snapshot *prev, unsigned what,
+			  struct dnsbl_snapshot **out, struct base_err *err);
 void dnsbl_snapshot_free(struct dnsbl_snapshot *s);
+
+/* ---- sources: data from a program instead of files (source.c) ---------- */
+
+/* Receives one line of rbldnsd "combined" data: "$SOA ...", "$NS ...",
+ * "$DATASET ip4trie @", "192.0.2.1 :2:Listed, see ...". */
+typedef int (*dnsbl_emit_fn)(void *ctx, const char *line, struct base_err *err);
+
+struct dnsbl_source_ops {
+	/* Opens the source that a zone spec "zone:TYPE:PATH" names. */
+	void *(*open)(void *arg, const char *type, const char *path, struct base_err *err);
+	/* A number that differs whenever the data may have changed; cheap. */
+	int (*version)(void *h, uint64_t *version, struct base_err *err);
+	/* Writes the data as of now; *next_change is when it changes by
+	 * itself (the next expiry), 0 for never. */
+	int (*fill)(void *h, time_t now, dnsbl_emit_fn emit, void *ctx, time_t *next_change,
+		    struct base_err *err);
+	void (*close)(void *h);
+};
+
+/* Registers a source under a zone-spec type name; before any load. */
+int dnsbl_source_register(const char *type, const struct dnsbl_source_ops *ops, void *arg);
+int dnsbl_sources_registered(void);
+void dnsbl_sources_close(void);
 /* Zones that expired ($TIMESTAMP) stop being served; returns how many changed. */
 unsigned dnsbl_snapshot_zones(const struct dnsbl_snapshot *s);
 const char *dnsbl_snapshot_zone_name(const struct dnsbl_snapshot *s, unsigned i);
@@ -132,6 +161,7 @@ struct dnsbl_server_config {
 	struct base_sockaddr *notify;     /* --notify: secondaries told of every new serial */
 	unsigned nnotify;
 	unsigned ixfr_keep;               /* versions kept per zone for IXFR; 0: AXFR only */
+	unsigned source_poll_ms;          /* how often sources are asked for changes */
 };
 
 /* Runs the server until SIGTERM/SIGINT. Returns the exit status. */

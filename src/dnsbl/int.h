@@ -126,6 +126,11 @@ struct ds {
 	struct base_arena arena;
 	void *data;              /* type specific */
 
+	/* data from a source (source.c) rather than files */
+	void *source;
+	uint64_t source_version;
+	time_t source_next;      /* when the source's data changes by itself; 0: never */
+
 	/* combined datasets */
 	struct ds *parent;
 	struct combined_child *children;
@@ -217,6 +222,11 @@ const struct ds_type *ds_type_find(const char *name);
 int ds_load(struct ds *ds, struct base_err *err);
 void ds_release(struct ds *ds);
 struct ds *ds_new(const struct ds_type *type, const struct dnsbl_options *opts);
+
+/* sources (source.c) */
+int source_type_known(const char *name);
+int source_load(struct ds *ds, const char *type, const char *path, struct base_err *err);
+int source_changed(const struct ds *ds);
 
 /* Reads the lines of a dataset's files into it (used by combined too). */
 int ds_feed_line(struct ds *ds, char *line, struct base_err *err);

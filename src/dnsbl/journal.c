@@ -43,7 +43,7 @@ struct rrsink {
 };
 
 static void rr_collect(struct dnsbl_dump *d, const uint8_t *owner, uint16_t type, uint32_t ttl,
-		       const uint8_t *rd, size_t rdlen)
+                       const uint8_t *rd, size_t rdlen)
 {
 	struct rrlist *l = ((struct rrsink *)d)->l;
 	if (type == DNS_T_SOA || rdlen > 65535) return;
@@ -120,8 +120,10 @@ static struct ixfr_delta *diff(const struct rrlist *o, const struct rrlist *n)
 		const uint8_t *x = i < o->n ? (const uint8_t *)o->b.data + o->off[i] : NULL;
 		const uint8_t *y = j < n->n ? (const uint8_t *)n->b.data + n->off[j] : NULL;
 		int c;
-		if (!x) c = 1;
-		else if (!y) c = -1;
+		if (!x)
+			c = 1;
+		else if (!y)
+			c = -1;
 		else {
 			size_t lx = journal_rr_size(x), ly = journal_rr_size(y);
 			c = memcmp(x, y, lx < ly ? lx : ly);
@@ -137,8 +139,12 @@ static struct ixfr_delta *diff(const struct rrlist *o, const struct rrlist *n)
 			/* the same record may appear twice in a stream: skip all copies */
 			const uint8_t *same = x;
 			size_t ls = journal_rr_size(same);
-			while (i < o->n && !memcmp((const uint8_t *)o->b.data + o->off[i], same, ls)) i++;
-			while (j < n->n && !memcmp((const uint8_t *)n->b.data + n->off[j], same, ls)) j++;
+			while (i < o->n &&
+			       !memcmp((const uint8_t *)o->b.data + o->off[i], same, ls))
+				i++;
+			while (j < n->n &&
+			       !memcmp((const uint8_t *)n->b.data + n->off[j], same, ls))
+				j++;
 		}
 	}
 	if (!d->ndel && !d->nadd) {
@@ -210,8 +216,8 @@ static void inherit(struct zone *z, const struct zone *o, struct ixfr_delta *ext
 	if (extra) z->deltas[z->ndeltas++] = extra;
 }
 
-unsigned dnsbl_journal_update(const struct dnsbl_snapshot *prev, struct dnsbl_snapshot *next, unsigned keep,
-			      int *changed)
+unsigned dnsbl_journal_update(const struct dnsbl_snapshot *prev, struct dnsbl_snapshot *next,
+                              unsigned keep, int *changed)
 {
 	unsigned nchanged = 0;
 	for (unsigned k = 0; k < next->nzones; k++) {
@@ -238,8 +244,8 @@ unsigned dnsbl_journal_update(const struct dnsbl_snapshot *prev, struct dnsbl_sn
 		if (!serial_gt(z->serial, o->serial)) z->serial = o->serial + 1 ? o->serial + 1 : 1;
 		d->from = o->serial;
 		d->to = z->serial;
-		base_info("zone %s: serial %u -> %u (%zu deleted, %zu added)", z->text, o->serial, z->serial, d->ndel,
-			  d->nadd);
+		base_info("zone %s: serial %u -> %u (%zu deleted, %zu added)", z->text, o->serial,
+		          z->serial, d->ndel, d->nadd);
 		inherit(z, o, keep ? d : NULL, keep);
 		if (!keep) delta_release(d);
 		if (changed) changed[k] = 1;

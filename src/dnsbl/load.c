@@ -47,7 +47,7 @@ int dnsbl_zonespec_parse(const char *arg, struct dnsbl_zonespec *z, struct base_
 	if (!c2) return base_errf(err, "zone spec '%s': expected name:type:file[,file...]", arg);
 	z->zone = base_xstrndup(arg, (size_t)(c1 - arg));
 	z->type = base_xstrndup(c1 + 1, (size_t)(c2 - c1 - 1));
-	if (!ds_type_find(z->type)) {
+	if (!ds_type_find(z->type) && !source_type_known(z->type)) {
 		base_errf(err, "zone spec '%s': unknown dataset type '%s'", arg, z->type);
 		dnsbl_zonespec_free(z);
 		return -1;
@@ -207,9 +207,12 @@ int ds_load(struct ds *ds, struct base_err *err)
 	return 0;
 }
 
-/* Whether any file of ds changed since it was loaded. */
-static int ds_changed(const struct ds *ds)
+/* Whether the data of ds changed since it was loaded, among what a reload
+ * looks at (DNSBL_LOAD_*). */
+static int ds_changed(const struct ds *ds, unsigned what)
 {
+	if (ds->source) return (what & DNSBL_LOAD_SOURCES) && source_changed(ds);
+	if (!(what & DNSBL_LOAD_FILES)) return 0;
 	for (int i = 0; i < ds->nfiles; i++) {
 		struct file_stamp now;
 		if (stat_file(ds->files[i].path, &now) < 0) return 1;
@@ -237,6 +240,16 @@ static struct ds *load_spec(const struct dnsbl_options *opts, const struct dnsbl
 			    struct base_err *err)
 {
 	const struct ds_type *t = ds_type_find(z->type);
+	if (!t) { /* a source writes combined data */
+		struct ds *ds = ds_new(&ds_combined, opts);
+		ds->spec = spec_key(z);
+		ds->label = base_xstrdup(ds->spec);
+		if (source_load(ds, z->type, z->files[0], err) < 0) {
+			ds_release(ds);
+			return NULL;
+		}
+		return ds;
+	}
 	struct ds *ds = ds_new(t, opts);
 	ds->spec = spec_key(z);
 	ds->label = base_xstrdup(ds->spec);
@@ -271,6 +284,13 @@ int dnsbl_snapshot_load(const struct dnsbl_options *opts, const struct dnsbl_zon
 			unsigned nspecs, const struct dnsbl_snapshot *prev, struct dnsbl_snapshot **out,
 			struct base_err *err)
 {
+	return dnsbl_snapshot_reload(opts, specs, nspecs, prev, DNSBL_LOAD_FILES | DNSBL_LOAD_SOURCES, out, err);
+}
+
+int dnsbl_snapshot_reload(const struct dnsbl_options *opts, const struct dnsbl_zonespec *specs,
+			  unsigned nspecs, const struct dnsbl_snapshot *prev, unsigned what,
+			  struct dnsbl_snapshot **out, struct base_err *err)
+{
 	*out = NULL;
 	struct ds **all = base_xcalloc(nspecs, sizeof *all);
 	char **keys = base_xcalloc(nspecs, sizeof *keys);
@@ -291,7 +311,7 @@ int dnsbl_snapshot_load(const struct dnsbl_options *opts, const struct dnsbl_zon
 		keys[nall] = key;
 		struct ds *old = find_prev(prev, key);
 		struct ds *ds = NULL;
-		if (old && !ds_changed(old)) {
+		if (old && !ds_changed(old, what)) {
 			atomic_fetch_add(&old->refs, 1);
 			ds = old;
 		} else {

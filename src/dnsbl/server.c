@@ -663,12 +663,12 @@ static void notify_recv(struct server *s)
 	}
 }
 
-static void reload(struct server *s)
+static void reload(struct server *s, unsigned what)
 {
 	struct dnsbl_snapshot *cur = atomic_load(&s->current), *next = NULL;
 	struct base_err err;
 	uint64_t t0 = base_mono_ns();
-	int r = dnsbl_snapshot_load(&s->cfg->opts, s->cfg->specs, s->cfg->nspecs, cur, &next, &err);
+	int r = dnsbl_snapshot_reload(&s->cfg->opts, s->cfg->specs, s->cfg->nspecs, cur, what, &next, &err);
 	if (r < 0) {
 		base_error("reload failed: %s; keeping the data loaded before", err.msg);
 		return;
@@ -857,6 +857,9 @@ int dnsbl_serve(const struct dnsbl_server_config *cfg)
 	uint64_t *last = base_xcalloc((srv.nzones + 1) * 5, sizeof *last);
 	uint32_t interval = cfg->check_interval;
 	uint64_t next_check = base_mono_ns() + (uint64_t)interval * 1000000000u;
+	/* sources (live zones) are asked for changes far more often than files */
+	uint64_t poll_ns = dnsbl_sources_registered() ? (uint64_t)(cfg->source_poll_ms ? cfg->source_poll_ms : 250) * 1000000u : 0;
+	uint64_t next_poll = base_mono_ns() + poll_ns;
 	while (!atomic_load(&srv.stop)) {
 		struct timespec ts = {1, 0};
 		if (interval) {
@@ -868,6 +871,14 @@ int dnsbl_serve(const struct dnsbl_server_config *cfg)
 		if (srv.npend && (ts.tv_sec > 0 || ts.tv_nsec > 250000000)) {
 			ts.tv_sec = 0;
 			ts.tv_nsec = 250000000;
+		}
+		if (poll_ns) {
+			uint64_t now = base_mono_ns();
+			uint64_t left = next_poll > now ? next_poll - now : 0;
+			if ((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec > left) {
+				ts.tv_sec = (time_t)(left / 1000000000u);
+				ts.tv_nsec = (long)(left % 1000000000u);
+			}
 		}
 		int sig = sigtimedwait(&sigs, NULL, &ts);
 		if (srv.npend) {
@@ -885,7 +896,7 @@ int dnsbl_serve(const struct dnsbl_server_config *cfg)
 					pthread_mutex_unlock(&srv.qlog_lock);
 				}
 			}
-			reload(&srv);
+			reload(&srv, DNSBL_LOAD_FILES | DNSBL_LOAD_SOURCES);
 			check_expiry(atomic_load(&srv.current));
 		} else if (sig == SIGUSR1 || sig == SIGUSR2) {
 			write_stats(&srv, atomic_load(&srv.current), last);
@@ -896,10 +907,14 @@ int dnsbl_serve(const struct dnsbl_server_config *cfg)
 				stats_mark(cfg);
 			}
 		} else if (interval && base_mono_ns() >= next_check) {
-			reload(&srv);
+			reload(&srv, DNSBL_LOAD_FILES | DNSBL_LOAD_SOURCES);
 			check_expiry(atomic_load(&srv.current));
 			write_stats(&srv, atomic_load(&srv.current), last);
 			next_check = base_mono_ns() + (uint64_t)interval * 1000000000u;
+		}
+		if (poll_ns && base_mono_ns() >= next_poll) {
+			reload(&srv, DNSBL_LOAD_SOURCES);
+			next_poll = base_mono_ns() + poll_ns;
 		}
 		reclaim(&srv);
 	}
