@@ -99,6 +99,8 @@ int base_parse_duration(const char *s, uint32_t *out, struct base_err *err);
 time_t base_now(void);
 /* Parses "YYYY-MM-DDTHH:MM:SS[Z|+hh:mm]" (date alone allowed) to UTC seconds. */
 int base_parse_iso8601(const char *s, time_t *out);
+/* Whether year-month-day is a real calendar date (month 1..12). */
+int base_valid_date(int y, int m, int d);
 /* A monotonic clock in nanoseconds, for measurements and timeouts. */
 uint64_t base_mono_ns(void);
 

@@ -58,6 +58,14 @@ static int64_t days_from_civil(int y, int m, int d)
 	return era * 146097 + doe - 719468;
 }
 
+int base_valid_date(int y, int m, int d)
+{
+	static const int mdays[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+	if (m < 1 || m > 12 || d < 1) return 0;
+	int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+	return d <= mdays[m - 1] + (m == 2 && leap);
+}
+
 int base_parse_iso8601(const char *s, time_t *out)
 {
 	int y, mo, d, h = 0, mi = 0, sec = 0;
@@ -88,12 +96,12 @@ int base_parse_iso8601(const char *s, time_t *out)
 		if (digits(p + 1, 2, &oh)) return -1;
 		const char *q = p + 3;
 		if (*q == ':') q++;
-		if (digits(q, 2, &om)) return -1;
+		if (digits(q, 2, &om) || oh > 23 || om > 59) return -1;
 		offset = sign * (oh * 3600 + om * 60);
 		p = q + 2;
 	}
 	if (*p) return -1;
-	if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60) return -1;
+	if (!base_valid_date(y, mo, d) || h > 23 || mi > 59 || sec > 60) return -1;
 	*out = (time_t)(days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - offset);
 	return 0;
 }

@@ -60,7 +60,8 @@ int dns_name_from_text(struct dns_name *n, const char *text, int fold, struct ba
 		n->wire[lenpos] = (uint8_t)ll;
 		if (*p == '.') p++;
 	}
-	if (out >= DNS_NAME_MAX + 1) return base_errf(err, "name too long: '%s'", text);
+	/* the wire form, with the final root byte, is at most 255 bytes */
+	if (out >= DNS_NAME_MAX) return base_errf(err, "name longer than 255 bytes: '%s'", text);
 	n->wire[out] = 0;
 	dns_name_index(n);
 	return 0;

@@ -284,7 +284,7 @@ static int parse_stamp(const char *s, time_t *out, const char **end)
 		if (*s == ':' || *s == '-') s++;
 	}
 	if (i < 3) return -1;
-	if (v[0] < 1970 || v[0] > 2099 || v[1] < 1 || v[1] > 12 || v[2] < 1 || v[2] > 31 || v[3] > 23 ||
+	if (v[0] < 1970 || v[0] > 2099 || !base_valid_date(v[0], v[1], v[2]) || v[3] > 23 ||
 	    v[4] > 59 || v[5] > 59)
 		return -1;
 	char iso[64];

@@ -140,7 +140,8 @@ void ds_query_classify(struct ds_query *q, unsigned dflags)
 			}
 		}
 	}
-	if (dflags & (DST_IP6 | DST_IP4) && n <= 32 && n != 4) {
+	/* four labels are an IPv4 address, unless the zone holds no IPv4 data */
+	if (dflags & (DST_IP6 | DST_IP4) && n <= 32 && (n != 4 || !(dflags & DST_IP4))) {
 		uint8_t a[16] = {0};
 		const uint8_t *l = q->dn;
 		unsigned i, v;
