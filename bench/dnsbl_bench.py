@@ -409,6 +409,8 @@ class Server:
                 argv += ["-u", a.user]
             if a.mailrep_threads:
                 argv += ["--threads", str(a.mailrep_threads)]
+            if a.mailrep_coalesce is not None:
+                argv += ["--coalesce", str(a.mailrep_coalesce)]
             argv.append(f"{ZONE}:ip4set:{datafile}")
         elif self.name == "floor":
             argv = [str(a.floor), ADDR, str(port), str(a.floor_threads)]
@@ -774,6 +776,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--mailrep", default=str(REPO_DIR / "build" / "mailrep"))
     p.add_argument("--floor", type=Path, default=OUT_DIR / "floor")
     p.add_argument("--dnsperf", default=shutil.which("dnsperf") or "dnsperf")
+    p.add_argument("--mailrep-coalesce", type=int, default=None,
+                   help="pass --coalesce USEC to mailrep (default: its own default)")
     p.add_argument("--mailrep-threads", type=int, default=0,
                    help="pass --threads N to mailrep (0 = its default, one per core)")
     p.add_argument("--floor-threads", type=int, default=ncpu, help="floor worker threads")
