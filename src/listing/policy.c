@@ -740,6 +740,13 @@ out:
 	return rc;
 }
 
+static int any_cb(void *ctx, const struct listing_impact *imp)
+{
+	(void)imp;
+	*(int *)ctx = 1;
+	return 1;
+}
+
 static int need_refresh(struct listing_store *s, const struct listing_policy *p, int64_t now,
                         struct base_err *err)
 {
@@ -756,10 +763,15 @@ static int need_refresh(struct listing_store *s, const struct listing_policy *p,
 	if (f < 0) return -1;
 	if (f == 0 || strtoll(buf, NULL, 10) != now) {
 		/* time moved: anything that expired in between must be closed */
-		if (f == 0 || strtoll(buf, NULL, 10) > now) return 1;
+		int64_t last = strtoll(buf, NULL, 10);
+		if (f == 0 || last > now) return 1;
 		f = s->ops->meta_get(s, "next_expiry", buf, sizeof buf, err);
 		if (f < 0) return -1;
 		if (f == 0 || strtoll(buf, NULL, 10) <= now) return 1;
+		/* and impacts stamped in the meantime (imported ahead of their time) now count */
+		int any = 0;
+		if (s->ops->impacts_window(s, last, now, any_cb, &any, err) < 0) return -1;
+		if (any) return 1;
 	}
 	return 0;
 }
