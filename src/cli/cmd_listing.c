@@ -391,7 +391,7 @@ static const char impact_help[] =
     "  TIME IP [TRAP [SOURCE [HELO MAIL_FROM RCPT MESSAGE_ID SUBJECT]]]\n"
     "  TIME is ISO 8601, @UNIXSECONDS or - (now); '#' lines are comments. Bad lines are\n"
     "  reported as FILE:LINE: reason and counted; the exit status is 1 if any was rejected.\n"
-    "  --batch N           impacts per durable transaction (default 10000)\n"
+    "  --batch N           impacts per durable transaction (default 50000)\n"
     "  --no-refresh        do not recompute the listings afterwards\n"
     "\n";
 
@@ -491,7 +491,7 @@ static int impact_import(struct env *e, int argc, char **argv)
 	                                     {"no-refresh", no_argument, NULL, OPT_NO_REFRESH},
 	                                     {"config", required_argument, NULL, 'c'},
 	                                     {NULL, 0, NULL, 0}};
-	size_t batch = 10000;
+	size_t batch = 50000;
 	int refresh = 1, c, idx = 0;
 	while ((c = getopt_long(argc, argv, "hc:", opts, &idx)) != -1) {
 		int h = env_option(e, c, opts, idx);

@@ -183,7 +183,7 @@ int listing_import(struct listing_store *s, const char *path, int64_t now, size_
                    struct listing_import_result *res, struct base_err *err)
 {
 	memset(res, 0, sizeof *res);
-	if (batch == 0) batch = 10000;
+	if (batch == 0) batch = 50000;
 	int is_stdin = !strcmp(path, "-");
 	struct base_lines *l = base_xmalloc(sizeof *l);
 	if (base_lines_open(l, is_stdin ? "/dev/stdin" : path, err) < 0) {

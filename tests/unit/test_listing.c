@@ -469,17 +469,18 @@ static void test_migrations(void **state)
 	struct base_err err;
 	assert_int_equal(listing_store_open(path, &s, &err), 0);
 	assert_int_equal(listing_store_version(s), listing_sqlite_schema_latest());
-	assert_true(listing_sqlite_schema_latest() >= 2);
+	assert_int_equal(listing_sqlite_schema_latest(), 3);
 	listing_store_close(s);
 	/* take it back to version 1 by hand; opening migrates forward again */
 	sqlite3 *db;
 	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-	assert_int_equal(
-	    sqlite3_exec(db,
-	                 "DROP INDEX listings_listed_at; DROP INDEX listings_removed_at;"
-	                 " PRAGMA user_version=1",
-	                 NULL, NULL, NULL),
-	    SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db,
+	                              "DROP INDEX listings_removed_at; DROP INDEX impacts_time_ip;"
+	                              " CREATE INDEX impacts_time ON impacts(time);"
+	                              " CREATE INDEX listings_state ON listings(state, expires);"
+	                              " PRAGMA user_version=1",
+	                              NULL, NULL, NULL),
+	                 SQLITE_OK);
 	sqlite3_close(db);
 	assert_int_equal(listing_store_open(path, &s, &err), 0);
 	assert_int_equal(listing_store_version(s), listing_sqlite_schema_latest());
@@ -488,11 +489,20 @@ static void test_migrations(void **state)
 	sqlite3_stmt *st;
 	assert_int_equal(sqlite3_prepare_v2(db,
 	                                    "SELECT count(*) FROM sqlite_master WHERE name IN"
-	                                    " ('listings_listed_at', 'listings_removed_at')",
+	                                    " ('listings_removed_at', 'impacts_time_ip')",
 	                                    -1, &st, NULL),
 	                 SQLITE_OK);
 	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
 	assert_int_equal(sqlite3_column_int(st, 0), 2);
+	sqlite3_finalize(st);
+	assert_int_equal(
+	    sqlite3_prepare_v2(db,
+	                       "SELECT count(*) FROM sqlite_master WHERE name IN"
+	                       " ('impacts_time', 'listings_state', 'listings_listed_at')",
+	                       -1, &st, NULL),
+	    SQLITE_OK);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	assert_int_equal(sqlite3_column_int(st, 0), 0);
 	sqlite3_finalize(st);
 	/* a newer schema than ours is refused */
 	assert_int_equal(sqlite3_exec(db, "PRAGMA user_version=999", NULL, NULL, NULL), SQLITE_OK);
