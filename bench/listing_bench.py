@@ -10,7 +10,7 @@ listings (plus the few /24s that collect 4 impacts). Each step runs the real
 binary with MAILREP_NOW fixed:
 
 * ingest: `mailrep impact import --no-refresh` (WAL, synchronous=FULL, one
-  transaction per 10,000 impacts, so every batch is durable on return). The
+  transaction per --batch impacts, so every batch is durable on return). The
   peer in the same run is Python's sqlite3 module inserting the same rows into
   a table of the same shape with the same settings and batches.
 * refresh: `mailrep stats`, which recomputes the listings from the impacts.
@@ -61,6 +61,7 @@ def peer_ingest(path, rows, batch):
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
+    db.execute("PRAGMA cache_size=-131072")  # as the store sets it
     db.executescript(
         "CREATE TABLE impacts(id INTEGER PRIMARY KEY, time INTEGER NOT NULL, ip BLOB NOT NULL,"
         " trap TEXT, source TEXT, helo TEXT, mail_from TEXT, rcpt TEXT, message_id TEXT,"
@@ -80,6 +81,7 @@ def main():
     ap.add_argument("--impacts", type=int, default=1000000)
     ap.add_argument("--bin", default=os.path.join(ROOT, "build", "mailrep"))
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=50000)
     a = ap.parse_args()
     rng = random.Random(a.seed)
     work = tempfile.mkdtemp(prefix="listing-bench-", dir=os.environ.get("TMPDIR"))
@@ -91,16 +93,17 @@ def main():
         for ip, t in zip(ips, times):
             f.write("@%d\t%s\ttrap@bench.example\n" % (t, dotted(ip)))
     db = os.path.join(work, "store.db")
-    res = {"impacts": a.impacts}
+    res = {"impacts": a.impacts, "batch": a.batch}
 
-    wall, err = run(a.bin, ["impact", "import", "--db", db, imp, "--no-refresh"], env)
+    wall, err = run(a.bin, ["impact", "import", "--db", db, imp, "--no-refresh",
+                               "--batch", str(a.batch)], env)
     m = re.search(r"imported (\d+) impacts .* in ([\d.]+) s", err)
     assert m and int(m.group(1)) == a.impacts, err
     res["ingest_s"] = float(m.group(2))
     res["ingest_per_s"] = a.impacts / res["ingest_s"]
     res["ingest_wall_s"] = wall
     rows = [(t, ip.to_bytes(4, "big"), "trap@bench.example") for ip, t in zip(ips, times)]
-    res["peer_ingest_s"] = peer_ingest(os.path.join(work, "peer.db"), rows, 10000)
+    res["peer_ingest_s"] = peer_ingest(os.path.join(work, "peer.db"), rows, a.batch)
     res["peer_ingest_per_s"] = a.impacts / res["peer_ingest_s"]
 
     wall, _ = run(a.bin, ["stats", "--db", db, "--json"], env)
@@ -116,9 +119,9 @@ def main():
         res["export_%s_bytes" % fmt] = os.path.getsize(out)
 
     print("listing benchmark, %d impacts from distinct IPs (%s)" % (a.impacts, a.bin))
-    print("  ingest (durable, batches of 10000): %.2f s = %.0f impacts/s; "
+    print("  ingest (durable, batches of %d): %.2f s = %.0f impacts/s; "
           "python sqlite3 peer %.2f s = %.0f/s; ratio %.2fx"
-          % (res["ingest_s"], res["ingest_per_s"], res["peer_ingest_s"], res["peer_ingest_per_s"],
+          % (a.batch, res["ingest_s"], res["ingest_per_s"], res["peer_ingest_s"], res["peer_ingest_per_s"],
              res["ingest_per_s"] / res["peer_ingest_per_s"]))
     print("  refresh to listings: %.2f s (process wall time)" % res["refresh_s"])
     for fmt in ["rbldnsd", "txt", "xml", "bind"]:
