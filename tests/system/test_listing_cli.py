@@ -188,3 +188,27 @@ def test_traps(db):
     assert {t["address"]: t["kind"] for t in j} == {"probe-1@unsub.example": "unsubscribe-probe",
                                                      "trap.example": "domain"}
     assert run(["traps", "add", "--db", db, "x", "--kind", "bogus"], check=False)[0] == 2
+
+
+def test_export_every_runs_on_schedule_until_stopped(db, tmp_path):
+    import signal
+    import subprocess
+    import time as _time
+
+    from conftest import MAILREP
+    run(["impact", "add", "--db", db, "11.8.0.1"])
+    out = tmp_path / "bl.txt"
+    p = subprocess.Popen([MAILREP, "export", "--db", db, "--format", "txt", "--out", str(out),
+                          "--every", "1s"], stderr=subprocess.PIPE)
+    try:
+        deadline = _time.time() + 20
+        while not (out.exists() and "11.8.0.1" in out.read_text()):
+            assert _time.time() < deadline, "first export did not appear"
+            _time.sleep(0.05)
+        run(["impact", "add", "--db", db, "11.8.0.2"])
+        while "11.8.0.2" not in out.read_text():
+            assert _time.time() < deadline, "the scheduled export did not pick up the new listing"
+            _time.sleep(0.05)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(10) == 0
