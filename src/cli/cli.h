@@ -12,5 +12,6 @@ int cli_delist(int argc, char **argv);
 int cli_stats(int argc, char **argv);
 int cli_export(int argc, char **argv);
 int cli_traps(int argc, char **argv);
+int cli_trap(int argc, char **argv);
 
 #endif

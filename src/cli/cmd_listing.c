@@ -1123,3 +1123,186 @@ int cli_traps(int argc, char **argv)
 	env_free(&e);
 	return rc;
 }
+
+/* ---- trap ---------------------------------------------------------------- */
+
+static const char trap_help[] =
+    "usage: mailrep trap --db PATH --listen ADDR:PORT --trap-domain DOMAIN\n"
+    "                    [--trap-address ADDR ...] [--proxy-from CIDR ...] [options]\n"
+    "\n"
+    "An SMTP server for spamtraps: mail to a trap domain (any local part), a trap\n"
+    "address, or a trap defined with `mailrep traps add` is accepted and recorded as\n"
+    "one impact (client IP, HELO, MAIL FROM, RCPT, Message-ID, Subject, headers up to\n"
+    "8 KiB, the trap hit), durable before the reply to the final dot. Other\n"
+    "recipients are refused.\n"
+    "  --listen ADDR:PORT   where to listen (\"[v6]:port\" for IPv6)\n"
+    "  --trap-domain D      a trap domain (repeatable)\n"
+    "  --trap-address A     a single trap address (repeatable)\n"
+    "  --proxy-from CIDR    connections from here must start with a PROXY v1/v2\n"
+    "                       header naming the real client (repeatable)\n"
+    "  --hostname NAME      the name in the greeting (default: the host name)\n"
+    "  --timeout DUR        close clients silent this long (default 5m)\n"
+    "  --max-size BYTES     largest message (default 10485760)\n"
+    "  --max-conns N        concurrent connections (default 256)\n"
+    "  --max-rcpts N        recipients per message (default 100)\n"
+    "  -c FILE              read the [trap] section (same keys, without --) first\n"
+    "  --debug              log every delivery\n"
+    "  -h, --help           this help\n";
+
+enum {
+	OPT_LISTEN = 400,
+	OPT_TDOMAIN,
+	OPT_TADDR,
+	OPT_PROXY,
+	OPT_HOST,
+	OPT_TIMEOUT,
+	OPT_MAXSIZE,
+	OPT_MAXCONNS,
+	OPT_MAXRCPTS,
+	OPT_TDEBUG
+};
+
+struct trap_cfg {
+	struct env *e;
+	struct listing_trap_options o;
+	const char **domains, **addrs;
+	struct base_cidr *proxies;
+	char *hostname;
+	int have_listen;
+	char **owned;
+	size_t n_owned;
+};
+
+static const char *keep(struct trap_cfg *t, const char *s)
+{
+	t->owned = base_xrealloc(t->owned, (t->n_owned + 1) * sizeof *t->owned);
+	return t->owned[t->n_owned++] = base_xstrdup(s);
+}
+
+static int trap_set(struct trap_cfg *t, const char *key, const char *v, struct base_err *err)
+{
+	uint64_t n;
+	if (!strcmp(key, "db")) {
+		set_str(&t->e->db, v);
+	} else if (!strcmp(key, "listen")) {
+		if (base_parse_hostport(v, 25, &t->o.listen, err) < 0) return -1;
+		t->have_listen = 1;
+	} else if (!strcmp(key, "trap-domain")) {
+		if (strlen(v) > 253 || strpbrk(v, " \t@<>"))
+			return base_errf(err, "bad trap domain '%s'", v);
+		t->domains = base_xrealloc(t->domains, (t->o.n_domains + 1) * sizeof *t->domains);
+		t->domains[t->o.n_domains++] = keep(t, v);
+	} else if (!strcmp(key, "trap-address")) {
+		if (strlen(v) > 256 || !strchr(v, '@') || strpbrk(v, " \t<>"))
+			return base_errf(err, "bad trap address '%s'", v);
+		t->addrs = base_xrealloc(t->addrs, (t->o.n_addresses + 1) * sizeof *t->addrs);
+		t->addrs[t->o.n_addresses++] = keep(t, v);
+	} else if (!strcmp(key, "proxy-from")) {
+		t->proxies =
+		    base_xrealloc(t->proxies, (t->o.n_proxy_from + 1) * sizeof *t->proxies);
+		if (base_parse_cidr(v, &t->proxies[t->o.n_proxy_from], err) < 0) return -1;
+		t->o.n_proxy_from++;
+	} else if (!strcmp(key, "hostname")) {
+		if (strlen(v) > 253 || strpbrk(v, " \t\r\n"))
+			return base_errf(err, "bad hostname '%s'", v);
+		free(t->hostname);
+		t->hostname = base_xstrdup(v);
+	} else if (!strcmp(key, "timeout")) {
+		if (base_parse_duration(v, &t->o.timeout, err) < 0 || !t->o.timeout)
+			return base_errf(err, "bad timeout '%s'", v);
+	} else if (!strcmp(key, "max-size") || !strcmp(key, "max-conns") ||
+	           !strcmp(key, "max-rcpts")) {
+		int k = base_parse_uint(v, (uint64_t)1 << 40, &n);
+		if (k <= 0 || v[k] || !n) return base_errf(err, "bad %s '%s'", key, v);
+		if (!strcmp(key, "max-size"))
+			t->o.max_size = n;
+		else if (!strcmp(key, "max-conns"))
+			t->o.max_conns = n > 100000 ? 100000 : (unsigned)n;
+		else
+			t->o.max_rcpts = n > 10000 ? 10000 : (unsigned)n;
+	} else {
+		return base_errf(err, "unknown trap option '%s'", key);
+	}
+	return 0;
+}
+
+static int trap_ini_cb(void *ctx, const char *key, const char *value, struct base_err *err)
+{
+	return trap_set(ctx, key, value, err);
+}
+
+int cli_trap(int argc, char **argv)
+{
+	static const struct option opts[] = {{"db", required_argument, NULL, OPT_DB},
+	                                     {"listen", required_argument, NULL, OPT_LISTEN},
+	                                     {"trap-domain", required_argument, NULL, OPT_TDOMAIN},
+	                                     {"trap-address", required_argument, NULL, OPT_TADDR},
+	                                     {"proxy-from", required_argument, NULL, OPT_PROXY},
+	                                     {"hostname", required_argument, NULL, OPT_HOST},
+	                                     {"timeout", required_argument, NULL, OPT_TIMEOUT},
+	                                     {"max-size", required_argument, NULL, OPT_MAXSIZE},
+	                                     {"max-conns", required_argument, NULL, OPT_MAXCONNS},
+	                                     {"max-rcpts", required_argument, NULL, OPT_MAXRCPTS},
+	                                     {"debug", no_argument, NULL, OPT_TDEBUG},
+	                                     {"config", required_argument, NULL, 'c'},
+	                                     {"help", no_argument, NULL, 'h'},
+	                                     {NULL, 0, NULL, 0}};
+	struct env e;
+	env_init(&e, "trap");
+	struct trap_cfg t;
+	memset(&t, 0, sizeof t);
+	t.e = &e;
+	t.o.timeout = 300;
+	t.o.max_size = 10485760;
+	t.o.max_conns = 256;
+	t.o.max_rcpts = 100;
+	t.o.max_errors = 10;
+	t.o.ready_fd = -1;
+	int rc = 0, c, idx = 0;
+	struct base_err err;
+	for (int i = 1; i < argc && !rc; i++)
+		if ((!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) && i + 1 < argc &&
+		    base_ini_read(argv[i + 1], "trap", trap_ini_cb, &t, &err) < 0)
+			rc = fail(&e, "%s", err.msg);
+	while (!rc && (c = getopt_long(argc, argv, "hc:", opts, &idx)) != -1) {
+		switch (c) {
+		case 'h':
+			fputs(trap_help, stdout);
+			rc = -1;
+			break;
+		case 'c':
+			break;
+		case OPT_TDEBUG:
+			base_log_set_level(BASE_LOG_DEBUG);
+			break;
+		case '?':
+			rc = fail(&e, "see --help");
+			break;
+		default:
+			if (trap_set(&t, opts[idx].name, optarg, &err) < 0)
+				rc = fail(&e, "%s", err.msg);
+		}
+	}
+	if (!rc && optind != argc) rc = fail(&e, "unexpected argument '%s'", argv[optind]);
+	if (!rc && !t.have_listen) rc = fail(&e, "--listen ADDR:PORT is required");
+	if (!rc) rc = env_open(&e, 0);
+	if (!rc) {
+		char host[256] = "localhost";
+		if (!t.hostname && gethostname(host, sizeof host - 1) == 0)
+			host[sizeof host - 1] = 0;
+		t.o.hostname = t.hostname ? t.hostname : host;
+		t.o.store = e.store;
+		t.o.domains = t.domains;
+		t.o.addresses = t.addrs;
+		t.o.proxy_from = t.proxies;
+		if (listing_trap_run(&t.o, &err) < 0) rc = fail(&e, "%s", err.msg);
+	}
+	for (size_t i = 0; i < t.n_owned; i++) free(t.owned[i]);
+	free(t.owned);
+	free(t.domains);
+	free(t.addrs);
+	free(t.proxies);
+	free(t.hostname);
+	env_free(&e);
+	return rc < 0 ? 0 : rc;
+}

@@ -20,6 +20,7 @@ static const struct subcommand commands[] = {
 	{"delist", cli_delist, "remove a listing (operator or self-service)"},
 	{"stats", cli_stats, "listing statistics: new, removed, delist requests, listed"},
 	{"export", cli_export, "write the listings as rbldnsd, txt, xml or bind files"},
+	{"trap", cli_trap, "SMTP trap receiver: record every delivery as an impact"},
 	{"traps", cli_traps, "define trap addresses and domains"},
 };
 

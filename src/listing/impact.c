@@ -155,14 +155,20 @@ int listing_impact_read_evidence(const char *path, struct listing_impact *imp, c
 	}
 	imp->headers = b;
 	imp->headers_len = n;
-	char *o = b + LISTING_HEADERS_MAX;
-	imp->message_id = header_value(b, n, "Message-ID", o, LISTING_FIELD_MAX + 1);
-	o += LISTING_FIELD_MAX + 1;
-	imp->subject = header_value(b, n, "Subject", o, LISTING_FIELD_MAX + 1);
-	o += LISTING_FIELD_MAX + 1;
-	if (!imp->mail_from) imp->mail_from = header_value(b, n, "From", o, LISTING_FIELD_MAX + 1);
+	listing_impact_parse_headers(imp, b, n, b + LISTING_HEADERS_MAX);
 	*buf = b;
 	return 0;
+}
+
+void listing_impact_parse_headers(struct listing_impact *imp, const char *hdr, size_t len,
+                                  char *store)
+{
+	imp->message_id = header_value(hdr, len, "Message-ID", store, LISTING_FIELD_MAX + 1);
+	store += LISTING_FIELD_MAX + 1;
+	imp->subject = header_value(hdr, len, "Subject", store, LISTING_FIELD_MAX + 1);
+	store += LISTING_FIELD_MAX + 1;
+	if (!imp->mail_from)
+		imp->mail_from = header_value(hdr, len, "From", store, LISTING_FIELD_MAX + 1);
 }
 
 /* ---- writing ------------------------------------------------------------- */

@@ -189,6 +189,12 @@ int listing_impact_parse_line(char *line, size_t len, int64_t now, struct listin
 int listing_impact_read_evidence(const char *path, struct listing_impact *imp, char **buf,
                                  struct base_err *err);
 
+/* Sets message_id, subject and (if unset) mail_from from a header section;
+ * the values are copied to `store`, which holds LISTING_HDRVAL_STORE bytes. */
+#define LISTING_HDRVAL_STORE (3 * (LISTING_FIELD_MAX + 1))
+void listing_impact_parse_headers(struct listing_impact *imp, const char *hdr, size_t len,
+                                  char *store);
+
 struct listing_import_result {
 	uint64_t lines, imported, rejected;
 };
@@ -276,5 +282,29 @@ int listing_format_parse(const char *s, enum listing_format *f);
  * Returns the number of entries written, or -1. */
 int64_t listing_export(struct listing_store *s, const struct listing_export_options *o,
                        const char *path, struct base_err *err);
+
+/* ---- trap receiver (trap.c) -------------------------------------------- */
+
+/* An SMTP server for trap domains and addresses: every accepted delivery is
+ * one impact, durable before the reply to the final dot. */
+struct listing_trap_options {
+	struct listing_store *store;
+	struct base_sockaddr listen;
+	const char *hostname;
+	const char *const *domains; /* trap domains: any local part */
+	size_t n_domains;
+	const char *const *addresses; /* single trap addresses */
+	size_t n_addresses;
+	const struct base_cidr *proxy_from; /* peers that must send a PROXY header */
+	size_t n_proxy_from;
+	uint32_t timeout;    /* seconds a client may stay silent (300) */
+	uint64_t max_size;   /* largest message accepted (10 MB) */
+	unsigned max_conns;  /* concurrent connections (256) */
+	unsigned max_rcpts;  /* recipients per message (100) */
+	unsigned max_errors; /* bad commands before the connection is closed (10) */
+	int ready_fd;        /* if >= 0: "ready\n" is written here once listening */
+};
+/* Runs until SIGTERM or SIGINT. */
+int listing_trap_run(const struct listing_trap_options *o, struct base_err *err);
 
 #endif
