@@ -49,12 +49,14 @@ struct trap {
 	const struct listing_trap_options *o;
 	struct event_base *base;
 	unsigned n_conns;
-	char **traps; /* from the store: "address" or "@domain" */
+	struct conn *conns; /* every open connection, to free them at shutdown */
+	char **traps;       /* from the store: "address" or "@domain" */
 	size_t n_traps;
 };
 
 struct conn {
 	struct trap *t;
+	struct conn *prev, *next;
 	struct bufferevent *bev;
 	enum conn_state state;
 	struct listing_ip client;
@@ -87,6 +89,11 @@ static void reply(struct conn *c, const char *fmt, ...)
 static void conn_free(struct conn *c)
 {
 	c->t->n_conns--;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		c->t->conns = c->next;
+	if (c->next) c->next->prev = c->prev;
 	bufferevent_free(c->bev);
 	base_buf_free(&c->rcpts);
 	base_buf_free(&c->headers);
@@ -456,6 +463,9 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
 		return;
 	}
 	t->n_conns++;
+	c->next = t->conns;
+	if (t->conns) t->conns->prev = c;
+	t->conns = c;
 	if (sa->sa_family == AF_INET)
 		set_client(c, AF_INET, (const uint8_t *)&((struct sockaddr_in *)sa)->sin_addr);
 	else
@@ -542,6 +552,7 @@ int listing_trap_run(const struct listing_trap_options *o, struct base_err *err)
 	event_base_dispatch(t.base);
 	rc = 0;
 out:
+	while (t.conns) conn_free(t.conns);
 	if (sigterm) event_free(sigterm);
 	if (sigint) event_free(sigint);
 	if (lis) evconnlistener_free(lis);

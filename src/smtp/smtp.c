@@ -120,7 +120,7 @@ int smtp_param_size(const char *params, size_t len, uint64_t *size)
 		while (i < len && params[i] == ' ') i++;
 		size_t s = i;
 		while (i < len && params[i] != ' ') i++;
-		if (i - s > 5 && ieq(params + s, "SIZE=", 5)) {
+		if (i - s >= 5 && ieq(params + s, "SIZE=", 5)) {
 			uint64_t v = 0;
 			size_t k = s + 5;
 			if (k == i) return -1;
