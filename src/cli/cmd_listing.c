@@ -88,23 +88,29 @@ static int is_policy_key(const char *k)
 }
 
 /* Applies one setting from a flag, the config file or the remembered set. */
+/* Applies one setting. Policy settings from flags and the config file
+ * (remember = 1) are validated and collected in policy_args; env_open()
+ * merges them over the remembered ones and applies the result. */
 static int env_set(struct env *e, const char *key, const char *val, int remember,
                    struct base_err *err)
 {
-	if (is_policy_key(key)) {
+	if (is_policy_key(key) && remember) {
 		if (strchr(val, '\t') || strchr(val, '\n'))
 			return base_errf(err, "%s: bad value", key);
-		if (remember) {
-			e->policy_given = 1;
-			char abs[4096];
-			const char *v = val;
+		char abs[4096];
+		const char *v = val;
+		if (!strcmp(key, "prefixes") || !strcmp(key, "asn-map") ||
+		    !strcmp(key, "whitelist")) {
 			/* remember files by absolute path, so later commands find them anywhere */
-			if ((!strcmp(key, "prefixes") || !strcmp(key, "asn-map") ||
-			     !strcmp(key, "whitelist")) &&
-			    val[0] != '/' && realpath(val, abs))
-				v = abs;
-			base_buf_printf(&e->policy_args, "%s\t%s\n", key, v);
+			if (val[0] != '/' && realpath(val, abs)) v = abs;
+		} else {
+			struct listing_policy scratch;
+			listing_policy_defaults(&scratch);
+			if (listing_policy_set(&scratch, key, val, err) < 0) return -1;
 		}
+		e->policy_given = 1;
+		base_buf_printf(&e->policy_args, "%s\t%s\n", key, v);
+		return 0;
 	}
 	if (!strcmp(key, "db"))
 		set_str(&e->db, val);
@@ -239,28 +245,59 @@ static int env_option(struct env *e, int c, const struct option *longopts, int i
 	return 0;
 }
 
-static int remembered_cb(struct env *e, struct base_err *err)
+/* Whether "key\t" starts a line of the list. */
+static int has_key(const char *list, const char *key)
+{
+	size_t kl = strlen(key);
+	for (const char *l = list; l && *l;) {
+		if (!strncmp(l, key, kl) && l[kl] == '\t') return 1;
+		const char *nl = strchr(l, '\n');
+		l = nl ? nl + 1 : NULL;
+	}
+	return 0;
+}
+
+/* The policy: the remembered settings whose keys were not given, then the
+ * given ones; applied to e->pol, and saved if anything was given. */
+static int settle_policy(struct env *e, struct base_err *err)
 {
 	char *buf = base_xmalloc(65536);
 	int f = e->store->ops->meta_get(e->store, "policy_args", buf, 65536, err);
-	int rc = 0;
-	if (f == 1) {
-		for (char *line = buf, *nl; *line; line = nl + 1) {
-			nl = strchr(line, '\n');
-			if (!nl) break;
-			*nl = 0;
-			char *tab = strchr(line, '\t');
-			if (!tab) continue;
-			*tab = 0;
-			if (env_set(e, line, tab + 1, 0, err) < 0) {
-				rc = -1;
-				break;
-			}
-		}
-	} else if (f < 0) {
-		rc = -1;
+	if (f < 0) {
+		free(buf);
+		return -1;
 	}
+	if (f == 0) buf[0] = 0;
+	const char *given = e->policy_args.data ? e->policy_args.data : "";
+	struct base_buf merged;
+	base_buf_init(&merged);
+	for (char *line = buf, *nl; *line; line = nl + 1) {
+		nl = strchr(line, '\n');
+		if (!nl) break;
+		*nl = 0;
+		char *tab = strchr(line, '\t');
+		if (!tab) continue;
+		*tab = 0;
+		if (!has_key(given, line)) base_buf_printf(&merged, "%s\t%s\n", line, tab + 1);
+	}
+	base_buf_puts(&merged, given);
 	free(buf);
+	int rc = 0;
+	if (e->policy_given && e->store->ops->meta_set(e->store, "policy_args",
+	                                               merged.data ? merged.data : "", err) < 0)
+		rc = -1;
+	for (char *line = merged.data; rc == 0 && line && *line;) {
+		char *nl = strchr(line, '\n');
+		if (!nl) break;
+		*nl = 0;
+		char *tab = strchr(line, '\t');
+		if (tab) {
+			*tab = 0;
+			if (env_set(e, line, tab + 1, 0, err) < 0) rc = -1;
+		}
+		line = nl + 1;
+	}
+	base_buf_free(&merged);
 	return rc;
 }
 
@@ -270,14 +307,7 @@ static int env_open(struct env *e, int refresh)
 	struct base_err err;
 	if (!e->db) return fail(e, "--db PATH is required");
 	if (listing_store_open(e->db, &e->store, &err) < 0) return fail(e, "%s", err.msg);
-	if (e->policy_given) {
-		if (e->store->ops->meta_set(e->store, "policy_args",
-		                            e->policy_args.data ? e->policy_args.data : "",
-		                            &err) < 0)
-			return fail(e, "%s", err.msg);
-	} else if (remembered_cb(e, &err) < 0) {
-		return fail(e, "remembered policy: %s", err.msg);
-	}
+	if (settle_policy(e, &err) < 0) return fail(e, "policy: %s", err.msg);
 	if (e->prefixes && listing_prefixes_load(e->prefixes, &e->allocs, &err) < 0)
 		return fail(e, "%s", err.msg);
 	if (e->asn_map && listing_prefixes_load(e->asn_map, &e->asmap, &err) < 0)

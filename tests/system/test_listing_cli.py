@@ -147,6 +147,8 @@ def test_config_file_and_remembered_policy(db, tmp_path):
     f = tmp_path / "i.tsv"
     write_impacts(f, [(T0, "11.20.0.1")])
     run(["impact", "import", "-c", str(conf), "--db", db, str(f)], now=T0)
+    # a later command giving one setting keeps the other remembered ones
+    run(["stats", "--db", db, "--delist-max", "5"], now=T0 + 1)
     # later commands without options use the remembered policy: the /27 (threshold 1)
     j = json.loads(run(["lookup", "--db", db, "11.20.0.9", "--json"], now=T0 + 1)[1])
     [lvl] = j["levels"]
