@@ -150,6 +150,12 @@ int base_lines_open(struct base_lines *l, const char *path, struct base_err *err
 int base_lines_next(struct base_lines *l, char **line, size_t *len, struct base_err *err);
 void base_lines_close(struct base_lines *l);
 
+/* Reads the [section] of an INI file and calls fn for each "key = value"
+ * in it (keys and values trimmed). Errors, including fn's, name file:line. */
+int base_ini_read(const char *path, const char *section,
+		  int (*fn)(void *ctx, const char *key, const char *value, struct base_err *err), void *ctx,
+		  struct base_err *err);
+
 /* Writes a whole file atomically: to a temporary name, fsync, rename. */
 int base_write_file_atomic(const char *path, const void *data, size_t len, struct base_err *err);
 

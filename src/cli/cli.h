@@ -6,5 +6,12 @@
 #define MAILREP_CLI_H
 
 int cli_dnsbl(int argc, char **argv);
+int cli_impact(int argc, char **argv);
+int cli_lookup(int argc, char **argv);
+int cli_delist(int argc, char **argv);
+int cli_stats(int argc, char **argv);
+int cli_export(int argc, char **argv);
+int cli_traps(int argc, char **argv);
+int cli_trap(int argc, char **argv);
 
 #endif

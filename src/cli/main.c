@@ -15,6 +15,13 @@ struct subcommand {
 
 static const struct subcommand commands[] = {
 	{"dnsbl", cli_dnsbl, "serve DNS blocklist zones (rbldnsd-compatible command line)"},
+	{"impact", cli_impact, "record trap hits: add one, or import many"},
+	{"lookup", cli_lookup, "show the listings, history and evidence of an IP"},
+	{"delist", cli_delist, "remove a listing (operator or self-service)"},
+	{"stats", cli_stats, "listing statistics: new, removed, delist requests, listed"},
+	{"export", cli_export, "write the listings as rbldnsd, txt, xml or bind files"},
+	{"trap", cli_trap, "SMTP trap receiver: record every delivery as an impact"},
+	{"traps", cli_traps, "define trap addresses and domains"},
 };
 
 static void usage(FILE *f)
