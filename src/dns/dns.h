@@ -186,4 +186,135 @@ static inline void dns_put32(uint8_t *p, uint32_t v)
 const char *dns_type_name(uint16_t type, char buf[16]);
 const char *dns_rcode_name(unsigned rcode);
 
+/* ---- lookups: the interface SPF, DKIM and DMARC resolve through -------
+ *
+ * Callers that need DNS data ask a struct dns_lookup_ops, a pair of a
+ * function and its context. The c-ares resolver below is the real backend;
+ * struct dns_memzone is an in-memory one for test suites that come with
+ * their own zone data (the RFC 7208 suite). Everything else is tested
+ * against a real server on loopback. */
+
+enum dns_lookup_status {
+	DNS_LOOKUP_OK = 0,   /* NOERROR and at least one record of the type asked */
+	DNS_LOOKUP_NODATA,   /* NOERROR but no record of that type */
+	DNS_LOOKUP_NXDOMAIN, /* the name does not exist */
+	DNS_LOOKUP_SERVFAIL, /* SERVFAIL, REFUSED or another error rcode */
+	DNS_LOOKUP_TIMEOUT,  /* no answer in time */
+	DNS_LOOKUP_ERROR,    /* a malformed answer, a bad name or a local failure */
+};
+
+/* At most this many records are kept from one answer; more is an error. */
+#define DNS_ANSWER_MAX_RR 512
+/* Room for a name as dotted text (escapes included) and its NUL. */
+#define DNS_NAME_TEXT_MAX 1024
+
+/* One record of the type asked for. data is NUL-terminated after len bytes:
+ *   TXT         the character-strings concatenated (RFC 7208 §3.3)
+ *   A, AAAA     4 or 16 address bytes
+ *   MX, PTR, CNAME, NS  the target name as lowercased dotted text, no trailing dot */
+struct dns_record {
+	uint16_t type;
+	uint16_t pref; /* MX preference */
+	uint32_t ttl;
+	size_t len;
+	char *data;
+};
+
+/* Invariant: rr holds n records, all of the type asked for, and is NULL
+ * when n is 0; status is DNS_LOOKUP_OK exactly when n > 0. */
+struct dns_answer {
+	int status;     /* enum dns_lookup_status */
+	unsigned rcode; /* as received (0 when nothing was received) */
+	size_t n;
+	struct dns_record *rr;
+	char why[128]; /* for failures: what went wrong, for messages */
+};
+
+void dns_answer_init(struct dns_answer *a);
+void dns_answer_free(struct dns_answer *a);
+/* Appends a record (data copied). Returns 0 or -1 when the answer is full. */
+int dns_answer_add(struct dns_answer *a, uint16_t type, uint16_t pref, uint32_t ttl, const void *data,
+		   size_t len);
+/* Reads a response message into a: rcode, then every answer-section record
+ * of class IN and type qtype (owners are not compared: a CNAME chain's end
+ * carries the data). The message is hostile: every read is bounded, and a
+ * malformed one gives DNS_LOOKUP_ERROR with why filled. */
+void dns_answer_parse(const uint8_t *msg, size_t len, uint16_t qtype, struct dns_answer *a);
+const char *dns_lookup_status_name(int status);
+
+struct dns_lookup_ops {
+	/* Resolves name (dotted text) for type and fills ans (initialised by the
+	 * callee; the caller frees it with dns_answer_free). Blocks until done. */
+	void (*lookup)(void *ctx, const char *name, uint16_t type, struct dns_answer *ans);
+	void *ctx;
+};
+
+static inline void dns_lookup(const struct dns_lookup_ops *ops, const char *name, uint16_t type,
+			      struct dns_answer *ans)
+{
+	ops->lookup(ops->ctx, name, type, ans);
+}
+
+/* ---- the resolver: c-ares, asynchronous ----------------------------------
+ *
+ * Many queries may be in flight at once on one resolver. The server is
+ * configurable as HOST:PORT (IPv4, or [IPv6]:PORT); the system's
+ * /etc/resolv.conf is read only when no server is given. A resolver is not
+ * thread-safe: use one per thread. */
+
+struct dns_resolver;
+
+struct dns_resolver_config {
+	const char *server;  /* "127.0.0.1:5353", "[::1]:53"; NULL: the system's */
+	unsigned timeout_ms; /* per try; 0 means 2000 */
+	unsigned tries;      /* 0 means 2 */
+};
+
+/* Called once per submitted query, from dns_resolver_poll/run, with an
+ * answer the callee may keep (it then owns it and must free it) or leave
+ * (it is freed after the call returns); see dns_answer_take. */
+typedef void (*dns_resolver_cb)(void *arg, const char *name, uint16_t type, struct dns_answer *ans);
+
+int dns_resolver_new(struct dns_resolver **out, const struct dns_resolver_config *cfg,
+		     struct base_err *err);
+void dns_resolver_free(struct dns_resolver *r);
+/* Sends a query; cb runs later. Returns 0 or -1 (bad name: cb is not called). */
+int dns_resolver_submit(struct dns_resolver *r, const char *name, uint16_t type, dns_resolver_cb cb,
+			void *arg, struct base_err *err);
+/* Queries submitted and not yet completed. */
+unsigned dns_resolver_pending(const struct dns_resolver *r);
+/* Waits at most timeout_ms for I/O and processes it (callbacks run here).
+ * Returns the number of queries still pending. */
+unsigned dns_resolver_poll(struct dns_resolver *r, int timeout_ms);
+/* Runs until every query submitted so far has completed. */
+void dns_resolver_run(struct dns_resolver *r);
+/* For an external event loop: the sockets to watch (up to max; events
+ * POLLIN/POLLOUT as in poll(2)) and the longest wait before calling
+ * dns_resolver_process anyway. Returns the number of descriptors. */
+struct pollfd;
+int dns_resolver_fds(struct dns_resolver *r, struct pollfd *fds, int max, int *timeout_ms);
+/* Processes what poll(2) reported on fds (revents), and any timeouts. */
+void dns_resolver_process(struct dns_resolver *r, const struct pollfd *fds, int n);
+/* Moves an answer's contents to dst, leaving src empty (for callbacks
+ * that keep an answer). */
+void dns_answer_take(struct dns_answer *dst, struct dns_answer *src);
+/* The blocking lookup interface backed by this resolver. */
+void dns_resolver_ops(struct dns_resolver *r, struct dns_lookup_ops *ops);
+
+/* ---- an in-memory zone, for suites that bring their own data ---------- */
+
+struct dns_memzone;
+
+struct dns_memzone *dns_memzone_new(void);
+void dns_memzone_free(struct dns_memzone *z);
+void dns_memzone_clear(struct dns_memzone *z);
+/* Adds a record; for MX, PTR, CNAME and NS data is the target as text. */
+int dns_memzone_add(struct dns_memzone *z, const char *name, uint16_t type, uint16_t pref,
+		    const void *data, size_t len, struct base_err *err);
+/* Makes lookups of name time out for every type it has no records of. */
+int dns_memzone_add_timeout(struct dns_memzone *z, const char *name, struct base_err *err);
+/* Lookups answered since creation or the last clear. */
+unsigned dns_memzone_queries(const struct dns_memzone *z);
+void dns_memzone_ops(struct dns_memzone *z, struct dns_lookup_ops *ops);
+
 #endif
