@@ -509,11 +509,12 @@ static int wrap_key(struct auth_dkim_key **out, EVP_PKEY *pk, struct base_err *e
 	int id = EVP_PKEY_get_base_id(pk);
 	int alg;
 	if (id == EVP_PKEY_RSA) {
-		if (EVP_PKEY_get_bits(pk) < AUTH_DKIM_RSA_MIN_BITS) {
+		int bits = EVP_PKEY_get_bits(pk);
+		if (bits < AUTH_DKIM_RSA_MIN_BITS) {
 			EVP_PKEY_free(pk);
 			return base_errf(err,
 			                 "RSA key of %d bits: at least %d are required (RFC 8301)",
-			                 EVP_PKEY_get_bits(pk), AUTH_DKIM_RSA_MIN_BITS);
+			                 bits, AUTH_DKIM_RSA_MIN_BITS);
 		}
 		alg = AUTH_DKIM_RSA_SHA256;
 	} else if (id == EVP_PKEY_ED25519) {
