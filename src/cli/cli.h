@@ -6,5 +6,6 @@
 #define MAILREP_CLI_H
 
 int cli_dnsbl(int argc, char **argv);
+int cli_dkim(int argc, char **argv);
 
 #endif

@@ -15,6 +15,7 @@ struct subcommand {
 
 static const struct subcommand commands[] = {
 	{"dnsbl", cli_dnsbl, "serve DNS blocklist zones (rbldnsd-compatible command line)"},
+	{"dkim", cli_dkim, "DKIM keys, signing and verification"},
 };
 
 static void usage(FILE *f)
