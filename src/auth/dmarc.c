@@ -113,11 +113,16 @@ int auth_dmarc_parse(const char *txt, size_t len, struct auth_dmarc_record *r, s
 				return base_errf(err, "DMARC record: %s= must be r or s", n);
 			*(n[1] == 'd' ? &r->adkim : &r->aspf) = base_lower(g->value[0]);
 		} else if (!strcmp(n, "pct")) {
-			uint64_t v;
-			if (!g->value_len || g->value_len > 3 ||
-			    base_parse_uint(g->value, 100, &v) != (int)g->value_len)
+			/* the value is not NUL-terminated: parse it in place */
+			unsigned v = 0;
+			int ok = g->value_len >= 1 && g->value_len <= 3;
+			for (size_t k = 0; ok && k < g->value_len; k++) {
+				ok = g->value[k] >= '0' && g->value[k] <= '9';
+				v = v * 10 + (unsigned)(g->value[k] - '0');
+			}
+			if (!ok || v > 100)
 				return base_errf(err, "DMARC record: pct= must be 0 to 100");
-			r->pct = (unsigned)v;
+			r->pct = v;
 		} else if (!strcmp(n, "psd")) {
 			if (!tag_eq(g, "y") && !tag_eq(g, "n") && !tag_eq(g, "u"))
 				return base_errf(err, "DMARC record: psd= must be y, n or u");
