@@ -7,5 +7,6 @@
 
 int cli_dnsbl(int argc, char **argv);
 int cli_dkim(int argc, char **argv);
+int cli_check(int argc, char **argv);
 
 #endif

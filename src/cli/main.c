@@ -16,6 +16,7 @@ struct subcommand {
 static const struct subcommand commands[] = {
 	{"dnsbl", cli_dnsbl, "serve DNS blocklist zones (rbldnsd-compatible command line)"},
 	{"dkim", cli_dkim, "DKIM keys, signing and verification"},
+	{"check", cli_check, "check a domain's SPF, DKIM, DMARC, MX and MTA-STS setup"},
 };
 
 static void usage(FILE *f)
