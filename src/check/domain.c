@@ -45,6 +45,9 @@ static void json_str(struct base_buf *b, const char *s)
 
 static void finding(struct report *r, struct base_buf *list, int *n, const char *mark,
                     const char *area, const char *fmt, va_list ap)
+    __attribute__((format(printf, 6, 0)));
+static void finding(struct report *r, struct base_buf *list, int *n, const char *mark,
+                    const char *area, const char *fmt, va_list ap)
 {
 	char msg[600];
 	vsnprintf(msg, sizeof msg, fmt, ap);
