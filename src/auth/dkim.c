@@ -817,8 +817,12 @@ int auth_dkim_sign(const struct auth_dkim_key *key, const struct auth_dkim_sign_
 	const char *const *ov = o->oversign ? o->oversign : default_oversign;
 	for (const char *const *h = hl; *h; h++) {
 		size_t n = strlen(*h);
-		if (!n || strchr(*h, ':') || strchr(*h, ';') || strchr(*h, ' ')) {
-			base_errf(err, "bad header name '%s' in the signed list", *h);
+		int bad = !n || n > 128;
+		for (size_t c = 0; c < n && !bad; c++)
+			bad = (unsigned char)(*h)[c] < 33 || (unsigned char)(*h)[c] > 126 ||
+			      (*h)[c] == ':' || (*h)[c] == ';';
+		if (bad) {
+			base_errf(err, "bad header name '%.128s' in the signed list", *h);
 			goto out;
 		}
 		unsigned count = 0;
@@ -841,6 +845,14 @@ int auth_dkim_sign(const struct auth_dkim_key *key, const struct auth_dkim_sign_
 			if (!base_strcasecmp_ascii(*v, *h)) listed = 1;
 		if (listed) continue;
 		size_t n = strlen(*v);
+		int bad = !n || n > 128;
+		for (size_t c = 0; c < n && !bad; c++)
+			bad = (unsigned char)(*v)[c] < 33 || (unsigned char)(*v)[c] > 126 ||
+			      (*v)[c] == ':' || (*v)[c] == ';';
+		if (bad) {
+			base_errf(err, "bad header name '%.128s' in the over-signed list", *v);
+			goto out;
+		}
 		unsigned count = 1;
 		for (size_t i = 0; i < m.n; i++)
 			if (field_is(&m.fields[i], *v, n)) count++;
@@ -853,6 +865,20 @@ int auth_dkim_sign(const struct auth_dkim_key *key, const struct auth_dkim_sign_
 		}
 	}
 
+	/* RFC 6376 §5.4: From must be signed, or no verifier accepts it */
+	{
+		int from = 0;
+		for (const char *p = names.data; p && *p;) {
+			const char *e = strchr(p, ':');
+			size_t l = e ? (size_t)(e - p) : strlen(p);
+			if (l == 4 && !memcmp(p, "from", 4)) from = 1;
+			p += l + (e ? 1 : 0);
+		}
+		if (!from) {
+			base_errf(err, "the signed header list must include From (RFC 6376 §5.4)");
+			goto out;
+		}
+	}
 	uint8_t bh[32];
 	if (body_hash(&m, o->bcanon, -1, bh) < 0) {
 		base_errf(err, "body hash failed");
