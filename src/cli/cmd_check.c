@@ -7,7 +7,9 @@
 #include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/base.h"
 #include "check/check.h"
@@ -33,6 +35,25 @@ static int fail(const char *fmt, ...)
 	fputc('\n', stderr);
 	va_end(ap);
 	return CHECK_USAGE;
+}
+
+/* Prints the report, colouring problems red, warnings yellow and passed
+ * checks green when colour is on (a terminal, and NO_COLOR unset). */
+static void print_report(const struct base_buf *t, int colour)
+{
+	const char *p = t->data ? t->data : "", *end = p + t->len;
+	while (p < end) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		size_t n = nl ? (size_t)(nl - p + 1) : (size_t)(end - p);
+		const char *c = NULL;
+		if (colour && !strncmp(p, "  PROBLEM:", 10)) c = "\033[31m";
+		if (colour && !strncmp(p, "  warning:", 10)) c = "\033[33m";
+		if (colour && !strncmp(p, "  ok:", 5)) c = "\033[32m";
+		if (c) fputs(c, stdout);
+		fwrite(p, 1, c && nl ? n - 1 : n, stdout);
+		if (c) fputs(nl ? "\033[0m\n" : "\033[0m", stdout);
+		p += n;
+	}
 }
 
 static int check_domain_cmd(int argc, char **argv)
@@ -93,8 +114,10 @@ static int check_domain_cmd(int argc, char **argv)
 	if (rc < 0) {
 		rc = fail("%s", err.msg);
 	} else {
-		struct base_buf *out = json ? &j : &t;
-		fwrite(out->data, 1, out->len, stdout);
+		if (json)
+			fwrite(j.data, 1, j.len, stdout);
+		else
+			print_report(&t, isatty(STDOUT_FILENO) && !getenv("NO_COLOR"));
 	}
 	base_buf_free(&j);
 	base_buf_free(&t);
