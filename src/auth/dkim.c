@@ -109,7 +109,9 @@ void auth_dkim_canon_header(int canon, const char *raw, size_t len, struct base_
 void auth_dkim_canon_body(int canon, const char *body, size_t len, struct base_buf *out)
 {
 	size_t start = out->len;
-	base_buf_reserve(out, len + 2);
+	/* relaxed output is at most the input plus one CR per bare LF, plus a
+	 * final CRLF: twice the input bounds it */
+	base_buf_reserve(out, 2 * len + 2);
 	if (canon == AUTH_DKIM_SIMPLE) {
 		base_buf_append(out, body, len);
 	} else {

@@ -196,6 +196,16 @@ static void test_canon_rfc6376_example(void **state)
 	b.len = 0;
 	auth_dkim_canon_body(AUTH_DKIM_RELAXED, "\r\n\r\n", 4, &b);
 	assert_int_equal(b.len, 0);
+	/* bare LF line ends (a caller that did not normalise) become CRLF */
+	b.len = 0;
+	char lfs[2000];
+	memset(lfs, '\n', sizeof lfs);
+	lfs[0] = 'x';
+	auth_dkim_canon_body(AUTH_DKIM_RELAXED, lfs, sizeof lfs, &b);
+	assert_string_equal(b.data, "x\r\n");
+	b.len = 0;
+	auth_dkim_canon_body(AUTH_DKIM_RELAXED, "a\nb\n\n", 5, &b);
+	assert_string_equal(b.data, "a\r\nb\r\n");
 	/* a last line without CRLF gets one */
 	b.len = 0;
 	auth_dkim_canon_body(AUTH_DKIM_RELAXED, "x  ", 3, &b);
