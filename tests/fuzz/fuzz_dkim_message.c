@@ -37,6 +37,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct auth_msg m;
 	struct base_err err;
+	/* canonicalisation must also cope with input nobody normalised */
+	struct base_buf raw;
+	base_buf_init(&raw);
+	auth_dkim_canon_body(AUTH_DKIM_RELAXED, (const char *)data, size, &raw);
+	auth_dkim_canon_body(AUTH_DKIM_SIMPLE, (const char *)data, size, &raw);
+	auth_dkim_canon_header(AUTH_DKIM_RELAXED, (const char *)data, size, &raw);
+	base_buf_free(&raw);
 	if (auth_msg_parse(&m, (const char *)data, size, &err) == 0) {
 		struct base_buf b;
 		base_buf_init(&b);
