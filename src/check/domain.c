@@ -190,6 +190,26 @@ static void check_spf(const struct dns_lookup_ops *dns, const struct check_domai
 				if (p.terms[i].kind == AUTH_SPF_PTR) ptr = 1;
 			}
 			unsigned terms = spf_count_terms(dns, o->domain, 0);
+			/* Void lookups: evaluate for an address no record lists (class
+			 * E, reserved), so every term before 'all' is looked up. */
+			struct auth_spf_request probe = {0};
+			probe.family = AF_INET;
+			probe.ip[0] = 240;
+			probe.ip[3] = 1;
+			char ps[320];
+			snprintf(ps, sizeof ps, "postmaster@%s", o->domain);
+			probe.sender = ps;
+			probe.helo = o->domain;
+			struct auth_spf_outcome po;
+			auth_spf_check(dns, &probe, &po);
+			base_buf_printf(j, ",\"void_lookups\":%u", po.void_lookups);
+			if (po.result == AUTH_SPF_PERMERROR)
+				problem(r, "spf", "evaluating the record fails: %s", po.reason);
+			else if (po.void_lookups)
+				warning(r, "spf",
+				        "%u lookup(s) of the record find nothing (void; "
+				        "more than %d is a permerror): remove dead names",
+				        po.void_lookups, AUTH_SPF_MAX_VOID);
 			base_buf_printf(j, ",\"dns_terms\":%u,\"ptr\":%s", terms,
 			                ptr ? "true" : "false");
 			if (terms > AUTH_SPF_MAX_DNS_TERMS)

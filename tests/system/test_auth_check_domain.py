@@ -27,6 +27,8 @@ bad MX 20 192.0.2.99.
 alias CNAME mail
 broken TXT "v=spf1 frob -all"
 broken MX 0 .
+voids TXT "v=spf1 a:gone1.example.com a:gone2.example.com a:gone3.example.com -all"
+voids MX 10 mail
 weak._domainkey.bad TXT "v=DKIM1; k=rsa; t=y; p="
 """ % ed_record
 
@@ -53,6 +55,7 @@ def test_check_domain(datadir, servers):
     assert doc["spf"]["result"] == "pass"
     assert doc["spf"]["records"] == 1 and doc["spf"]["valid"] is True
     assert doc["spf"]["dns_terms"] == 1 and doc["spf"]["all"] == "-all"
+    assert doc["spf"]["void_lookups"] == 0
     assert doc["dkim"][0]["status"] == "ok" and doc["dkim"][0]["type"] == "ed25519"
     assert doc["dmarc"]["p"] == "reject"
     assert doc["mx"]["hosts"][0]["host"] == "mail.example.com"
@@ -83,6 +86,12 @@ def test_check_domain(datadir, servers):
     doc = json.loads(out)
     assert doc["spf"]["result"] == "permerror" and doc["spf"]["valid"] is False
     assert doc["mx"]["null_mx"] is True
+
+    rc, out, _ = check(res, "voids.example.com", "--json")
+    doc = json.loads(out)
+    assert doc["spf"]["void_lookups"] == 3
+    assert any("void" in p["message"] for p in doc["problems"])
+    assert rc == 1
 
     rc, out, _ = check(res, "example.com", "--selector", "s1")
     assert rc == 0 and "ok: one SPF record" in out and "0 problem(s)" in out
