@@ -277,4 +277,84 @@ struct auth_dkim_verdict {
 int auth_dkim_verify(const struct dns_lookup_ops *dns, const char *msg, size_t len, time_t now,
                      struct auth_dkim_verdict *v, size_t max, struct base_err *err);
 
+/* ==== DMARC ============================================================= */
+
+enum auth_dmarc_policy { AUTH_DMARC_NONE, AUTH_DMARC_QUARANTINE, AUTH_DMARC_REJECT };
+const char *auth_dmarc_policy_name(int policy);
+
+/* A DMARC record (RFC 7489 §6.3, with DMARCbis's np=, psd= and t=). */
+struct auth_dmarc_record {
+	int p; /* enum auth_dmarc_policy; none when p= is absent */
+	int has_p;
+	int sp, np;       /* -1 when absent */
+	char adkim, aspf; /* 'r' or 's' */
+	unsigned pct;     /* 0..100, 100 when absent */
+	char psd;         /* 'y', 'n' or 'u' (absent) */
+	int testing;      /* t=y */
+	char rua[512];    /* as written, "" when absent */
+	char ruf[512];
+};
+int auth_dmarc_parse(const char *txt, size_t len, struct auth_dmarc_record *r,
+                     struct base_err *err);
+/* Whether a TXT record's text is a DMARC record (starts with v=DMARC1). */
+int auth_dmarc_is_record(const char *txt, size_t len);
+
+/* How the policy record and organisational domains are found. */
+enum auth_dmarc_discovery {
+	AUTH_DMARC_PSL,      /* RFC 7489: the domain, then its PSL organisational domain */
+	AUTH_DMARC_TREEWALK, /* DMARCbis (RFC 9989): the DNS tree walk, at most 8 queries */
+};
+#define AUTH_DMARC_WALK_MAX 8
+
+/* Result of looking for the record that governs a domain. */
+struct auth_dmarc_found {
+	int status;       /* 0 found, 1 none, -1 DNS failure */
+	char domain[256]; /* where the record was found */
+	struct auth_dmarc_record rec;
+	unsigned queries;
+	char why[256];
+};
+/* Finds the policy record for an author domain. */
+void auth_dmarc_discover(const struct dns_lookup_ops *dns, int mode, const char *domain,
+                         struct auth_dmarc_found *f);
+/* The organisational domain of name (lowercased into out). Returns 0, or
+ * -1 on a DNS failure during a tree walk. */
+int auth_dmarc_org_domain(const struct dns_lookup_ops *dns, int mode, const char *name, char *out,
+                          size_t outsz);
+
+/* Authentication results DMARC is evaluated on. */
+#define AUTH_DMARC_MAX_DKIM 16
+struct auth_dmarc_input {
+	const char *from_domain; /* RFC5322.From domain */
+	int spf_result;          /* enum auth_spf_result */
+	const char *spf_domain;  /* the domain SPF checked (MAIL FROM, or HELO) */
+	size_t ndkim;
+	struct {
+		int result; /* enum auth_dkim_result */
+		const char *domain;
+	} dkim[AUTH_DMARC_MAX_DKIM];
+	int mode; /* enum auth_dmarc_discovery */
+};
+
+enum auth_dmarc_result {
+	AUTH_DMARC_R_NONE,
+	AUTH_DMARC_R_PASS,
+	AUTH_DMARC_R_FAIL,
+	AUTH_DMARC_R_TEMPERROR,
+	AUTH_DMARC_R_PERMERROR,
+};
+const char *auth_dmarc_result_name(int result);
+
+struct auth_dmarc_outcome {
+	int result;       /* enum auth_dmarc_result */
+	int disposition;  /* the policy that applies (p, sp or np), on fail */
+	int spf_aligned;  /* SPF passed for an aligned domain */
+	int dkim_aligned; /* a DKIM signature passed for an aligned domain */
+	char org_domain[256];
+	struct auth_dmarc_found found;
+	char reason[256];
+};
+int auth_dmarc_evaluate(const struct dns_lookup_ops *dns, const struct auth_dmarc_input *in,
+                        struct auth_dmarc_outcome *out);
+
 #endif

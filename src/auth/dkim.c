@@ -109,7 +109,9 @@ void auth_dkim_canon_header(int canon, const char *raw, size_t len, struct base_
 void auth_dkim_canon_body(int canon, const char *body, size_t len, struct base_buf *out)
 {
 	size_t start = out->len;
-	base_buf_reserve(out, len + 2);
+	/* relaxed output is at most the input plus one CR per bare LF, plus a
+	 * final CRLF: twice the input bounds it */
+	base_buf_reserve(out, 2 * len + 2);
 	if (canon == AUTH_DKIM_SIMPLE) {
 		base_buf_append(out, body, len);
 	} else {
@@ -509,11 +511,12 @@ static int wrap_key(struct auth_dkim_key **out, EVP_PKEY *pk, struct base_err *e
 	int id = EVP_PKEY_get_base_id(pk);
 	int alg;
 	if (id == EVP_PKEY_RSA) {
-		if (EVP_PKEY_get_bits(pk) < AUTH_DKIM_RSA_MIN_BITS) {
+		int bits = EVP_PKEY_get_bits(pk);
+		if (bits < AUTH_DKIM_RSA_MIN_BITS) {
 			EVP_PKEY_free(pk);
 			return base_errf(err,
 			                 "RSA key of %d bits: at least %d are required (RFC 8301)",
-			                 EVP_PKEY_get_bits(pk), AUTH_DKIM_RSA_MIN_BITS);
+			                 bits, AUTH_DKIM_RSA_MIN_BITS);
 		}
 		alg = AUTH_DKIM_RSA_SHA256;
 	} else if (id == EVP_PKEY_ED25519) {
@@ -816,8 +819,12 @@ int auth_dkim_sign(const struct auth_dkim_key *key, const struct auth_dkim_sign_
 	const char *const *ov = o->oversign ? o->oversign : default_oversign;
 	for (const char *const *h = hl; *h; h++) {
 		size_t n = strlen(*h);
-		if (!n || strchr(*h, ':') || strchr(*h, ';') || strchr(*h, ' ')) {
-			base_errf(err, "bad header name '%s' in the signed list", *h);
+		int bad = !n || n > 128;
+		for (size_t c = 0; c < n && !bad; c++)
+			bad = (unsigned char)(*h)[c] < 33 || (unsigned char)(*h)[c] > 126 ||
+			      (*h)[c] == ':' || (*h)[c] == ';';
+		if (bad) {
+			base_errf(err, "bad header name '%.128s' in the signed list", *h);
 			goto out;
 		}
 		unsigned count = 0;
@@ -840,6 +847,14 @@ int auth_dkim_sign(const struct auth_dkim_key *key, const struct auth_dkim_sign_
 			if (!base_strcasecmp_ascii(*v, *h)) listed = 1;
 		if (listed) continue;
 		size_t n = strlen(*v);
+		int bad = !n || n > 128;
+		for (size_t c = 0; c < n && !bad; c++)
+			bad = (unsigned char)(*v)[c] < 33 || (unsigned char)(*v)[c] > 126 ||
+			      (*v)[c] == ':' || (*v)[c] == ';';
+		if (bad) {
+			base_errf(err, "bad header name '%.128s' in the over-signed list", *v);
+			goto out;
+		}
 		unsigned count = 1;
 		for (size_t i = 0; i < m.n; i++)
 			if (field_is(&m.fields[i], *v, n)) count++;
@@ -852,6 +867,20 @@ int auth_dkim_sign(const struct auth_dkim_key *key, const struct auth_dkim_sign_
 		}
 	}
 
+	/* RFC 6376 §5.4: From must be signed, or no verifier accepts it */
+	{
+		int from = 0;
+		for (const char *p = names.data; p && *p;) {
+			const char *e = strchr(p, ':');
+			size_t l = e ? (size_t)(e - p) : strlen(p);
+			if (l == 4 && !memcmp(p, "from", 4)) from = 1;
+			p += l + (e ? 1 : 0);
+		}
+		if (!from) {
+			base_errf(err, "the signed header list must include From (RFC 6376 §5.4)");
+			goto out;
+		}
+	}
 	uint8_t bh[32];
 	if (body_hash(&m, o->bcanon, -1, bh) < 0) {
 		base_errf(err, "body hash failed");

@@ -399,8 +399,8 @@ struct spf_eval {
 	unsigned terms, voids;
 	unsigned depth;
 	int in_include;
-	char pname[256]; /* %{p}, computed on first use */
-	int pname_done;
+	char pname[256];        /* %{p}, computed on first use for pname_domain */
+	char pname_domain[256]; /* "" until computed */
 };
 
 /* Outcome of evaluating a record or a term: a result, or "no match". */
@@ -690,14 +690,14 @@ static int expand(struct spf_eval *e, const char *s, size_t n, const char *domai
 			         (long long)(e->req->now ? e->req->now : base_now()));
 			break;
 		case 'p':
-			if (!e->pname_done) {
+			if (strcmp(e->pname_domain, domain)) {
 				struct pname_pick pk = {domain, "", ""};
 				validated_names(e, pick_pname, &pk);
 				snprintf(e->pname, sizeof e->pname, "%s",
 				         pk.best[0]    ? pk.best
 				         : pk.first[0] ? pk.first
 				                       : "unknown");
-				e->pname_done = 1;
+				copy_str(e->pname_domain, sizeof e->pname_domain, domain);
 			}
 			val = e->pname;
 			break;

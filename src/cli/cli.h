@@ -13,5 +13,7 @@ int cli_stats(int argc, char **argv);
 int cli_export(int argc, char **argv);
 int cli_traps(int argc, char **argv);
 int cli_trap(int argc, char **argv);
+int cli_dkim(int argc, char **argv);
+int cli_check(int argc, char **argv);
 
 #endif

@@ -22,6 +22,8 @@ static const struct subcommand commands[] = {
 	{"export", cli_export, "write the listings as rbldnsd, txt, xml or bind files"},
 	{"trap", cli_trap, "SMTP trap receiver: record every delivery as an impact"},
 	{"traps", cli_traps, "define trap addresses and domains"},
+	{"dkim", cli_dkim, "DKIM keys, signing and verification"},
+	{"check", cli_check, "check a domain's SPF, DKIM, DMARC, MX and MTA-STS setup"},
 };
 
 static void usage(FILE *f)

@@ -331,8 +331,9 @@ int dns_resolver_fds(struct dns_resolver *r, struct pollfd *fds, int max, int *t
 	int n = 0;
 	for (int i = 0; i < ARES_GETSOCK_MAXNUM && n < max; i++) {
 		short ev = 0;
-		if (ARES_GETSOCK_READABLE(bits, i)) ev |= POLLIN;
-		if (ARES_GETSOCK_WRITABLE(bits, i)) ev |= POLLOUT;
+		/* ARES_GETSOCK_WRITABLE shifts a signed 1 into the sign bit */
+		if ((unsigned)bits & (1u << i)) ev |= POLLIN;
+		if ((unsigned)bits & (1u << (i + ARES_GETSOCK_MAXNUM))) ev |= POLLOUT;
 		if (!ev) continue;
 		fds[n].fd = socks[i];
 		fds[n].events = ev;

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -105,6 +106,8 @@ static int knot_start(struct knot_fixture *k, const struct knot_zone *zones)
 	k->pid = fork();
 	if (k->pid < 0) return -1;
 	if (k->pid == 0) {
+		/* the server goes when the test does, even when it crashes */
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
 		execl("/usr/sbin/knotd", "knotd", "-c", cpath, (char *)NULL);
 		_exit(127);
 	}

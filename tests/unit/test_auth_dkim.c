@@ -196,6 +196,16 @@ static void test_canon_rfc6376_example(void **state)
 	b.len = 0;
 	auth_dkim_canon_body(AUTH_DKIM_RELAXED, "\r\n\r\n", 4, &b);
 	assert_int_equal(b.len, 0);
+	/* bare LF line ends (a caller that did not normalise) become CRLF */
+	b.len = 0;
+	char lfs[2000];
+	memset(lfs, '\n', sizeof lfs);
+	lfs[0] = 'x';
+	auth_dkim_canon_body(AUTH_DKIM_RELAXED, lfs, sizeof lfs, &b);
+	assert_string_equal(b.data, "x\r\n");
+	b.len = 0;
+	auth_dkim_canon_body(AUTH_DKIM_RELAXED, "a\nb\n\n", 5, &b);
+	assert_string_equal(b.data, "a\r\nb\r\n");
 	/* a last line without CRLF gets one */
 	b.len = 0;
 	auth_dkim_canon_body(AUTH_DKIM_RELAXED, "x  ", 3, &b);
@@ -416,6 +426,40 @@ static void test_rfc8301_and_keys(void **state)
 	BIO_free(bio);
 }
 
+static void test_sign_options(void **state)
+{
+	struct auth_dkim_sign_opts o = {0};
+	struct base_buf out;
+	struct base_err err;
+	base_buf_init(&out);
+	o.domain = "example.com";
+	o.selector = "ed";
+	const char *bad[] = {"From", "Bad Name", NULL};
+	o.headers = bad;
+	assert_int_equal(auth_dkim_sign(ed_key, &o, plain, strlen(plain), &out, &err), -1);
+	assert_non_null(strstr(err.msg, "Bad Name"));
+	/* a custom list: From is still signed (over-signed by default) */
+	const char *list[] = {"To", NULL};
+	const char *none[] = {NULL};
+	o.headers = list;
+	assert_int_equal(auth_dkim_sign(ed_key, &o, plain, strlen(plain), &out, &err), 0);
+	assert_non_null(strstr(out.data, "h=to:from:from:subject:subject:"));
+	/* no over-signing and no From in the list: refused, since no verifier
+	 * would accept such a signature */
+	out.len = 0;
+	o.oversign = none;
+	assert_int_equal(auth_dkim_sign(ed_key, &o, plain, strlen(plain), &out, &err), -1);
+	assert_non_null(strstr(err.msg, "From"));
+	const char *with_from[] = {"from", "to", NULL};
+	o.headers = with_from;
+	assert_int_equal(auth_dkim_sign(ed_key, &o, plain, strlen(plain), &out, &err), 0);
+	assert_non_null(strstr(out.data, "h=from:to;"));
+	base_buf_puts(&out, plain);
+	struct auth_dkim_verdict v;
+	assert_int_equal(verify1(out.data, &v), AUTH_DKIM_PASS);
+	base_buf_free(&out);
+}
+
 static void test_parsers(void **state)
 {
 	struct auth_msg m;
@@ -458,10 +502,15 @@ static void test_parsers(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_canon_rfc6376_example),   cmocka_unit_test(test_rfc8463_verify),
-	    cmocka_unit_test(test_rfc8463_sign_reproduces), cmocka_unit_test(test_round_trip),
-	    cmocka_unit_test(test_oversigning_list),        cmocka_unit_test(test_tampering),
-	    cmocka_unit_test(test_rfc8301_and_keys),        cmocka_unit_test(test_parsers),
+	    cmocka_unit_test(test_canon_rfc6376_example),
+	    cmocka_unit_test(test_rfc8463_verify),
+	    cmocka_unit_test(test_rfc8463_sign_reproduces),
+	    cmocka_unit_test(test_round_trip),
+	    cmocka_unit_test(test_oversigning_list),
+	    cmocka_unit_test(test_tampering),
+	    cmocka_unit_test(test_rfc8301_and_keys),
+	    cmocka_unit_test(test_sign_options),
+	    cmocka_unit_test(test_parsers),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -211,10 +211,10 @@ static void test_limits(void **state)
 		dns_memzone_add(z, name, DNS_T_TXT, 0, r, strlen(r), NULL);
 		snprintf(rec + strlen(rec), sizeof rec - strlen(rec), " include:%s", name);
 	}
-	char ten[2048];
+	char ten[4096];
 	snprintf(ten, sizeof ten, "%s -all", rec);
 	dns_memzone_add(z, "ten.example.com", DNS_T_TXT, 0, ten, strlen(ten), NULL);
-	char eleven[2048];
+	char eleven[4096];
 	snprintf(eleven, sizeof eleven, "%s a -all", rec);
 	dns_memzone_add(z, "eleven.example.com", DNS_T_TXT, 0, eleven, strlen(eleven), NULL);
 	const char *voids = "v=spf1 a:n1.example.com a:n2.example.com a:n3.example.com -all";

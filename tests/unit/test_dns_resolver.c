@@ -13,6 +13,10 @@
 
 #include "knot_fixture.h"
 
+#define BIG10  "0123456789"
+#define BIG50  BIG10 BIG10 BIG10 BIG10 BIG10
+#define BIG250 BIG50 BIG50 BIG50 BIG50 BIG50
+
 static const char zone[] = "$ORIGIN example.test.\n"
                            "$TTL 300\n"
                            "@ SOA ns hostmaster 1 3600 600 86400 300\n"
@@ -26,7 +30,9 @@ static const char zone[] = "$ORIGIN example.test.\n"
                            "mail AAAA 2001:db8::1\n"
                            "alias CNAME mail\n"
                            "1.2.0.192.in-addr PTR mail\n"
-                           "*.many A 192.0.2.7\n";
+                           "*.many A 192.0.2.7\n"
+                           "big TXT (\"" BIG250 "\" \"" BIG250 "\" \"" BIG250 "\" \"" BIG250
+                           "\" \"" BIG250 "\" \"" BIG250 "\")\n";
 
 static struct knot_fixture knot;
 static struct dns_resolver *res;
@@ -96,6 +102,19 @@ static void test_mx_a_aaaa_ptr(void **state)
 	dns_lookup(&ops, "1.2.0.192.in-addr.example.test", DNS_T_PTR, &a);
 	assert_int_equal(a.status, DNS_LOOKUP_OK);
 	assert_string_equal(a.rr[0].data, "mail.example.test");
+	dns_answer_free(&a);
+}
+
+/* 1500 bytes of TXT do not fit the 1232 bytes we advertise: the server
+ * truncates, and the client must retry over TCP. */
+static void test_truncated_retried_over_tcp(void **state)
+{
+	struct dns_answer a;
+	dns_lookup(&ops, "big.example.test", DNS_T_TXT, &a);
+	assert_int_equal(a.status, DNS_LOOKUP_OK);
+	assert_int_equal(a.n, 1);
+	assert_int_equal(a.rr[0].len, 1500);
+	assert_memory_equal(a.rr[0].data + 1250, BIG250, 250);
 	dns_answer_free(&a);
 }
 
@@ -269,6 +288,7 @@ int main(void)
 	    cmocka_unit_test(test_bad_server),
 	    cmocka_unit_test(test_parse_malformed),
 	    cmocka_unit_test(test_memzone),
+	    cmocka_unit_test(test_truncated_retried_over_tcp),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,0 +1,136 @@
+/*
+ * cmd_check.c — `mailrep check`: the deliverability checker. For now the
+ * domain check; every subcommand resolves through --resolver HOST:PORT.
+ * Exit status: 0 clean, 1 problems found, 3 could not check (DNS
+ * failures), 2 usage errors.
+ */
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/base.h"
+#include "check/check.h"
+#include "cli/cli.h"
+
+static const char check_help[] =
+    "usage: mailrep check domain DOMAIN [--selector S ...] [--ip IP] [--mail-from ADDR]\n"
+    "                            [--helo NAME] [--resolver HOST:PORT] [--json]\n"
+    "\n"
+    "Checks a domain's mail setup: SPF (one valid record, DNS-querying terms, +all, ptr,\n"
+    "where all stands; with --ip the evaluation for that client), the DKIM key of each\n"
+    "--selector, DMARC, MX and MTA-STS, and says what to fix. --json prints one JSON\n"
+    "object (its spf member has a result, one of RFC 7208's seven words, with --ip).\n"
+    "Exit status: 0 clean, 1 problems, 3 could not check, 2 usage error.\n";
+
+static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int fail(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fprintf(stderr, "mailrep check: ");
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+	return CHECK_USAGE;
+}
+
+/* Prints the report, colouring problems red, warnings yellow and passed
+ * checks green when colour is on (a terminal, and NO_COLOR unset). */
+static void print_report(const struct base_buf *t, int colour)
+{
+	const char *p = t->data ? t->data : "", *end = p + t->len;
+	while (p < end) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		size_t n = nl ? (size_t)(nl - p + 1) : (size_t)(end - p);
+		const char *c = NULL;
+		if (colour && !strncmp(p, "  PROBLEM:", 10)) c = "\033[31m";
+		if (colour && !strncmp(p, "  warning:", 10)) c = "\033[33m";
+		if (colour && !strncmp(p, "  ok:", 5)) c = "\033[32m";
+		if (c) fputs(c, stdout);
+		fwrite(p, 1, c && nl ? n - 1 : n, stdout);
+		if (c) fputs(nl ? "\033[0m\n" : "\033[0m", stdout);
+		p += n;
+	}
+}
+
+static int check_domain_cmd(int argc, char **argv)
+{
+	static const struct option opts[] = {{"selector", required_argument, 0, 's'},
+	                                     {"ip", required_argument, 0, 'i'},
+	                                     {"mail-from", required_argument, 0, 'm'},
+	                                     {"helo", required_argument, 0, 'H'},
+	                                     {"resolver", required_argument, 0, 'r'},
+	                                     {"json", no_argument, 0, 'j'},
+	                                     {"help", no_argument, 0, 'h'},
+	                                     {0, 0, 0, 0}};
+	struct check_domain_opts o = {0};
+	const char *resolver = NULL;
+	int json = 0, c;
+	while ((c = getopt_long(argc, argv, "s:i:m:H:r:jh", opts, NULL)) != -1) {
+		switch (c) {
+		case 's':
+			if (o.nselectors == CHECK_MAX_SELECTORS)
+				return fail("at most %d selectors", CHECK_MAX_SELECTORS);
+			o.selectors[o.nselectors++] = optarg;
+			break;
+		case 'i':
+			o.ip = optarg;
+			break;
+		case 'm':
+			o.mail_from = optarg;
+			break;
+		case 'H':
+			o.helo = optarg;
+			break;
+		case 'r':
+			resolver = optarg;
+			break;
+		case 'j':
+			json = 1;
+			break;
+		case 'h':
+			fputs(check_help, stdout);
+			return 0;
+		default:
+			return fail("see mailrep check --help");
+		}
+	}
+	if (optind != argc - 1) return fail("check domain needs exactly one DOMAIN");
+	o.domain = argv[optind];
+	struct base_err err;
+	struct dns_resolver *r;
+	struct dns_resolver_config cfg = {resolver, 0, 0};
+	if (dns_resolver_new(&r, &cfg, &err) < 0) return fail("%s", err.msg);
+	struct dns_lookup_ops dns;
+	dns_resolver_ops(r, &dns);
+	struct base_buf j, t;
+	base_buf_init(&j);
+	base_buf_init(&t);
+	int rc = check_domain(&dns, &o, &j, &t, &err);
+	dns_resolver_free(r);
+	if (rc < 0) {
+		rc = fail("%s", err.msg);
+	} else {
+		if (json)
+			fwrite(j.data, 1, j.len, stdout);
+		else
+			print_report(&t, isatty(STDOUT_FILENO) && !getenv("NO_COLOR"));
+	}
+	base_buf_free(&j);
+	base_buf_free(&t);
+	return rc;
+}
+
+int cli_check(int argc, char **argv)
+{
+	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+		fputs(check_help, argc < 2 ? stderr : stdout);
+		return argc < 2 ? CHECK_USAGE : 0;
+	}
+	optind = 1;
+	if (!strcmp(argv[1], "domain")) return check_domain_cmd(argc - 1, argv + 1);
+	return fail("unknown check '%s' (domain)", argv[1]);
+}
