@@ -214,3 +214,14 @@ def test_export_every_runs_on_schedule_until_stopped(db, tmp_path):
     finally:
         p.send_signal(signal.SIGTERM)
         assert p.wait(10) == 0
+
+
+def test_exports_are_world_readable_whatever_the_umask(db, tmp_path):
+    run(["impact", "add", "--db", db, "11.8.1.1"], now=T0)
+    out = tmp_path / "bl.ip4set"
+    old = os.umask(0o077)
+    try:
+        run(["export", "--db", db, "--format", "rbldnsd", "--out", str(out)], now=T0)
+    finally:
+        os.umask(old)
+    assert os.stat(out).st_mode & 0o777 == 0o644
