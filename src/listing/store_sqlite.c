@@ -229,6 +229,76 @@ static int sq_impacts_window(struct listing_store *s, int64_t after, int64_t upt
 	return r < 0 ? -1 : 0;
 }
 
+/* Runs a prepared (id, time, ip) query and feeds the rows to cb. */
+static int scan_id_time_ip(struct sqlite_store *q, sqlite3_stmt *st, listing_impact_cb cb,
+                           void *ctx, struct base_err *err)
+{
+	int rc, r = 0;
+	struct listing_impact imp;
+	memset(&imp, 0, sizeof imp);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		imp.id = sqlite3_column_int64(st, 0);
+		imp.time = sqlite3_column_int64(st, 1);
+		if (column_ip(st, 2, &imp.ip) < 0) continue;
+		if ((r = cb(ctx, &imp)) != 0) break;
+	}
+	if (r == 0 && rc != SQLITE_DONE) {
+		sqlite3_finalize(st);
+		return sqlerr(q, err, "scanning impacts");
+	}
+	sqlite3_finalize(st);
+	return r < 0 ? -1 : 0;
+}
+
+static int sq_impacts_after_id(struct listing_store *s, int64_t after_id, listing_impact_cb cb,
+                               void *ctx, struct base_err *err)
+{
+	struct sqlite_store *q = (struct sqlite_store *)s;
+	sqlite3_stmt *st;
+	if (sqlite3_prepare_v2(q->db, "SELECT id, time, ip FROM impacts WHERE id > ? ORDER BY id",
+	                       -1, &st, NULL) != SQLITE_OK)
+		return sqlerr(q, err, "scanning impacts");
+	sqlite3_bind_int64(st, 1, after_id);
+	return scan_id_time_ip(q, st, cb, ctx, err);
+}
+
+static int sq_impacts_max_id(struct listing_store *s, int64_t *id, struct base_err *err)
+{
+	struct sqlite_store *q = (struct sqlite_store *)s;
+	sqlite3_stmt *st;
+	if (sqlite3_prepare_v2(q->db, "SELECT coalesce(max(id), 0) FROM impacts", -1, &st, NULL) !=
+	    SQLITE_OK)
+		return sqlerr(q, err, "reading impacts");
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) *id = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	return rc == SQLITE_ROW ? 0 : sqlerr(q, err, "reading impacts");
+}
+
+static int sq_impacts_range(struct listing_store *s, const struct listing_ip *lo,
+                            const struct listing_ip *hi, int64_t after, int64_t upto,
+                            listing_impact_cb cb, void *ctx, struct base_err *err)
+{
+	struct sqlite_store *q = (struct sqlite_store *)s;
+	sqlite3_stmt *st;
+	/* blobs compare bytewise, so a range of 4-byte keys could also catch
+	 * 16-byte ones sharing a prefix: the length test keeps families apart.
+	 * "+time" makes SQLite walk the (ip, time) index over the address range
+	 * rather than the time index over the whole window. */
+	if (sqlite3_prepare_v2(q->db,
+	                       "SELECT id, time, ip FROM impacts WHERE ip >= ?1 AND ip <= ?2"
+	                       " AND length(ip) = ?3 AND +time > ?4 AND +time <= ?5",
+	                       -1, &st, NULL) != SQLITE_OK)
+		return sqlerr(q, err, "scanning impacts");
+	int n = (int)listing_ip_len(lo);
+	sqlite3_bind_blob(st, 1, lo->a, n, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 2, hi->a, n, SQLITE_STATIC);
+	sqlite3_bind_int(st, 3, n);
+	sqlite3_bind_int64(st, 4, after);
+	sqlite3_bind_int64(st, 5, upto);
+	return scan_id_time_ip(q, st, cb, ctx, err);
+}
+
 static const char *col_text(sqlite3_stmt *st, int i)
 {
 	return (const char *)sqlite3_column_text(st, i);
@@ -570,6 +640,9 @@ static const struct listing_store_ops sqlite_ops = {
     .impact_insert = sq_impact_insert,
     .impacts_window = sq_impacts_window,
     .impacts_of_ip = sq_impacts_of_ip,
+    .impacts_after_id = sq_impacts_after_id,
+    .impacts_max_id = sq_impacts_max_id,
+    .impacts_range = sq_impacts_range,
     .listings_scan = sq_listings_scan,
     .listing_insert = sq_listing_insert,
     .listing_update = sq_listing_update,
