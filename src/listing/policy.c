@@ -754,10 +754,11 @@ static int meta_i64(struct listing_store *s, const char *key, int64_t *v, struct
 	return f;
 }
 
-/* What a refresh at `now` has to do. Full: the policy changed, a listing
- * was delisted, time went back, or a listing expired since the last one
- * (so its neighbours may change too). Incremental: only impacts arrived or
- * came due. None: nothing can have changed. */
+/* What a refresh at `now` has to do. Full: the policy changed, something
+ * was delisted, or time went back. Incremental: impacts arrived, came due
+ * (stamped after the last refresh), or left the window since it; every
+ * change of a listing, expiry included, is one of these. None: nothing can
+ * have changed. */
 static int need_refresh(struct listing_store *s, const struct listing_policy *p, int64_t now,
                         struct base_err *err)
 {
@@ -770,19 +771,19 @@ static int need_refresh(struct listing_store *s, const struct listing_policy *p,
 	char fp[32];
 	snprintf(fp, sizeof fp, "%016llx", (unsigned long long)listing_policy_fingerprint(p));
 	if (f == 0 || strcmp(buf, fp)) return REFRESH_FULL;
-	int64_t last = 0, next = 0, last_id = 0;
+	int64_t last = 0, last_id = 0;
 	if ((f = meta_i64(s, "refreshed_at", &last, err)) <= 0) return f < 0 ? -1 : REFRESH_FULL;
 	if (last > now) return REFRESH_FULL;
-	if ((f = meta_i64(s, "next_expiry", &next, err)) <= 0) return f < 0 ? -1 : REFRESH_FULL;
-	if (next <= now) return REFRESH_FULL;
 	if ((f = meta_i64(s, "last_id", &last_id, err)) <= 0) return f < 0 ? -1 : REFRESH_FULL;
 	f = s->ops->meta_get(s, "dirty", buf, sizeof buf, err);
 	if (f < 0) return -1;
 	if (f == 1 && strcmp(buf, "0")) return REFRESH_INCREMENTAL;
 	if (last != now) {
-		/* impacts stamped in the meantime (imported ahead of their time) now count */
 		int any = 0;
-		if (s->ops->impacts_window(s, last, now, any_cb, &any, err) < 0) return -1;
+		int64_t w = (int64_t)p->window;
+		if (s->ops->impacts_window(s, last, now, any_cb, &any, err) < 0 ||
+		    (!any && s->ops->impacts_window(s, last - w, now - w, any_cb, &any, err) < 0))
+			return -1;
 		if (any) return REFRESH_INCREMENTAL;
 	}
 	return REFRESH_NONE;
@@ -819,6 +820,7 @@ struct scope {
 	size_t n_new;
 	int too_many;
 	struct smap ips, allocs, ases;
+	struct smap loaded; /* Level 1 keys whose active episode was read */
 	struct range {
 		struct listing_ip lo, hi;
 	} * ranges;
@@ -883,7 +885,7 @@ static int new_impact_cb(void *ctx, const struct listing_impact *imp)
 	struct scope *sc = ctx;
 	const struct listing_policy *p = sc->r->p;
 	if (imp->id > sc->max_id) sc->max_id = imp->id;
-	if (imp->time <= sc->r->now - (int64_t)p->window || imp->time > sc->r->now) return 0;
+	if (imp->time > sc->r->now) return 0; /* not yet */
 	if (listing_never(p, &imp->ip)) return 0;
 	if (++sc->n_new > INCREMENTAL_MAX) {
 		sc->too_many = 1;
@@ -936,9 +938,14 @@ static int incremental(struct listing_store *s, struct refresh *r, int64_t last,
 	smap_init(&sc.ips, &r->arena);
 	smap_init(&sc.allocs, &r->arena);
 	smap_init(&sc.ases, &r->arena);
+	smap_init(&sc.loaded, &r->arena);
 	int rc = -1;
 	const struct listing_policy *p = r->p;
 	if (s->ops->impacts_after_id(s, last_id, new_impact_cb, &sc, err) < 0) goto out;
+	int64_t win = (int64_t)p->window;
+	if (!sc.too_many &&
+	    s->ops->impacts_window(s, last - win, r->now - win, new_impact_cb, &sc, err) < 0)
+		goto out;
 	if (!sc.too_many && s->ops->impacts_window(s, last, r->now, new_impact_cb, &sc, err) < 0)
 		goto out;
 	if (sc.too_many) {
@@ -964,9 +971,22 @@ static int incremental(struct listing_store *s, struct refresh *r, int64_t last,
 		/* this IP's Level 1 episode is in scope */
 		char key[64];
 		listing_ip_format(&r->imps[i].ip, key, sizeof key);
-		if (s->ops->listings_scan(s, LISTING_ACTIVE, 1, key, active_cb, act, err) < 0)
+		int fresh;
+		smap_put(&sc.loaded, key, &fresh);
+		if (fresh &&
+		    s->ops->listings_scan(s, LISTING_ACTIVE, 1, key, active_cb, act, err) < 0)
 			goto out;
 		i = j;
+	}
+	/* and so are those of new-impact IPs with nothing left in the window */
+	for (size_t i = 0; i < sc.ips.cap; i++) {
+		const char *key = sc.ips.slots[i].key;
+		int fresh;
+		if (!key) continue;
+		smap_put(&sc.loaded, key, &fresh);
+		if (fresh &&
+		    s->ops->listings_scan(s, LISTING_ACTIVE, 1, key, active_cb, act, err) < 0)
+			goto out;
 	}
 	upper_level(r, 2);
 	if (p->asmap) upper_level(r, 3);
@@ -994,6 +1014,7 @@ out:
 	smap_free(&sc.ips);
 	smap_free(&sc.allocs);
 	smap_free(&sc.ases);
+	smap_free(&sc.loaded);
 	free(sc.ranges);
 	free(sc.by_asn);
 	return rc;
@@ -1052,13 +1073,12 @@ int listing_refresh(struct listing_store *s, const struct listing_policy *p, int
 	act.arena = &r.arena;
 	smap_init(&act.map, &r.arena);
 	int rc = -1;
-	int64_t last = 0, last_id = 0, next = INT64_MAX, max_id = 0;
+	int64_t last = 0, last_id = 0, max_id = 0;
 	if (s->ops->begin(s, err) < 0) goto out;
 	if (s->ops->floors_scan(s, floor_cb, &r, err) < 0) goto fail;
 	if (need == REFRESH_INCREMENTAL) {
 		if (meta_i64(s, "refreshed_at", &last, err) < 0 ||
-		    meta_i64(s, "last_id", &last_id, err) < 0 ||
-		    meta_i64(s, "next_expiry", &next, err) < 0)
+		    meta_i64(s, "last_id", &last_id, err) < 0)
 			goto fail;
 		int k = incremental(s, &r, last, last_id, &act, &max_id, err);
 		if (k < 0) goto fail;
@@ -1075,7 +1095,6 @@ int listing_refresh(struct listing_store *s, const struct listing_policy *p, int
 		}
 	}
 	if (need == REFRESH_FULL) {
-		next = INT64_MAX;
 		if (s->ops->impacts_max_id(s, &max_id, err) < 0) goto fail;
 		if (s->ops->impacts_window(s, now - (int64_t)p->window, now, imp_cb, &r, err) < 0)
 			goto fail;
@@ -1085,13 +1104,11 @@ int listing_refresh(struct listing_store *s, const struct listing_policy *p, int
 	}
 	res->incremental = need == REFRESH_INCREMENTAL;
 	if (reconcile(s, &r, &act, res, err) < 0) goto fail;
-	for (size_t i = 0; i < r.n_want; i++)
-		if (r.want[i].expires < next) next = r.want[i].expires;
 	char buf[32];
 	snprintf(buf, sizeof buf, "%016llx", (unsigned long long)listing_policy_fingerprint(p));
 	if (s->ops->meta_set(s, "policy", buf, err) < 0 ||
 	    set_meta_i64(s, "refreshed_at", now, err) < 0 ||
-	    set_meta_i64(s, "next_expiry", next, err) < 0 ||
+
 	    set_meta_i64(s, "last_id", max_id, err) < 0 ||
 	    s->ops->meta_set(s, "dirty", "0", err) < 0 ||
 	    (need == REFRESH_FULL && s->ops->meta_set(s, "dirty_full", "0", err) < 0) ||
