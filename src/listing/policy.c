@@ -807,7 +807,7 @@ static void refresh_free(struct refresh *r)
 /* ---- incremental refresh ------------------------------------------------ */
 
 /* Beyond this many new impacts a full refresh is cheaper. */
-#define INCREMENTAL_MAX 100000
+#define INCREMENTAL_MAX 50000
 
 /* The keys an incremental refresh recomputes, and the address ranges whose
  * impacts it reads: every IP with a new impact, its allocation (all of it)
