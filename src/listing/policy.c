@@ -825,7 +825,10 @@ struct scope {
 		struct listing_ip lo, hi;
 	} * ranges;
 	size_t n_ranges, cap_ranges;
-	size_t *by_asn; /* asmap indexes sorted by AS, built on first use */
+	struct as_index {
+		uint32_t asn;
+		size_t i;
+	} * by_asn; /* the asmap's prefixes sorted by AS, built on first use */
 };
 
 static void add_range(struct scope *sc, const struct listing_ip *lo, const struct listing_ip *hi)
@@ -848,12 +851,11 @@ static void v4_range(uint32_t net, unsigned len, struct listing_ip *lo, struct l
 	}
 }
 
-static const struct listing_prefixes *sort_asmap;
-static int cmp_by_asn(const void *a, const void *b)
+static int cmp_as_index(const void *a, const void *b)
 {
-	uint32_t x = sort_asmap->v[*(const size_t *)a].asn,
-	         y = sort_asmap->v[*(const size_t *)b].asn;
-	return x < y ? -1 : x > y;
+	const struct as_index *x = a, *y = b;
+	if (x->asn != y->asn) return x->asn < y->asn ? -1 : 1;
+	return x->i < y->i ? -1 : x->i > y->i;
 }
 
 static void add_as(struct scope *sc, uint32_t asn)
@@ -861,21 +863,24 @@ static void add_as(struct scope *sc, uint32_t asn)
 	const struct listing_prefixes *t = sc->r->p->asmap;
 	if (!sc->by_asn) {
 		sc->by_asn = base_xmalloc((t->n ? t->n : 1) * sizeof *sc->by_asn);
-		for (size_t i = 0; i < t->n; i++) sc->by_asn[i] = i;
-		sort_asmap = t;
-		base_sort(sc->by_asn, t->n, sizeof *sc->by_asn, cmp_by_asn);
+		for (size_t i = 0; i < t->n; i++) {
+			sc->by_asn[i].asn = t->v[i].asn;
+			sc->by_asn[i].i = i;
+		}
+		base_sort(sc->by_asn, t->n, sizeof *sc->by_asn, cmp_as_index);
 	}
 	size_t lo = 0, hi = t->n;
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
-		if (t->v[sc->by_asn[mid]].asn < asn)
+		if (sc->by_asn[mid].asn < asn)
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
-	for (; lo < t->n && t->v[sc->by_asn[lo]].asn == asn; lo++) {
+	for (; lo < t->n && sc->by_asn[lo].asn == asn; lo++) {
+		const struct listing_prefix *px = &t->v[sc->by_asn[lo].i];
 		struct listing_ip a, b;
-		v4_range(t->v[sc->by_asn[lo]].addr, t->v[sc->by_asn[lo]].len, &a, &b);
+		v4_range(px->addr, px->len, &a, &b);
 		add_range(sc, &a, &b);
 	}
 }
