@@ -16,6 +16,9 @@ binary with MAILREP_NOW fixed:
 * refresh: `mailrep stats`, which recomputes the listings from the impacts.
 * export: `mailrep export --format F` for rbldnsd, txt, xml and bind; the time
   is the export's own (from its report), the file fsync'd and renamed.
+* trap: `mailrep trap` on loopback receiving --trap-messages messages from
+  Postfix's smtp-source over 10 sessions; each message is one impact
+  committed (fsync'd) before its 250 reply.
 
 Figures go to stdout and bench/out/listing.json.
 """
@@ -25,6 +28,7 @@ import json
 import os
 import random
 import re
+import socket
 import sqlite3
 import subprocess
 import tempfile
@@ -76,12 +80,41 @@ def peer_ingest(path, rows, batch):
     return time.perf_counter() - t
 
 
+def bench_trap(binary, work, n):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    db = os.path.join(work, "trap.db")
+    srv = subprocess.Popen([binary, "trap", "--db", db, "--listen", "127.0.0.1:%d" % port,
+                            "--trap-domain", "trap.example"], stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        t = time.perf_counter()
+        subprocess.run(["smtp-source", "-c", "-m", str(n), "-s", "10", "-l", "2000", "-t",
+                        "x@trap.example", "-f", "s@spam.example", "127.0.0.1:%d" % port],
+                       check=True, capture_output=True)
+        secs = time.perf_counter() - t
+    finally:
+        srv.terminate()
+        srv.wait()
+    got = sqlite3.connect(db).execute("SELECT count(*) FROM impacts").fetchone()[0]
+    assert got == n, (got, n)
+    return {"trap_messages": n, "trap_s": secs, "trap_per_s": n / secs}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--impacts", type=int, default=1000000)
     ap.add_argument("--bin", default=os.path.join(ROOT, "build", "mailrep"))
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--batch", type=int, default=50000)
+    ap.add_argument("--trap-messages", type=int, default=5000)
     a = ap.parse_args()
     rng = random.Random(a.seed)
     work = tempfile.mkdtemp(prefix="listing-bench-", dir=os.environ.get("TMPDIR"))
@@ -118,6 +151,8 @@ def main():
         res["export_%s_entries" % fmt] = int(m.group(1))
         res["export_%s_bytes" % fmt] = os.path.getsize(out)
 
+    res.update(bench_trap(a.bin, work, a.trap_messages))
+
     print("listing benchmark, %d impacts from distinct IPs (%s)" % (a.impacts, a.bin))
     print("  ingest (durable, batches of %d): %.2f s = %.0f impacts/s; "
           "python sqlite3 peer %.2f s = %.0f/s; ratio %.2fx"
@@ -128,6 +163,8 @@ def main():
         print("  export %-8s %8d entries %11d bytes  %.3f s (process %.2f s)" % (
             fmt, res["export_%s_entries" % fmt], res["export_%s_bytes" % fmt],
             res["export_%s_s" % fmt], res["export_%s_wall_s" % fmt]))
+    print("  trap: %d messages over 10 SMTP sessions in %.2f s = %.0f durable impacts/s"
+          % (a.trap_messages, res["trap_s"], res["trap_per_s"]))
     os.makedirs(os.path.join(HERE, "out"), exist_ok=True)
     with open(os.path.join(HERE, "out", "listing.json"), "w") as f:
         json.dump(res, f, indent=2)

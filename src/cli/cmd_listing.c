@@ -158,7 +158,8 @@ enum {
 	OPT_ZONE,
 	OPT_TTL,
 	OPT_EVERY,
-	OPT_KIND
+	OPT_KIND,
+	OPT_SCHEDULE
 };
 
 #define COMMON_OPTIONS                                                                             \
@@ -947,7 +948,8 @@ static const char export_help[] =
     "  --zone NAME         bind: the zone name (default bl.mailrep.invalid)\n"
     "  --ttl SECONDS       bind: the TTL (default 2100)\n"
     "  --every DUR         run until stopped, exporting now and then every DUR\n"
-    "                      (e.g. 1h, UBL's schedule)\n"
+    "                      (e.g. 30m)\n"
+    "  --schedule          the same on UBL's hourly schedule (--every 1h)\n"
     "\n";
 
 static volatile sig_atomic_t stop_flag;
@@ -967,6 +969,7 @@ int cli_export(int argc, char **argv)
 	                                     {"zone", required_argument, NULL, OPT_ZONE},
 	                                     {"ttl", required_argument, NULL, OPT_TTL},
 	                                     {"every", required_argument, NULL, OPT_EVERY},
+	                                     {"schedule", no_argument, NULL, OPT_SCHEDULE},
 	                                     {"config", required_argument, NULL, 'c'},
 	                                     {NULL, 0, NULL, 0}};
 	struct env e;
@@ -1014,6 +1017,9 @@ int cli_export(int argc, char **argv)
 			o.ttl = (uint32_t)v;
 			break;
 		}
+		case OPT_SCHEDULE:
+			every = 3600;
+			break;
 		case OPT_EVERY:
 			if (base_parse_duration(optarg, &every, &err) < 0 || every == 0)
 				rc = fail(&e, "bad --every '%s'", optarg);

@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* ---- atomic buffered writer ---------------------------------------------- */
@@ -53,6 +54,13 @@ static int aw_open(struct aw *w, const char *path, struct base_err *err)
 	snprintf(w->tmp, sizeof w->tmp, "%s.tmp.%ld", path, (long)getpid());
 	w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (w->fd < 0) return base_errf(err, "%s: cannot create: %s", w->tmp, strerror(errno));
+	/* published data: readable by servers that drop privileges, whatever the umask */
+	if (fchmod(w->fd, 0644) < 0) {
+		base_errf(err, "%s: chmod: %s", w->tmp, strerror(errno));
+		close(w->fd);
+		unlink(w->tmp);
+		return -1;
+	}
 	w->buf = base_xmalloc(AW_BUF);
 	return 0;
 }

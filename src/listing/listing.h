@@ -208,11 +208,14 @@ int listing_impact_add(struct listing_store *s, const struct listing_impact *imp
 /* ---- refresh (policy.c) ------------------------------------------------ */
 
 struct listing_refresh_result {
-	int ran; /* 0 when nothing could have changed since the last refresh */
+	int ran;         /* 0 when nothing could have changed since the last refresh */
+	int incremental; /* 1 when only the keys near new impacts were recomputed */
 	uint64_t listed, updated, removed;
 };
 /* Brings the listings up to `now`. Skipped (ran = 0) unless impacts or
- * delistings arrived, the policy changed, a listing expired, or force. */
+ * delistings arrived, the policy changed, a listing expired, or force.
+ * When only impacts arrived, only the IPs, allocations and ASes they touch
+ * are recomputed; otherwise (or with force) everything is. */
 int listing_refresh(struct listing_store *s, const struct listing_policy *p, int64_t now, int force,
                     struct listing_refresh_result *res, struct base_err *err);
 

@@ -518,7 +518,7 @@ static void level1(struct refresh *r, const struct imp *v, size_t n)
 	w->listed_at = cv[p->l1_threshold - 1].time;
 	w->expires = cv[c - p->l1_threshold].time + p->window;
 	w->impacts = c;
-	int64_t ids[EVIDENCE_IDS];
+	int64_t ids[EVIDENCE_IDS] = {0};
 	size_t ne = 0;
 	for (size_t i = c; i > 0 && ne < EVIDENCE_IDS; i--) ids[ne++] = cv[i - 1].id;
 	evidence_ids(w->evidence, sizeof w->evidence, ids, ne);
@@ -622,7 +622,7 @@ static void upper_level(struct refresh *r, int level)
 			w->last_seen = times[cnt - 1];
 			w->listed_at = times[need - 1];
 			/* evidence: the contributions that last longest (the newest) */
-			int64_t ids[EVIDENCE_IDS];
+			int64_t ids[EVIDENCE_IDS] = {0};
 			size_t ne = 0;
 			for (size_t k = i; k < j && ne < EVIDENCE_IDS; k++) ids[ne++] = c[k].id;
 			evidence_ids(w->evidence, sizeof w->evidence, ids, ne);
@@ -682,15 +682,14 @@ static int same_str(const char *a, const char *b)
 	return !strcmp(a ? a : "", b ? b : "");
 }
 
-static int reconcile(struct listing_store *s, struct refresh *r, struct listing_refresh_result *res,
-                     struct base_err *err)
+/* Reconciles r->want with the active episodes in `act` (all of them for a
+ * full refresh, those of the recomputed keys for an incremental one). */
+static int reconcile(struct listing_store *s, struct refresh *r, struct active *a,
+                     struct listing_refresh_result *res, struct base_err *err)
 {
-	struct active act = {0};
-	act.arena = &r->arena;
-	smap_init(&act.map, &r->arena);
+	struct active act = *a;
 	uint8_t *seen = NULL;
 	int rc = -1;
-	if (s->ops->listings_scan(s, LISTING_ACTIVE, 0, NULL, active_cb, &act, err) < 0) goto out;
 	seen = base_xcalloc(act.n ? act.n : 1, 1);
 	for (size_t i = 0; i < r->n_want; i++) {
 		struct listing_record *w = &r->want[i];
@@ -735,8 +734,6 @@ static int reconcile(struct listing_store *s, struct refresh *r, struct listing_
 	rc = 0;
 out:
 	free(seen);
-	free(act.v);
-	smap_free(&act.map);
 	return rc;
 }
 
@@ -747,33 +744,49 @@ static int any_cb(void *ctx, const struct listing_impact *imp)
 	return 1;
 }
 
+enum { REFRESH_NONE = 0, REFRESH_INCREMENTAL = 1, REFRESH_FULL = 2 };
+
+static int meta_i64(struct listing_store *s, const char *key, int64_t *v, struct base_err *err)
+{
+	char buf[64];
+	int f = s->ops->meta_get(s, key, buf, sizeof buf, err);
+	if (f == 1) *v = strtoll(buf, NULL, 10);
+	return f;
+}
+
+/* What a refresh at `now` has to do. Full: the policy changed, something
+ * was delisted, or time went back. Incremental: impacts arrived, came due
+ * (stamped after the last refresh), or left the window since it; every
+ * change of a listing, expiry included, is one of these. None: nothing can
+ * have changed. */
 static int need_refresh(struct listing_store *s, const struct listing_policy *p, int64_t now,
                         struct base_err *err)
 {
 	char buf[64];
-	int f = s->ops->meta_get(s, "dirty", buf, sizeof buf, err);
+	int f = s->ops->meta_get(s, "dirty_full", buf, sizeof buf, err);
 	if (f < 0) return -1;
-	if (f == 1 && strcmp(buf, "0")) return 1;
+	if (f == 1 && strcmp(buf, "0")) return REFRESH_FULL;
 	f = s->ops->meta_get(s, "policy", buf, sizeof buf, err);
 	if (f < 0) return -1;
 	char fp[32];
 	snprintf(fp, sizeof fp, "%016llx", (unsigned long long)listing_policy_fingerprint(p));
-	if (f == 0 || strcmp(buf, fp)) return 1;
-	f = s->ops->meta_get(s, "refreshed_at", buf, sizeof buf, err);
+	if (f == 0 || strcmp(buf, fp)) return REFRESH_FULL;
+	int64_t last = 0, last_id = 0;
+	if ((f = meta_i64(s, "refreshed_at", &last, err)) <= 0) return f < 0 ? -1 : REFRESH_FULL;
+	if (last > now) return REFRESH_FULL;
+	if ((f = meta_i64(s, "last_id", &last_id, err)) <= 0) return f < 0 ? -1 : REFRESH_FULL;
+	f = s->ops->meta_get(s, "dirty", buf, sizeof buf, err);
 	if (f < 0) return -1;
-	if (f == 0 || strtoll(buf, NULL, 10) != now) {
-		/* time moved: anything that expired in between must be closed */
-		int64_t last = strtoll(buf, NULL, 10);
-		if (f == 0 || last > now) return 1;
-		f = s->ops->meta_get(s, "next_expiry", buf, sizeof buf, err);
-		if (f < 0) return -1;
-		if (f == 0 || strtoll(buf, NULL, 10) <= now) return 1;
-		/* and impacts stamped in the meantime (imported ahead of their time) now count */
+	if (f == 1 && strcmp(buf, "0")) return REFRESH_INCREMENTAL;
+	if (last != now) {
 		int any = 0;
-		if (s->ops->impacts_window(s, last, now, any_cb, &any, err) < 0) return -1;
-		if (any) return 1;
+		int64_t w = (int64_t)p->window;
+		if (s->ops->impacts_window(s, last, now, any_cb, &any, err) < 0 ||
+		    (!any && s->ops->impacts_window(s, last - w, now - w, any_cb, &any, err) < 0))
+			return -1;
+		if (any) return REFRESH_INCREMENTAL;
 	}
-	return 0;
+	return REFRESH_NONE;
 }
 
 static void refresh_free(struct refresh *r)
@@ -791,60 +804,328 @@ static void refresh_free(struct refresh *r)
 	base_arena_free(&r->arena);
 }
 
+/* ---- incremental refresh ------------------------------------------------ */
+
+/* Beyond this many new impacts a full refresh is cheaper. */
+#define INCREMENTAL_MAX 50000
+
+/* The keys an incremental refresh recomputes, and the address ranges whose
+ * impacts it reads: every IP with a new impact, its allocation (all of it)
+ * and its AS (all of its prefixes). Every IP inside a range read has all
+ * its window impacts read, so its Level 1 result is complete; Level 2 and 3
+ * results are kept only for the allocations and ASes read whole. */
+struct scope {
+	struct refresh *r;
+	int64_t max_id;
+	size_t n_new;
+	int too_many;
+	struct smap ips, allocs, ases;
+	struct smap loaded; /* Level 1 keys whose active episode was read */
+	struct range {
+		struct listing_ip lo, hi;
+	} * ranges;
+	size_t n_ranges, cap_ranges;
+	struct as_index {
+		uint32_t asn;
+		size_t i;
+	} * by_asn; /* the asmap's prefixes sorted by AS, built on first use */
+};
+
+static void add_range(struct scope *sc, const struct listing_ip *lo, const struct listing_ip *hi)
+{
+	GROW(sc->ranges, sc->n_ranges, sc->cap_ranges);
+	sc->ranges[sc->n_ranges].lo = *lo;
+	sc->ranges[sc->n_ranges].hi = *hi;
+	sc->n_ranges++;
+}
+
+static void v4_range(uint32_t net, unsigned len, struct listing_ip *lo, struct listing_ip *hi)
+{
+	uint32_t last = net | (len ? ~(0xffffffffu << (32 - len)) : 0xffffffffu);
+	memset(lo, 0, sizeof *lo);
+	memset(hi, 0, sizeof *hi);
+	lo->family = hi->family = 4;
+	for (int i = 0; i < 4; i++) {
+		lo->a[i] = (uint8_t)(net >> (24 - 8 * i));
+		hi->a[i] = (uint8_t)(last >> (24 - 8 * i));
+	}
+}
+
+static int cmp_as_index(const void *a, const void *b)
+{
+	const struct as_index *x = a, *y = b;
+	if (x->asn != y->asn) return x->asn < y->asn ? -1 : 1;
+	return x->i < y->i ? -1 : x->i > y->i;
+}
+
+static void add_as(struct scope *sc, uint32_t asn)
+{
+	const struct listing_prefixes *t = sc->r->p->asmap;
+	if (!sc->by_asn) {
+		sc->by_asn = base_xmalloc((t->n ? t->n : 1) * sizeof *sc->by_asn);
+		for (size_t i = 0; i < t->n; i++) {
+			sc->by_asn[i].asn = t->v[i].asn;
+			sc->by_asn[i].i = i;
+		}
+		base_sort(sc->by_asn, t->n, sizeof *sc->by_asn, cmp_as_index);
+	}
+	size_t lo = 0, hi = t->n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (sc->by_asn[mid].asn < asn)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (; lo < t->n && sc->by_asn[lo].asn == asn; lo++) {
+		const struct listing_prefix *px = &t->v[sc->by_asn[lo].i];
+		struct listing_ip a, b;
+		v4_range(px->addr, px->len, &a, &b);
+		add_range(sc, &a, &b);
+	}
+}
+
+static int new_impact_cb(void *ctx, const struct listing_impact *imp)
+{
+	struct scope *sc = ctx;
+	const struct listing_policy *p = sc->r->p;
+	if (imp->id > sc->max_id) sc->max_id = imp->id;
+	if (imp->time > sc->r->now) return 0; /* not yet */
+	if (listing_never(p, &imp->ip)) return 0;
+	if (++sc->n_new > INCREMENTAL_MAX) {
+		sc->too_many = 1;
+		return 1;
+	}
+	char key[64];
+	listing_ip_format(&imp->ip, key, sizeof key);
+	int fresh;
+	smap_put(&sc->ips, key, &fresh);
+	if (!fresh) return 0;
+	if (imp->ip.family != 4) {
+		add_range(sc, &imp->ip, &imp->ip);
+		return 0;
+	}
+	uint32_t a = ip4(&imp->ip);
+	const struct listing_prefix *al = listing_prefixes_match(p->allocs, a);
+	unsigned len = al ? al->len : 24;
+	uint32_t net = al ? al->addr : (a & 0xffffff00u);
+	snprintf(key, sizeof key, "%u.%u.%u.%u/%u", net >> 24, (net >> 16) & 255, (net >> 8) & 255,
+	         net & 255, len);
+	smap_put(&sc->allocs, key, &fresh);
+	if (fresh) {
+		struct listing_ip lo, hi;
+		v4_range(net, len, &lo, &hi);
+		add_range(sc, &lo, &hi);
+	}
+	const struct listing_prefix *asp = listing_prefixes_match(p->asmap, a);
+	if (asp && asp->asn) {
+		snprintf(key, sizeof key, "AS%u", asp->asn);
+		smap_put(&sc->ases, key, &fresh);
+		if (fresh) add_as(sc, asp->asn);
+	}
+	return 0;
+}
+
+static int same_impact(const struct imp *x, const struct imp *y)
+{
+	return x->id == y->id;
+}
+
+/* Fills r->want with the recomputed keys and `act` with their active
+ * episodes. Returns 0, 1 if a full refresh should be done instead, or -1. */
+static int incremental(struct listing_store *s, struct refresh *r, int64_t last, int64_t last_id,
+                       struct active *act, int64_t *max_id, struct base_err *err)
+{
+	struct scope sc;
+	memset(&sc, 0, sizeof sc);
+	sc.r = r;
+	sc.max_id = last_id;
+	smap_init(&sc.ips, &r->arena);
+	smap_init(&sc.allocs, &r->arena);
+	smap_init(&sc.ases, &r->arena);
+	smap_init(&sc.loaded, &r->arena);
+	int rc = -1;
+	const struct listing_policy *p = r->p;
+	if (s->ops->impacts_after_id(s, last_id, new_impact_cb, &sc, err) < 0) goto out;
+	int64_t win = (int64_t)p->window;
+	if (!sc.too_many &&
+	    s->ops->impacts_window(s, last - win, r->now - win, new_impact_cb, &sc, err) < 0)
+		goto out;
+	if (!sc.too_many && s->ops->impacts_window(s, last, r->now, new_impact_cb, &sc, err) < 0)
+		goto out;
+	if (sc.too_many) {
+		rc = 1;
+		goto out;
+	}
+	int64_t after = r->now - (int64_t)p->window;
+	for (size_t i = 0; i < sc.n_ranges; i++)
+		if (s->ops->impacts_range(s, &sc.ranges[i].lo, &sc.ranges[i].hi, after, r->now,
+		                          imp_cb, r, err) < 0)
+			goto out;
+	base_sort(r->imps, r->n_imps, sizeof *r->imps, cmp_imp);
+	size_t m = 0; /* ranges overlap (an allocation inside its AS): drop repeats */
+	for (size_t i = 0; i < r->n_imps; i++)
+		if (!m || !same_impact(&r->imps[m - 1], &r->imps[i])) r->imps[m++] = r->imps[i];
+	r->n_imps = m;
+	for (size_t i = 0; i < r->n_imps;) {
+		size_t j = i + 1;
+		while (j < r->n_imps && r->imps[j].ip.family == r->imps[i].ip.family &&
+		       !memcmp(r->imps[j].ip.a, r->imps[i].ip.a, 16))
+			j++;
+		level1(r, r->imps + i, j - i);
+		/* this IP's Level 1 episode is in scope */
+		char key[64];
+		listing_ip_format(&r->imps[i].ip, key, sizeof key);
+		int fresh;
+		smap_put(&sc.loaded, key, &fresh);
+		if (fresh &&
+		    s->ops->listings_scan(s, LISTING_ACTIVE, 1, key, active_cb, act, err) < 0)
+			goto out;
+		i = j;
+	}
+	/* and so are those of new-impact IPs with nothing left in the window */
+	for (size_t i = 0; i < sc.ips.cap; i++) {
+		const char *key = sc.ips.slots[i].key;
+		int fresh;
+		if (!key) continue;
+		smap_put(&sc.loaded, key, &fresh);
+		if (fresh &&
+		    s->ops->listings_scan(s, LISTING_ACTIVE, 1, key, active_cb, act, err) < 0)
+			goto out;
+	}
+	upper_level(r, 2);
+	if (p->asmap) upper_level(r, 3);
+	size_t k = 0;
+	for (size_t i = 0; i < r->n_want; i++) {
+		const struct listing_record *w = &r->want[i];
+		if (w->level == 1 || (w->level == 2 && smap_get(&sc.allocs, w->key)) ||
+		    (w->level == 3 && smap_get(&sc.ases, w->key)))
+			r->want[k++] = *w;
+	}
+	r->n_want = k;
+	for (size_t i = 0; i < sc.allocs.cap; i++)
+		if (sc.allocs.slots[i].key &&
+		    s->ops->listings_scan(s, LISTING_ACTIVE, 2, sc.allocs.slots[i].key, active_cb,
+		                          act, err) < 0)
+			goto out;
+	for (size_t i = 0; i < sc.ases.cap; i++)
+		if (sc.ases.slots[i].key &&
+		    s->ops->listings_scan(s, LISTING_ACTIVE, 3, sc.ases.slots[i].key, active_cb,
+		                          act, err) < 0)
+			goto out;
+	*max_id = sc.max_id;
+	rc = 0;
+out:
+	smap_free(&sc.ips);
+	smap_free(&sc.allocs);
+	smap_free(&sc.ases);
+	smap_free(&sc.loaded);
+	free(sc.ranges);
+	free(sc.by_asn);
+	return rc;
+}
+
+/* ---- the driver ------------------------------------------------------------ */
+
+static void full(struct refresh *r)
+{
+	base_sort(r->imps, r->n_imps, sizeof *r->imps, cmp_imp);
+	for (size_t i = 0; i < r->n_imps;) {
+		size_t j = i + 1;
+		while (j < r->n_imps && r->imps[j].ip.family == r->imps[i].ip.family &&
+		       !memcmp(r->imps[j].ip.a, r->imps[i].ip.a, 16))
+			j++;
+		level1(r, r->imps + i, j - i);
+		i = j;
+	}
+	upper_level(r, 2);
+	if (r->p->asmap) upper_level(r, 3);
+}
+
+static void refresh_reset(struct refresh *r, const struct listing_policy *p, int64_t now)
+{
+	memset(r, 0, sizeof *r);
+	r->p = p;
+	r->now = now;
+	base_arena_init(&r->arena);
+	smap_init(&r->floors, &r->arena);
+	smap_init(&r->gmap2, &r->arena);
+	smap_init(&r->gmap3, &r->arena);
+}
+
+static int set_meta_i64(struct listing_store *s, const char *key, int64_t v, struct base_err *err)
+{
+	char buf[32];
+	snprintf(buf, sizeof buf, "%lld", (long long)v);
+	return s->ops->meta_set(s, key, buf, err);
+}
+
 int listing_refresh(struct listing_store *s, const struct listing_policy *p, int64_t now, int force,
                     struct listing_refresh_result *res, struct base_err *err)
 {
 	struct listing_refresh_result dummy;
 	if (!res) res = &dummy;
 	memset(res, 0, sizeof *res);
+	int need = REFRESH_FULL;
 	if (!force) {
-		int need = need_refresh(s, p, now, err);
+		need = need_refresh(s, p, now, err);
 		if (need <= 0) return need;
 	}
 	res->ran = 1;
 	struct refresh r;
-	memset(&r, 0, sizeof r);
-	r.p = p;
-	r.now = now;
-	base_arena_init(&r.arena);
-	smap_init(&r.floors, &r.arena);
-	smap_init(&r.gmap2, &r.arena);
-	smap_init(&r.gmap3, &r.arena);
+	refresh_reset(&r, p, now);
+	struct active act = {0};
+	act.arena = &r.arena;
+	smap_init(&act.map, &r.arena);
 	int rc = -1;
+	int64_t last = 0, last_id = 0, max_id = 0;
 	if (s->ops->begin(s, err) < 0) goto out;
 	if (s->ops->floors_scan(s, floor_cb, &r, err) < 0) goto fail;
-	if (s->ops->impacts_window(s, now - (int64_t)p->window, now, imp_cb, &r, err) < 0)
-		goto fail;
-	base_sort(r.imps, r.n_imps, sizeof *r.imps, cmp_imp);
-	for (size_t i = 0; i < r.n_imps;) {
-		size_t j = i + 1;
-		while (j < r.n_imps && r.imps[j].ip.family == r.imps[i].ip.family &&
-		       !memcmp(r.imps[j].ip.a, r.imps[i].ip.a, 16))
-			j++;
-		level1(&r, r.imps + i, j - i);
-		i = j;
+	if (need == REFRESH_INCREMENTAL) {
+		if (meta_i64(s, "refreshed_at", &last, err) < 0 ||
+		    meta_i64(s, "last_id", &last_id, err) < 0)
+			goto fail;
+		int k = incremental(s, &r, last, last_id, &act, &max_id, err);
+		if (k < 0) goto fail;
+		if (k == 1) { /* too much changed: start over with everything */
+			need = REFRESH_FULL;
+			free(act.v);
+			smap_free(&act.map);
+			refresh_free(&r);
+			refresh_reset(&r, p, now);
+			memset(&act, 0, sizeof act);
+			act.arena = &r.arena;
+			smap_init(&act.map, &r.arena);
+			if (s->ops->floors_scan(s, floor_cb, &r, err) < 0) goto fail;
+		}
 	}
-	upper_level(&r, 2);
-	if (p->asmap) upper_level(&r, 3);
-	if (reconcile(s, &r, res, err) < 0) goto fail;
-
-	int64_t next = INT64_MAX;
-	for (size_t i = 0; i < r.n_want; i++)
-		if (r.want[i].expires < next) next = r.want[i].expires;
+	if (need == REFRESH_FULL) {
+		if (s->ops->impacts_max_id(s, &max_id, err) < 0) goto fail;
+		if (s->ops->impacts_window(s, now - (int64_t)p->window, now, imp_cb, &r, err) < 0)
+			goto fail;
+		full(&r);
+		if (s->ops->listings_scan(s, LISTING_ACTIVE, 0, NULL, active_cb, &act, err) < 0)
+			goto fail;
+	}
+	res->incremental = need == REFRESH_INCREMENTAL;
+	if (reconcile(s, &r, &act, res, err) < 0) goto fail;
 	char buf[32];
 	snprintf(buf, sizeof buf, "%016llx", (unsigned long long)listing_policy_fingerprint(p));
-	if (s->ops->meta_set(s, "policy", buf, err) < 0) goto fail;
-	snprintf(buf, sizeof buf, "%lld", (long long)now);
-	if (s->ops->meta_set(s, "refreshed_at", buf, err) < 0) goto fail;
-	snprintf(buf, sizeof buf, "%lld", (long long)next);
-	if (s->ops->meta_set(s, "next_expiry", buf, err) < 0) goto fail;
-	if (s->ops->meta_set(s, "dirty", "0", err) < 0) goto fail;
-	if (s->ops->commit(s, err) < 0) goto fail;
+	if (s->ops->meta_set(s, "policy", buf, err) < 0 ||
+	    set_meta_i64(s, "refreshed_at", now, err) < 0 ||
+
+	    set_meta_i64(s, "last_id", max_id, err) < 0 ||
+	    s->ops->meta_set(s, "dirty", "0", err) < 0 ||
+	    (need == REFRESH_FULL && s->ops->meta_set(s, "dirty_full", "0", err) < 0) ||
+	    s->ops->commit(s, err) < 0)
+		goto fail;
 	rc = 0;
 	goto out;
 fail:
 	s->ops->rollback(s);
 out:
+	free(act.v);
+	smap_free(&act.map);
 	refresh_free(&r);
 	return rc;
 }

@@ -254,7 +254,7 @@ int listing_delist(struct listing_store *s, const struct listing_policy *p,
 			f.rec.removed_at = now;
 			if (s->ops->floor_set(s, level, f.rec.key, now, err) < 0) goto fail;
 			if (s->ops->listing_update(s, &f.rec, err) < 0) goto fail;
-			if (s->ops->meta_set(s, "dirty", "1", err) < 0) goto fail;
+			if (s->ops->meta_set(s, "dirty_full", "1", err) < 0) goto fail;
 			*outcome = LISTING_DELISTED_NOW;
 			res = "delisted";
 			if (self_service)

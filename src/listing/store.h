@@ -32,6 +32,15 @@ struct listing_store_ops {
 	/* Impacts with after < time <= upto, id/time/ip only, in no particular order. */
 	int (*impacts_window)(struct listing_store *s, int64_t after, int64_t upto,
 	                      listing_impact_cb cb, void *ctx, struct base_err *err);
+	/* Impacts with id > after_id (id/time/ip only), and the largest id (0 if none). */
+	int (*impacts_after_id)(struct listing_store *s, int64_t after_id, listing_impact_cb cb,
+	                        void *ctx, struct base_err *err);
+	int (*impacts_max_id)(struct listing_store *s, int64_t *id, struct base_err *err);
+	/* Impacts of addresses lo..hi (both of one family, inclusive) with
+	 * after < time <= upto, id/time/ip only. */
+	int (*impacts_range)(struct listing_store *s, const struct listing_ip *lo,
+	                     const struct listing_ip *hi, int64_t after, int64_t upto,
+	                     listing_impact_cb cb, void *ctx, struct base_err *err);
 	/* An IP's impacts with time <= upto, newest first, at most limit, all fields. */
 	int (*impacts_of_ip)(struct listing_store *s, const struct listing_ip *ip, int64_t upto,
 	                     unsigned limit, listing_impact_cb cb, void *ctx, struct base_err *err);

@@ -25,8 +25,41 @@ struct sqlite_store {
 	struct listing_store base; /* must be first */
 	sqlite3 *db;
 	sqlite3_stmt *ins_impact, *ins_listing, *upd_listing;
+	struct cached {
+		sqlite3_stmt *st;
+		int busy;
+	} scan[8], range; /* queries an incremental refresh runs per key */
 	int version;
 };
+
+/* A statement prepared on first use and kept. A callback that re-enters
+ * the same query while it runs (busy) gets a private statement instead. */
+static sqlite3_stmt *cached_get(struct sqlite_store *q, struct cached *c, const char *sql,
+                                int *owned)
+{
+	sqlite3_stmt *st;
+	if (!c->busy) {
+		if (!c->st && sqlite3_prepare_v2(q->db, sql, -1, &c->st, NULL) != SQLITE_OK)
+			return NULL;
+		c->busy = 1;
+		*owned = 0;
+		return c->st;
+	}
+	if (sqlite3_prepare_v2(q->db, sql, -1, &st, NULL) != SQLITE_OK) return NULL;
+	*owned = 1;
+	return st;
+}
+
+static void cached_put(struct cached *c, sqlite3_stmt *st, int owned)
+{
+	if (owned) {
+		sqlite3_finalize(st);
+		return;
+	}
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	c->busy = 0;
+}
 
 static const char *const migrations[] = {
     /* 1: the first schema */
@@ -142,6 +175,9 @@ static void sq_close(struct listing_store *s)
 	sqlite3_finalize(q->ins_impact);
 	sqlite3_finalize(q->ins_listing);
 	sqlite3_finalize(q->upd_listing);
+	for (size_t i = 0; i < sizeof q->scan / sizeof q->scan[0]; i++)
+		sqlite3_finalize(q->scan[i].st);
+	sqlite3_finalize(q->range.st);
 	sqlite3_close(q->db);
 	free(q);
 }
@@ -229,6 +265,77 @@ static int sq_impacts_window(struct listing_store *s, int64_t after, int64_t upt
 	return r < 0 ? -1 : 0;
 }
 
+/* Runs a prepared (id, time, ip) query and feeds the rows to cb; the
+ * caller disposes of the statement. */
+static int scan_id_time_ip(struct sqlite_store *q, sqlite3_stmt *st, listing_impact_cb cb,
+                           void *ctx, struct base_err *err)
+{
+	int rc, r = 0;
+	struct listing_impact imp;
+	memset(&imp, 0, sizeof imp);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		imp.id = sqlite3_column_int64(st, 0);
+		imp.time = sqlite3_column_int64(st, 1);
+		if (column_ip(st, 2, &imp.ip) < 0) continue;
+		if ((r = cb(ctx, &imp)) != 0) break;
+	}
+	if (r == 0 && rc != SQLITE_DONE) return sqlerr(q, err, "scanning impacts");
+	return r < 0 ? -1 : 0;
+}
+
+static int sq_impacts_after_id(struct listing_store *s, int64_t after_id, listing_impact_cb cb,
+                               void *ctx, struct base_err *err)
+{
+	struct sqlite_store *q = (struct sqlite_store *)s;
+	sqlite3_stmt *st;
+	if (sqlite3_prepare_v2(q->db, "SELECT id, time, ip FROM impacts WHERE id > ? ORDER BY id",
+	                       -1, &st, NULL) != SQLITE_OK)
+		return sqlerr(q, err, "scanning impacts");
+	sqlite3_bind_int64(st, 1, after_id);
+	int r = scan_id_time_ip(q, st, cb, ctx, err);
+	sqlite3_finalize(st);
+	return r;
+}
+
+static int sq_impacts_max_id(struct listing_store *s, int64_t *id, struct base_err *err)
+{
+	struct sqlite_store *q = (struct sqlite_store *)s;
+	sqlite3_stmt *st;
+	if (sqlite3_prepare_v2(q->db, "SELECT coalesce(max(id), 0) FROM impacts", -1, &st, NULL) !=
+	    SQLITE_OK)
+		return sqlerr(q, err, "reading impacts");
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) *id = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	return rc == SQLITE_ROW ? 0 : sqlerr(q, err, "reading impacts");
+}
+
+static int sq_impacts_range(struct listing_store *s, const struct listing_ip *lo,
+                            const struct listing_ip *hi, int64_t after, int64_t upto,
+                            listing_impact_cb cb, void *ctx, struct base_err *err)
+{
+	struct sqlite_store *q = (struct sqlite_store *)s;
+	/* blobs compare bytewise, so a range of 4-byte keys could also catch
+	 * 16-byte ones sharing a prefix: the length test keeps families apart.
+	 * "+time" makes SQLite walk the (ip, time) index over the address range
+	 * rather than the time index over the whole window. */
+	int owned;
+	sqlite3_stmt *st = cached_get(q, &q->range,
+	                              "SELECT id, time, ip FROM impacts WHERE ip >= ?1 AND ip <= ?2"
+	                              " AND length(ip) = ?3 AND +time > ?4 AND +time <= ?5",
+	                              &owned);
+	if (!st) return sqlerr(q, err, "scanning impacts");
+	int n = (int)listing_ip_len(lo);
+	sqlite3_bind_blob(st, 1, lo->a, n, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 2, hi->a, n, SQLITE_STATIC);
+	sqlite3_bind_int(st, 3, n);
+	sqlite3_bind_int64(st, 4, after);
+	sqlite3_bind_int64(st, 5, upto);
+	int r = scan_id_time_ip(q, st, cb, ctx, err);
+	cached_put(&q->range, st, owned);
+	return r;
+}
+
 static const char *col_text(sqlite3_stmt *st, int i)
 {
 	return (const char *)sqlite3_column_text(st, i);
@@ -297,9 +404,10 @@ static int sq_listings_scan(struct listing_store *s, int state, int level, const
 	         state >= 0 ? (key ? " AND state = ?1" : " AND +state = ?1") : "",
 	         level ? " AND level = ?2" : "", key ? " AND key = ?3" : "",
 	         key ? " ORDER BY id DESC" : "");
-	sqlite3_stmt *st;
-	if (sqlite3_prepare_v2(q->db, sql, -1, &st, NULL) != SQLITE_OK)
-		return sqlerr(q, err, "scanning listings");
+	struct cached *c = &q->scan[(state >= 0) | (level ? 2 : 0) | (key ? 4 : 0)];
+	int owned;
+	sqlite3_stmt *st = cached_get(q, c, sql, &owned);
+	if (!st) return sqlerr(q, err, "scanning listings");
 	if (state >= 0) sqlite3_bind_int(st, 1, state);
 	if (level) sqlite3_bind_int(st, 2, level);
 	if (key) sqlite3_bind_text(st, 3, key, -1, SQLITE_STATIC);
@@ -321,11 +429,8 @@ static int sq_listings_scan(struct listing_store *s, int state, int level, const
 		rec.ranges = col_text(st, 12);
 		if ((r = cb(ctx, &rec)) != 0) break;
 	}
-	if (r == 0 && rc != SQLITE_DONE) {
-		sqlite3_finalize(st);
-		return sqlerr(q, err, "scanning listings");
-	}
-	sqlite3_finalize(st);
+	if (r == 0 && rc != SQLITE_DONE) r = sqlerr(q, err, "scanning listings");
+	cached_put(c, st, owned);
 	return r < 0 ? -1 : 0;
 }
 
@@ -570,6 +675,9 @@ static const struct listing_store_ops sqlite_ops = {
     .impact_insert = sq_impact_insert,
     .impacts_window = sq_impacts_window,
     .impacts_of_ip = sq_impacts_of_ip,
+    .impacts_after_id = sq_impacts_after_id,
+    .impacts_max_id = sq_impacts_max_id,
+    .impacts_range = sq_impacts_range,
     .listings_scan = sq_listings_scan,
     .listing_insert = sq_listing_insert,
     .listing_update = sq_listing_update,

@@ -214,3 +214,37 @@ def test_export_every_runs_on_schedule_until_stopped(db, tmp_path):
     finally:
         p.send_signal(signal.SIGTERM)
         assert p.wait(10) == 0
+
+
+def test_exports_are_world_readable_whatever_the_umask(db, tmp_path):
+    run(["impact", "add", "--db", db, "11.8.1.1"], now=T0)
+    out = tmp_path / "bl.ip4set"
+    old = os.umask(0o077)
+    try:
+        run(["export", "--db", db, "--format", "rbldnsd", "--out", str(out)], now=T0)
+    finally:
+        os.umask(old)
+    assert os.stat(out).st_mode & 0o777 == 0o644
+
+
+def test_operator_delists_an_allocation(db, tmp_path):
+    f = tmp_path / "i.tsv"
+    write_impacts(f, [(T0, "11.60.0.%d" % i) for i in range(1, 5)])
+    run(["impact", "import", "--db", db, str(f)], now=T0)
+    j = json.loads(run(["lookup", "--db", db, "11.60.0.200", "--json"], now=T0 + 1)[1])
+    assert [(l["level"], l["key"]) for l in j["levels"]] == [(2, "11.60.0.0/24")]
+    rc, out, _ = run(["delist", "--db", db, "11.60.0.200", "--level", "2", "--json"], now=T0 + 2,
+                     check=False)
+    assert rc == 0 and json.loads(out)["outcome"] == "delisted"
+    j = json.loads(run(["lookup", "--db", db, "11.60.0.1", "--json"], now=T0 + 3)[1])
+    assert [(l["level"], l["key"]) for l in j["levels"]] == [(1, "11.60.0.1")]
+    assert any(h["level"] == 2 and h["state"] == "delisted" for h in j["history"])
+    # only impacts after the delisting count for the allocation again: 3 are not enough, 4 are
+    write_impacts(f, [(T0 + 10, "11.60.0.%d" % i) for i in range(1, 4)])
+    run(["impact", "import", "--db", db, str(f)], now=T0 + 10)
+    j = json.loads(run(["lookup", "--db", db, "11.60.0.200", "--json"], now=T0 + 10)[1])
+    assert j["levels"] == []
+    run(["impact", "add", "--db", db, "11.60.0.9"], now=T0 + 11)
+    j = json.loads(run(["lookup", "--db", db, "11.60.0.200", "--json"], now=T0 + 11)[1])
+    [l2] = j["levels"]
+    assert l2["key"] == "11.60.0.0/24" and l2["impacts"] == 4

@@ -158,6 +158,19 @@ def traffic(rng):
     return sorted(hits)
 
 
+def rbldnsd_entries(listings):
+    """The entries an ip4set export of these listings must have."""
+    out = {"127.0.0.2"}
+    for level, key in listings:
+        if level == 1 and ":" not in key:
+            out.add(key)
+        elif level == 2:
+            out.add(key)
+        elif level == 3:
+            out |= {str(n) for n, asn in AS_NETS if "AS%d" % asn == key}
+    return out
+
+
 def test_five_weeks_match_the_model(tmp_path):
     rng = random.Random(20260504)
     db = str(tmp_path / "world.db")
@@ -199,6 +212,11 @@ def test_five_weeks_match_the_model(tmp_path):
                     lines.append("  %s: engine %s, model %s" % (
                         k, g and (iso(g[0]), g[1]), w and (iso(w[0]), w[1])))
             raise AssertionError("\n".join(lines))
+        # the rbldnsd export holds exactly the model's IPv4 entries
+        bl = tmp_path / "bl.ip4set"
+        run(["export", "--db", db, "--format", "rbldnsd", "--out", str(bl)], now=now)
+        entries = {l.split()[0] for l in bl.read_text().splitlines() if l and l[0] not in "#:"}
+        assert entries == rbldnsd_entries(want), iso(now)
         seen_levels |= {k[0] for k in want}
         seen_expiry |= bool(set(previous) - set(want))
         previous = want

@@ -55,6 +55,10 @@ def trap(tmp_path):
     yield start
     for s in started:
         s.stop()
+        # a clean exit on SIGTERM: under ASan this also proves no leak or bad access
+        out = s.output()
+        assert s.proc.returncode == 0, out
+        assert "Sanitizer" not in out and "runtime error" not in out, out
 
 
 def impacts(db):

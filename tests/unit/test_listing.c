@@ -459,6 +459,72 @@ static void test_self_service(void **state)
 	listing_store_close(s);
 }
 
+/* Incremental refreshes must leave exactly what a full recomputation would:
+ * after each one, a forced full refresh finds nothing to change. */
+static void test_incremental_equals_full(void **state)
+{
+	(void)state;
+	struct listing_store *s = fresh_store("incr.db");
+	struct listing_policy p;
+	listing_policy_defaults(&p);
+	struct listing_prefixes *al = listing_prefixes_new(), *as = listing_prefixes_new();
+	addl(al, "11.70.0.0/26 a", 0);
+	addl(al, "11.70.2.0/23 b", 0);
+	listing_prefixes_finish(al);
+	addl(as, "11.70.0.0\t20\t64700", 0); /* 4096 IPs: 50 impacts list it */
+	addl(as, "11.71.0.0\t24\t64701", 0);
+	addl(as, "11.71.4.0\t24\t64701", 0);
+	listing_prefixes_finish(as);
+	p.allocs = al;
+	p.asmap = as;
+	p.l3_min_impacts = 8; /* so that Level 3 comes and goes in a small world */
+	unsigned seed = 12345;
+	int incremental = 0, listed3 = 0;
+	uint64_t expired = 0;
+	int64_t now = T0;
+	for (int step = 0; step < 120; step++) {
+		/* about 3 hours a step, 15 days in all: impacts leave the window */
+		now += 3600 + (int64_t)(seed % 14400);
+		/* every fifth step only moves time on */
+		int n = step % 5 == 4 ? 0 : 1 + (int)(seed % 4);
+		for (int i = 0; i < n; i++) {
+			seed = seed * 1103515245u + 12345u;
+			char ip[64];
+			unsigned x = (seed >> 8) % 100;
+			if (x < 70)
+				snprintf(ip, sizeof ip, "11.70.%u.%u", (seed >> 16) % 16,
+				         1 + (seed >> 4) % 40);
+			else if (x < 90)
+				snprintf(ip, sizeof ip, "11.71.%u.%u", (seed >> 16) % 6,
+				         1 + (seed >> 4) % 40);
+			else
+				snprintf(ip, sizeof ip, "2a01:4f8::%x", (seed >> 12) % 50);
+			/* some impacts arrive late, some early */
+			add(s, ip,
+			    now - (int64_t)((seed >> 20) % 3) * 3600 + ((x % 10) == 0 ? 1800 : 0));
+		}
+		struct listing_refresh_result a, b;
+		struct base_err err;
+		assert_int_equal(listing_refresh(s, &p, now, 0, &a, &err), 0);
+		incremental += a.incremental;
+		if (a.incremental) expired += a.removed;
+		assert_int_equal(listing_refresh(s, &p, now, 1, &b, &err), 0);
+		if (b.listed || b.updated || b.removed)
+			fail_msg(
+			    "step %d (incremental %d): the full refresh changed %llu/%llu/%llu",
+			    step, a.incremental, (unsigned long long)b.listed,
+			    (unsigned long long)b.updated, (unsigned long long)b.removed);
+		struct listing_record r;
+		listed3 += active(s, 3, "AS64700", &r) + active(s, 3, "AS64701", &r);
+	}
+	assert_true(incremental > 100); /* the incremental path was taken, */
+	assert_true(expired > 0);       /* listings expired along it */
+	assert_true(listed3 > 0);       /* and the world reached Level 3 */
+	listing_prefixes_free(al);
+	listing_prefixes_free(as);
+	listing_store_close(s);
+}
+
 static void test_migrations(void **state)
 {
 	(void)state;
@@ -523,6 +589,7 @@ int main(void)
 	    cmocka_unit_test(test_whitelist_reserved_and_l2),
 	    cmocka_unit_test(test_l3),
 	    cmocka_unit_test(test_self_service),
+	    cmocka_unit_test(test_incremental_equals_full),
 	    cmocka_unit_test(test_migrations),
 	};
 	return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
