@@ -95,7 +95,9 @@ int base_parse_uint(const char *s, uint64_t max, uint64_t *out);
 int base_parse_duration(const char *s, uint32_t *out, struct base_err *err);
 
 /* The current time. Honours MAILREP_NOW (an ISO 8601 instant) when set, so
- * that tests and replays can fix the clock. */
+ * that tests and replays can fix the clock; MAILREP_NOW=file:PATH reads the
+ * instant from PATH on every call, so a test can move a running server's
+ * clock. */
 time_t base_now(void);
 /* Parses "YYYY-MM-DDTHH:MM:SS[Z|+hh:mm]" (date alone allowed) to UTC seconds. */
 int base_parse_iso8601(const char *s, time_t *out);

@@ -6,6 +6,8 @@
 #define MAILREP_CLI_H
 
 int cli_dnsbl(int argc, char **argv);
+/* Lets `mailrep dnsbl` serve the listing store live (zone types store, store1..3). */
+void cli_listing_register_sources(const char *lookup_url);
 int cli_impact(int argc, char **argv);
 int cli_lookup(int argc, char **argv);
 int cli_delist(int argc, char **argv);

@@ -49,6 +49,10 @@ static const char dnsbl_help[] =
 	"  --notify ADDR[/PORT]  send NOTIFY (RFC 1996) to this secondary whenever a zone's\n"
 	"                      serial advances (repeatable; port 53 by default)\n"
 	"  --ixfr-keep N       versions kept per zone for IXFR (default 32; 0: AXFR only)\n"
+	"  --lookup-url URL    live store zones: TXT records point here, followed by the address\n"
+	"Zone types store, store1, store2, store3 serve a listing store (mailrep impact/trap) live:\n"
+	"  ZONE:store:DB[,FILE...]  every level (127.0.0.2, .3, .4); storeN: level N alone;\n"
+	"  FILEs hold rbldnsd specials such as $SOA and $NS for the zone.\n"
 	"  --tcp-idle SECONDS  close idle TCP connections after this long (default 10)\n"
 	"  --tcp-max N         at most N concurrent TCP connections (default 512)\n"
 	"  --udp-max BYTES     largest EDNS UDP response (default 1232, 512..4096)\n"
@@ -60,7 +64,7 @@ static const char dnsbl_help[] =
 	"  -h, --help          this help\n";
 
 enum { OPT_THREADS = 256, OPT_AXFR_ALLOW, OPT_NO_AXFR, OPT_TCP_IDLE, OPT_TCP_MAX, OPT_UDP_MAX, OPT_ANY,
-       OPT_DEBUG, OPT_COALESCE, OPT_NOTIFY, OPT_IXFR_KEEP };
+       OPT_DEBUG, OPT_COALESCE, OPT_NOTIFY, OPT_IXFR_KEEP, OPT_LOOKUP_URL };
 
 __attribute__((format(printf, 1, 2))) static int fail(const char *fmt, ...)
 {
@@ -153,6 +157,7 @@ int cli_dnsbl(int argc, char **argv)
 		{"coalesce", required_argument, NULL, OPT_COALESCE},
 		{"notify", required_argument, NULL, OPT_NOTIFY},
 		{"ixfr-keep", required_argument, NULL, OPT_IXFR_KEEP},
+		{"lookup-url", required_argument, NULL, OPT_LOOKUP_URL},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -169,6 +174,7 @@ int cli_dnsbl(int argc, char **argv)
 	uint64_t v;
 	char **binds = NULL;
 	unsigned nbinds = 0;
+	const char *lookup_url = NULL;
 
 	optind = 1;
 	opterr = 0;
@@ -238,6 +244,11 @@ int cli_dnsbl(int argc, char **argv)
 			cfg.notify[cfg.nnotify++] = a;
 			break;
 		}
+		case OPT_LOOKUP_URL:
+			if (strpbrk(optarg, "\"\\ $\t\n"))
+				return fail("--lookup-url must not contain quotes, backslashes, spaces or '$'");
+			lookup_url = optarg;
+			break;
 		case OPT_IXFR_KEEP:
 			if (parse_uint_arg(optarg, 100000, &v) < 0) return fail("invalid --ixfr-keep '%s'", optarg);
 			cfg.ixfr_keep = (unsigned)v;
@@ -275,6 +286,7 @@ int cli_dnsbl(int argc, char **argv)
 		}
 	}
 	if (optind >= argc) return fail("%s", "no zones given (zone:type:file[,file...])");
+	cli_listing_register_sources(lookup_url);
 	cfg.specs = base_xcalloc((size_t)(argc - optind), sizeof *cfg.specs);
 	int r = run(&cfg, argc - optind, argv + optind, binds, nbinds, family, dump);
 	for (unsigned i = 0; i < cfg.nspecs; i++) dnsbl_zonespec_free(&cfg.specs[i]);

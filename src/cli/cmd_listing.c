@@ -20,6 +20,7 @@
 
 #include "base/base.h"
 #include "cli/cli.h"
+#include "dnsbl/dnsbl.h"
 #include "listing/listing.h"
 #include "listing/store.h"
 
@@ -1341,4 +1342,144 @@ int cli_trap(int argc, char **argv)
 	free(t.hostname);
 	env_free(&e);
 	return rc < 0 ? 0 : rc;
+}
+
+/* ---- live zones: the store as a source for `mailrep dnsbl` ---------------
+ *
+ * A zone spec "ZONE:store:DB" serves every level from the store, one code
+ * per level (127.0.0.2, .3, .4), each level its own dataset so that an
+ * address covered by several levels gets every code; "ZONE:storeN:DB"
+ * serves level N alone. The data is written as rbldnsd combined text, so
+ * the zone answers exactly what the rbldnsd export would. Each fill first
+ * refreshes the listings to the current time, and reports the next expiry
+ * so that the server rebuilds the zone when a listing runs out even if
+ * nothing is written. New impacts are noticed through the store's data
+ * version, which changes whenever another process commits. */
+
+struct live {
+	struct env e;
+	int level; /* 0: every level; 1..3: that level alone */
+	const char *url;
+};
+
+struct live_fill {
+	struct live *l;
+	dnsbl_emit_fn emit;
+	void *ctx;
+	struct base_err *err;
+	int level, v6, failed;
+	int64_t now, next;
+};
+
+static int live_line(struct live_fill *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int live_line(struct live_fill *f, const char *fmt, ...)
+{
+	char line[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof line, fmt, ap);
+	va_end(ap);
+	if (!f->failed && f->emit(f->ctx, line, f->err) < 0) f->failed = 1;
+	return f->failed ? -1 : 0;
+}
+
+static const char *live_code(int level)
+{
+	return level == 1 ? "127.0.0.2" : level == 2 ? "127.0.0.3" : "127.0.0.4";
+}
+
+static int live_record(void *ctx, const struct listing_record *rec)
+{
+	struct live_fill *f = ctx;
+	if (rec->expires <= f->now) return 0;
+	if (!f->next || rec->expires < f->next) f->next = rec->expires;
+	int v6 = strchr(rec->key, ':') != NULL;
+	if (rec->level == 1) {
+		if (v6 != f->v6) return 0;
+		return live_line(f, "%s :%s:Listed at Level 1 (%s), see %s$", rec->key, live_code(1), rec->key,
+		                 f->l->url);
+	}
+	if (f->v6) return 0;
+	const char *r = rec->ranges ? rec->ranges : rec->key;
+	while (*r) {
+		size_t n = strcspn(r, " ");
+		if (n && n < 64 && live_line(f, "%.*s :%s:Listed at Level %d (%s), see %s$", (int)n, r,
+		                             live_code(rec->level), rec->level, rec->key, f->l->url) < 0)
+			return 1;
+		r += n;
+		while (*r == ' ') r++;
+	}
+	return f->failed;
+}
+
+static void *live_open(void *arg, const char *type, const char *path, const char *zone,
+                       struct base_err *err)
+{
+	(void)zone;
+	struct live *l = base_xcalloc(1, sizeof *l);
+	l->level = type[5] ? type[5] - '0' : 0;
+	l->url = arg ? arg : DEFAULT_LOOKUP_URL;
+	env_init(&l->e, "dnsbl");
+	set_str(&l->e.db, path);
+	if (listing_store_open(path, &l->e.store, err) < 0 || settle_policy(&l->e, err) < 0 ||
+	    (l->e.prefixes && listing_prefixes_load(l->e.prefixes, &l->e.allocs, err) < 0) ||
+	    (l->e.asn_map && listing_prefixes_load(l->e.asn_map, &l->e.asmap, err) < 0) ||
+	    (l->e.whitelist && listing_policy_load_whitelist(&l->e.pol, l->e.whitelist, err) < 0)) {
+		env_free(&l->e);
+		free(l);
+		return NULL;
+	}
+	l->e.pol.allocs = l->e.allocs;
+	l->e.pol.asmap = l->e.asmap;
+	return l;
+}
+
+static int live_version(void *h, uint64_t *v, struct base_err *err)
+{
+	struct live *l = h;
+	return l->e.store->ops->data_version(l->e.store, v, err);
+}
+
+static int live_fill(void *h, time_t now, dnsbl_emit_fn emit, void *ctx, time_t *next_change,
+                     struct base_err *err)
+{
+	struct live *l = h;
+	if (listing_refresh(l->e.store, &l->e.pol, (int64_t)now, 0, NULL, err) < 0) return -1;
+	struct live_fill f = {.l = l, .emit = emit, .ctx = ctx, .err = err, .now = (int64_t)now};
+	for (int level = 1; level <= 3; level++) {
+		if (l->level && l->level != level) continue;
+		for (int v6 = 0; v6 <= (level == 1); v6++) {
+			f.level = level;
+			f.v6 = v6;
+			if (live_line(&f, "$DATASET %s:level%d%s @", v6 ? "ip6trie" : "ip4trie", level,
+			              v6 ? "v6" : "") < 0)
+				return -1;
+			/* RFC 5782: the test entry is listed in every zone */
+			if (live_line(&f, "%s :%s:RFC 5782 test entry", v6 ? "::ffff:7f00:2" : "127.0.0.2",
+			              live_code(level)) < 0)
+				return -1;
+			if (l->e.store->ops->listings_scan(l->e.store, LISTING_ACTIVE, level, NULL, live_record,
+			                                   &f, err) < 0)
+				return -1;
+			if (f.failed) return -1;
+		}
+	}
+	*next_change = (time_t)f.next;
+	return 0;
+}
+
+static void live_close(void *h)
+{
+	struct live *l = h;
+	env_free(&l->e);
+	free(l);
+}
+
+static const struct dnsbl_source_ops live_ops = {live_open, live_version, live_fill, live_close};
+
+void cli_listing_register_sources(const char *lookup_url)
+{
+	static const char *const types[] = {"store", "store1", "store2", "store3"};
+	for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+		dnsbl_source_register(types[i], &live_ops, (void *)lookup_url);
 }

@@ -74,8 +74,11 @@ void dnsbl_snapshot_free(struct dnsbl_snapshot *s);
 typedef int (*dnsbl_emit_fn)(void *ctx, const char *line, struct base_err *err);
 
 struct dnsbl_source_ops {
-	/* Opens the source that a zone spec "zone:TYPE:PATH" names. */
-	void *(*open)(void *arg, const char *type, const char *path, struct base_err *err);
+	/* Opens the source that a zone spec "ZONE:TYPE:PATH[,FILE...]" names
+	 * (the FILEs are rbldnsd data read before the source's own lines:
+	 * $SOA, $NS, $TTL and the like). */
+	void *(*open)(void *arg, const char *type, const char *path, const char *zone,
+		      struct base_err *err);
 	/* A number that differs whenever the data may have changed; cheap. */
 	int (*version)(void *h, uint64_t *version, struct base_err *err);
 	/* Writes the data as of now; *next_change is when it changes by

@@ -225,7 +225,8 @@ struct ds *ds_new(const struct ds_type *type, const struct dnsbl_options *opts);
 
 /* sources (source.c) */
 int source_type_known(const char *name);
-int source_load(struct ds *ds, const char *type, const char *path, struct base_err *err);
+int source_load(struct ds *ds, const char *zone, const char *type, char *const *files, int nfiles,
+		struct base_err *err);
 int source_changed(const struct ds *ds);
 
 /* Reads the lines of a dataset's files into it (used by combined too). */

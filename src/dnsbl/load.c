@@ -244,7 +244,7 @@ static struct ds *load_spec(const struct dnsbl_options *opts, const struct dnsbl
 		struct ds *ds = ds_new(&ds_combined, opts);
 		ds->spec = spec_key(z);
 		ds->label = base_xstrdup(ds->spec);
-		if (source_load(ds, z->type, z->files[0], err) < 0) {
+		if (source_load(ds, z->zone, z->type, z->files, z->nfiles, err) < 0) {
 			ds_release(ds);
 			return NULL;
 		}

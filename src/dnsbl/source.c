@@ -65,7 +65,8 @@ int source_type_known(const char *name)
 }
 
 /* The open handle for a spec, opened on first use. */
-static struct source_handle *handle_for(const char *type, const char *path, struct base_err *err)
+static struct source_handle *handle_for(const char *type, const char *path, const char *zone,
+					 struct base_err *err)
 {
 	const struct source_type *t = find_type(type);
 	if (!t) {
@@ -80,7 +81,7 @@ static struct source_handle *handle_for(const char *type, const char *path, stru
 			free(spec);
 			return s;
 		}
-	void *h = t->ops->open(t->arg, type, path, err);
+	void *h = t->ops->open(t->arg, type, path, zone, err);
 	if (!h) {
 		free(spec);
 		return NULL;
@@ -128,24 +129,54 @@ static int feed_line(void *ctx, const char *line, struct base_err *err)
 	return ds_feed_line(f->ds, buf, err);
 }
 
-int source_load(struct ds *ds, const char *type, const char *path, struct base_err *err)
+/* Reads the extra files of a source's zone spec ($SOA, $NS, ...) into ds. */
+static int feed_files(struct ds *ds, char *const *files, int nfiles, struct base_err *err)
 {
-	struct source_handle *s = handle_for(type, path, err);
+	for (int i = 0; i < nfiles; i++) {
+		struct base_lines lr;
+		if (base_lines_open(&lr, files[i], err) < 0) return -1;
+		ds->cur_file = files[i];
+		char *line;
+		size_t len;
+		int r;
+		while ((r = base_lines_next(&lr, &line, &len, err)) > 0) {
+			ds->cur_line = lr.lineno;
+			if (ds_feed_line(ds, line, err) < 0) break;
+		}
+		base_lines_close(&lr);
+		if (r != 0) return -1;
+	}
+	return 0;
+}
+
+int source_load(struct ds *ds, const char *zone, const char *type, char *const *files, int nfiles,
+		struct base_err *err)
+{
+	struct source_handle *s = handle_for(type, files[0], zone, err);
 	if (!s) return -1;
 	uint64_t ver;
 	if (s->t->ops->version(s->h, &ver, err) < 0) return -1;
-	struct feed f = {ds, 0};
-	time_t next = 0;
-	ds->cur_file = ds->label;
 	if (ds->type->start) ds->type->start(ds);
+	if (feed_files(ds, files + 1, nfiles - 1, err) < 0) return -1;
+	ds->cur_file = ds->label;
+	struct feed f = {ds, 0};
+	char line[600];
+	if (!ds->soa) { /* a zone needs an SOA for negative answers and transfers */
+		snprintf(line, sizeof line, "$SOA 60 ns.%s. hostmaster.%s. 0 600 300 604800 60", zone, zone);
+		if (feed_line(&f, line, err) < 0) return -1;
+	}
+	if (!ds->nns) {
+		snprintf(line, sizeof line, "$NS 3600 ns.%s.", zone);
+		if (feed_line(&f, line, err) < 0) return -1;
+	}
+	time_t next = 0;
 	if (s->t->ops->fill(s->h, base_now(), feed_line, &f, &next, err) < 0) return -1;
 	ds->cur_file = NULL;
 	ds->source = s;
 	ds->source_version = ver;
 	ds->source_next = next;
 	ds->stamp = base_now();
-	if (ds->warnings > 5)
-		base_warn("%s: %u more warnings suppressed", ds->label, ds->warnings - 5);
+	if (ds->warnings > 5) base_warn("%s: %u more warnings suppressed", ds->label, ds->warnings - 5);
 	if (ds->type->finish(ds, err) < 0) return -1;
 	ds_intern_done(ds);
 	return 0;

@@ -83,6 +83,10 @@ struct listing_store_ops {
 	                struct base_err *err);
 	int (*meta_set)(struct listing_store *s, const char *key, const char *value,
 	                struct base_err *err);
+	/* A number that changes whenever another connection (another process)
+	 * has committed since the last call; cheap enough to poll many times a
+	 * second. Live DNS zones use it to notice new impacts. */
+	int (*data_version)(struct listing_store *s, uint64_t *v, struct base_err *err);
 };
 
 /* Every backend's handle starts with this. */

@@ -665,6 +665,19 @@ static int sq_meta_set(struct listing_store *s, const char *key, const char *val
 	return run1(q, st, "writing meta", err);
 }
 
+static int sq_data_version(struct listing_store *s, uint64_t *v, struct base_err *err)
+{
+	struct sqlite_store *q = (struct sqlite_store *)s;
+	sqlite3_stmt *st;
+	if (sqlite3_prepare_v2(q->db, "PRAGMA data_version", -1, &st, NULL) != SQLITE_OK)
+		return sqlerr(q, err, "reading data_version");
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) *v = (uint64_t)sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	if (rc != SQLITE_ROW) return sqlerr(q, err, "reading data_version");
+	return 0;
+}
+
 static const struct listing_store_ops sqlite_ops = {
     .name = "sqlite",
     .begin = sq_begin,
@@ -690,6 +703,7 @@ static const struct listing_store_ops sqlite_ops = {
     .traps_scan = sq_traps_scan,
     .meta_get = sq_meta_get,
     .meta_set = sq_meta_set,
+    .data_version = sq_data_version,
 };
 
 int listing_store_open_sqlite(const char *path, struct listing_store **out, struct base_err *err)
