@@ -1396,8 +1396,8 @@ static int live_record(void *ctx, const struct listing_record *rec)
 	int v6 = strchr(rec->key, ':') != NULL;
 	if (rec->level == 1) {
 		if (v6 != f->v6) return 0;
-		return live_line(f, "%s :%s:Listed at Level 1 (%s), see %s$", rec->key, live_code(1), rec->key,
-		                 f->l->url);
+		/* one value shared by every Level 1 entry ($ is the address asked) */
+		return live_line(f, "%s :%s:Listed at Level 1, see %s$", rec->key, live_code(1), f->l->url);
 	}
 	if (f->v6) return 0;
 	const char *r = rec->ranges ? rec->ranges : rec->key;
@@ -1411,6 +1411,8 @@ static int live_record(void *ctx, const struct listing_record *rec)
 	}
 	return f->failed;
 }
+
+static void live_close(void *h);
 
 static void *live_open(void *arg, const char *type, const char *path, const char *zone,
                        struct base_err *err)
@@ -1431,6 +1433,10 @@ static void *live_open(void *arg, const char *type, const char *path, const char
 	}
 	l->e.pol.allocs = l->e.allocs;
 	l->e.pol.asmap = l->e.asmap;
+	if (l->e.store->ops->limit_memory(l->e.store, err) < 0) {
+		live_close(l);
+		return NULL;
+	}
 	return l;
 }
 
@@ -1451,8 +1457,9 @@ static int live_fill(void *h, time_t now, dnsbl_emit_fn emit, void *ctx, time_t 
 		for (int v6 = 0; v6 <= (level == 1); v6++) {
 			f.level = level;
 			f.v6 = v6;
-			if (live_line(&f, "$DATASET %s:level%d%s @", v6 ? "ip6trie" : "ip4trie", level,
-			              v6 ? "v6" : "") < 0)
+			/* Level 1 is single addresses: ip4set keeps them in 4 bytes each */
+			const char *type = v6 ? "ip6trie" : level == 1 ? "ip4set" : "ip4trie";
+			if (live_line(&f, "$DATASET %s:level%d%s @", type, level, v6 ? "v6" : "") < 0)
 				return -1;
 			/* RFC 5782: the test entry is listed in every zone */
 			if (live_line(&f, "%s :%s:RFC 5782 test entry", v6 ? "::ffff:7f00:2" : "127.0.0.2",

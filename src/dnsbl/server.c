@@ -19,6 +19,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <grp.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -677,6 +678,7 @@ static void reload(struct server *s, unsigned what)
 	int *changed = base_xcalloc(next->nzones ? next->nzones : 1, sizeof *changed);
 	unsigned nchanged = dnsbl_journal_update(cur, next, s->cfg->ixfr_keep, changed);
 	publish(s, next);
+	malloc_trim(0); /* give the old snapshot's memory back to the system */
 	if (nchanged && s->cfg->nnotify) {
 		notify_queue(s, next, changed);
 		notify_run(s);
@@ -795,6 +797,7 @@ int dnsbl_serve(const struct dnsbl_server_config *cfg)
 	}
 	base_info("zones loaded in %.3f s, %u zone(s)", (double)(base_mono_ns() - t0) / 1e9, dnsbl_snapshot_zones(snap));
 	srv.nzones = dnsbl_snapshot_zones(snap);
+	malloc_trim(0); /* what loading needed only for a while goes back to the system */
 	atomic_store(&srv.current, snap);
 
 	if (!cfg->foreground) {

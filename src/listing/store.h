@@ -87,6 +87,9 @@ struct listing_store_ops {
 	 * has committed since the last call; cheap enough to poll many times a
 	 * second. Live DNS zones use it to notice new impacts. */
 	int (*data_version)(struct listing_store *s, uint64_t *v, struct base_err *err);
+	/* For a long-running reader that scans now and then (a live DNS zone):
+	 * keep little of the database in memory between scans. */
+	int (*limit_memory)(struct listing_store *s, struct base_err *err);
 };
 
 /* Every backend's handle starts with this. */

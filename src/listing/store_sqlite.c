@@ -678,6 +678,12 @@ static int sq_data_version(struct listing_store *s, uint64_t *v, struct base_err
 	return 0;
 }
 
+static int sq_limit_memory(struct listing_store *s, struct base_err *err)
+{
+	struct sqlite_store *q = (struct sqlite_store *)s;
+	return exec(q, "PRAGMA cache_size=-512", err) < 0 || exec(q, "PRAGMA mmap_size=0", err) < 0 ? -1 : 0;
+}
+
 static const struct listing_store_ops sqlite_ops = {
     .name = "sqlite",
     .begin = sq_begin,
@@ -704,6 +710,7 @@ static const struct listing_store_ops sqlite_ops = {
     .meta_get = sq_meta_get,
     .meta_set = sq_meta_set,
     .data_version = sq_data_version,
+    .limit_memory = sq_limit_memory,
 };
 
 int listing_store_open_sqlite(const char *path, struct listing_store **out, struct base_err *err)

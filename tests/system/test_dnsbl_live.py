@@ -92,7 +92,7 @@ def test_new_listing_answered_within_one_second(world, servers):
     srv = world.serve(servers, ["%s:store:%%(db)s" % ZONE])
     assert a_of(ask(srv.port, rev("11.2.3.4"))) == ["127.0.0.2"]
     txt = txt_of(ask(srv.port, rev("11.2.3.4"), "TXT"))
-    assert txt == ['"Listed at Level 1 (11.2.3.4), see https://bl.test/lookup?ip=11.2.3.4"'], txt
+    assert txt == ['"Listed at Level 1, see https://bl.test/lookup?ip=11.2.3.4"'], txt
     # RFC 5782: 127.0.0.2 listed, 127.0.0.1 not
     assert "127.0.0.2" in a_of(ask(srv.port, rev("127.0.0.2")))
     assert ask(srv.port, rev("127.0.0.1")).rcode() == dns.rcode.NXDOMAIN
