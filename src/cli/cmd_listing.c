@@ -1396,8 +1396,9 @@ static int live_record(void *ctx, const struct listing_record *rec)
 	int v6 = strchr(rec->key, ':') != NULL;
 	if (rec->level == 1) {
 		if (v6 != f->v6) return 0;
-		/* one value shared by every Level 1 entry ($ is the address asked) */
-		return live_line(f, "%s :%s:Listed at Level 1, see %s$", rec->key, live_code(1), f->l->url);
+		/* the dataset's default value (written first) serves every Level 1 entry */
+		if (!f->failed && f->emit(f->ctx, rec->key, f->err) < 0) f->failed = 1;
+		return f->failed;
 	}
 	if (f->v6) return 0;
 	const char *r = rec->ranges ? rec->ranges : rec->key;
@@ -1460,6 +1461,9 @@ static int live_fill(void *h, time_t now, dnsbl_emit_fn emit, void *ctx, time_t 
 			/* Level 1 is single addresses: ip4set keeps them in 4 bytes each */
 			const char *type = v6 ? "ip6trie" : level == 1 ? "ip4set" : "ip4trie";
 			if (live_line(&f, "$DATASET %s:level%d%s @", type, level, v6 ? "v6" : "") < 0)
+				return -1;
+			/* the default value; $ is the address asked */
+			if (level == 1 && live_line(&f, ":%s:Listed at Level 1, see %s$", live_code(1), l->url) < 0)
 				return -1;
 			/* RFC 5782: the test entry is listed in every zone */
 			if (live_line(&f, "%s :%s:RFC 5782 test entry", v6 ? "::ffff:7f00:2" : "127.0.0.2",

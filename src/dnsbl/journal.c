@@ -20,6 +20,9 @@
  *   it (refcounted), so readers (the TCP thread) never lock.
  * - A zone keeps at most `keep` deltas and at most JOURNAL_MAX_BYTES of
  *   them; older ones are dropped and a secondary that old gets an AXFR.
+ * - With keep = 0 (the server passes that until a secondary has asked for
+ *   an IXFR or --notify is given) no difference is computed: changed
+ *   datasets simply make a new serial, and the chain starts afresh.
  *
  * A record is stored as: owner length (1 byte), owner (relative wire name,
  * with its final zero), type (2), TTL (4), rdata length (2), rdata.
@@ -230,6 +233,15 @@ unsigned dnsbl_journal_update(const struct dnsbl_snapshot *prev, struct dnsbl_sn
 			inherit(z, o, NULL, keep);
 			continue;
 		}
+		if (!keep) {
+			/* no journal: new datasets are a new version, without the
+			 * (costly) record-by-record comparison */
+			if (!serial_gt(z->serial, o->serial)) z->serial = o->serial + 1 ? o->serial + 1 : 1;
+			base_info("zone %s: serial %u -> %u", z->text, o->serial, z->serial);
+			if (changed) changed[k] = 1;
+			nchanged++;
+			continue;
+		}
 		struct rrlist lo, ln;
 		rrlist_of(o, &lo);
 		rrlist_of(z, &ln);
@@ -246,8 +258,7 @@ unsigned dnsbl_journal_update(const struct dnsbl_snapshot *prev, struct dnsbl_sn
 		d->to = z->serial;
 		base_info("zone %s: serial %u -> %u (%zu deleted, %zu added)", z->text, o->serial,
 		          z->serial, d->ndel, d->nadd);
-		inherit(z, o, keep ? d : NULL, keep);
-		if (!keep) delta_release(d);
+		inherit(z, o, d, keep);
 		if (changed) changed[k] = 1;
 		nchanged++;
 	}

@@ -63,6 +63,7 @@ struct server {
 	struct event_base *tcp_base;
 	unsigned tcp_conns;
 	unsigned xfr_active;
+	_Atomic int ixfr_seen;   /* a client asked for IXFR: keep differences from now on */
 	/* NOTIFY (RFC 1996) messages waiting for an answer from a secondary */
 	struct notify *pend;
 	unsigned npend;
@@ -375,6 +376,11 @@ static void tcp_read(struct bufferevent *bev, void *arg)
 		size_t len = dnsbl_answer(snap, q, n, &c->peer, DNSBL_TCP, r, sizeof r, &zone, &xfr);
 		count(s, s->nworkers, zone, n, r, len);
 		if (xfr >= 0) {
+			if (n > 12 && !atomic_load(&s->ixfr_seen)) {
+				struct dns_query dq;
+				if (dns_parse_query(q, n, &dq, NULL) == DNS_PARSE_OK && dq.qtype == DNS_T_IXFR)
+					atomic_store(&s->ixfr_seen, 1);
+			}
 			tcp_xfr(c, snap, xfr, q, n);
 		} else if (len) {
 			if (s->qlog) log_query(s, &c->peer, q, n, r, len);
@@ -676,7 +682,9 @@ static void reload(struct server *s, unsigned what)
 	}
 	if (r == 1) return;
 	int *changed = base_xcalloc(next->nzones ? next->nzones : 1, sizeof *changed);
-	unsigned nchanged = dnsbl_journal_update(cur, next, s->cfg->ixfr_keep, changed);
+	/* differences cost a sort of the zone: kept only once someone can use them */
+	unsigned keep = s->cfg->nnotify || atomic_load(&s->ixfr_seen) ? s->cfg->ixfr_keep : 0;
+	unsigned nchanged = dnsbl_journal_update(cur, next, keep, changed);
 	publish(s, next);
 	malloc_trim(0); /* give the old snapshot's memory back to the system */
 	if (nchanged && s->cfg->nnotify) {

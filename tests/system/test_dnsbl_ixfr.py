@@ -126,6 +126,8 @@ def test_serial_advances_on_every_change_even_within_one_second(datadir, servers
     servers.append(srv)
     s0 = soa_serial(srv.port)
     assert s0
+    # the journal (and with it the record-by-record comparison) starts with the first IXFR
+    assert [r[1] for r in ixfr(srv.port, s0)] == ["SOA"]
     # same mtime second as far as the serial goes: the data serial does not move
     st = os.stat(path)
     with open(path, "w") as f:
@@ -178,6 +180,7 @@ def test_ixfr_sends_only_the_changes(datadir, servers):
     srv = start_mailrep_dnsbl(["-c", "0", "%s:ip4set:%s" % (ZONE, path)], datadir)
     servers.append(srv)
     assert soa_serial(srv.port) == 100
+    assert [r[1] for r in ixfr(srv.port, 100)] == ["SOA"]  # up to date; starts the journal
     write(path, data((base - {"192.0.2.5"}) | {"198.51.100.7"}, serial=101))
     srv.signal(signal.SIGHUP)
     wait_for(lambda: soa_serial(srv.port) == 101, 5, "serial 101")
@@ -202,6 +205,17 @@ def test_ixfr_sends_only_the_changes(datadir, servers):
     q = dns.message.make_query(ZONE + ".", "IXFR")
     r = dns.query.udp(q, "127.0.0.1", port=srv.port, timeout=2)
     assert [rr.rdtype for rr in r.answer] == [dns.rdatatype.SOA] and r.answer[0][0].serial == 102
+
+
+def test_without_journal_every_change_is_a_new_serial_and_ixfr_is_axfr(datadir, servers):
+    path = write(os.path.join(datadir, "bl.txt"), data({"192.0.2.1"}, serial=100))
+    srv = start_mailrep_dnsbl(["-c", "0", "%s:ip4set:%s" % (ZONE, path)], datadir)
+    servers.append(srv)
+    write(path, data({"192.0.2.1", "192.0.2.2"}, serial=100))  # the data's serial did not move
+    srv.signal(signal.SIGHUP)
+    wait_for(lambda: soa_serial(srv.port) == 101, 5, "serial 101")
+    recs = ixfr(srv.port, 100)  # nothing was journaled: the whole zone
+    assert sum(1 for r in recs if r[1] == "A") == 2 and recs[0] == recs[-1], recs
 
 
 def test_knotd_follows_changes_by_notify_and_ixfr(datadir, servers, knot_box):
