@@ -19,53 +19,8 @@ import dns.rrset
 import pytest
 
 from conftest import free_port, start_mailrep_dnsbl
-from test_dnsbl_reload_axfr import HEADER, ZONE, _limit_fsize, a_of, ask, rev, wait_for, write
-
-KNOT_CONF = """\
-server:
-    rundir: "{d}"
-    pidfile: "{d}/knot.pid"
-    listen: 127.0.0.1@{port}
-    tcp-workers: 1
-    udp-workers: 1
-    background-workers: 1
-
-database:
-    storage: "{d}"
-    journal-db-max-size: 20M
-    kasp-db-max-size: 5M
-    timer-db-max-size: 5M
-    catalog-db-max-size: 5M
-
-control:
-    listen: "{d}/knot.sock"
-
-log:
-  - target: stderr
-    any: info
-
-remote:
-  - id: primary
-    address: 127.0.0.1@{primary}
-
-acl:
-  - id: from_primary
-    address: 127.0.0.1
-    action: notify
-
-template:
-  - id: default
-    storage: "{d}"
-    zonefile-sync: -1
-    zonefile-load: none
-    journal-content: changes
-
-zone:
-  - domain: {zone}
-    master: primary
-    acl: from_primary
-"""
-
+from knotd import Knot
+from test_dnsbl_reload_axfr import HEADER, ZONE, a_of, ask, rev, wait_for, write
 
 def data(listed, serial=0):
     lines = [HEADER.replace(" 0 2h", " %d 2h" % serial), ":2:Listed $"]
@@ -78,38 +33,6 @@ def soa_serial(port, host="127.0.0.1"):
     if r is None or r.rcode() != dns.rcode.NOERROR or not r.answer:
         return None
     return r.answer[0][0].serial
-
-
-class Knot:
-    def __init__(self, datadir, primary_port, port):
-        self.dir = os.path.join(datadir, "knot")
-        os.makedirs(self.dir)
-        self.port = port
-        conf = os.path.join(self.dir, "knot.conf")
-        with open(conf, "w") as f:
-            f.write(KNOT_CONF.format(d=self.dir, port=self.port, primary=primary_port, zone=ZONE))
-        self.logf = open(os.path.join(self.dir, "knotd.log"), "wb")
-        self.proc = subprocess.Popen([shutil.which("knotd") or "/usr/sbin/knotd", "-c", conf, "-s",
-                                      os.path.join(self.dir, "knot.sock")],
-                                     stdout=self.logf, stderr=subprocess.STDOUT, preexec_fn=_limit_fsize)
-
-    def log(self):
-        with open(os.path.join(self.dir, "knotd.log"), "rb") as f:
-            return f.read().decode("utf-8", "replace")
-
-    def serial(self):
-        if self.proc.poll() is not None:
-            raise AssertionError("knotd exited %s:\n%s" % (self.proc.returncode, self.log()))
-        return soa_serial(self.port)
-
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.logf.close()
 
 
 @pytest.fixture
@@ -226,7 +149,7 @@ def test_knotd_follows_changes_by_notify_and_ixfr(datadir, servers, knot_box):
     srv = start_mailrep_dnsbl(["-c", "0", "--notify", "127.0.0.1/%d" % kport,
                                "%s:ip4set:%s" % (ZONE, path)], datadir)
     servers.append(srv)
-    k = Knot(datadir, srv.port, kport)
+    k = Knot(datadir, srv.port, kport, ZONE)
     knot_box.append(k)
 
     s0 = soa_serial(srv.port)

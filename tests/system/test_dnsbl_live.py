@@ -17,7 +17,7 @@ import dns.rcode
 import pytest
 
 from conftest import MAILREP, free_port, start_mailrep_dnsbl
-from test_dnsbl_ixfr import KNOT_CONF, Knot
+from knotd import Knot
 from test_dnsbl_reload_axfr import a_of, ask, txt_of, wait_for
 
 ZONE = "bl.test"
@@ -148,7 +148,7 @@ def test_knotd_secondary_follows_the_live_zone(world, servers):
     world.impact("11.2.3.4")
     kport = free_port()
     srv = world.serve(servers, ["%s:store:%%(db)s" % ZONE], ["--notify", "127.0.0.1/%d" % kport])
-    k = Knot(world.dir, srv.port, kport)
+    k = Knot(world.dir, srv.port, kport, ZONE)
     try:
         try:
             wait_for(lambda: answers(kport, rev("11.2.3.4")) == ["127.0.0.2"], 30,

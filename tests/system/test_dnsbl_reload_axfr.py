@@ -24,6 +24,7 @@ import pytest
 
 import dnsdiff
 from conftest import MAILREP, free_port, start_mailrep_dnsbl
+from knotd import Knot
 
 ZONE = "bl.test"
 HEADER = """\
@@ -485,51 +486,6 @@ def test_axfr_outside_zones_refused(datadir, servers):
 # knotd as a secondary
 # --------------------------------------------------------------------------
 
-def _limit_fsize():
-    lim = 100000 * 1024  # like `ulimit -f 100000`
-    resource.setrlimit(resource.RLIMIT_FSIZE, (lim, lim))
-
-
-KNOT_CONF = """\
-server:
-    rundir: "{d}"
-    pidfile: "{d}/knot.pid"
-    listen: 127.0.0.1@{port}
-    tcp-workers: 1
-    udp-workers: 1
-    background-workers: 1
-
-database:
-    storage: "{d}"
-    journal-db-max-size: 20M
-    kasp-db-max-size: 5M
-    timer-db-max-size: 5M
-    catalog-db-max-size: 5M
-
-control:
-    listen: "{d}/knot.sock"
-
-log:
-  - target: stderr
-    any: info
-
-remote:
-  - id: primary
-    address: 127.0.0.1@{primary}
-
-template:
-  - id: default
-    storage: "{d}"
-    zonefile-sync: -1
-    zonefile-load: none
-    journal-content: none
-
-zone:
-  - domain: {zone}
-    master: primary
-"""
-
-
 def test_knotd_secondary_answers_like_us(datadir, servers):
     import random
     rng = random.Random(5)
@@ -549,20 +505,9 @@ def test_knotd_secondary_answers_like_us(datadir, servers):
     srv = start_mailrep_dnsbl(["%s:ip4set:%s" % (ZONE, path)], datadir)
     servers.append(srv)
 
-    kdir = os.path.join(datadir, "knot")
-    os.makedirs(kdir)
     kport = free_port()
-    conf = os.path.join(kdir, "knot.conf")
-    with open(conf, "w") as f:
-        f.write(KNOT_CONF.format(d=kdir, port=kport, primary=srv.port, zone=ZONE))
-    log = open(os.path.join(kdir, "knotd.log"), "wb")
-    proc = subprocess.Popen([shutil.which("knotd") or "/usr/sbin/knotd", "-c", conf, "-s",
-                             os.path.join(kdir, "knot.sock")],
-                            stdout=log, stderr=subprocess.STDOUT, preexec_fn=_limit_fsize)
-
-    def knot_log():
-        with open(os.path.join(kdir, "knotd.log"), "rb") as f:
-            return f.read().decode("utf-8", "replace")
+    k = Knot(datadir, srv.port, kport, ZONE)
+    proc, knot_log = k.proc, k.log
 
     try:
         def transferred():
@@ -595,10 +540,4 @@ def test_knotd_secondary_answers_like_us(datadir, servers):
         listed = sum(1 for ip in samples if a_of(ask(srv.port, rev(ip))))
         assert 30 <= listed < len(samples), "sample should mix listed and unlisted: %d listed" % listed
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        k.stop()
