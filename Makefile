@@ -2,7 +2,7 @@
 #   make          build build/mailrep
 #   make test     install missing packages, build (plain and ASan/UBSan), run every test
 #   make demo     install missing packages, build, run the DNSBL demo on loopback
-#   make bench    benchmarks against the real peers (not part of make test)
+#   make bench    every benchmark against its real peer (not part of make test)
 #   make fuzz     run every libFuzzer target for FUZZ_SECONDS each
 
 BUILD      ?= build
@@ -46,8 +46,12 @@ test: unit system fuzz
 demo: build
 	@./demo/demo.sh $(BUILD)/mailrep
 
+# Every benchmark, each against its peer in the same run (docs/PERFORMANCE.md).
 bench: build
-	@./bench/run.sh
+	@echo "== DNS server: mailrep dnsbl vs rbldnsd vs floor"; ./bench/run.sh
+	@echo "== live zones"; $(PYTHON) bench/live_bench.py
+	@echo "== listing store"; $(PYTHON) bench/listing_bench.py
+	@echo "== DKIM signing"; ./bench/dkim_bench.sh 3
 
 format:
 	clang-format -i src/*/*.c src/*/*.h tests/unit/*.c tests/fuzz/*.c

@@ -16,7 +16,8 @@ LOG="$DATA/server.log"
 	bl.example:ip4set:"$DATA/bl.example.zone" \
 	bl6.example:ip6trie:"$DATA/bl6.example.zone" >"$LOG" 2>&1 &
 PID=$!
-trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$DATA"' EXIT INT TERM
+PIDS=$PID
+trap 'kill $PIDS 2>/dev/null; wait $PIDS 2>/dev/null; rm -rf "$DATA"' EXIT INT TERM
 i=0
 until kdig @127.0.0.1 -p "$PORT" +short +timeout=1 +retry=0 2.0.0.127.bl.example A >/dev/null 2>&1; do
 	i=$((i + 1))
@@ -56,3 +57,48 @@ echo "== AXFR of the zone (ranges become wildcards, holes become CNAMEs to exclu
 echo
 echo "\$ kdig @127.0.0.1 -p $PORT AXFR bl.example"
 kdig @127.0.0.1 -p "$PORT" +timeout=5 AXFR bl.example | sed 's/^/    /'
+
+
+# ---- the whole loop: a spamtrap hit becomes a live DNSBL listing -------------
+echo
+echo "== the loop: spamtrap -> impact -> listing -> DNS answer, live"
+TPORT=$((PORT + 1))
+LPORT=$((PORT + 2))
+chmod 777 "$DATA"
+"$BIN" trap --db "$DATA/bl.db" --listen "127.0.0.1:$TPORT" --trap-domain trap.example \
+	--proxy-from 127.0.0.1/32 --hostname trap.example >"$DATA/trap.log" 2>&1 &
+PIDS="$PIDS $!"
+i=0
+until grep -q "listening on port" "$DATA/trap.log" 2>/dev/null; do
+	i=$((i + 1)); [ $i -gt 50 ] && { echo "trap did not start:"; cat "$DATA/trap.log"; exit 1; }
+	sleep 0.1
+done
+chmod 666 "$DATA"/bl.db*
+"$BIN" dnsbl -n -b "127.0.0.1/$LPORT" -u nobody --lookup-url "https://bl.example/lookup?ip=" \
+	live.bl.example:store:"$DATA/bl.db" >"$DATA/live.log" 2>&1 &
+PIDS="$PIDS $!"
+i=0
+until kdig @127.0.0.1 -p "$LPORT" +short +timeout=1 +retry=0 2.0.0.127.live.bl.example A >/dev/null 2>&1; do
+	i=$((i + 1)); [ $i -gt 50 ] && { echo "live zone did not start:"; cat "$DATA/live.log"; exit 1; }
+	sleep 0.1
+done
+echo "mailrep trap listens on 127.0.0.1:$TPORT for *@trap.example; mailrep dnsbl serves the"
+echo "listing store live as live.bl.example on port $LPORT"
+ql() {
+	echo
+	echo "\$ kdig @127.0.0.1 -p $LPORT $*"
+	kdig @127.0.0.1 -p "$LPORT" +timeout=2 +retry=0 +noall +answer +authority "$@" | sed 's/^/    /'
+}
+ql 44.33.22.11.live.bl.example A
+echo
+echo "\$ swaks --server 127.0.0.1:$TPORT --to probe@trap.example ... (as if from 11.22.33.44, via PROXY)"
+swaks --server "127.0.0.1:$TPORT" --to probe@trap.example --from offers@spam.example \
+	--helo mx.spam.example --header "Subject: You unsubscribed, so here is more" \
+	--proxy-version 1 --proxy-family TCP4 --proxy-source 11.22.33.44 --proxy-source-port 40000 \
+	--proxy-dest 127.0.0.1 --proxy-dest-port "$TPORT" 2>&1 | grep -E "^ *<- *250 .*(recorded|Ok)" | tail -1 | sed 's/^/    /'
+sleep 1
+ql 44.33.22.11.live.bl.example A
+ql 44.33.22.11.live.bl.example TXT
+echo
+echo "\$ mailrep lookup --db bl.db 11.22.33.44"
+"$BIN" lookup --db "$DATA/bl.db" 11.22.33.44 | sed 's/^/    /'
