@@ -1388,24 +1388,24 @@ static const char *live_code(int level)
 	return level == 1 ? "127.0.0.2" : level == 2 ? "127.0.0.3" : "127.0.0.4";
 }
 
-static int live_record(void *ctx, const struct listing_record *rec)
+static int live_record(void *ctx, const char *key, int64_t expires, const char *ranges)
 {
 	struct live_fill *f = ctx;
-	if (rec->expires <= f->now) return 0;
-	if (!f->next || rec->expires < f->next) f->next = rec->expires;
-	int v6 = strchr(rec->key, ':') != NULL;
-	if (rec->level == 1) {
+	if (expires <= f->now) return 0;
+	if (!f->next || expires < f->next) f->next = expires;
+	int v6 = strchr(key, ':') != NULL;
+	if (f->level == 1) {
 		if (v6 != f->v6) return 0;
 		/* the dataset's default value (written first) serves every Level 1 entry */
-		if (!f->failed && f->emit(f->ctx, rec->key, f->err) < 0) f->failed = 1;
+		if (!f->failed && f->emit(f->ctx, key, f->err) < 0) f->failed = 1;
 		return f->failed;
 	}
 	if (f->v6) return 0;
-	const char *r = rec->ranges ? rec->ranges : rec->key;
+	const char *r = ranges ? ranges : key;
 	while (*r) {
 		size_t n = strcspn(r, " ");
 		if (n && n < 64 && live_line(f, "%.*s :%s:Listed at Level %d (%s), see %s$", (int)n, r,
-		                             live_code(rec->level), rec->level, rec->key, f->l->url) < 0)
+		                             live_code(f->level), f->level, key, f->l->url) < 0)
 			return 1;
 		r += n;
 		while (*r == ' ') r++;
@@ -1469,8 +1469,7 @@ static int live_fill(void *h, time_t now, dnsbl_emit_fn emit, void *ctx, time_t 
 			if (live_line(&f, "%s :%s:RFC 5782 test entry", v6 ? "::ffff:7f00:2" : "127.0.0.2",
 			              live_code(level)) < 0)
 				return -1;
-			if (l->e.store->ops->listings_scan(l->e.store, LISTING_ACTIVE, level, NULL, live_record,
-			                                   &f, err) < 0)
+			if (l->e.store->ops->active_scan(l->e.store, level, live_record, &f, err) < 0)
 				return -1;
 			if (f.failed) return -1;
 		}

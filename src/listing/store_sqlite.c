@@ -684,6 +684,30 @@ static int sq_limit_memory(struct listing_store *s, struct base_err *err)
 	return exec(q, "PRAGMA cache_size=-512", err) < 0 || exec(q, "PRAGMA mmap_size=0", err) < 0 ? -1 : 0;
 }
 
+static int sq_active_scan(struct listing_store *s, int level,
+                          int (*cb)(void *ctx, const char *key, int64_t expires, const char *ranges),
+                          void *ctx, struct base_err *err)
+{
+	struct sqlite_store *q = (struct sqlite_store *)s;
+	sqlite3_stmt *st;
+	/* "+state": a scan of most of the table, in table order (see listings_scan) */
+	if (sqlite3_prepare_v2(q->db,
+	                       "SELECT key, expires, ranges FROM listings WHERE +state = ?1 AND level = ?2",
+	                       -1, &st, NULL) != SQLITE_OK)
+		return sqlerr(q, err, "scanning active listings");
+	sqlite3_bind_int(st, 1, LISTING_ACTIVE);
+	sqlite3_bind_int(st, 2, level);
+	int rc, r = 0;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *key = col_text(st, 0);
+		if (!key) continue;
+		if ((r = cb(ctx, key, sqlite3_column_int64(st, 1), col_text(st, 2))) != 0) break;
+	}
+	if (r == 0 && rc != SQLITE_DONE) r = sqlerr(q, err, "scanning active listings");
+	sqlite3_finalize(st);
+	return r < 0 ? -1 : 0;
+}
+
 static const struct listing_store_ops sqlite_ops = {
     .name = "sqlite",
     .begin = sq_begin,
@@ -711,6 +735,7 @@ static const struct listing_store_ops sqlite_ops = {
     .meta_set = sq_meta_set,
     .data_version = sq_data_version,
     .limit_memory = sq_limit_memory,
+    .active_scan = sq_active_scan,
 };
 
 int listing_store_open_sqlite(const char *path, struct listing_store **out, struct base_err *err)
