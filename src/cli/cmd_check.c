@@ -1,6 +1,7 @@
 /*
- * cmd_check.c — `mailrep check`: the deliverability checker. For now the
- * domain check; every subcommand resolves through --resolver HOST:PORT.
+ * cmd_check.c — `mailrep check`: the deliverability checker: a domain's
+ * mail setup and an IP's blocklist listings and reverse DNS; every
+ * subcommand resolves through --resolver HOST:PORT.
  * Exit status: 0 clean, 1 problems found, 3 could not check (DNS
  * failures), 2 usage errors.
  */
@@ -23,6 +24,13 @@ static const char check_help[] =
     "where all stands; with --ip the evaluation for that client), the DKIM key of each\n"
     "--selector, DMARC, MX and MTA-STS, and says what to fix. --json prints one JSON\n"
     "object (its spf member has a result, one of RFC 7208's seven words, with --ip).\n"
+    "\n"
+    "       mailrep check ip IP [--lists FILE] [--resolver HOST:PORT] [--json]\n"
+    "\n"
+    "Queries every DNS blocklist of the list file (default: data/dnsbls.txt next to the\n"
+    "build directory, or $MAILREP_DNSBLS) at once, with the RFC 5782 test entries to\n"
+    "catch broken lists, fetches the reasons of listings, and checks the PTR of the IP:\n"
+    "present, forward-confirmed, and not generic-looking.\n"
     "Exit status: 0 clean, 1 problems, 3 could not check, 2 usage error.\n";
 
 static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -124,6 +132,87 @@ static int check_domain_cmd(int argc, char **argv)
 	return rc;
 }
 
+/* The default list file: $MAILREP_DNSBLS, else data/dnsbls.txt beside the
+ * directory holding the executable (build/mailrep → data/dnsbls.txt), else
+ * the installed copy. */
+static const char *default_lists(char *buf, size_t cap)
+{
+	const char *env = getenv("MAILREP_DNSBLS");
+	if (env && *env) return env;
+	char exe[4096];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+	if (n > 0) {
+		exe[n] = 0;
+		for (int up = 0; up < 2; up++) {
+			char *slash = strrchr(exe, '/');
+			if (!slash) break;
+			*slash = 0;
+		}
+		snprintf(buf, cap, "%s/data/dnsbls.txt", exe);
+		if (access(buf, R_OK) == 0) return buf;
+	}
+	return "/usr/share/mailrep/dnsbls.txt";
+}
+
+static int check_ip_cmd(int argc, char **argv)
+{
+	static const struct option opts[] = {{"lists", required_argument, 0, 'l'},
+	                                     {"resolver", required_argument, 0, 'r'},
+	                                     {"json", no_argument, 0, 'j'},
+	                                     {"help", no_argument, 0, 'h'},
+	                                     {0, 0, 0, 0}};
+	const char *resolver = NULL, *lists = NULL;
+	int json = 0, c;
+	while ((c = getopt_long(argc, argv, "l:r:jh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'l':
+			lists = optarg;
+			break;
+		case 'r':
+			resolver = optarg;
+			break;
+		case 'j':
+			json = 1;
+			break;
+		case 'h':
+			fputs(check_help, stdout);
+			return 0;
+		default:
+			return fail("see mailrep check --help");
+		}
+	}
+	if (optind != argc - 1) return fail("check ip needs exactly one IP");
+	char path[4200];
+	if (!lists) lists = default_lists(path, sizeof path);
+	struct base_err err;
+	struct check_dnsbl_set set;
+	if (check_dnsbl_load(lists, &set, &err) < 0) return fail("%s", err.msg);
+	struct check_ip_opts o = {argv[optind], &set};
+	struct dns_resolver *r;
+	struct dns_resolver_config cfg = {resolver, 0, 0};
+	if (dns_resolver_new(&r, &cfg, &err) < 0) {
+		check_dnsbl_set_free(&set);
+		return fail("%s", err.msg);
+	}
+	struct base_buf j, t;
+	base_buf_init(&j);
+	base_buf_init(&t);
+	int rc = check_ip(r, &o, &j, &t, &err);
+	dns_resolver_free(r);
+	check_dnsbl_set_free(&set);
+	if (rc < 0) {
+		rc = fail("%s", err.msg);
+	} else {
+		if (json)
+			fwrite(j.data, 1, j.len, stdout);
+		else
+			print_report(&t, isatty(STDOUT_FILENO) && !getenv("NO_COLOR"));
+	}
+	base_buf_free(&j);
+	base_buf_free(&t);
+	return rc;
+}
+
 int cli_check(int argc, char **argv)
 {
 	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
@@ -132,5 +221,6 @@ int cli_check(int argc, char **argv)
 	}
 	optind = 1;
 	if (!strcmp(argv[1], "domain")) return check_domain_cmd(argc - 1, argv + 1);
-	return fail("unknown check '%s' (domain)", argv[1]);
+	if (!strcmp(argv[1], "ip")) return check_ip_cmd(argc - 1, argv + 1);
+	return fail("unknown check '%s' (domain, ip)", argv[1]);
 }
