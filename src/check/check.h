@@ -94,4 +94,20 @@ struct check_ip_opts {
 int check_ip(struct dns_resolver *r, const struct check_ip_opts *o, struct base_buf *json,
              struct base_buf *text, struct base_err *err);
 
+/* ---- check smtp: banner, EHLO, STARTTLS, PTR, open relay ------------------- */
+
+struct check_smtp_opts {
+	const char *target;      /* HOST[:PORT], IP[:PORT] or [IPv6]:PORT; port 25 by default */
+	const char *helo;        /* EHLO name (default mailrep-check.invalid) */
+	int open_relay_probe;    /* MAIL FROM/RCPT TO outside addresses, then RSET: never DATA */
+	const char *relay_from;  /* probe addresses (defaults under .example/.test) */
+	const char *relay_to;
+	unsigned timeout_ms;     /* per step; 0 means 10000 */
+};
+
+/* Holds one SMTP conversation with the target, resolving host names only
+ * through dns. Same outputs and return values as check_domain. */
+int check_smtp(const struct dns_lookup_ops *dns, const struct check_smtp_opts *o,
+               struct base_buf *json, struct base_buf *text, struct base_err *err);
+
 #endif

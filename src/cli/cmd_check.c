@@ -31,6 +31,14 @@ static const char check_help[] =
     "build directory, or $MAILREP_DNSBLS) at once, with the RFC 5782 test entries to\n"
     "catch broken lists, fetches the reasons of listings, and checks the PTR of the IP:\n"
     "present, forward-confirmed, and not generic-looking.\n"
+    "\n"
+    "       mailrep check smtp HOST[:PORT] [--helo NAME] [--open-relay-probe]\n"
+    "                          [--timeout MS] [--resolver HOST:PORT] [--json]\n"
+    "\n"
+    "Talks to a mail server: the banner and its delay, EHLO and its extensions, STARTTLS\n"
+    "with the certificate's dates and names, whether the PTR of the server's address\n"
+    "matches the banner, the time of each step; --open-relay-probe also tries MAIL FROM\n"
+    "and RCPT TO with outside addresses (then RSET: it never sends DATA or a message).\n"
     "Exit status: 0 clean, 1 problems, 3 could not check, 2 usage error.\n";
 
 static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -213,6 +221,71 @@ static int check_ip_cmd(int argc, char **argv)
 	return rc;
 }
 
+static int check_smtp_cmd(int argc, char **argv)
+{
+	static const struct option opts[] = {{"helo", required_argument, 0, 'H'},
+	                                     {"open-relay-probe", no_argument, 0, 'o'},
+	                                     {"timeout", required_argument, 0, 't'},
+	                                     {"resolver", required_argument, 0, 'r'},
+	                                     {"json", no_argument, 0, 'j'},
+	                                     {"help", no_argument, 0, 'h'},
+	                                     {0, 0, 0, 0}};
+	struct check_smtp_opts o = {0};
+	const char *resolver = NULL;
+	int json = 0, c;
+	uint64_t v;
+	while ((c = getopt_long(argc, argv, "H:ot:r:jh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'H':
+			o.helo = optarg;
+			break;
+		case 'o':
+			o.open_relay_probe = 1;
+			break;
+		case 't':
+			if (base_parse_uint(optarg, 600000, &v) < 0 || !v)
+				return fail("--timeout: milliseconds, 1 to 600000");
+			o.timeout_ms = (unsigned)v;
+			break;
+		case 'r':
+			resolver = optarg;
+			break;
+		case 'j':
+			json = 1;
+			break;
+		case 'h':
+			fputs(check_help, stdout);
+			return 0;
+		default:
+			return fail("see mailrep check --help");
+		}
+	}
+	if (optind != argc - 1) return fail("check smtp needs exactly one HOST[:PORT]");
+	o.target = argv[optind];
+	struct base_err err;
+	struct dns_resolver *r;
+	struct dns_resolver_config cfg = {resolver, 0, 0};
+	if (dns_resolver_new(&r, &cfg, &err) < 0) return fail("%s", err.msg);
+	struct dns_lookup_ops dns;
+	dns_resolver_ops(r, &dns);
+	struct base_buf j, t;
+	base_buf_init(&j);
+	base_buf_init(&t);
+	int rc = check_smtp(&dns, &o, &j, &t, &err);
+	dns_resolver_free(r);
+	if (rc < 0) {
+		rc = fail("%s", err.msg);
+	} else {
+		if (json)
+			fwrite(j.data, 1, j.len, stdout);
+		else
+			print_report(&t, isatty(STDOUT_FILENO) && !getenv("NO_COLOR"));
+	}
+	base_buf_free(&j);
+	base_buf_free(&t);
+	return rc;
+}
+
 int cli_check(int argc, char **argv)
 {
 	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
@@ -222,5 +295,6 @@ int cli_check(int argc, char **argv)
 	optind = 1;
 	if (!strcmp(argv[1], "domain")) return check_domain_cmd(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "ip")) return check_ip_cmd(argc - 1, argv + 1);
-	return fail("unknown check '%s' (domain, ip)", argv[1]);
+	if (!strcmp(argv[1], "smtp")) return check_smtp_cmd(argc - 1, argv + 1);
+	return fail("unknown check '%s' (domain, ip, smtp)", argv[1]);
 }
