@@ -110,4 +110,18 @@ struct check_smtp_opts {
 int check_smtp(const struct dns_lookup_ops *dns, const struct check_smtp_opts *o,
                struct base_buf *json, struct base_buf *text, struct base_err *err);
 
+/* ---- check message: DKIM, SPF, DMARC and the bulk-sender rules ------------- */
+
+struct check_message_opts {
+	const char *ip;        /* client address, for SPF (needs mail_from) */
+	const char *mail_from; /* MAIL FROM */
+	const char *helo;      /* HELO name (default the MAIL FROM domain) */
+};
+
+/* Checks one RFC 5322 message (at most AUTH_MSG_MAX bytes). Same outputs
+ * and return values as check_domain; -1 also for an unparsable message. */
+int check_message(const struct dns_lookup_ops *dns, const struct check_message_opts *o,
+                  const char *data, size_t len, struct base_buf *json, struct base_buf *text,
+                  struct base_err *err);
+
 #endif

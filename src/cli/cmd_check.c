@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "auth/auth.h"
 #include "base/base.h"
 #include "check/check.h"
 #include "cli/cli.h"
@@ -39,6 +40,14 @@ static const char check_help[] =
     "with the certificate's dates and names, whether the PTR of the server's address\n"
     "matches the banner, the time of each step; --open-relay-probe also tries MAIL FROM\n"
     "and RCPT TO with outside addresses (then RSET: it never sends DATA or a message).\n"
+    "\n"
+    "       mailrep check message FILE|- [--ip IP --mail-from ADDR] [--helo NAME]\n"
+    "                             [--resolver HOST:PORT] [--json]\n"
+    "\n"
+    "Verifies every DKIM signature of a message, evaluates SPF (with --ip and\n"
+    "--mail-from) and DMARC, and checks the bulk-sender rules: List-Unsubscribe with an\n"
+    "https URI, List-Unsubscribe-Post: List-Unsubscribe=One-Click, both signed by an\n"
+    "aligned DKIM signature, and the From domain aligned.\n"
     "Exit status: 0 clean, 1 problems, 3 could not check, 2 usage error.\n";
 
 static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -286,6 +295,89 @@ static int check_smtp_cmd(int argc, char **argv)
 	return rc;
 }
 
+static int check_message_cmd(int argc, char **argv)
+{
+	static const struct option opts[] = {{"ip", required_argument, 0, 'i'},
+	                                     {"mail-from", required_argument, 0, 'm'},
+	                                     {"helo", required_argument, 0, 'H'},
+	                                     {"resolver", required_argument, 0, 'r'},
+	                                     {"json", no_argument, 0, 'j'},
+	                                     {"help", no_argument, 0, 'h'},
+	                                     {0, 0, 0, 0}};
+	struct check_message_opts o = {0};
+	const char *resolver = NULL;
+	int json = 0, c;
+	while ((c = getopt_long(argc, argv, "i:m:H:r:jh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'i':
+			o.ip = optarg;
+			break;
+		case 'm':
+			o.mail_from = optarg;
+			break;
+		case 'H':
+			o.helo = optarg;
+			break;
+		case 'r':
+			resolver = optarg;
+			break;
+		case 'j':
+			json = 1;
+			break;
+		case 'h':
+			fputs(check_help, stdout);
+			return 0;
+		default:
+			return fail("see mailrep check --help");
+		}
+	}
+	if (optind != argc - 1) return fail("check message needs exactly one FILE (or -)");
+	const char *path = argv[optind];
+	FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
+	if (!f) return fail("%s: cannot open", path);
+	/* One byte more than AUTH_MSG_MAX tells an oversized message. */
+	size_t cap = (size_t)AUTH_MSG_MAX + 1, n = 0;
+	char *data = malloc(cap);
+	if (!data) {
+		if (f != stdin) fclose(f);
+		return fail("out of memory");
+	}
+	size_t k;
+	while (n < cap && (k = fread(data + n, 1, cap - n, f)) > 0) n += k;
+	int bad = ferror(f);
+	if (f != stdin) fclose(f);
+	if (bad || n == cap) {
+		free(data);
+		return fail("%s: %s", path, bad ? "read error" : "larger than 64 MiB");
+	}
+	struct base_err err;
+	struct dns_resolver *r;
+	struct dns_resolver_config cfg = {resolver, 0, 0};
+	if (dns_resolver_new(&r, &cfg, &err) < 0) {
+		free(data);
+		return fail("%s", err.msg);
+	}
+	struct dns_lookup_ops dns;
+	dns_resolver_ops(r, &dns);
+	struct base_buf j, t;
+	base_buf_init(&j);
+	base_buf_init(&t);
+	int rc = check_message(&dns, &o, data, n, &j, &t, &err);
+	dns_resolver_free(r);
+	free(data);
+	if (rc < 0) {
+		rc = fail("%s: %s", path, err.msg);
+	} else {
+		if (json)
+			fwrite(j.data, 1, j.len, stdout);
+		else
+			print_report(&t, isatty(STDOUT_FILENO) && !getenv("NO_COLOR"));
+	}
+	base_buf_free(&j);
+	base_buf_free(&t);
+	return rc;
+}
+
 int cli_check(int argc, char **argv)
 {
 	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
@@ -296,5 +388,6 @@ int cli_check(int argc, char **argv)
 	if (!strcmp(argv[1], "domain")) return check_domain_cmd(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "ip")) return check_ip_cmd(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "smtp")) return check_smtp_cmd(argc - 1, argv + 1);
-	return fail("unknown check '%s' (domain, ip, smtp)", argv[1]);
+	if (!strcmp(argv[1], "message")) return check_message_cmd(argc - 1, argv + 1);
+	return fail("unknown check '%s' (domain, ip, smtp, message)", argv[1]);
 }
