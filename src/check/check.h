@@ -37,12 +37,12 @@ int check_domain(const struct dns_lookup_ops *dns, const struct check_domain_opt
 
 enum { CHECK_DNSBL_IP4 = 1, CHECK_DNSBL_IP6 = 2, CHECK_DNSBL_BOTH = 3 };
 
-#define CHECK_DNSBL_MAX_LISTS 256  /* lists in one file */
-#define CHECK_DNSBL_MAX_CODES 32   /* return codes described per list */
-#define CHECK_DNSBL_FILE_MAX (1u << 20)
+#define CHECK_DNSBL_MAX_LISTS 256 /* lists in one file */
+#define CHECK_DNSBL_MAX_CODES 32  /* return codes described per list */
+#define CHECK_DNSBL_FILE_MAX  (1u << 20)
 
 struct check_dnsbl_code {
-	uint8_t addr[4];   /* 127.0.0.x */
+	uint8_t addr[4]; /* 127.0.0.x */
 	char meaning[64];
 };
 
@@ -97,12 +97,12 @@ int check_ip(struct dns_resolver *r, const struct check_ip_opts *o, struct base_
 /* ---- check smtp: banner, EHLO, STARTTLS, PTR, open relay ------------------- */
 
 struct check_smtp_opts {
-	const char *target;      /* HOST[:PORT], IP[:PORT] or [IPv6]:PORT; port 25 by default */
-	const char *helo;        /* EHLO name (default mailrep-check.invalid) */
-	int open_relay_probe;    /* MAIL FROM/RCPT TO outside addresses, then RSET: never DATA */
-	const char *relay_from;  /* probe addresses (defaults under .example/.test) */
+	const char *target;     /* HOST[:PORT], IP[:PORT] or [IPv6]:PORT; port 25 by default */
+	const char *helo;       /* EHLO name (default mailrep-check.invalid) */
+	int open_relay_probe;   /* MAIL FROM/RCPT TO outside addresses, then RSET: never DATA */
+	const char *relay_from; /* probe addresses (defaults under .example/.test) */
 	const char *relay_to;
-	unsigned timeout_ms;     /* per step; 0 means 10000 */
+	unsigned timeout_ms; /* per step; 0 means 10000 */
 };
 
 /* Holds one SMTP conversation with the target, resolving host names only

@@ -43,11 +43,13 @@ static int copy_field(char *dst, size_t cap, const char *s, const char *e, const
                       unsigned long line, const char *what, struct base_err *err)
 {
 	size_t n = (size_t)(e - s);
-	if (n >= cap) return base_errf(err, "%s:%lu: %s longer than %zu bytes", where, line, what, cap - 1);
+	if (n >= cap)
+		return base_errf(err, "%s:%lu: %s longer than %zu bytes", where, line, what,
+		                 cap - 1);
 	for (size_t i = 0; i < n; i++)
 		if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e)
-			return base_errf(err, "%s:%lu: %s has a control or non-ASCII byte", where, line,
-			                 what);
+			return base_errf(err, "%s:%lu: %s has a control or non-ASCII byte", where,
+			                 line, what);
 	memcpy(dst, s, n);
 	dst[n] = 0;
 	return 0;
@@ -72,8 +74,8 @@ static int parse_codes(struct check_dnsbl *l, const char *s, const char *e, cons
 		memcpy(addr, as, (size_t)(ae - as));
 		addr[ae - as] = 0;
 		if (inet_pton(AF_INET, addr, a) != 1 || a[0] != 127)
-			return base_errf(err, "%s:%lu: return code '%s' is not in 127.0.0.0/8", where,
-			                 line, addr);
+			return base_errf(err, "%s:%lu: return code '%s' is not in 127.0.0.0/8",
+			                 where, line, addr);
 		if (l->ncodes == CHECK_DNSBL_MAX_CODES)
 			return base_errf(err, "%s:%lu: more than %d return codes", where, line,
 			                 CHECK_DNSBL_MAX_CODES);
@@ -103,8 +105,8 @@ static int parse_line(struct check_dnsbl *l, const char *s, const char *e, const
 		s = bar + 1;
 	}
 	if (nf != 5 || more)
-		return base_errf(err, "%s:%lu: want 5 fields: zone | kind | name | codes | url", where,
-		                 line);
+		return base_errf(err, "%s:%lu: want 5 fields: zone | kind | name | codes | url",
+		                 where, line);
 	memset(l, 0, sizeof *l);
 	if (copy_field(l->zone, sizeof l->zone, f[0][0], f[0][1], where, line, "zone", err) < 0)
 		return -1;
@@ -233,14 +235,16 @@ int check_dnsbl_classify(const struct dns_answer *a)
 /* ---- the generic-PTR heuristic -------------------------------------------- */
 
 static const char *const generic_words[] = {
-    "dynamic", "dyn", "dhcp", "pool", "dsl", "adsl", "vdsl", "xdsl", "cable", "ppp", "pppoe",
-    "static", "customer", "cust", "client", "clients", "dial", "dialup", "dialin", "broadband",
-    "residential", "res", "home", "user", "users", "unassigned", "unknown", "generic", "nat",
-    "ftth", "fttx", "fiber", "wireless", "wifi", "lte", "mobile", "hsd", "dhcpd", "ip", "host", "rev", "reverse", "cpe", "subscriber", NULL};
+    "dynamic",  "dyn",        "dhcp",    "pool",       "dsl",         "adsl",  "vdsl",   "xdsl",
+    "cable",    "ppp",        "pppoe",   "static",     "customer",    "cust",  "client", "clients",
+    "dial",     "dialup",     "dialin",  "broadband",  "residential", "res",   "home",   "user",
+    "users",    "unassigned", "unknown", "generic",    "nat",         "ftth",  "fttx",   "fiber",
+    "wireless", "wifi",       "lte",     "mobile",     "hsd",         "dhcpd", "ip",     "host",
+    "rev",      "reverse",    "cpe",     "subscriber", NULL};
 
 /* Long words caught even inside a bigger token ("adsldynamic"). */
-static const char *const generic_substrings[] = {"dynamic", "dhcp", "dialup", "broadband",
-                                                 "customer", "residential", "pppoe", NULL};
+static const char *const generic_substrings[] = {"dynamic",  "dhcp",        "dialup", "broadband",
+                                                 "customer", "residential", "pppoe",  NULL};
 
 static int word_is_generic(const char *w, size_t n)
 {
@@ -276,7 +280,9 @@ int check_ptr_generic(const char *ptr, int family, const uint8_t *ip, char *why,
 		size_t s = i;
 		while (i < host_end && isalpha((unsigned char)name[i])) i++;
 		if (word_is_generic(name + s, i - s)) {
-			if (why) snprintf(why, whysz, "contains the word '%.*s'", (int)(i - s), name + s);
+			if (why)
+				snprintf(why, whysz, "contains the word '%.*s'", (int)(i - s),
+				         name + s);
 			return 1;
 		}
 	}
@@ -294,11 +300,13 @@ int check_ptr_generic(const char *ptr, int family, const uint8_t *ip, char *why,
 			if (len >= 8) {
 				char all[16], padded[16];
 				snprintf(all, sizeof all, "%u%u%u%u", ip[0], ip[1], ip[2], ip[3]);
-				snprintf(padded, sizeof padded, "%03u%03u%03u%03u", ip[0], ip[1], ip[2],
-				         ip[3]);
+				snprintf(padded, sizeof padded, "%03u%03u%03u%03u", ip[0], ip[1],
+				         ip[2], ip[3]);
 				if ((len == strlen(all) && !memcmp(name + s, all, len)) ||
 				    (len == 12 && !memcmp(name + s, padded, 12))) {
-					if (why) snprintf(why, whysz, "embeds the address as one number");
+					if (why)
+						snprintf(why, whysz,
+						         "embeds the address as one number");
 					return 1;
 				}
 				continue;
@@ -316,7 +324,9 @@ int check_ptr_generic(const char *ptr, int family, const uint8_t *ip, char *why,
 				}
 		}
 		if (matched >= 3) {
-			if (why) snprintf(why, whysz, "embeds %d of the address's 4 numbers", matched);
+			if (why)
+				snprintf(why, whysz, "embeds %d of the address's 4 numbers",
+				         matched);
 			return 1;
 		}
 		char hex[9];
@@ -504,18 +514,20 @@ static void report_list(struct report *r, const struct check_dnsbl *l, struct sl
 		status = "error";
 		snprintf(detail, sizeof detail, "DNS %s", dns_lookup_status_name(f->status));
 	} else if (v == CHECK_V_LIST_ERROR || t2 == CHECK_V_LIST_ERROR) {
-		const struct dns_answer *f = v == CHECK_V_LIST_ERROR ? &q[Q_ADDR].ans : &q[Q_TEST2].ans;
+		const struct dns_answer *f =
+		    v == CHECK_V_LIST_ERROR ? &q[Q_ADDR].ans : &q[Q_TEST2].ans;
 		char a[INET_ADDRSTRLEN] = "?";
 		for (size_t i = 0; i < f->n; i++)
 			if (f->rr[i].len == 4) inet_ntop(AF_INET, f->rr[i].data, a, sizeof a);
 		status = "error";
-		snprintf(detail, sizeof detail, "the list answered %s, an error code, not a listing",
-		         a);
+		snprintf(detail, sizeof detail,
+		         "the list answered %s, an error code, not a listing", a);
 	} else if (t2 != CHECK_V_LISTED || t1 != CHECK_V_NOT_LISTED) {
 		status = "broken";
 		snprintf(detail, sizeof detail, "%s",
-		         t2 != CHECK_V_LISTED ? "its test entry 127.0.0.2 is not listed"
-		                              : "it lists its test entry 127.0.0.1, which it must not");
+		         t2 != CHECK_V_LISTED
+		             ? "its test entry 127.0.0.2 is not listed"
+		             : "it lists its test entry 127.0.0.1, which it must not");
 	} else {
 		status = verdict_word(v);
 	}
@@ -563,12 +575,13 @@ static void report_list(struct report *r, const struct check_dnsbl *l, struct sl
 	if (!strcmp(status, "listed")) {
 		for (char *c = reason; *c; c++)
 			if ((unsigned char)*c < 0x20 || (unsigned char)*c > 0x7e) *c = '?';
-		problem(r, "dnsbl",
-		        "%s is listed on %s (%s): %s%s%s. Find and stop what sent the mail that got it "
-		        "listed (an infected or compromised machine, an open relay or form, a bad "
-		        "list), then ask for delisting at %s",
-		        ipstr, l->name, l->zone, codes, reason[0] ? "; the list says: " : "", reason,
-		        l->url);
+		problem(
+		    r, "dnsbl",
+		    "%s is listed on %s (%s): %s%s%s. Find and stop what sent the mail that got it "
+		    "listed (an infected or compromised machine, an open relay or form, a bad "
+		    "list), then ask for delisting at %s",
+		    ipstr, l->name, l->zone, codes, reason[0] ? "; the list says: " : "", reason,
+		    l->url);
 	} else if (!strcmp(status, "broken")) {
 		warning(r, "dnsbl",
 		        "%s (%s) fails the RFC 5782 test: %s; its answer is not trusted. Drop it "
@@ -577,7 +590,8 @@ static void report_list(struct report *r, const struct check_dnsbl *l, struct sl
 	} else if (!strcmp(status, "error")) {
 		r->could_not = 1;
 		int refused = strstr(detail, "error code") != NULL;
-		warning(r, "dnsbl", "%s (%s) could not be checked: %s. %s", l->name, l->zone, detail,
+		warning(r, "dnsbl", "%s (%s) could not be checked: %s. %s", l->name, l->zone,
+		        detail,
 		        refused ? "The list refuses this resolver: query it through your own "
 		                  "resolver (not a public one) or with the list's access key"
 		                : "Check that your resolver can reach the list, and try again");
@@ -602,11 +616,12 @@ static void check_rdns(struct dns_resolver *res, struct report *r, int family, c
 	}
 	if (ptr->n == 0) {
 		base_buf_printf(j, "],\"status\":\"missing\"}");
-		problem(r, "ptr",
-		        "%s has no PTR record: many receivers refuse mail from it. Ask whoever owns "
-		        "the address (your hosting or access provider) to set a PTR naming your mail "
-		        "server, e.g. mail.yourdomain.example, with a matching A%s record",
-		        ipstr, family == AF_INET6 ? "AAAA" : "");
+		problem(
+		    r, "ptr",
+		    "%s has no PTR record: many receivers refuse mail from it. Ask whoever owns "
+		    "the address (your hosting or access provider) to set a PTR naming your mail "
+		    "server, e.g. mail.yourdomain.example, with a matching A%s record",
+		    ipstr, family == AF_INET6 ? "AAAA" : "");
 		return;
 	}
 	size_t n = ptr->n > 8 ? 8 : ptr->n;
@@ -622,8 +637,8 @@ static void check_rdns(struct dns_resolver *res, struct report *r, int family, c
 			if (fw[i].ans.rr[k].len == (family == AF_INET ? 4u : 16u) &&
 			    !memcmp(fw[i].ans.rr[k].data, ip, fw[i].ans.rr[k].len))
 				confirmed = 1;
-		if (fw[i].ans.status == DNS_LOOKUP_SERVFAIL || fw[i].ans.status == DNS_LOOKUP_TIMEOUT ||
-		    fw[i].ans.status == DNS_LOOKUP_ERROR)
+		if (fw[i].ans.status == DNS_LOOKUP_SERVFAIL ||
+		    fw[i].ans.status == DNS_LOOKUP_TIMEOUT || fw[i].ans.status == DNS_LOOKUP_ERROR)
 			fw_failed = 1;
 		char why[128];
 		int generic = check_ptr_generic(name, family, ip, why, sizeof why);
@@ -685,8 +700,10 @@ int check_ip(struct dns_resolver *res, const struct check_ip_opts *o, struct bas
 		snprintf(t2, sizeof t2, "2.0.0.127");
 		snprintf(t1, sizeof t1, "1.0.0.127");
 	} else {
-		static const uint8_t v6t2[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 2};
-		static const uint8_t v6t1[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1};
+		static const uint8_t v6t2[16] = {0, 0, 0,    0,    0,   0, 0, 0,
+		                                 0, 0, 0xff, 0xff, 127, 0, 0, 2};
+		static const uint8_t v6t1[16] = {0, 0, 0,    0,    0,   0, 0, 0,
+		                                 0, 0, 0xff, 0xff, 127, 0, 0, 1};
 		reverse_name(AF_INET6, v6t2, t2, sizeof t2);
 		reverse_name(AF_INET6, v6t1, t1, sizeof t1);
 	}

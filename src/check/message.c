@@ -208,7 +208,8 @@ int check_message(const struct dns_lookup_ops *dns, const struct check_message_o
 	base_buf_puts(json, ",\"from_domain\":");
 	json_str(json, fdom);
 	if (nfrom != 1)
-		problem(&r, "from", "the message has %d From fields; it must have exactly one", nfrom);
+		problem(&r, "from", "the message has %d From fields; it must have exactly one",
+		        nfrom);
 	else if (!have_from)
 		problem(&r, "from", "the From field holds no usable address: '%.200s'", fromv);
 	else
@@ -223,7 +224,8 @@ int check_message(const struct dns_lookup_ops *dns, const struct check_message_o
 	size_t nv = (size_t)nsig < AUTH_DKIM_MAX_SIGS ? (size_t)nsig : AUTH_DKIM_MAX_SIGS;
 	base_buf_puts(json, ",\"dkim\":[");
 	char org_from[256] = "";
-	if (have_from && auth_dmarc_org_domain(dns, AUTH_DMARC_PSL, fdom, org_from, sizeof org_from) < 0)
+	if (have_from &&
+	    auth_dmarc_org_domain(dns, AUTH_DMARC_PSL, fdom, org_from, sizeof org_from) < 0)
 		org_from[0] = 0;
 	int lu_covered = 0, lup_covered = 0, aligned_pass = 0;
 	for (size_t i = 0; i < nv; i++) {
@@ -253,8 +255,8 @@ int check_message(const struct dns_lookup_ops *dns, const struct check_message_o
 			}
 		} else if (v[i].result == AUTH_DKIM_TEMPERROR) {
 			r.could_not = 1;
-			warning(&r, "dkim", "signature d=%s s=%s could not be checked: %s", v[i].domain,
-			        v[i].selector, v[i].reason);
+			warning(&r, "dkim", "signature d=%s s=%s could not be checked: %s",
+			        v[i].domain, v[i].selector, v[i].reason);
 		} else {
 			problem(&r, "dkim",
 			        "signature d=%s s=%s: %s (%s): publish the selector's key at "
@@ -299,11 +301,12 @@ int check_message(const struct dns_lookup_ops *dns, const struct check_message_o
 			r.could_not = 1;
 			warning(&r, "spf", "SPF temperror for %s: %s", o->mail_from, spf.reason);
 		} else
-			problem(&r, "spf",
-			        "SPF %s for %s from %s (%s): add the sending address to the SPF record "
-			        "of %s",
-			        auth_spf_result_name(spf.result), o->mail_from, o->ip, spf.reason,
-			        spf_domain ? spf_domain : "the MAIL FROM domain");
+			problem(
+			    &r, "spf",
+			    "SPF %s for %s from %s (%s): add the sending address to the SPF record "
+			    "of %s",
+			    auth_spf_result_name(spf.result), o->mail_from, o->ip, spf.reason,
+			    spf_domain ? spf_domain : "the MAIL FROM domain");
 	} else {
 		base_buf_puts(json, ",\"spf\":null");
 		base_buf_puts(text, "  (not evaluated: give --ip and --mail-from)\n");
@@ -327,7 +330,8 @@ int check_message(const struct dns_lookup_ops *dns, const struct check_message_o
 		base_buf_puts(json, ",\"dmarc\":{\"result\":");
 		json_str(json, auth_dmarc_result_name(out.result));
 		base_buf_printf(json, ",\"spf_aligned\":%s,\"dkim_aligned\":%s,\"reason\":",
-		                out.spf_aligned ? "true" : "false", out.dkim_aligned ? "true" : "false");
+		                out.spf_aligned ? "true" : "false",
+		                out.dkim_aligned ? "true" : "false");
 		json_str(json, out.reason);
 		base_buf_puts(json, "}");
 		if (out.result == AUTH_DMARC_R_PASS)
@@ -344,11 +348,12 @@ int check_message(const struct dns_lookup_ops *dns, const struct check_message_o
 			        "\"v=DMARC1; p=none; rua=mailto:...\" at _dmarc.%s)",
 			        fdom, org_from[0] ? org_from : fdom);
 		else
-			problem(&r, "dmarc",
-			        "DMARC %s (%s): the From domain %s is not aligned with a passing DKIM "
-			        "signature%s",
-			        auth_dmarc_result_name(out.result), out.reason, fdom,
-			        o->ip ? " or SPF" : "");
+			problem(
+			    &r, "dmarc",
+			    "DMARC %s (%s): the From domain %s is not aligned with a passing DKIM "
+			    "signature%s",
+			    auth_dmarc_result_name(out.result), out.reason, fdom,
+			    o->ip ? " or SPF" : "");
 	} else {
 		base_buf_puts(json, ",\"dmarc\":null");
 	}
@@ -373,7 +378,8 @@ int check_message(const struct dns_lookup_ops *dns, const struct check_message_o
 		        "no List-Unsubscribe field: bulk mail must carry one with an https URI "
 		        "(List-Unsubscribe: <https://...>)");
 	else if (!https)
-		problem(&r, "bulk", "List-Unsubscribe has no <https://...> URI (only '%.200s')", lu);
+		problem(&r, "bulk", "List-Unsubscribe has no <https://...> URI (only '%.200s')",
+		        lu);
 	else
 		ok(&r, "List-Unsubscribe with an https URI");
 	if (lupi < 0)
@@ -381,20 +387,23 @@ int check_message(const struct dns_lookup_ops *dns, const struct check_message_o
 		        "no List-Unsubscribe-Post field: add \"List-Unsubscribe-Post: "
 		        "List-Unsubscribe=One-Click\" (RFC 8058) for one-click unsubscribe");
 	else if (!one_click)
-		problem(&r, "bulk", "List-Unsubscribe-Post is '%.200s', not List-Unsubscribe=One-Click",
-		        lup);
+		problem(&r, "bulk",
+		        "List-Unsubscribe-Post is '%.200s', not List-Unsubscribe=One-Click", lup);
 	else
 		ok(&r, "List-Unsubscribe-Post: List-Unsubscribe=One-Click");
 	if (lui >= 0 || lupi >= 0) {
 		if (lu_covered && lup_covered)
-			ok(&r, "both List-Unsubscribe fields are covered by an aligned DKIM signature");
+			ok(&r,
+			   "both List-Unsubscribe fields are covered by an aligned DKIM signature");
 		else
-			problem(&r, "bulk",
-			        "%s not covered by a passing DKIM signature aligned with From: add "
-			        "them to the signed headers (h=), as mailrep dkim sign does by default",
-			        !lu_covered && !lup_covered ? "List-Unsubscribe and List-Unsubscribe-Post are"
-			        : !lu_covered               ? "List-Unsubscribe is"
-			                                    : "List-Unsubscribe-Post is");
+			problem(
+			    &r, "bulk",
+			    "%s not covered by a passing DKIM signature aligned with From: add "
+			    "them to the signed headers (h=), as mailrep dkim sign does by default",
+			    !lu_covered && !lup_covered
+			        ? "List-Unsubscribe and List-Unsubscribe-Post are"
+			    : !lu_covered ? "List-Unsubscribe is"
+			                  : "List-Unsubscribe-Post is");
 	}
 
 	free(v);

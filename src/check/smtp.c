@@ -36,7 +36,7 @@
 #include "smtp/smtp.h"
 
 #define REPLY_MAX_LINES 100
-#define LINE_CAP (2 * SMTP_LINE_MAX)
+#define LINE_CAP        (2 * SMTP_LINE_MAX)
 
 struct conn {
 	int fd;
@@ -185,8 +185,9 @@ static int read_reply(struct conn *c, struct reply *rp, char *why, size_t whysz)
 	rp->code = 0;
 	for (;;) {
 		if (read_line(c, line) < 0) {
-			snprintf(why, whysz, "no complete reply (connection closed, timed out or a line "
-			                     "over %d bytes)",
+			snprintf(why, whysz,
+			         "no complete reply (connection closed, timed out or a line "
+			         "over %d bytes)",
 			         LINE_CAP);
 			return -1;
 		}
@@ -400,16 +401,16 @@ static void report_cert(struct report *r, SSL *ssl, const char *name_to_match, l
 		base_buf_puts(j, nn++ ? "," : "");
 		json_str(j, s);
 		if (nl < sizeof names)
-			nl += (size_t)snprintf(names + nl, sizeof names - nl, "%s%s", nn > 1 ? ", " : "",
-			                       s);
+			nl += (size_t)snprintf(names + nl, sizeof names - nl, "%s%s",
+			                       nn > 1 ? ", " : "", s);
 	}
 	GENERAL_NAMES_free(sans);
 	time_t now = time(NULL);
 	int expired = ta && now > ta, not_yet = tb && now < tb;
 	int matches = name_to_match && name_to_match[0] &&
 	              X509_check_host(cert, name_to_match, 0, 0, NULL) == 1;
-	base_buf_printf(j, "],\"expired\":%s,\"not_yet_valid\":%s,\"checked_name\":", expired ? "true" : "false",
-	                not_yet ? "true" : "false");
+	base_buf_printf(j, "],\"expired\":%s,\"not_yet_valid\":%s,\"checked_name\":",
+	                expired ? "true" : "false", not_yet ? "true" : "false");
 	json_str(j, name_to_match ? name_to_match : "");
 	base_buf_printf(j, ",\"name_matches\":%s,\"chain_verified\":%s,\"verify_error\":",
 	                matches ? "true" : "false", verify == X509_V_OK ? "true" : "false");
@@ -421,8 +422,8 @@ static void report_cert(struct report *r, SSL *ssl, const char *name_to_match, l
 		problem(r, "tls", "the certificate expired on %s: renew it (and automate renewal)",
 		        na);
 	else if (not_yet)
-		problem(r, "tls", "the certificate is not valid before %s: check the server's clock",
-		        nb);
+		problem(r, "tls",
+		        "the certificate is not valid before %s: check the server's clock", nb);
 	else if (ta && ta - now < 14 * 86400)
 		warning(r, "tls", "the certificate expires on %s, in under 14 days: renew it", na);
 	if (name_to_match && name_to_match[0] && !matches)
@@ -431,10 +432,11 @@ static void report_cert(struct report *r, SSL *ssl, const char *name_to_match, l
 		        "the server's name",
 		        name_to_match);
 	if (verify != X509_V_OK)
-		warning(r, "tls",
-		        "the certificate chain does not verify against the system's CAs (%s); "
-		        "opportunistic TLS still works, but MTA-STS and DANE senders will refuse it",
-		        X509_verify_cert_error_string(verify));
+		warning(
+		    r, "tls",
+		    "the certificate chain does not verify against the system's CAs (%s); "
+		    "opportunistic TLS still works, but MTA-STS and DANE senders will refuse it",
+		    X509_verify_cert_error_string(verify));
 	X509_free(cert);
 }
 
@@ -498,7 +500,8 @@ static void check_ptr_banner(const struct dns_lookup_ops *dns, struct report *r,
 		problem(r, "ptr",
 		        "the PTR of %s is %s but the banner says %s: make the banner (Postfix: "
 		        "myhostname / smtpd_banner) and the PTR name the same host",
-		        ipstr, a.rr[0].data, banner_name && banner_name[0] ? banner_name : "nothing");
+		        ipstr, a.rr[0].data,
+		        banner_name && banner_name[0] ? banner_name : "nothing");
 	} else {
 		ok(r, "the PTR of %s (%s) matches the banner", ipstr, a.rr[0].data);
 	}
@@ -574,7 +577,8 @@ int check_smtp(const struct dns_lookup_ops *dns, const struct check_smtp_opts *o
 	json_str(json, banner_name);
 	base_buf_printf(json, ",\"ms\":%.1f}", ms);
 	if (rp->code != 220) {
-		problem(&r, "banner", "the server greets with %d, not 220: %s", rp->code, rp->lines[0]);
+		problem(&r, "banner", "the server greets with %d, not 220: %s", rp->code,
+		        rp->lines[0]);
 		goto quit;
 	}
 	ok(&r, "banner after %.0f ms: 220 %s", ms, rp->lines[0]);
@@ -610,9 +614,10 @@ int check_smtp(const struct dns_lookup_ops *dns, const struct check_smtp_opts *o
 	base_buf_puts(text, "TLS:\n");
 	if (!starttls) {
 		base_buf_puts(json, ",\"starttls\":false");
-		problem(&r, "tls",
-		        "no STARTTLS: mail to this server travels in clear text; install a "
-		        "certificate and enable STARTTLS (Postfix: smtpd_tls_security_level = may)");
+		problem(
+		    &r, "tls",
+		    "no STARTTLS: mail to this server travels in clear text; install a "
+		    "certificate and enable STARTTLS (Postfix: smtpd_tls_security_level = may)");
 	} else {
 		base_buf_puts(json, ",\"starttls\":true");
 		if (command(&c, "STARTTLS", rp, &ms, why, sizeof why) < 0 || rp->code != 220) {
@@ -642,7 +647,8 @@ int check_smtp(const struct dns_lookup_ops *dns, const struct check_smtp_opts *o
 			ERR_error_string_n(e, es, sizeof es);
 			SSL_free(c.ssl);
 			c.ssl = NULL;
-			problem(&r, "tls", "the TLS handshake failed: %s", c.len ? "data before it" : es);
+			problem(&r, "tls", "the TLS handshake failed: %s",
+			        c.len ? "data before it" : es);
 			goto done;
 		}
 		ms = ms_since(t0);
@@ -685,18 +691,22 @@ int check_smtp(const struct dns_lookup_ops *dns, const struct check_smtp_opts *o
 			/* Never DATA: end the transaction here. */
 			command(&c, "RSET", rp, &ms, why, sizeof why);
 		}
-		const char *verdict = rcpt_code / 100 == 2                     ? "open"
+		const char *verdict = rcpt_code / 100 == 2                           ? "open"
 		                      : rcpt_code / 100 == 4 || rcpt_code / 100 == 5 ? "closed"
 		                      : mail_code / 100 == 4 || mail_code / 100 == 5 ? "closed"
-		                                                                      : "unknown";
-		base_buf_printf(json, ",\"open_relay\":{\"result\":\"%s\",\"mail_code\":%d,\"rcpt_code\":%d}",
-		                verdict, mail_code, rcpt_code);
+		                                                                     : "unknown";
+		base_buf_printf(
+		    json, ",\"open_relay\":{\"result\":\"%s\",\"mail_code\":%d,\"rcpt_code\":%d}",
+		    verdict, mail_code, rcpt_code);
 		if (!strcmp(verdict, "open"))
 			problem(&r, "relay",
-			        "OPEN RELAY: the server accepted RCPT TO:<%s> for MAIL FROM:<%s> from an "
-			        "outsider. Restrict relaying to your own networks and authenticated users "
+			        "OPEN RELAY: the server accepted RCPT TO:<%s> for MAIL FROM:<%s> "
+			        "from an "
+			        "outsider. Restrict relaying to your own networks and "
+			        "authenticated users "
 			        "(Postfix: smtpd_relay_restrictions = permit_mynetworks, "
-			        "permit_sasl_authenticated, reject_unauth_destination) now: open relays "
+			        "permit_sasl_authenticated, reject_unauth_destination) now: open "
+			        "relays "
 			        "get listed within hours",
 			        rto, rfrom);
 		else if (!strcmp(verdict, "closed"))
@@ -709,7 +719,8 @@ int check_smtp(const struct dns_lookup_ops *dns, const struct check_smtp_opts *o
 
 quit:
 	t0 = base_mono_ns();
-	if (command(&c, "QUIT", rp, &ms, why, sizeof why) == 0) step_time(&times, "quit", ms, &tfirst);
+	if (command(&c, "QUIT", rp, &ms, why, sizeof why) == 0)
+		step_time(&times, "quit", ms, &tfirst);
 done:
 	base_buf_printf(json, ",\"ms\":{%s}", times.data ? times.data : "");
 	if (c.ssl) {

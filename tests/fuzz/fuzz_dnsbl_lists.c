@@ -16,7 +16,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (check_dnsbl_parse((const char *)data, size, "fuzz", &set, &err) == 0) {
 		for (size_t i = 0; i < set.n; i++) {
 			const struct check_dnsbl *l = &set.lists[i];
-			if (strlen(l->zone) >= sizeof l->zone || strlen(l->name) >= sizeof l->name ||
+			if (strlen(l->zone) >= sizeof l->zone ||
+			    strlen(l->name) >= sizeof l->name ||
 			    l->ncodes > CHECK_DNSBL_MAX_CODES || !l->kind)
 				abort();
 		}

@@ -76,11 +76,12 @@ static void test_list_parse(void **state)
 	(void)state;
 	struct check_dnsbl_set set;
 	struct base_err err;
-	assert_int_equal(parse("# comment\n\n"
-	                       "zen.example | ip4 | Zen | 127.0.0.2=SBL, 127.0.0.4 = XBL | https://z/\n"
-	                       "  six.example|both|Six List|-|https://s/ # trailing comment\n",
-	                       &set, &err),
-	                 0);
+	assert_int_equal(
+	    parse("# comment\n\n"
+	          "zen.example | ip4 | Zen | 127.0.0.2=SBL, 127.0.0.4 = XBL | https://z/\n"
+	          "  six.example|both|Six List|-|https://s/ # trailing comment\n",
+	          &set, &err),
+	    0);
 	assert_int_equal(set.n, 2);
 	assert_string_equal(set.lists[0].zone, "zen.example");
 	assert_int_equal(set.lists[0].kind, CHECK_DNSBL_IP4);
