@@ -26,7 +26,10 @@ ZONES = {
     "2.0.192.in-addr.arpa": soa("2.0.192.in-addr.arpa") +
     "10 PTR mail.example.com.\n20 PTR 192-0-2-20.dynamic.isp.example.com.\n"
     "30 PTR mail.example.com.\n40 PTR dsl-pool.example.com.\n",
+    "8.b.d.0.1.0.0.2.ip6.arpa": soa("8.b.d.0.1.0.0.2.ip6.arpa") +
+    "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0 PTR mail6.example.com.\n",
     "example.com": soa("example.com") + "mail A 192.0.2.10\nmail A 192.0.2.30\n"
+    "mail6 AAAA 2001:db8::1\n"
     "192-0-2-20.dynamic.isp A 192.0.2.20\ndsl-pool A 192.0.2.40\n",
 }
 
@@ -113,6 +116,8 @@ def test_check_ip(datadir, servers):
     assert [d["zone"] for d in doc["dnsbls"]] == ["six.test"]
     assert doc["dnsbls"][0]["status"] == "listed"
     assert doc["dnsbls"][0]["codes"][0]["code"] == "127.0.0.3"
+    assert doc["ptr"]["names"][0]["name"] == "mail6.example.com"
+    assert doc["ptr"]["forward_confirmed"] is True and doc["ptr"]["generic"] is False
 
     # a list the server does not serve: could not check
     missing = write(datadir, "missing.txt", "nowhere.test | ip4 | Nowhere | - | https://n/\n")
