@@ -147,8 +147,11 @@ def test_default_list_file():
               "ubl.unsubscore.com"):
         assert z in zones
     assert not any("sorbs" in z for z in zones)
-    # the binary accepts it (its only error can then be the unreachable resolver)
-    p = subprocess.run([MAILREP, "check", "ip", "--resolver", "127.0.0.1:9", "--lists",
-                        os.path.join(root, "data", "dnsbls.txt"), "--json", "192.0.2.1"],
-                       capture_output=True, timeout=60)
+    # the binary finds it by default and accepts it (its only error can then be
+    # the unreachable resolver)
+    env = dict(os.environ)
+    env.pop("MAILREP_DNSBLS", None)
+    p = subprocess.run([MAILREP, "check", "ip", "--resolver", "127.0.0.1:9", "--json",
+                        "192.0.2.1"], capture_output=True, timeout=60, env=env)
     assert p.returncode == 3, p.stderr
+    assert len(json.loads(p.stdout)["dnsbls"]) == len(zones)

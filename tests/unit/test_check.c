@@ -34,6 +34,8 @@ static void test_ptr_generic(void **state)
 	assert_false(generic4("mx1.example.com", "192.0.2.10"));
 	assert_false(generic4("smtp-out2.mailer.example.net", "203.0.113.2"));
 	assert_false(generic4("mailhost.example.com", "198.51.100.7"));
+	assert_false(generic4("mail.host.example.com", "198.51.100.7"));
+	assert_false(generic4("ip.example.com", "198.51.100.7"));
 	/* the operator's domain does not count, even with digits or words in it */
 	assert_false(generic4("mail.dynamic.com", "192.0.2.10"));
 	assert_false(generic4("mail.192-0.com", "192.0.2.10"));
