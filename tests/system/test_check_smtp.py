@@ -26,7 +26,7 @@ ZONES = {
 }
 
 
-def start_sink(tmpdir, banner, extra=()):
+def start_sink(tmpdir, banner, extra=(), host="127.0.0.1"):
     port = free_port()
     dump = os.path.join(tmpdir, "dump-%d" % port)
     os.makedirs(dump)
@@ -34,12 +34,13 @@ def start_sink(tmpdir, banner, extra=()):
     argv = [SINK, "-v", "-h", banner, "-d", dump + "/%M."] + list(extra)
     if os.geteuid() == 0:
         argv[1:1] = ["-u", "nobody"]
-    srv = Server(argv + ["127.0.0.1:%d" % port, "10"], port,
+    listen = "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
+    srv = Server(argv + [listen, "10"], port,
                  os.path.join(tmpdir, "sink-%d.log" % port))
     deadline = time.time() + 10
     while True:
         try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            socket.create_connection((host, port), 0.2).close()
             break
         except OSError:
             if time.time() > deadline or srv.proc.poll() is not None:
@@ -111,6 +112,15 @@ def test_check_smtp_sink(datadir, servers):
     # human report
     rc, out, _ = check(dns.resolver, "127.0.0.1:%d" % open_sink.port)
     assert rc == 1 and "ok: banner after" in out and "PROBLEM: no STARTTLS" in out
+
+
+def test_check_smtp_ipv6(datadir, servers):
+    sink = start_sink(datadir, "mx6.example.com", host="::1")
+    servers.append(sink)
+    rc, out, _ = check("127.0.0.1:9", "--json", "[::1]:%d" % sink.port)
+    doc = json.loads(out)
+    assert doc["address"] == "::1" and doc["banner"]["name"] == "mx6.example.com"
+    assert "PIPELINING" in doc["ehlo"]["extensions"]
 
 
 def test_check_smtp_unreachable(datadir):
