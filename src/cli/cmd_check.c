@@ -1,6 +1,7 @@
 /*
- * cmd_check.c — `mailrep check`: the deliverability checker. For now the
- * domain check; every subcommand resolves through --resolver HOST:PORT.
+ * cmd_check.c — `mailrep check`: the deliverability checker: a domain's
+ * mail setup and an IP's blocklist listings and reverse DNS; every
+ * subcommand resolves through --resolver HOST:PORT.
  * Exit status: 0 clean, 1 problems found, 3 could not check (DNS
  * failures), 2 usage errors.
  */
@@ -11,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "auth/auth.h"
 #include "base/base.h"
 #include "check/check.h"
 #include "cli/cli.h"
@@ -23,6 +25,29 @@ static const char check_help[] =
     "where all stands; with --ip the evaluation for that client), the DKIM key of each\n"
     "--selector, DMARC, MX and MTA-STS, and says what to fix. --json prints one JSON\n"
     "object (its spf member has a result, one of RFC 7208's seven words, with --ip).\n"
+    "\n"
+    "       mailrep check ip IP [--lists FILE] [--resolver HOST:PORT] [--json]\n"
+    "\n"
+    "Queries every DNS blocklist of the list file (default: data/dnsbls.txt next to the\n"
+    "build directory, or $MAILREP_DNSBLS) at once, with the RFC 5782 test entries to\n"
+    "catch broken lists, fetches the reasons of listings, and checks the PTR of the IP:\n"
+    "present, forward-confirmed, and not generic-looking.\n"
+    "\n"
+    "       mailrep check smtp HOST[:PORT] [--helo NAME] [--open-relay-probe]\n"
+    "                          [--timeout MS] [--resolver HOST:PORT] [--json]\n"
+    "\n"
+    "Talks to a mail server: the banner and its delay, EHLO and its extensions, STARTTLS\n"
+    "with the certificate's dates and names, whether the PTR of the server's address\n"
+    "matches the banner, the time of each step; --open-relay-probe also tries MAIL FROM\n"
+    "and RCPT TO with outside addresses (then RSET: it never sends DATA or a message).\n"
+    "\n"
+    "       mailrep check message FILE|- [--ip IP --mail-from ADDR] [--helo NAME]\n"
+    "                             [--resolver HOST:PORT] [--json]\n"
+    "\n"
+    "Verifies every DKIM signature of a message, evaluates SPF (with --ip and\n"
+    "--mail-from) and DMARC, and checks the bulk-sender rules: List-Unsubscribe with an\n"
+    "https URI, List-Unsubscribe-Post: List-Unsubscribe=One-Click, both signed by an\n"
+    "aligned DKIM signature, and the From domain aligned.\n"
     "Exit status: 0 clean, 1 problems, 3 could not check, 2 usage error.\n";
 
 static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -124,6 +149,235 @@ static int check_domain_cmd(int argc, char **argv)
 	return rc;
 }
 
+/* The default list file: $MAILREP_DNSBLS, else data/dnsbls.txt beside the
+ * directory holding the executable (build/mailrep → data/dnsbls.txt), else
+ * the installed copy. */
+static const char *default_lists(char *buf, size_t cap)
+{
+	const char *env = getenv("MAILREP_DNSBLS");
+	if (env && *env) return env;
+	char exe[4096];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+	if (n > 0) {
+		exe[n] = 0;
+		for (int up = 0; up < 2; up++) {
+			char *slash = strrchr(exe, '/');
+			if (!slash) break;
+			*slash = 0;
+		}
+		snprintf(buf, cap, "%s/data/dnsbls.txt", exe);
+		if (access(buf, R_OK) == 0) return buf;
+	}
+	return "/usr/share/mailrep/dnsbls.txt";
+}
+
+static int check_ip_cmd(int argc, char **argv)
+{
+	static const struct option opts[] = {{"lists", required_argument, 0, 'l'},
+	                                     {"resolver", required_argument, 0, 'r'},
+	                                     {"json", no_argument, 0, 'j'},
+	                                     {"help", no_argument, 0, 'h'},
+	                                     {0, 0, 0, 0}};
+	const char *resolver = NULL, *lists = NULL;
+	int json = 0, c;
+	while ((c = getopt_long(argc, argv, "l:r:jh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'l':
+			lists = optarg;
+			break;
+		case 'r':
+			resolver = optarg;
+			break;
+		case 'j':
+			json = 1;
+			break;
+		case 'h':
+			fputs(check_help, stdout);
+			return 0;
+		default:
+			return fail("see mailrep check --help");
+		}
+	}
+	if (optind != argc - 1) return fail("check ip needs exactly one IP");
+	char path[4200];
+	if (!lists) lists = default_lists(path, sizeof path);
+	struct base_err err;
+	struct check_dnsbl_set set;
+	if (check_dnsbl_load(lists, &set, &err) < 0) return fail("%s", err.msg);
+	struct check_ip_opts o = {argv[optind], &set};
+	struct dns_resolver *r;
+	struct dns_resolver_config cfg = {resolver, 0, 0};
+	if (dns_resolver_new(&r, &cfg, &err) < 0) {
+		check_dnsbl_set_free(&set);
+		return fail("%s", err.msg);
+	}
+	struct base_buf j, t;
+	base_buf_init(&j);
+	base_buf_init(&t);
+	int rc = check_ip(r, &o, &j, &t, &err);
+	dns_resolver_free(r);
+	check_dnsbl_set_free(&set);
+	if (rc < 0) {
+		rc = fail("%s", err.msg);
+	} else {
+		if (json)
+			fwrite(j.data, 1, j.len, stdout);
+		else
+			print_report(&t, isatty(STDOUT_FILENO) && !getenv("NO_COLOR"));
+	}
+	base_buf_free(&j);
+	base_buf_free(&t);
+	return rc;
+}
+
+static int check_smtp_cmd(int argc, char **argv)
+{
+	static const struct option opts[] = {{"helo", required_argument, 0, 'H'},
+	                                     {"open-relay-probe", no_argument, 0, 'o'},
+	                                     {"timeout", required_argument, 0, 't'},
+	                                     {"resolver", required_argument, 0, 'r'},
+	                                     {"json", no_argument, 0, 'j'},
+	                                     {"help", no_argument, 0, 'h'},
+	                                     {0, 0, 0, 0}};
+	struct check_smtp_opts o = {0};
+	const char *resolver = NULL;
+	int json = 0, c;
+	uint64_t v;
+	while ((c = getopt_long(argc, argv, "H:ot:r:jh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'H':
+			o.helo = optarg;
+			break;
+		case 'o':
+			o.open_relay_probe = 1;
+			break;
+		case 't':
+			if (base_parse_uint(optarg, 600000, &v) < 0 || !v)
+				return fail("--timeout: milliseconds, 1 to 600000");
+			o.timeout_ms = (unsigned)v;
+			break;
+		case 'r':
+			resolver = optarg;
+			break;
+		case 'j':
+			json = 1;
+			break;
+		case 'h':
+			fputs(check_help, stdout);
+			return 0;
+		default:
+			return fail("see mailrep check --help");
+		}
+	}
+	if (optind != argc - 1) return fail("check smtp needs exactly one HOST[:PORT]");
+	o.target = argv[optind];
+	struct base_err err;
+	struct dns_resolver *r;
+	struct dns_resolver_config cfg = {resolver, 0, 0};
+	if (dns_resolver_new(&r, &cfg, &err) < 0) return fail("%s", err.msg);
+	struct dns_lookup_ops dns;
+	dns_resolver_ops(r, &dns);
+	struct base_buf j, t;
+	base_buf_init(&j);
+	base_buf_init(&t);
+	int rc = check_smtp(&dns, &o, &j, &t, &err);
+	dns_resolver_free(r);
+	if (rc < 0) {
+		rc = fail("%s", err.msg);
+	} else {
+		if (json)
+			fwrite(j.data, 1, j.len, stdout);
+		else
+			print_report(&t, isatty(STDOUT_FILENO) && !getenv("NO_COLOR"));
+	}
+	base_buf_free(&j);
+	base_buf_free(&t);
+	return rc;
+}
+
+static int check_message_cmd(int argc, char **argv)
+{
+	static const struct option opts[] = {{"ip", required_argument, 0, 'i'},
+	                                     {"mail-from", required_argument, 0, 'm'},
+	                                     {"helo", required_argument, 0, 'H'},
+	                                     {"resolver", required_argument, 0, 'r'},
+	                                     {"json", no_argument, 0, 'j'},
+	                                     {"help", no_argument, 0, 'h'},
+	                                     {0, 0, 0, 0}};
+	struct check_message_opts o = {0};
+	const char *resolver = NULL;
+	int json = 0, c;
+	while ((c = getopt_long(argc, argv, "i:m:H:r:jh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'i':
+			o.ip = optarg;
+			break;
+		case 'm':
+			o.mail_from = optarg;
+			break;
+		case 'H':
+			o.helo = optarg;
+			break;
+		case 'r':
+			resolver = optarg;
+			break;
+		case 'j':
+			json = 1;
+			break;
+		case 'h':
+			fputs(check_help, stdout);
+			return 0;
+		default:
+			return fail("see mailrep check --help");
+		}
+	}
+	if (optind != argc - 1) return fail("check message needs exactly one FILE (or -)");
+	const char *path = argv[optind];
+	FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
+	if (!f) return fail("%s: cannot open", path);
+	/* One byte more than AUTH_MSG_MAX tells an oversized message. */
+	size_t cap = (size_t)AUTH_MSG_MAX + 1, n = 0;
+	char *data = malloc(cap);
+	if (!data) {
+		if (f != stdin) fclose(f);
+		return fail("out of memory");
+	}
+	size_t k;
+	while (n < cap && (k = fread(data + n, 1, cap - n, f)) > 0) n += k;
+	int bad = ferror(f);
+	if (f != stdin) fclose(f);
+	if (bad || n == cap) {
+		free(data);
+		return fail("%s: %s", path, bad ? "read error" : "larger than 64 MiB");
+	}
+	struct base_err err;
+	struct dns_resolver *r;
+	struct dns_resolver_config cfg = {resolver, 0, 0};
+	if (dns_resolver_new(&r, &cfg, &err) < 0) {
+		free(data);
+		return fail("%s", err.msg);
+	}
+	struct dns_lookup_ops dns;
+	dns_resolver_ops(r, &dns);
+	struct base_buf j, t;
+	base_buf_init(&j);
+	base_buf_init(&t);
+	int rc = check_message(&dns, &o, data, n, &j, &t, &err);
+	dns_resolver_free(r);
+	free(data);
+	if (rc < 0) {
+		rc = fail("%s: %s", path, err.msg);
+	} else {
+		if (json)
+			fwrite(j.data, 1, j.len, stdout);
+		else
+			print_report(&t, isatty(STDOUT_FILENO) && !getenv("NO_COLOR"));
+	}
+	base_buf_free(&j);
+	base_buf_free(&t);
+	return rc;
+}
+
 int cli_check(int argc, char **argv)
 {
 	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
@@ -132,5 +386,8 @@ int cli_check(int argc, char **argv)
 	}
 	optind = 1;
 	if (!strcmp(argv[1], "domain")) return check_domain_cmd(argc - 1, argv + 1);
-	return fail("unknown check '%s' (domain)", argv[1]);
+	if (!strcmp(argv[1], "ip")) return check_ip_cmd(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "smtp")) return check_smtp_cmd(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "message")) return check_message_cmd(argc - 1, argv + 1);
+	return fail("unknown check '%s' (domain, ip, smtp, message)", argv[1]);
 }

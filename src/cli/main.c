@@ -23,7 +23,7 @@ static const struct subcommand commands[] = {
 	{"trap", cli_trap, "SMTP trap receiver: record every delivery as an impact"},
 	{"traps", cli_traps, "define trap addresses and domains"},
 	{"dkim", cli_dkim, "DKIM keys, signing and verification"},
-	{"check", cli_check, "check a domain's SPF, DKIM, DMARC, MX and MTA-STS setup"},
+	{"check", cli_check, "check a domain, an IP (DNSBLs, PTR), a mail server or a message"},
 };
 
 static void usage(FILE *f)
