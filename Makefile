@@ -52,6 +52,7 @@ bench: build
 	@echo "== live zones"; $(PYTHON) bench/live_bench.py
 	@echo "== listing store"; $(PYTHON) bench/listing_bench.py
 	@echo "== DKIM signing"; ./bench/dkim_bench.sh 3
+	@echo "== checker: 40 DNSBLs behind a 200 ms delay"; $(PYTHON) bench/check_bench.py
 
 format:
 	clang-format -i src/*/*.c src/*/*.h tests/unit/*.c tests/fuzz/*.c
