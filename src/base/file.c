@@ -121,7 +121,16 @@ int base_write_file_atomic(const char *path, const void *data, size_t len, struc
 		return -1;
 	}
 	free(tmp);
-	return 0;
+	/* the rename itself is durable only once the directory is synced */
+	char *dir = base_xstrdup(path);
+	char *slash = strrchr(dir, '/');
+	if (slash) *(slash == dir ? slash + 1 : slash) = '\0';
+	int dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int r = 0;
+	if (dfd < 0 || fsync(dfd) < 0) r = base_errf(err, "%s: fsync of its directory: %s", path, strerror(errno));
+	if (dfd >= 0) close(dfd);
+	free(dir);
+	return r;
 fail:
 	close(fd);
 	unlink(tmp);

@@ -681,7 +681,7 @@ static int sq_data_version(struct listing_store *s, uint64_t *v, struct base_err
 static int sq_limit_memory(struct listing_store *s, struct base_err *err)
 {
 	struct sqlite_store *q = (struct sqlite_store *)s;
-	return exec(q, "PRAGMA cache_size=-512", err) < 0 || exec(q, "PRAGMA mmap_size=0", err) < 0 ? -1 : 0;
+	return exec(q, "PRAGMA cache_size=-64", err) < 0 || exec(q, "PRAGMA mmap_size=0", err) < 0 ? -1 : 0;
 }
 
 static int sq_active_scan(struct listing_store *s, int level,
