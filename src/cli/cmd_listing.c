@@ -1475,7 +1475,7 @@ static int live_fill(void *h, time_t now, dnsbl_emit_fn emit, void *ctx, time_t 
 		}
 	}
 	*next_change = (time_t)f.next;
-	return 0;
+	return l->e.store->ops->limit_memory(l->e.store, err);
 }
 
 static void live_close(void *h)

@@ -88,7 +88,8 @@ struct listing_store_ops {
 	 * second. Live DNS zones use it to notice new impacts. */
 	int (*data_version)(struct listing_store *s, uint64_t *v, struct base_err *err);
 	/* For a long-running reader that scans now and then (a live DNS zone):
-	 * keep little of the database in memory between scans. */
+	 * keep little of the database in memory between scans; called again
+	 * after each scan, it gives back what the scan cached. */
 	int (*limit_memory)(struct listing_store *s, struct base_err *err);
 	/* The ACTIVE listings of one level, only what a DNS zone needs: key,
 	 * expiry and (Levels 2, 3) the ranges. Several times faster than

@@ -681,7 +681,15 @@ static int sq_data_version(struct listing_store *s, uint64_t *v, struct base_err
 static int sq_limit_memory(struct listing_store *s, struct base_err *err)
 {
 	struct sqlite_store *q = (struct sqlite_store *)s;
-	return exec(q, "PRAGMA cache_size=-64", err) < 0 || exec(q, "PRAGMA mmap_size=0", err) < 0 ? -1 : 0;
+	if (exec(q, "PRAGMA cache_size=-64", err) < 0 || exec(q, "PRAGMA mmap_size=0", err) < 0) return -1;
+	for (unsigned i = 0; i < sizeof q->scan / sizeof q->scan[0]; i++) {
+		sqlite3_finalize(q->scan[i].st);
+		q->scan[i].st = NULL;
+	}
+	sqlite3_finalize(q->range.st);
+	q->range.st = NULL;
+	sqlite3_db_release_memory(q->db);
+	return 0;
 }
 
 static int sq_active_scan(struct listing_store *s, int level,
