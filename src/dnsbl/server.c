@@ -869,7 +869,7 @@ int dnsbl_serve(const struct dnsbl_server_config *cfg)
 	uint32_t interval = cfg->check_interval;
 	uint64_t next_check = base_mono_ns() + (uint64_t)interval * 1000000000u;
 	/* sources (live zones) are asked for changes far more often than files */
-	uint64_t poll_ns = dnsbl_sources_registered() ? (uint64_t)(cfg->source_poll_ms ? cfg->source_poll_ms : 250) * 1000000u : 0;
+	uint64_t poll_ns = dnsbl_sources_registered() ? (uint64_t)(cfg->source_poll_ms ? cfg->source_poll_ms : 100) * 1000000u : 0;
 	uint64_t next_poll = base_mono_ns() + poll_ns;
 	while (!atomic_load(&srv.stop)) {
 		struct timespec ts = {1, 0};

@@ -11,7 +11,7 @@
  *
  * A source says cheaply whether its data changed (a version number), and
  * when it will change by itself (the next expiry). The server polls
- * sources often (every 250 ms) and rebuilds only a dataset whose source
+ * sources often (every 100 ms) and rebuilds only a dataset whose source
  * changed, off to the side like any reload.
  *
  * The registry is filled once at start-up, before any thread starts, and is
