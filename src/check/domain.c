@@ -11,6 +11,7 @@
  * A DNS failure marks the report "could not check" instead of guessing.
  */
 #include "check/check.h"
+#include "check/report.h"
 
 #include <arpa/inet.h>
 #include <stdarg.h>
@@ -19,77 +20,6 @@
 #include <sys/socket.h>
 
 #include "auth/auth.h"
-
-struct report {
-	struct base_buf *json, *text;
-	struct base_buf problems, warnings; /* JSON array bodies */
-	int nproblems, nwarnings, could_not;
-};
-
-static void json_str(struct base_buf *b, const char *s)
-{
-	base_buf_append(b, "\"", 1);
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (c == '"' || c == '\\') {
-			char e[2] = {'\\', (char)c};
-			base_buf_append(b, e, 2);
-		} else if (c < 0x20 || c > 0x7e) {
-			base_buf_printf(b, "\\u%04x", c);
-		} else {
-			base_buf_append(b, s, 1);
-		}
-	}
-	base_buf_append(b, "\"", 1);
-}
-
-static void finding(struct report *r, struct base_buf *list, int *n, const char *mark,
-                    const char *area, const char *fmt, va_list ap)
-    __attribute__((format(printf, 6, 0)));
-static void finding(struct report *r, struct base_buf *list, int *n, const char *mark,
-                    const char *area, const char *fmt, va_list ap)
-{
-	char msg[600];
-	vsnprintf(msg, sizeof msg, fmt, ap);
-	base_buf_printf(r->text, "  %s %s\n", mark, msg);
-	if ((*n)++) base_buf_puts(list, ",");
-	base_buf_puts(list, "{\"check\":");
-	json_str(list, area);
-	base_buf_puts(list, ",\"message\":");
-	json_str(list, msg);
-	base_buf_puts(list, "}");
-}
-
-static void problem(struct report *r, const char *area, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void problem(struct report *r, const char *area, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	finding(r, &r->problems, &r->nproblems, "PROBLEM:", area, fmt, ap);
-	va_end(ap);
-}
-
-static void warning(struct report *r, const char *area, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void warning(struct report *r, const char *area, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	finding(r, &r->warnings, &r->nwarnings, "warning:", area, fmt, ap);
-	va_end(ap);
-}
-
-static void ok(struct report *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void ok(struct report *r, const char *fmt, ...)
-{
-	char msg[600];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof msg, fmt, ap);
-	va_end(ap);
-	base_buf_printf(r->text, "  ok: %s\n", msg);
-}
 
 static int dns_failed(const struct dns_answer *a)
 {
@@ -145,7 +75,7 @@ static void check_spf(const struct dns_lookup_ops *dns, const struct check_domai
 	struct dns_answer a;
 	dns_lookup(dns, o->domain, DNS_T_TXT, &a);
 	if (dns_failed(&a)) {
-		problem(r, "spf", "could not fetch the TXT records of %s (DNS %s)", o->domain,
+		check_problem(r, "spf", "could not fetch the TXT records of %s (DNS %s)", o->domain,
 		        dns_lookup_status_name(a.status));
 		r->could_not = 1;
 	}
@@ -158,31 +88,31 @@ static void check_spf(const struct dns_lookup_ops *dns, const struct check_domai
 		}
 	base_buf_printf(j, "\"records\":%d", nrec);
 	if (!dns_failed(&a) && nrec == 0)
-		problem(r, "spf",
+		check_problem(r, "spf",
 		        "no SPF record at %s: publish one TXT record such as "
 		        "\"v=spf1 mx -all\" listing every host that sends for the domain",
 		        o->domain);
 	if (nrec > 1)
-		problem(r, "spf",
+		check_problem(r, "spf",
 		        "%d SPF records at %s: receivers treat that as a permerror; merge "
 		        "them into one",
 		        nrec, o->domain);
 	if (nrec == 1) {
 		char *text = base_xstrndup(rec->data, rec->len);
 		base_buf_puts(j, ",\"record\":");
-		json_str(j, text);
+		check_json_str(j, text);
 		struct auth_spf_record p;
 		struct base_err err;
 		if (auth_spf_parse(rec->data, rec->len, &p, &err) < 0) {
 			base_buf_puts(j, ",\"valid\":false,\"error\":");
-			json_str(j, err.msg);
-			problem(r, "spf",
+			check_json_str(j, err.msg);
+			check_problem(r, "spf",
 			        "the SPF record has a syntax error (%s); receivers "
 			        "return permerror for every message",
 			        err.msg);
 		} else {
 			base_buf_puts(j, ",\"valid\":true");
-			ok(r, "one SPF record, valid syntax: %s", text);
+			check_ok(r, "one SPF record, valid syntax: %s", text);
 			int all = -1, last_mech = -1, ptr = 0;
 			for (size_t i = 0; i < p.n; i++) {
 				if (p.terms[i].kind < AUTH_SPF_REDIRECT) last_mech = (int)i;
@@ -204,25 +134,25 @@ static void check_spf(const struct dns_lookup_ops *dns, const struct check_domai
 			auth_spf_check(dns, &probe, &po);
 			base_buf_printf(j, ",\"void_lookups\":%u", po.void_lookups);
 			if (po.result == AUTH_SPF_PERMERROR)
-				problem(r, "spf", "evaluating the record fails: %s", po.reason);
+				check_problem(r, "spf", "evaluating the record fails: %s", po.reason);
 			else if (po.void_lookups)
-				warning(r, "spf",
+				check_warning(r, "spf",
 				        "%u lookup(s) of the record find nothing (void; "
 				        "more than %d is a permerror): remove dead names",
 				        po.void_lookups, AUTH_SPF_MAX_VOID);
 			base_buf_printf(j, ",\"dns_terms\":%u,\"ptr\":%s", terms,
 			                ptr ? "true" : "false");
 			if (terms > AUTH_SPF_MAX_DNS_TERMS)
-				problem(r, "spf",
+				check_problem(r, "spf",
 				        "%u DNS-querying terms (includes followed); the limit is "
 				        "%d and beyond it receivers return permerror: flatten "
 				        "includes or use ip4:/ip6:",
 				        terms, AUTH_SPF_MAX_DNS_TERMS);
 			else
-				ok(r, "%u DNS-querying terms (limit %d)", terms,
+				check_ok(r, "%u DNS-querying terms (limit %d)", terms,
 				   AUTH_SPF_MAX_DNS_TERMS);
 			if (ptr)
-				problem(
+				check_problem(
 				    r, "spf",
 				    "the record uses ptr, which RFC 7208 says not to use "
 				    "(slow, unreliable): list the addresses with ip4:/ip6: or a");
@@ -230,25 +160,25 @@ static void check_spf(const struct dns_lookup_ops *dns, const struct check_domai
 				char q = p.terms[all].qualifier;
 				base_buf_printf(j, ",\"all\":\"%call\"", q);
 				if (q == '+')
-					problem(r, "spf",
+					check_problem(r, "spf",
 					        "'+all' lets every host on the internet pass: end "
 					        "the record with -all or ~all");
 				else if (q == '?')
-					warning(r, "spf",
+					check_warning(r, "spf",
 					        "'?all' gives neutral for everybody else: prefer "
 					        "~all or -all");
 				if (all != last_mech)
-					problem(r, "spf",
+					check_problem(r, "spf",
 					        "terms after 'all' are never evaluated: move 'all' "
 					        "to the end");
 				if (p.redirect >= 0)
-					warning(
+					check_warning(
 					    r, "spf",
 					    "redirect= is ignored because the record has 'all'");
 			} else {
 				base_buf_puts(j, ",\"all\":null");
 				if (p.redirect < 0)
-					problem(r, "spf",
+					check_problem(r, "spf",
 					        "the record has no 'all' and no redirect=: other "
 					        "hosts get neutral; end it with -all or ~all");
 			}
@@ -271,25 +201,25 @@ static void check_spf(const struct dns_lookup_ops *dns, const struct check_domai
 		struct auth_spf_outcome out;
 		auth_spf_check(dns, &req, &out);
 		base_buf_puts(j, ",\"ip\":");
-		json_str(j, o->ip);
+		check_json_str(j, o->ip);
 		base_buf_puts(j, ",\"result\":");
-		json_str(j, auth_spf_result_name(out.result));
+		check_json_str(j, auth_spf_result_name(out.result));
 		base_buf_puts(j, ",\"reason\":");
-		json_str(j, out.reason);
+		check_json_str(j, out.reason);
 		base_buf_printf(j, ",\"evaluated_dns_terms\":%u,\"void_lookups\":%u", out.dns_terms,
 		                out.void_lookups);
 		if (out.explanation[0]) {
 			base_buf_puts(j, ",\"explanation\":");
-			json_str(j, out.explanation);
+			check_json_str(j, out.explanation);
 		}
 		if (out.result == AUTH_SPF_PASS)
-			ok(r, "%s from %s: pass (%s)", req.sender, o->ip, out.reason);
+			check_ok(r, "%s from %s: pass (%s)", req.sender, o->ip, out.reason);
 		else if (out.result == AUTH_SPF_TEMPERROR) {
-			problem(r, "spf", "%s from %s: temperror (%s)", req.sender, o->ip,
+			check_problem(r, "spf", "%s from %s: temperror (%s)", req.sender, o->ip,
 			        out.reason);
 			r->could_not = 1;
 		} else
-			problem(r, "spf", "%s from %s: %s (%s)%s", req.sender, o->ip,
+			check_problem(r, "spf", "%s from %s: %s (%s)%s", req.sender, o->ip,
 			        auth_spf_result_name(out.result), out.reason,
 			        out.result == AUTH_SPF_PERMERROR
 			            ? ": fix the record"
@@ -312,30 +242,30 @@ static void check_dkim(const struct dns_lookup_ops *dns, const struct check_doma
 		snprintf(name, sizeof name, "%s._domainkey.%s", sel, o->domain);
 		base_buf_printf(r->text, "DKIM key (%s):\n", name);
 		base_buf_puts(j, s ? ",{\"selector\":" : "{\"selector\":");
-		json_str(j, sel);
+		check_json_str(j, sel);
 		struct dns_answer a;
 		dns_lookup(dns, name, DNS_T_TXT, &a);
 		const char *status;
 		if (dns_failed(&a)) {
 			status = "dns-error";
 			r->could_not = 1;
-			problem(r, "dkim", "could not fetch %s (DNS %s)", name,
+			check_problem(r, "dkim", "could not fetch %s (DNS %s)", name,
 			        dns_lookup_status_name(a.status));
 		} else if (a.n == 0) {
 			status = "missing";
-			problem(r, "dkim",
+			check_problem(r, "dkim",
 			        "no key at %s: publish the TXT record printed by "
 			        "'mailrep dkim keygen'",
 			        name);
 		} else if (a.n > 1) {
 			status = "invalid";
-			problem(r, "dkim", "%zu TXT records at %s: keep exactly one", a.n, name);
+			check_problem(r, "dkim", "%zu TXT records at %s: keep exactly one", a.n, name);
 		} else {
 			struct auth_dkim_keyrec k;
 			struct base_err err;
 			if (auth_dkim_keyrec_parse(a.rr[0].data, a.rr[0].len, &k, &err) < 0) {
 				status = "invalid";
-				problem(r, "dkim", "the key at %s is unusable: %s", name, err.msg);
+				check_problem(r, "dkim", "the key at %s is unusable: %s", name, err.msg);
 			} else {
 				status = k.revoked ? "revoked" : "ok";
 				const char *type =
@@ -346,25 +276,25 @@ static void check_dkim(const struct dns_lookup_ops *dns, const struct check_doma
 				                type, k.bits, k.testing ? "true" : "false",
 				                k.sha1_only ? "true" : "false");
 				if (k.revoked)
-					problem(r, "dkim", "the key at %s is revoked (empty p=)",
+					check_problem(r, "dkim", "the key at %s is revoked (empty p=)",
 					        name);
 				else if (k.alg == AUTH_DKIM_RSA_SHA256 &&
 				         k.bits < AUTH_DKIM_RSA_MIN_BITS)
-					problem(r, "dkim",
+					check_problem(r, "dkim",
 					        "RSA key of %u bits: receivers refuse keys under "
 					        "%d bits (RFC 8301); publish a 2048-bit key",
 					        k.bits, AUTH_DKIM_RSA_MIN_BITS);
 				else if (k.alg == AUTH_DKIM_RSA_SHA256 && k.bits < 2048)
-					warning(r, "dkim",
+					check_warning(r, "dkim",
 					        "RSA key of %u bits: 2048 is recommended", k.bits);
 				else
-					ok(r, "%s key, %u bits", type, k.bits);
+					check_ok(r, "%s key, %u bits", type, k.bits);
 				if (k.sha1_only)
-					problem(r, "dkim",
+					check_problem(r, "dkim",
 					        "the key allows only sha1 (h=), which receivers "
 					        "refuse (RFC 8301)");
 				if (k.testing)
-					warning(r, "dkim",
+					check_warning(r, "dkim",
 					        "t=y: the key is in testing mode; receivers may "
 					        "ignore its signatures");
 				auth_dkim_keyrec_free(&k);
@@ -395,21 +325,21 @@ static void check_dmarc(const struct dns_lookup_ops *dns, const struct check_dom
 	base_buf_printf(j, "\"records\":%d", n);
 	if (failed) {
 		r->could_not = 1;
-		problem(r, "dmarc", "could not fetch %s", name);
+		check_problem(r, "dmarc", "could not fetch %s", name);
 		base_buf_puts(j, "}");
 		return;
 	}
 	if (n > 1)
-		problem(r, "dmarc", "%d DMARC records at %s: receivers then apply none; keep one",
+		check_problem(r, "dmarc", "%d DMARC records at %s: receivers then apply none; keep one",
 		        n, name);
 	struct auth_dmarc_found f;
 	auth_dmarc_discover(dns, AUTH_DMARC_PSL, o->domain, &f);
 	if (f.status < 0) {
 		r->could_not = 1;
-		problem(r, "dmarc", "DNS failure during discovery: %s", f.why);
+		check_problem(r, "dmarc", "DNS failure during discovery: %s", f.why);
 	} else if (f.status > 0) {
 		if (n <= 1)
-			problem(r, "dmarc",
+			check_problem(r, "dmarc",
 			        "no DMARC record for %s: publish "
 			        "\"v=DMARC1; p=none; rua=mailto:...\" at %s, then "
 			        "tighten p= once reports look right",
@@ -417,32 +347,32 @@ static void check_dmarc(const struct dns_lookup_ops *dns, const struct check_dom
 	} else {
 		const struct auth_dmarc_record *d = &f.rec;
 		base_buf_puts(j, ",\"found_at\":");
-		json_str(j, f.domain);
+		check_json_str(j, f.domain);
 		base_buf_printf(j, ",\"p\":\"%s\"", auth_dmarc_policy_name(d->p));
 		if (d->sp >= 0) base_buf_printf(j, ",\"sp\":\"%s\"", auth_dmarc_policy_name(d->sp));
 		if (d->np >= 0) base_buf_printf(j, ",\"np\":\"%s\"", auth_dmarc_policy_name(d->np));
 		base_buf_printf(j,
 		                ",\"adkim\":\"%c\",\"aspf\":\"%c\",\"pct\":%u,\"rua\":", d->adkim,
 		                d->aspf, d->pct);
-		json_str(j, d->rua);
-		ok(r, "DMARC record at _dmarc.%s: p=%s%s%s, adkim=%c, aspf=%c", f.domain,
+		check_json_str(j, d->rua);
+		check_ok(r, "DMARC record at _dmarc.%s: p=%s%s%s, adkim=%c, aspf=%c", f.domain,
 		   auth_dmarc_policy_name(d->p), d->sp >= 0 ? ", sp=" : "",
 		   d->sp >= 0 ? auth_dmarc_policy_name(d->sp) : "", d->adkim, d->aspf);
 		if (strcmp(f.domain, o->domain))
-			warning(r, "dmarc",
+			check_warning(r, "dmarc",
 			        "no record at %s itself; the organisational domain's "
 			        "record applies (sp= if set)",
 			        name);
 		if (!d->has_p)
-			problem(r, "dmarc",
+			check_problem(r, "dmarc",
 			        "the record has no p=: add p=none, quarantine or reject");
 		else if (d->p == AUTH_DMARC_NONE)
-			warning(r, "dmarc",
+			check_warning(r, "dmarc",
 			        "p=none only monitors: move to quarantine or reject when "
 			        "reports show all your mail aligned");
-		if (!d->rua[0]) warning(r, "dmarc", "no rua=: you get no aggregate reports");
+		if (!d->rua[0]) check_warning(r, "dmarc", "no rua=: you get no aggregate reports");
 		if (d->pct < 100)
-			warning(r, "dmarc",
+			check_warning(r, "dmarc",
 			        "pct=%u: the policy applies to part of the failing mail only",
 			        d->pct);
 	}
@@ -478,27 +408,27 @@ static void check_mx(const struct dns_lookup_ops *dns, const struct check_domain
 		int resolves = h4.status == DNS_LOOKUP_OK || h6.status == DNS_LOOKUP_OK;
 		if (!literal && dns_failed(&h4) && dns_failed(&h6)) r->could_not = 1;
 		base_buf_puts(j, i ? ",{\"host\":" : "{\"host\":");
-		json_str(j, host);
+		check_json_str(j, host);
 		base_buf_printf(
 		    j, ",\"preference\":%u,\"cname\":%s,\"ip_literal\":%s,\"resolves\":%s}",
 		    a.rr[i].pref, cname ? "true" : "false", literal ? "true" : "false",
 		    resolves ? "true" : "false");
 		if (literal)
-			problem(r, "mx",
+			check_problem(r, "mx",
 			        "MX %s is an IP address; an MX must name a host with A/AAAA "
 			        "records",
 			        host);
 		else if (cname)
-			problem(r, "mx",
+			check_problem(r, "mx",
 			        "MX %s is a CNAME (RFC 2181 §10.3 forbids it): point the MX at "
 			        "the canonical name %s",
 			        host, c.rr[0].data);
 		else if (!resolves)
-			problem(r, "mx",
+			check_problem(r, "mx",
 			        "MX %s has no A or AAAA record: mail to it cannot be delivered",
 			        host);
 		else
-			ok(r, "MX %u %s resolves", a.rr[i].pref, host);
+			check_ok(r, "MX %u %s resolves", a.rr[i].pref, host);
 		dns_answer_free(&c);
 		dns_answer_free(&h4);
 		dns_answer_free(&h6);
@@ -506,16 +436,16 @@ static void check_mx(const struct dns_lookup_ops *dns, const struct check_domain
 	base_buf_printf(j, "],\"null_mx\":%s", null_mx ? "true" : "false");
 	if (dns_failed(&a)) {
 		r->could_not = 1;
-		problem(r, "mx", "could not fetch the MX records (DNS %s)",
+		check_problem(r, "mx", "could not fetch the MX records (DNS %s)",
 		        dns_lookup_status_name(a.status));
 	} else if (a.status == DNS_LOOKUP_NXDOMAIN) {
-		problem(r, "mx", "%s does not exist in DNS", o->domain);
+		check_problem(r, "mx", "%s does not exist in DNS", o->domain);
 	} else if (a.status == DNS_LOOKUP_NODATA) {
-		warning(r, "mx",
+		check_warning(r, "mx",
 		        "no MX record: senders fall back to the domain's A/AAAA record; "
 		        "publish an MX (or a null MX \"0 .\" if the domain takes no mail)");
 	} else if (null_mx) {
-		warning(r, "mx",
+		check_warning(r, "mx",
 		        "null MX: the domain says it accepts no mail (RFC 7505); fine only "
 		        "if intended");
 	}
@@ -536,9 +466,9 @@ static void check_mta_sts(const struct dns_lookup_ops *dns, const struct check_d
 		if (a.rr[i].len >= 7 && !memcmp(a.rr[i].data, "v=STSv1", 7)) present = 1;
 	base_buf_printf(r->json, ",\"mta_sts\":{\"present\":%s}", present ? "true" : "false");
 	if (present)
-		ok(r, "MTA-STS record present");
+		check_ok(r, "MTA-STS record present");
 	else
-		warning(r, "mta-sts", "no MTA-STS record: senders cannot require TLS to your MX");
+		check_warning(r, "mta-sts", "no MTA-STS record: senders cannot require TLS to your MX");
 	dns_answer_free(&a);
 }
 
@@ -557,7 +487,7 @@ int check_domain(const struct dns_lookup_ops *dns, const struct check_domain_opt
 	base_buf_init(&r.problems);
 	base_buf_init(&r.warnings);
 	base_buf_puts(json, "{\"domain\":");
-	json_str(json, o->domain);
+	check_json_str(json, o->domain);
 	base_buf_printf(text, "mailrep check domain %s\n\n", o->domain);
 	check_spf(dns, o, &r);
 	check_dkim(dns, o, &r);

@@ -19,6 +19,7 @@
  * public resolvers), not listings.
  */
 #include "check/check.h"
+#include "check/report.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -367,77 +368,6 @@ int check_ptr_generic(const char *ptr, int family, const uint8_t *ip, char *why,
 
 /* ---- the report ------------------------------------------------------------ */
 
-struct report {
-	struct base_buf *json, *text;
-	struct base_buf problems, warnings;
-	int nproblems, nwarnings, could_not;
-};
-
-static void json_str(struct base_buf *b, const char *s)
-{
-	base_buf_append(b, "\"", 1);
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (c == '"' || c == '\\') {
-			char e[2] = {'\\', (char)c};
-			base_buf_append(b, e, 2);
-		} else if (c < 0x20 || c > 0x7e) {
-			base_buf_printf(b, "\\u%04x", c);
-		} else {
-			base_buf_append(b, s, 1);
-		}
-	}
-	base_buf_append(b, "\"", 1);
-}
-
-static void finding(struct report *r, struct base_buf *list, int *n, const char *mark,
-                    const char *area, const char *fmt, va_list ap)
-    __attribute__((format(printf, 6, 0)));
-static void finding(struct report *r, struct base_buf *list, int *n, const char *mark,
-                    const char *area, const char *fmt, va_list ap)
-{
-	char msg[900];
-	vsnprintf(msg, sizeof msg, fmt, ap);
-	base_buf_printf(r->text, "  %s %s\n", mark, msg);
-	if ((*n)++) base_buf_puts(list, ",");
-	base_buf_puts(list, "{\"check\":");
-	json_str(list, area);
-	base_buf_puts(list, ",\"message\":");
-	json_str(list, msg);
-	base_buf_puts(list, "}");
-}
-
-static void problem(struct report *r, const char *area, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void problem(struct report *r, const char *area, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	finding(r, &r->problems, &r->nproblems, "PROBLEM:", area, fmt, ap);
-	va_end(ap);
-}
-
-static void warning(struct report *r, const char *area, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void warning(struct report *r, const char *area, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	finding(r, &r->warnings, &r->nwarnings, "warning:", area, fmt, ap);
-	va_end(ap);
-}
-
-static void ok(struct report *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void ok(struct report *r, const char *fmt, ...)
-{
-	char msg[900];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof msg, fmt, ap);
-	va_end(ap);
-	base_buf_printf(r->text, "  ok: %s\n", msg);
-}
-
 /* ---- the lookups ----------------------------------------------------------- */
 
 /* One query's answer, filled by the resolver callback. */
@@ -534,9 +464,9 @@ static void report_list(struct report *r, const struct check_dnsbl *l, struct sl
 		status = verdict_word(v);
 	}
 	base_buf_puts(j, first ? "{\"zone\":" : ",{\"zone\":");
-	json_str(j, l->zone);
+	check_json_str(j, l->zone);
 	base_buf_puts(j, ",\"name\":");
-	json_str(j, l->name);
+	check_json_str(j, l->name);
 	base_buf_printf(j, ",\"status\":\"%s\",\"codes\":[", status);
 	char codes[400] = "";
 	size_t cl = 0;
@@ -549,7 +479,7 @@ static void report_list(struct report *r, const struct check_dnsbl *l, struct sl
 			base_buf_printf(j, "%s{\"code\":\"%s\"", i ? "," : "", a);
 			if (m) {
 				base_buf_puts(j, ",\"meaning\":");
-				json_str(j, m);
+				check_json_str(j, m);
 			}
 			base_buf_puts(j, "}");
 			if (cl < sizeof codes)
@@ -564,20 +494,20 @@ static void report_list(struct report *r, const struct check_dnsbl *l, struct sl
 		snprintf(reason, sizeof reason, "%.*s", (int)q[Q_TXT].ans.rr[0].len,
 		         q[Q_TXT].ans.rr[0].data);
 		base_buf_puts(j, ",\"reason\":");
-		json_str(j, reason);
+		check_json_str(j, reason);
 	}
 	if (detail[0]) {
 		base_buf_puts(j, ",\"detail\":");
-		json_str(j, detail);
+		check_json_str(j, detail);
 	}
 	base_buf_puts(j, ",\"url\":");
-	json_str(j, l->url);
+	check_json_str(j, l->url);
 	base_buf_puts(j, "}");
 
 	if (!strcmp(status, "listed")) {
 		for (char *c = reason; *c; c++)
 			if ((unsigned char)*c < 0x20 || (unsigned char)*c > 0x7e) *c = '?';
-		problem(
+		check_problem(
 		    r, "dnsbl",
 		    "%s is listed on %s (%s): %s%s%s. Find and stop what sent the mail that got it "
 		    "listed (an infected or compromised machine, an open relay or form, a bad "
@@ -585,20 +515,20 @@ static void report_list(struct report *r, const struct check_dnsbl *l, struct sl
 		    ipstr, l->name, l->zone, codes, reason[0] ? "; the list says: " : "", reason,
 		    l->url);
 	} else if (!strcmp(status, "broken")) {
-		warning(r, "dnsbl",
+		check_warning(r, "dnsbl",
 		        "%s (%s) fails the RFC 5782 test: %s; its answer is not trusted. Drop it "
 		        "from your list file",
 		        l->name, l->zone, detail);
 	} else if (!strcmp(status, "error")) {
 		r->could_not = 1;
 		int refused = strstr(detail, "error code") != NULL;
-		warning(r, "dnsbl", "%s (%s) could not be checked: %s. %s", l->name, l->zone,
+		check_warning(r, "dnsbl", "%s (%s) could not be checked: %s. %s", l->name, l->zone,
 		        detail,
 		        refused ? "The list refuses this resolver: query it through your own "
 		                  "resolver (not a public one) or with the list's access key"
 		                : "Check that your resolver can reach the list, and try again");
 	} else {
-		ok(r, "not listed on %s (%s)", l->name, l->zone);
+		check_ok(r, "not listed on %s (%s)", l->name, l->zone);
 	}
 }
 
@@ -612,13 +542,13 @@ static void check_rdns(struct dns_resolver *res, struct report *r, int family, c
 	    ptr->status == DNS_LOOKUP_ERROR) {
 		base_buf_printf(j, "],\"status\":\"error\"}");
 		r->could_not = 1;
-		warning(r, "ptr", "could not look up the PTR of %s (DNS %s)", ipstr,
+		check_warning(r, "ptr", "could not look up the PTR of %s (DNS %s)", ipstr,
 		        dns_lookup_status_name(ptr->status));
 		return;
 	}
 	if (ptr->n == 0) {
 		base_buf_printf(j, "],\"status\":\"missing\"}");
-		problem(
+		check_problem(
 		    r, "ptr",
 		    "%s has no PTR record: many receivers refuse mail from it. Ask whoever owns "
 		    "the address (your hosting or access provider) to set a PTR naming your mail "
@@ -645,31 +575,31 @@ static void check_rdns(struct dns_resolver *res, struct report *r, int family, c
 		char why[128];
 		int generic = check_ptr_generic(name, family, ip, why, sizeof why);
 		base_buf_puts(j, i ? ",{\"name\":" : "{\"name\":");
-		json_str(j, name);
+		check_json_str(j, name);
 		base_buf_printf(j, ",\"forward_confirmed\":%s,\"generic\":%s",
 		                confirmed ? "true" : "false", generic ? "true" : "false");
 		if (generic) {
 			base_buf_puts(j, ",\"generic_why\":");
-			json_str(j, why);
+			check_json_str(j, why);
 		}
 		base_buf_puts(j, "}");
 		confirmed_any |= confirmed;
 		if (confirmed)
-			ok(r, "PTR %s resolves back to %s (forward-confirmed)", name, ipstr);
+			check_ok(r, "PTR %s resolves back to %s (forward-confirmed)", name, ipstr);
 		else
-			problem(r, "fcrdns",
+			check_problem(r, "fcrdns",
 			        "PTR %s does not resolve back to %s: add an A%s record for %s "
 			        "pointing to %s (or change the PTR to a name that has one)",
 			        name, ipstr, family == AF_INET6 ? "AAAA" : "", name, ipstr);
 		if (generic) {
 			generic_any = 1;
-			problem(r, "ptr",
+			check_problem(r, "ptr",
 			        "PTR %s looks generic (%s): receivers take it for a dial-up or "
 			        "customer line. Ask your provider for a PTR that names your mail "
 			        "server (e.g. mail.yourdomain.example) and use that name in HELO",
 			        name, why);
 		} else {
-			ok(r, "PTR %s does not look generic", name);
+			check_ok(r, "PTR %s does not look generic", name);
 		}
 		dns_answer_free(&fw[i].ans);
 	}
@@ -736,7 +666,7 @@ int check_ip(struct dns_resolver *res, const struct check_ip_opts *o, struct bas
 	base_buf_init(&r.problems);
 	base_buf_init(&r.warnings);
 	base_buf_puts(json, "{\"ip\":");
-	json_str(json, ipstr);
+	check_json_str(json, ipstr);
 	base_buf_printf(text, "mailrep check ip %s\n\nBlocklists:\n", ipstr);
 	base_buf_puts(json, ",\"dnsbls\":[");
 	int first = 1, nlisted = 0, nchecked = 0;
@@ -750,7 +680,7 @@ int check_ip(struct dns_resolver *res, const struct check_ip_opts *o, struct bas
 	}
 	base_buf_printf(json, "],\"lists_checked\":%d,\"listed_on\":%d", nchecked, nlisted);
 	if (!nchecked)
-		warning(&r, "dnsbl", "no list in the list file takes %s addresses",
+		check_warning(&r, "dnsbl", "no list in the list file takes %s addresses",
 		        family == AF_INET ? "IPv4" : "IPv6");
 	check_rdns(res, &r, family, ip, ipstr, &ptr->ans);
 

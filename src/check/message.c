@@ -12,6 +12,7 @@
  * a small bounded scan (angle-addr if present, else the bare address).
  */
 #include "check/check.h"
+#include "check/report.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -23,81 +24,6 @@
 #include <time.h>
 
 #include "auth/auth.h"
-
-struct report {
-	struct base_buf *json, *text;
-	struct base_buf problems, warnings;
-	int nproblems, nwarnings, could_not;
-};
-
-static void json_str(struct base_buf *b, const char *s)
-{
-	base_buf_append(b, "\"", 1);
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (c == '"' || c == '\\') {
-			char e[2] = {'\\', (char)c};
-			base_buf_append(b, e, 2);
-		} else if (c < 0x20 || c > 0x7e) {
-			base_buf_printf(b, "\\u%04x", c);
-		} else {
-			base_buf_append(b, s, 1);
-		}
-	}
-	base_buf_append(b, "\"", 1);
-}
-
-static void finding(struct report *r, struct base_buf *list, int *n, const char *mark,
-                    const char *area, const char *fmt, va_list ap)
-    __attribute__((format(printf, 6, 0)));
-static void finding(struct report *r, struct base_buf *list, int *n, const char *mark,
-                    const char *area, const char *fmt, va_list ap)
-{
-	char msg[900];
-	vsnprintf(msg, sizeof msg, fmt, ap);
-	for (char *c = msg; *c; c++)
-		if ((unsigned char)*c < 0x20 || (unsigned char)*c > 0x7e) *c = '?';
-	base_buf_printf(r->text, "  %s %s\n", mark, msg);
-	if ((*n)++) base_buf_puts(list, ",");
-	base_buf_puts(list, "{\"check\":");
-	json_str(list, area);
-	base_buf_puts(list, ",\"message\":");
-	json_str(list, msg);
-	base_buf_puts(list, "}");
-}
-
-static void problem(struct report *r, const char *area, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void problem(struct report *r, const char *area, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	finding(r, &r->problems, &r->nproblems, "PROBLEM:", area, fmt, ap);
-	va_end(ap);
-}
-
-static void warning(struct report *r, const char *area, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void warning(struct report *r, const char *area, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	finding(r, &r->warnings, &r->nwarnings, "warning:", area, fmt, ap);
-	va_end(ap);
-}
-
-static void ok(struct report *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void ok(struct report *r, const char *fmt, ...)
-{
-	char msg[900];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof msg, fmt, ap);
-	va_end(ap);
-	for (char *c = msg; *c; c++)
-		if ((unsigned char)*c < 0x20 || (unsigned char)*c > 0x7e) *c = '?';
-	base_buf_printf(r->text, "  ok: %s\n", msg);
-}
 
 /* The value of field i, unfolded and trimmed, into out (bounded). */
 static void field_value(const struct auth_msg *m, size_t i, char *out, size_t cap)
@@ -204,16 +130,16 @@ int check_message(const struct dns_lookup_ops *dns, const struct check_message_o
 	if (fi >= 0) field_value(&m, (size_t)fi, fromv, sizeof fromv);
 	int have_from = nfrom == 1 && from_domain(fromv, fdom, sizeof fdom) == 0;
 	base_buf_puts(json, "\"from\":");
-	json_str(json, fromv);
+	check_json_str(json, fromv);
 	base_buf_puts(json, ",\"from_domain\":");
-	json_str(json, fdom);
+	check_json_str(json, fdom);
 	if (nfrom != 1)
-		problem(&r, "from", "the message has %d From fields; it must have exactly one",
+		check_problem(&r, "from", "the message has %d From fields; it must have exactly one",
 		        nfrom);
 	else if (!have_from)
-		problem(&r, "from", "the From field holds no usable address: '%.200s'", fromv);
+		check_problem(&r, "from", "the From field holds no usable address: '%.200s'", fromv);
 	else
-		ok(&r, "From domain %s", fdom);
+		check_ok(&r, "From domain %s", fdom);
 
 	/* DKIM */
 	base_buf_puts(text, "DKIM:\n");
@@ -234,19 +160,19 @@ int check_message(const struct dns_lookup_ops *dns, const struct check_message_o
 		int aligned = org_from[0] && org[0] && !strcmp(org, org_from);
 		int pass = v[i].result == AUTH_DKIM_PASS;
 		base_buf_puts(json, i ? ",{\"domain\":" : "{\"domain\":");
-		json_str(json, v[i].domain);
+		check_json_str(json, v[i].domain);
 		base_buf_puts(json, ",\"selector\":");
-		json_str(json, v[i].selector);
+		check_json_str(json, v[i].selector);
 		base_buf_puts(json, ",\"result\":");
-		json_str(json, auth_dkim_result_name(v[i].result));
+		check_json_str(json, auth_dkim_result_name(v[i].result));
 		base_buf_puts(json, ",\"reason\":");
-		json_str(json, v[i].reason);
+		check_json_str(json, v[i].reason);
 		base_buf_puts(json, ",\"headers\":");
-		json_str(json, v[i].headers);
+		check_json_str(json, v[i].headers);
 		base_buf_printf(json, ",\"key_bits\":%u,\"aligned\":%s}", v[i].key_bits,
 		                aligned ? "true" : "false");
 		if (pass) {
-			ok(&r, "signature d=%s s=%s passes%s", v[i].domain, v[i].selector,
+			check_ok(&r, "signature d=%s s=%s passes%s", v[i].domain, v[i].selector,
 			   aligned ? " and is aligned with From" : "");
 			if (aligned) {
 				aligned_pass = 1;
@@ -255,26 +181,26 @@ int check_message(const struct dns_lookup_ops *dns, const struct check_message_o
 			}
 		} else if (v[i].result == AUTH_DKIM_TEMPERROR) {
 			r.could_not = 1;
-			warning(&r, "dkim", "signature d=%s s=%s could not be checked: %s",
+			check_warning(&r, "dkim", "signature d=%s s=%s could not be checked: %s",
 			        v[i].domain, v[i].selector, v[i].reason);
 		} else {
-			problem(&r, "dkim",
+			check_problem(&r, "dkim",
 			        "signature d=%s s=%s: %s (%s): publish the selector's key at "
 			        "%s._domainkey.%s and sign after the last change to the message",
 			        v[i].domain, v[i].selector, auth_dkim_result_name(v[i].result),
 			        v[i].reason, v[i].selector, v[i].domain);
 		}
 		if (pass && v[i].testing)
-			warning(&r, "dkim", "the key of d=%s s=%s has t=y (testing): remove it",
+			check_warning(&r, "dkim", "the key of d=%s s=%s has t=y (testing): remove it",
 			        v[i].domain, v[i].selector);
 	}
 	base_buf_puts(json, "]");
 	if (!nsig)
-		problem(&r, "dkim",
+		check_problem(&r, "dkim",
 		        "the message has no DKIM signature: sign everything you send with a key of "
 		        "your From domain (mailrep dkim sign)");
 	else if (!aligned_pass)
-		problem(&r, "dkim",
+		check_problem(&r, "dkim",
 		        "no passing DKIM signature is aligned with the From domain %s: sign with "
 		        "d=%s (or a subdomain of its organisational domain)",
 		        fdom, fdom[0] ? fdom : "your From domain");
@@ -291,17 +217,17 @@ int check_message(const struct dns_lookup_ops *dns, const struct check_message_o
 		req.helo = o->helo ? o->helo : (spf_domain ? spf_domain : "unknown");
 		auth_spf_check(dns, &req, &spf);
 		base_buf_puts(json, ",\"spf\":{\"result\":");
-		json_str(json, auth_spf_result_name(spf.result));
+		check_json_str(json, auth_spf_result_name(spf.result));
 		base_buf_puts(json, ",\"reason\":");
-		json_str(json, spf.reason);
+		check_json_str(json, spf.reason);
 		base_buf_puts(json, "}");
 		if (spf.result == AUTH_SPF_PASS)
-			ok(&r, "SPF pass for %s from %s", o->mail_from, o->ip);
+			check_ok(&r, "SPF pass for %s from %s", o->mail_from, o->ip);
 		else if (spf.result == AUTH_SPF_TEMPERROR) {
 			r.could_not = 1;
-			warning(&r, "spf", "SPF temperror for %s: %s", o->mail_from, spf.reason);
+			check_warning(&r, "spf", "SPF temperror for %s: %s", o->mail_from, spf.reason);
 		} else
-			problem(
+			check_problem(
 			    &r, "spf",
 			    "SPF %s for %s from %s (%s): add the sending address to the SPF record "
 			    "of %s",
@@ -328,27 +254,27 @@ int check_message(const struct dns_lookup_ops *dns, const struct check_message_o
 		struct auth_dmarc_outcome out;
 		auth_dmarc_evaluate(dns, &in, &out);
 		base_buf_puts(json, ",\"dmarc\":{\"result\":");
-		json_str(json, auth_dmarc_result_name(out.result));
+		check_json_str(json, auth_dmarc_result_name(out.result));
 		base_buf_printf(json, ",\"spf_aligned\":%s,\"dkim_aligned\":%s,\"reason\":",
 		                out.spf_aligned ? "true" : "false",
 		                out.dkim_aligned ? "true" : "false");
-		json_str(json, out.reason);
+		check_json_str(json, out.reason);
 		base_buf_puts(json, "}");
 		if (out.result == AUTH_DMARC_R_PASS)
-			ok(&r, "DMARC pass (%s aligned)",
+			check_ok(&r, "DMARC pass (%s aligned)",
 			   out.dkim_aligned && out.spf_aligned ? "DKIM and SPF"
 			   : out.dkim_aligned                  ? "DKIM"
 			                                       : "SPF");
 		else if (out.result == AUTH_DMARC_R_TEMPERROR) {
 			r.could_not = 1;
-			warning(&r, "dmarc", "DMARC could not be evaluated: %s", out.reason);
+			check_warning(&r, "dmarc", "DMARC could not be evaluated: %s", out.reason);
 		} else if (out.result == AUTH_DMARC_R_NONE)
-			problem(&r, "dmarc",
+			check_problem(&r, "dmarc",
 			        "no DMARC record for %s: bulk senders must publish one (start with "
 			        "\"v=DMARC1; p=none; rua=mailto:...\" at _dmarc.%s)",
 			        fdom, org_from[0] ? org_from : fdom);
 		else
-			problem(
+			check_problem(
 			    &r, "dmarc",
 			    "DMARC %s (%s): the From domain %s is not aligned with a passing DKIM "
 			    "signature%s",
@@ -374,29 +300,29 @@ int check_message(const struct dns_lookup_ops *dns, const struct check_message_o
 	                one_click ? "true" : "false", lu_covered ? "true" : "false",
 	                lup_covered ? "true" : "false");
 	if (lui < 0)
-		problem(&r, "bulk",
+		check_problem(&r, "bulk",
 		        "no List-Unsubscribe field: bulk mail must carry one with an https URI "
 		        "(List-Unsubscribe: <https://...>)");
 	else if (!https)
-		problem(&r, "bulk", "List-Unsubscribe has no <https://...> URI (only '%.200s')",
+		check_problem(&r, "bulk", "List-Unsubscribe has no <https://...> URI (only '%.200s')",
 		        lu);
 	else
-		ok(&r, "List-Unsubscribe with an https URI");
+		check_ok(&r, "List-Unsubscribe with an https URI");
 	if (lupi < 0)
-		problem(&r, "bulk",
+		check_problem(&r, "bulk",
 		        "no List-Unsubscribe-Post field: add \"List-Unsubscribe-Post: "
 		        "List-Unsubscribe=One-Click\" (RFC 8058) for one-click unsubscribe");
 	else if (!one_click)
-		problem(&r, "bulk",
+		check_problem(&r, "bulk",
 		        "List-Unsubscribe-Post is '%.200s', not List-Unsubscribe=One-Click", lup);
 	else
-		ok(&r, "List-Unsubscribe-Post: List-Unsubscribe=One-Click");
+		check_ok(&r, "List-Unsubscribe-Post: List-Unsubscribe=One-Click");
 	if (lui >= 0 || lupi >= 0) {
 		if (lu_covered && lup_covered)
-			ok(&r,
+			check_ok(&r,
 			   "both List-Unsubscribe fields are covered by an aligned DKIM signature");
 		else
-			problem(
+			check_problem(
 			    &r, "bulk",
 			    "%s not covered by a passing DKIM signature aligned with From: add "
 			    "them to the signed headers (h=), as mailrep dkim sign does by default",

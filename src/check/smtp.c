@@ -15,6 +15,7 @@
  * it never sends DATA, so no message can ever be relayed by it.
  */
 #include "check/check.h"
+#include "check/report.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -51,82 +52,6 @@ struct reply {
 	char lines[REPLY_MAX_LINES][LINE_CAP]; /* text after "NNN-" */
 };
 
-/* ---- the report (same shape as the other checks) ---------------------------- */
-
-struct report {
-	struct base_buf *json, *text;
-	struct base_buf problems, warnings;
-	int nproblems, nwarnings, could_not;
-};
-
-static void json_str(struct base_buf *b, const char *s)
-{
-	base_buf_append(b, "\"", 1);
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (c == '"' || c == '\\') {
-			char e[2] = {'\\', (char)c};
-			base_buf_append(b, e, 2);
-		} else if (c < 0x20 || c > 0x7e) {
-			base_buf_printf(b, "\\u%04x", c);
-		} else {
-			base_buf_append(b, s, 1);
-		}
-	}
-	base_buf_append(b, "\"", 1);
-}
-
-static void finding(struct report *r, struct base_buf *list, int *n, const char *mark,
-                    const char *area, const char *fmt, va_list ap)
-    __attribute__((format(printf, 6, 0)));
-static void finding(struct report *r, struct base_buf *list, int *n, const char *mark,
-                    const char *area, const char *fmt, va_list ap)
-{
-	char msg[900];
-	vsnprintf(msg, sizeof msg, fmt, ap);
-	for (char *c = msg; *c; c++)
-		if ((unsigned char)*c < 0x20 || (unsigned char)*c > 0x7e) *c = '?';
-	base_buf_printf(r->text, "  %s %s\n", mark, msg);
-	if ((*n)++) base_buf_puts(list, ",");
-	base_buf_puts(list, "{\"check\":");
-	json_str(list, area);
-	base_buf_puts(list, ",\"message\":");
-	json_str(list, msg);
-	base_buf_puts(list, "}");
-}
-
-static void problem(struct report *r, const char *area, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void problem(struct report *r, const char *area, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	finding(r, &r->problems, &r->nproblems, "PROBLEM:", area, fmt, ap);
-	va_end(ap);
-}
-
-static void warning(struct report *r, const char *area, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void warning(struct report *r, const char *area, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	finding(r, &r->warnings, &r->nwarnings, "warning:", area, fmt, ap);
-	va_end(ap);
-}
-
-static void ok(struct report *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void ok(struct report *r, const char *fmt, ...)
-{
-	char msg[900];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof msg, fmt, ap);
-	va_end(ap);
-	for (char *c = msg; *c; c++)
-		if ((unsigned char)*c < 0x20 || (unsigned char)*c > 0x7e) *c = '?';
-	base_buf_printf(r->text, "  ok: %s\n", msg);
-}
 
 /* ---- the connection ----------------------------------------------------------- */
 
@@ -372,7 +297,7 @@ static void report_cert(struct report *r, SSL *ssl, const char *name_to_match, l
 	X509 *cert = SSL_get1_peer_certificate(ssl);
 	if (!cert) {
 		base_buf_puts(j, ",\"certificate\":null");
-		problem(r, "tls", "the server sent no certificate");
+		check_problem(r, "tls", "the server sent no certificate");
 		return;
 	}
 	char nb[32], na[32];
@@ -383,7 +308,7 @@ static void report_cert(struct report *r, SSL *ssl, const char *name_to_match, l
 	X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, subject,
 	                          sizeof subject);
 	base_buf_puts(j, ",\"certificate\":{\"subject_cn\":");
-	json_str(j, subject);
+	check_json_str(j, subject);
 	base_buf_printf(j, ",\"not_before\":\"%s\",\"not_after\":\"%s\",\"names\":[", nb, na);
 	GENERAL_NAMES *sans = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
 	int nn = 0;
@@ -399,7 +324,7 @@ static void report_cert(struct report *r, SSL *ssl, const char *name_to_match, l
 		for (char *c = s; *c; c++)
 			if ((unsigned char)*c < 0x20 || (unsigned char)*c > 0x7e) *c = '?';
 		base_buf_puts(j, nn++ ? "," : "");
-		json_str(j, s);
+		check_json_str(j, s);
 		if (nl < sizeof names)
 			nl += (size_t)snprintf(names + nl, sizeof names - nl, "%s%s",
 			                       nn > 1 ? ", " : "", s);
@@ -411,28 +336,28 @@ static void report_cert(struct report *r, SSL *ssl, const char *name_to_match, l
 	              X509_check_host(cert, name_to_match, 0, 0, NULL) == 1;
 	base_buf_printf(j, "],\"expired\":%s,\"not_yet_valid\":%s,\"checked_name\":",
 	                expired ? "true" : "false", not_yet ? "true" : "false");
-	json_str(j, name_to_match ? name_to_match : "");
+	check_json_str(j, name_to_match ? name_to_match : "");
 	base_buf_printf(j, ",\"name_matches\":%s,\"chain_verified\":%s,\"verify_error\":",
 	                matches ? "true" : "false", verify == X509_V_OK ? "true" : "false");
-	json_str(j, X509_verify_cert_error_string(verify));
+	check_json_str(j, X509_verify_cert_error_string(verify));
 	base_buf_puts(j, "}");
-	ok(r, "certificate for %s (names: %s), valid %s to %s", subject[0] ? subject : "(no CN)",
+	check_ok(r, "certificate for %s (names: %s), valid %s to %s", subject[0] ? subject : "(no CN)",
 	   names[0] ? names : "none", nb, na);
 	if (expired)
-		problem(r, "tls", "the certificate expired on %s: renew it (and automate renewal)",
+		check_problem(r, "tls", "the certificate expired on %s: renew it (and automate renewal)",
 		        na);
 	else if (not_yet)
-		problem(r, "tls",
+		check_problem(r, "tls",
 		        "the certificate is not valid before %s: check the server's clock", nb);
 	else if (ta && ta - now < 14 * 86400)
-		warning(r, "tls", "the certificate expires on %s, in under 14 days: renew it", na);
+		check_warning(r, "tls", "the certificate expires on %s, in under 14 days: renew it", na);
 	if (name_to_match && name_to_match[0] && !matches)
-		problem(r, "tls",
+		check_problem(r, "tls",
 		        "the certificate does not name %s: get one whose subjectAltName includes "
 		        "the server's name",
 		        name_to_match);
 	if (verify != X509_V_OK)
-		warning(
+		check_warning(
 		    r, "tls",
 		    "the certificate chain does not verify against the system's CAs (%s); "
 		    "opportunistic TLS still works, but MTA-STS and DANE senders will refuse it",
@@ -451,7 +376,7 @@ static void ehlo_json(struct base_buf *j, const struct reply *rp, int *starttls)
 		snprintf(kw, sizeof kw, "%s", rp->lines[i]);
 		if (!base_strcasecmp_ascii(kw, "STARTTLS")) *starttls = 1;
 		base_buf_puts(j, i > 1 ? "," : "");
-		json_str(j, kw);
+		check_json_str(j, kw);
 	}
 	base_buf_puts(j, "]");
 }
@@ -480,7 +405,7 @@ static void check_ptr_banner(const struct dns_lookup_ops *dns, struct report *r,
 	base_buf_puts(r->json, ",\"ptr\":[");
 	for (size_t i = 0; i < a.n; i++) {
 		base_buf_puts(r->json, i ? "," : "");
-		json_str(r->json, a.rr[i].data);
+		check_json_str(r->json, a.rr[i].data);
 		if (banner_name && !base_strcasecmp_ascii(a.rr[i].data, banner_name)) match = 1;
 	}
 	base_buf_printf(r->json, "],\"ptr_matches_banner\":%s", match ? "true" : "false");
@@ -489,21 +414,21 @@ static void check_ptr_banner(const struct dns_lookup_ops *dns, struct report *r,
 	if (a.status == DNS_LOOKUP_SERVFAIL || a.status == DNS_LOOKUP_TIMEOUT ||
 	    a.status == DNS_LOOKUP_ERROR) {
 		r->could_not = 1;
-		warning(r, "ptr", "could not look up the PTR of %s (DNS %s)", ipstr,
+		check_warning(r, "ptr", "could not look up the PTR of %s (DNS %s)", ipstr,
 		        dns_lookup_status_name(a.status));
 	} else if (!a.n) {
-		problem(r, "ptr",
+		check_problem(r, "ptr",
 		        "%s has no PTR record: ask the address's owner for one naming the server "
 		        "(%s), with a matching A record",
 		        ipstr, banner_name && banner_name[0] ? banner_name : "its banner name");
 	} else if (!match) {
-		problem(r, "ptr",
+		check_problem(r, "ptr",
 		        "the PTR of %s is %s but the banner says %s: make the banner (Postfix: "
 		        "myhostname / smtpd_banner) and the PTR name the same host",
 		        ipstr, a.rr[0].data,
 		        banner_name && banner_name[0] ? banner_name : "nothing");
 	} else {
-		ok(r, "the PTR of %s (%s) matches the banner", ipstr, a.rr[0].data);
+		check_ok(r, "the PTR of %s (%s) matches the banner", ipstr, a.rr[0].data);
 	}
 	dns_answer_free(&a);
 }
@@ -534,7 +459,7 @@ int check_smtp(const struct dns_lookup_ops *dns, const struct check_smtp_opts *o
 	base_buf_init(&times);
 	int tfirst = 1;
 	base_buf_puts(json, "{\"target\":");
-	json_str(json, o->target);
+	check_json_str(json, o->target);
 	base_buf_printf(text, "mailrep check smtp %s\n\n", o->target);
 
 	char why[300];
@@ -546,7 +471,7 @@ int check_smtp(const struct dns_lookup_ops *dns, const struct check_smtp_opts *o
 	uint64_t t0 = base_mono_ns();
 	if (!t.is_literal && resolve(dns, &t, why, sizeof why) < 0) {
 		r.could_not = 2; /* nothing further could be checked */
-		problem(&r, "connect", "cannot resolve %s: %s", t.host, why);
+		check_problem(&r, "connect", "cannot resolve %s: %s", t.host, why);
 		goto done;
 	}
 	step_time(&times, "resolve", ms_since(t0), &tfirst);
@@ -559,36 +484,36 @@ int check_smtp(const struct dns_lookup_ops *dns, const struct check_smtp_opts *o
 	c.fd = connect_to(&t, timeout, why, sizeof why);
 	if (c.fd < 0) {
 		r.could_not = 2; /* nothing further could be checked */
-		problem(&r, "connect", "cannot connect to %s port %u: %s", ipstr, t.port, why);
+		check_problem(&r, "connect", "cannot connect to %s port %u: %s", ipstr, t.port, why);
 		goto done;
 	}
 	step_time(&times, "connect", ms_since(t0), &tfirst);
 	if (read_reply(&c, rp, why, sizeof why) < 0) {
 		r.could_not = 2; /* nothing further could be checked */
-		problem(&r, "banner", "no banner from %s: %s", ipstr, why);
+		check_problem(&r, "banner", "no banner from %s: %s", ipstr, why);
 		goto done;
 	}
 	ms = ms_since(t0);
 	step_time(&times, "banner", ms, &tfirst);
 	sscanf(rp->lines[0], "%255s", banner_name);
 	base_buf_printf(json, ",\"banner\":{\"code\":%d,\"text\":", rp->code);
-	json_str(json, rp->lines[0]);
+	check_json_str(json, rp->lines[0]);
 	base_buf_puts(json, ",\"name\":");
-	json_str(json, banner_name);
+	check_json_str(json, banner_name);
 	base_buf_printf(json, ",\"ms\":%.1f}", ms);
 	if (rp->code != 220) {
-		problem(&r, "banner", "the server greets with %d, not 220: %s", rp->code,
+		check_problem(&r, "banner", "the server greets with %d, not 220: %s", rp->code,
 		        rp->lines[0]);
 		goto quit;
 	}
-	ok(&r, "banner after %.0f ms: 220 %s", ms, rp->lines[0]);
+	check_ok(&r, "banner after %.0f ms: 220 %s", ms, rp->lines[0]);
 	if (ms > 5000)
-		warning(&r, "banner",
+		check_warning(&r, "banner",
 		        "the banner took %.1f s: senders time out or take it for tarpitting; check "
 		        "the server's DNS lookups and load",
 		        ms / 1000);
 	if (!strchr(banner_name, '.'))
-		warning(&r, "banner",
+		check_warning(&r, "banner",
 		        "the banner does not start with a fully qualified host name: set it to the "
 		        "server's name (the same as its PTR)");
 
@@ -596,7 +521,7 @@ int check_smtp(const struct dns_lookup_ops *dns, const struct check_smtp_opts *o
 	snprintf(cmd, sizeof cmd, "EHLO %s", helo);
 	if (command(&c, cmd, rp, &ms, why, sizeof why) < 0) {
 		r.could_not = 2; /* nothing further could be checked */
-		problem(&r, "ehlo", "EHLO failed: %s", why);
+		check_problem(&r, "ehlo", "EHLO failed: %s", why);
 		goto done;
 	}
 	step_time(&times, "ehlo", ms, &tfirst);
@@ -605,23 +530,23 @@ int check_smtp(const struct dns_lookup_ops *dns, const struct check_smtp_opts *o
 	ehlo_json(json, rp, &starttls);
 	base_buf_puts(json, "}");
 	if (rp->code != 250) {
-		problem(&r, "ehlo", "EHLO answered %d: the server must support ESMTP (RFC 5321)",
+		check_problem(&r, "ehlo", "EHLO answered %d: the server must support ESMTP (RFC 5321)",
 		        rp->code);
 		goto quit;
 	}
-	ok(&r, "EHLO answered in %.0f ms with %d extension(s)", ms, rp->nlines - 1);
+	check_ok(&r, "EHLO answered in %.0f ms with %d extension(s)", ms, rp->nlines - 1);
 
 	base_buf_puts(text, "TLS:\n");
 	if (!starttls) {
 		base_buf_puts(json, ",\"starttls\":false");
-		problem(
+		check_problem(
 		    &r, "tls",
 		    "no STARTTLS: mail to this server travels in clear text; install a "
 		    "certificate and enable STARTTLS (Postfix: smtpd_tls_security_level = may)");
 	} else {
 		base_buf_puts(json, ",\"starttls\":true");
 		if (command(&c, "STARTTLS", rp, &ms, why, sizeof why) < 0 || rp->code != 220) {
-			problem(&r, "tls", "STARTTLS is advertised but refused: %s",
+			check_problem(&r, "tls", "STARTTLS is advertised but refused: %s",
 			        rp->nlines ? rp->lines[0] : why);
 			goto done;
 		}
@@ -636,7 +561,7 @@ int check_smtp(const struct dns_lookup_ops *dns, const struct check_smtp_opts *o
 		if (!c.ssl) {
 			snprintf(why, sizeof why, "TLS setup failed");
 			r.could_not = 2; /* nothing further could be checked */
-			problem(&r, "tls", "%s", why);
+			check_problem(&r, "tls", "%s", why);
 			goto done;
 		}
 		SSL_set_fd(c.ssl, c.fd);
@@ -647,24 +572,24 @@ int check_smtp(const struct dns_lookup_ops *dns, const struct check_smtp_opts *o
 			ERR_error_string_n(e, es, sizeof es);
 			SSL_free(c.ssl);
 			c.ssl = NULL;
-			problem(&r, "tls", "the TLS handshake failed: %s",
+			check_problem(&r, "tls", "the TLS handshake failed: %s",
 			        c.len ? "data before it" : es);
 			goto done;
 		}
 		ms = ms_since(t0);
 		step_time(&times, "tls_handshake", ms, &tfirst);
 		base_buf_puts(json, ",\"tls\":{\"version\":");
-		json_str(json, SSL_get_version(c.ssl));
+		check_json_str(json, SSL_get_version(c.ssl));
 		base_buf_puts(json, ",\"cipher\":");
-		json_str(json, SSL_get_cipher_name(c.ssl));
+		check_json_str(json, SSL_get_cipher_name(c.ssl));
 		base_buf_printf(json, ",\"ms\":%.1f", ms);
-		ok(&r, "STARTTLS: %s, %s, handshake %.0f ms", SSL_get_version(c.ssl),
+		check_ok(&r, "STARTTLS: %s, %s, handshake %.0f ms", SSL_get_version(c.ssl),
 		   SSL_get_cipher_name(c.ssl), ms);
 		report_cert(&r, c.ssl, t.is_literal ? banner_name : t.host,
 		            SSL_get_verify_result(c.ssl));
 		base_buf_puts(json, "}");
 		if (command(&c, cmd, rp, &ms, why, sizeof why) < 0 || rp->code != 250) {
-			problem(&r, "tls", "EHLO after STARTTLS failed: %s",
+			check_problem(&r, "tls", "EHLO after STARTTLS failed: %s",
 			        rp->nlines ? rp->lines[0] : why);
 			goto done;
 		}
@@ -699,7 +624,7 @@ int check_smtp(const struct dns_lookup_ops *dns, const struct check_smtp_opts *o
 		    json, ",\"open_relay\":{\"result\":\"%s\",\"mail_code\":%d,\"rcpt_code\":%d}",
 		    verdict, mail_code, rcpt_code);
 		if (!strcmp(verdict, "open"))
-			problem(&r, "relay",
+			check_problem(&r, "relay",
 			        "OPEN RELAY: the server accepted RCPT TO:<%s> for MAIL FROM:<%s> "
 			        "from an "
 			        "outsider. Restrict relaying to your own networks and "
@@ -710,10 +635,10 @@ int check_smtp(const struct dns_lookup_ops *dns, const struct check_smtp_opts *o
 			        "get listed within hours",
 			        rto, rfrom);
 		else if (!strcmp(verdict, "closed"))
-			ok(&r, "relaying refused (%d)", rcpt_code ? rcpt_code : mail_code);
+			check_ok(&r, "relaying refused (%d)", rcpt_code ? rcpt_code : mail_code);
 		else {
 			r.could_not = 1;
-			warning(&r, "relay", "the open-relay probe got no answer: %s", why);
+			check_warning(&r, "relay", "the open-relay probe got no answer: %s", why);
 		}
 	}
 
