@@ -81,6 +81,23 @@ static void print_report(const struct base_buf *t, int colour)
 	}
 }
 
+/* Prints a check's report (JSON or text, in colour on a terminal) or its
+ * error, frees both buffers, and returns the exit status. */
+static int report_out(int rc, int json, struct base_buf *j, struct base_buf *t, const char *what,
+                      const struct base_err *err)
+{
+	if (rc < 0) {
+		rc = what ? fail("%s: %s", what, err->msg) : fail("%s", err->msg);
+	} else if (json) {
+		fwrite(j->data, 1, j->len, stdout);
+	} else {
+		print_report(t, isatty(STDOUT_FILENO) && !getenv("NO_COLOR"));
+	}
+	base_buf_free(j);
+	base_buf_free(t);
+	return rc;
+}
+
 static int check_domain_cmd(int argc, char **argv)
 {
 	static const struct option opts[] = {{"selector", required_argument, 0, 's'},
@@ -136,17 +153,7 @@ static int check_domain_cmd(int argc, char **argv)
 	base_buf_init(&t);
 	int rc = check_domain(&dns, &o, &j, &t, &err);
 	dns_resolver_free(r);
-	if (rc < 0) {
-		rc = fail("%s", err.msg);
-	} else {
-		if (json)
-			fwrite(j.data, 1, j.len, stdout);
-		else
-			print_report(&t, isatty(STDOUT_FILENO) && !getenv("NO_COLOR"));
-	}
-	base_buf_free(&j);
-	base_buf_free(&t);
-	return rc;
+	return report_out(rc, json, &j, &t, NULL, &err);
 }
 
 /* The default list file: $MAILREP_DNSBLS, else data/dnsbls.txt beside the
@@ -217,17 +224,7 @@ static int check_ip_cmd(int argc, char **argv)
 	int rc = check_ip(r, &o, &j, &t, &err);
 	dns_resolver_free(r);
 	check_dnsbl_set_free(&set);
-	if (rc < 0) {
-		rc = fail("%s", err.msg);
-	} else {
-		if (json)
-			fwrite(j.data, 1, j.len, stdout);
-		else
-			print_report(&t, isatty(STDOUT_FILENO) && !getenv("NO_COLOR"));
-	}
-	base_buf_free(&j);
-	base_buf_free(&t);
-	return rc;
+	return report_out(rc, json, &j, &t, NULL, &err);
 }
 
 static int check_smtp_cmd(int argc, char **argv)
@@ -282,17 +279,7 @@ static int check_smtp_cmd(int argc, char **argv)
 	base_buf_init(&t);
 	int rc = check_smtp(&dns, &o, &j, &t, &err);
 	dns_resolver_free(r);
-	if (rc < 0) {
-		rc = fail("%s", err.msg);
-	} else {
-		if (json)
-			fwrite(j.data, 1, j.len, stdout);
-		else
-			print_report(&t, isatty(STDOUT_FILENO) && !getenv("NO_COLOR"));
-	}
-	base_buf_free(&j);
-	base_buf_free(&t);
-	return rc;
+	return report_out(rc, json, &j, &t, NULL, &err);
 }
 
 static int check_message_cmd(int argc, char **argv)
@@ -365,17 +352,7 @@ static int check_message_cmd(int argc, char **argv)
 	int rc = check_message(&dns, &o, data, n, &j, &t, &err);
 	dns_resolver_free(r);
 	free(data);
-	if (rc < 0) {
-		rc = fail("%s: %s", path, err.msg);
-	} else {
-		if (json)
-			fwrite(j.data, 1, j.len, stdout);
-		else
-			print_report(&t, isatty(STDOUT_FILENO) && !getenv("NO_COLOR"));
-	}
-	base_buf_free(&j);
-	base_buf_free(&t);
-	return rc;
+	return report_out(rc, json, &j, &t, path, &err);
 }
 
 int cli_check(int argc, char **argv)
