@@ -24,6 +24,7 @@ static const struct subcommand commands[] = {
 	{"traps", cli_traps, "define trap addresses and domains"},
 	{"dkim", cli_dkim, "DKIM keys, signing and verification"},
 	{"check", cli_check, "check a domain's SPF, DKIM, DMARC, MX and MTA-STS setup"},
+	{"relay", cli_relay, "outbound relay: sign, spool durably, deliver, retry, bounce"},
 };
 
 static void usage(FILE *f)
