@@ -1,0 +1,118 @@
+"""Helpers for the relay system tests: start `mailrep relay` and Postfix's
+smtp-sink on loopback ports, submit mail with smtplib, read the sink's dump
+files and the relay's accounting log, and wait for conditions."""
+import json
+import os
+import smtplib
+import socket
+import time
+
+from conftest import MAILREP, Server, free_port
+
+SMTP_SINK = "/usr/sbin/smtp-sink"
+
+
+def wait_port(port, proc=None, timeout=20.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError("server exited with %s" % proc.returncode)
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("nothing listens on port %d" % port)
+
+
+def start_sink(tmpdir, extra=(), port=None):
+    """smtp-sink dumping every transaction to its own file in .dumpdir."""
+    port = port or free_port()
+    dumpdir = os.path.join(tmpdir, "sink-%d" % port)
+    os.makedirs(dumpdir, exist_ok=True)
+    os.chmod(dumpdir, 0o777)
+    argv = [SMTP_SINK, "-u", "nobody", "-d", dumpdir + "/m."] + list(extra) + [
+        "127.0.0.1:%d" % port, "64"]
+    srv = Server(argv, port, os.path.join(tmpdir, "sink-%d.log" % port))
+    wait_port(port, srv.proc)
+    srv.dumpdir = dumpdir
+    srv.hop = "127.0.0.1:%d" % port
+    return srv
+
+
+def start_relay(tmpdir, args, spool=None, port=None, preexec_fn=None, name="relay"):
+    port = port or free_port()
+    spool = spool or os.path.join(tmpdir, "spool")
+    log = os.path.join(tmpdir, "accounting.log")
+    argv = [MAILREP, "relay", "--listen", "127.0.0.1:%d" % port, "--spool", spool,
+            "--log", log, "--hostname", "relay.test"] + list(args)
+    srv = Server.__new__(Server)
+    srv.argv, srv.port = argv, port
+    srv.logpath = os.path.join(tmpdir, "%s-%d-%d.log" % (name, port, int(time.time() * 1000)))
+    srv.log = open(srv.logpath, "wb")
+    import subprocess
+    srv.proc = subprocess.Popen(argv, stdout=srv.log, stderr=subprocess.STDOUT,
+                                preexec_fn=preexec_fn)
+    try:
+        wait_port(port, srv.proc)
+    except Exception:
+        srv.stop()
+        raise RuntimeError("relay failed to start:\n" + srv.output())
+    srv.spool, srv.acct = spool, log
+    return srv
+
+
+MESSAGE = ("From: Alice <alice@example.com>\r\n"
+           "To: bob@dest.example\r\n"
+           "Subject: %s\r\n"
+           "Message-ID: <%s@example.com>\r\n"
+           "\r\n"
+           "Hello Bob,\r\n.a line starting with a dot\r\nbye\r\n")
+
+
+def message(tag="hello"):
+    return MESSAGE % (tag, tag)
+
+
+def submit(port, sender, rcpts, data=None, conn=None):
+    """Sends one message; returns the queue id from the 250 reply."""
+    s = conn or smtplib.SMTP("127.0.0.1", port, timeout=30)
+    try:
+        if conn is None:
+            s.ehlo("client.test")
+        code, _ = s.mail(sender)
+        assert code == 250
+        for r in rcpts:
+            code, msg = s.rcpt(r)
+            assert code == 250, (r, code, msg)
+        code, msg = s.data((data or message()).encode())
+        assert code == 250, (code, msg)
+        return msg.decode().split("queued as ")[1].strip()
+    finally:
+        if conn is None:
+            s.quit()
+
+
+def sink_files(sink):
+    out = []
+    for name in sorted(os.listdir(sink.dumpdir)):
+        with open(os.path.join(sink.dumpdir, name), "rb") as f:
+            out.append(f.read())
+    return out
+
+
+def events(relay):
+    if not os.path.exists(relay.acct):
+        return []
+    with open(relay.acct) as f:
+        return [json.loads(line) for line in f if line.endswith("\n")]
+
+
+def wait_for(pred, timeout=20.0, step=0.05):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return pred()
