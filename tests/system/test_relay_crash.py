@@ -1,0 +1,206 @@
+"""mailrep relay's durability and limits: kill -9 while clients are
+submitting, restart on the same spool, and every message that got a 250
+reaches smtp-sink (at least once); a full disk (here a file-size limit)
+answers 452 and corrupts nothing; a counting sink shows that the
+connections to one destination never exceed --conn-limit, and that they
+are reused for several messages."""
+import os
+import re
+import resource
+import signal
+import smtplib
+import socket
+import threading
+import time
+
+from conftest import datadir, free_port, servers  # noqa: F401 (fixtures)
+from relay_util import events, message, sink_files, start_relay, start_sink, submit, wait_for
+
+
+def delivered_ids(sink):
+    ids = set()
+    for f in sink_files(sink):
+        ids.update(m.decode() for m in re.findall(rb"\(mailrep\) with E?SMTP id ([0-9a-f.]+);", f))
+    return ids
+
+
+def test_kill_9_under_load_loses_nothing(datadir, servers):
+    sink = start_sink(datadir)
+    servers.append(sink)
+    args = ["--route", "*=" + sink.hop, "--trusted", "127.0.0.1", "--retry-schedule", "1s"]
+    relay = start_relay(datadir, args)
+    acked, lock, stop = set(), threading.Lock(), threading.Event()
+
+    def client(n):
+        k = 0
+        while not stop.is_set():
+            try:
+                s = smtplib.SMTP("127.0.0.1", relay.port, timeout=10)
+                s.ehlo("client.test")
+                while not stop.is_set():
+                    k += 1
+                    qid = submit(relay.port, "alice@example.com",
+                                 ["u%d.%d@dest.example" % (n, k)], message("m%d.%d" % (n, k)),
+                                 conn=s)
+                    with lock:
+                        acked.add(qid)
+            except Exception:
+                time.sleep(0.05)  # the relay is gone: try again until told to stop
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: len(acked) >= 150, timeout=30)
+    relay.proc.send_signal(signal.SIGKILL)
+    relay.proc.wait()
+    relay.log.close()
+    stop.set()
+    for t in threads:
+        t.join()
+    before = set(acked)
+    assert len(before) >= 150
+    relay2 = start_relay(datadir, args, spool=relay.spool, name="relay2")
+    servers.append(relay2)
+    got = wait_for(lambda: before <= delivered_ids(sink) and delivered_ids(sink), timeout=60,
+                   step=0.2)
+    missing = before - delivered_ids(sink)
+    assert not missing, "%d acknowledged messages lost, e.g. %s" % (len(missing),
+                                                                    sorted(missing)[:3])
+    assert got
+    # the accounting log shows every acknowledged message received and delivered
+    ev = events(relay2)
+    assert before <= {e["id"] for e in ev if e["event"] == "reception"}
+    assert before <= {e["id"] for e in ev if e["event"] == "delivery"}
+
+
+def test_full_disk_gives_452_and_corrupts_nothing(datadir, servers):
+    sink = start_sink(datadir)
+    servers.append(sink)
+    args = ["--route", "*=" + sink.hop, "--trusted", "127.0.0.1", "--retry-schedule", "1s"]
+
+    def small_disk():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200000, 200000))
+
+    # the sink refuses to take anything yet, so everything stays in the spool
+    sink.stop()
+    servers.remove(sink)
+    relay = start_relay(datadir, args, preexec_fn=small_disk)
+    servers.append(relay)
+    big = message("big") + ("x" * 70 + "\r\n") * 400  # about 29 KB
+    s = smtplib.SMTP("127.0.0.1", relay.port, timeout=10)
+    s.ehlo("client.test")
+    acked, refused = [], None
+    for i in range(20):
+        s.mail("alice@example.com")
+        s.rcpt("bob%d@dest.example" % i)
+        code, msg = s.data(big.encode())
+        if code == 250:
+            acked.append(msg.decode().split("queued as ")[1])
+        else:
+            refused = (code, msg)
+            break
+    assert refused and refused[0] == 452 and b"4.3.1" in refused[1], refused
+    assert 3 <= len(acked) < 20
+    # the session goes on after the 452: a small message still fits
+    small = submit(relay.port, "alice@example.com", ["small@dest.example"], message("small"),
+                   conn=s)
+    s.quit()
+    relay.stop()
+    servers.remove(relay)
+    # restart without the limit, with the sink back: all acknowledged mail
+    # is delivered and the spool needed no repair
+    sink2 = start_sink(datadir, port=sink.port)
+    servers.append(sink2)
+    relay2 = start_relay(datadir, args, spool=relay.spool, name="relay2")
+    servers.append(relay2)
+    want = set(acked) | {small}
+    assert wait_for(lambda: want <= delivered_ids(sink2), timeout=30, step=0.2), \
+        want - delivered_ids(sink2)
+    out = relay2.output()
+    assert "unreadable" not in out and "recovered" in out
+
+
+class CountingSink:
+    """A minimal SMTP receiver counting simultaneous connections."""
+
+    def __init__(self, delay=0.15):
+        self.port = free_port()
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", self.port))
+        self.sock.listen(64)
+        self.delay, self.lock = delay, threading.Lock()
+        self.current = self.max = self.connections = self.messages = 0
+        self.running = True
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        self.sock.settimeout(0.2)
+        while self.running:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self.session, args=(c,), daemon=True).start()
+
+    def session(self, c):
+        with self.lock:
+            self.current += 1
+            self.connections += 1
+            self.max = max(self.max, self.current)
+        f = c.makefile("rb")
+        try:
+            c.sendall(b"220 counting ESMTP\r\n")
+            data = False
+            for line in f:
+                if data:
+                    if line == b".\r\n":
+                        data = False
+                        time.sleep(self.delay)
+                        with self.lock:
+                            self.messages += 1
+                        c.sendall(b"250 2.0.0 ok\r\n")
+                    continue
+                verb = line[:4].upper()
+                if verb == b"EHLO":
+                    c.sendall(b"250-counting\r\n250 PIPELINING\r\n")
+                elif verb == b"DATA":
+                    data = True
+                    c.sendall(b"354 go\r\n")
+                elif verb == b"QUIT":
+                    c.sendall(b"221 bye\r\n")
+                    break
+                else:
+                    c.sendall(b"250 ok\r\n")
+        finally:
+            f.close()
+            c.close()
+            with self.lock:
+                self.current -= 1
+
+    def stop(self):
+        self.running = False
+        self.thread.join()
+        self.sock.close()
+
+
+def test_connection_limit_and_reuse(datadir, servers):
+    sink = CountingSink()
+    try:
+        relay = start_relay(datadir, ["--route", "*=127.0.0.1:%d" % sink.port,
+                                      "--trusted", "127.0.0.1", "--conn-limit", "3"])
+        servers.append(relay)
+        s = smtplib.SMTP("127.0.0.1", relay.port, timeout=10)
+        s.ehlo("client.test")
+        for i in range(30):
+            submit(relay.port, "alice@example.com", ["u%d@dest.example" % i], conn=s)
+        s.quit()
+        assert wait_for(lambda: sink.messages >= 30, timeout=30)
+        assert len([e for e in events(relay) if e["event"] == "delivery"]) == 30
+        assert sink.max <= 3, sink.max
+        assert sink.max >= 2, sink.max  # deliveries really run in parallel
+        assert sink.connections < 30  # connections carry several messages
+    finally:
+        sink.stop()
