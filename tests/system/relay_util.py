@@ -116,3 +116,11 @@ def wait_for(pred, timeout=20.0, step=0.05):
             return v
         time.sleep(step)
     return pred()
+
+
+def stop_clean(relay):
+    """Stops the relay with SIGTERM; it must exit 0 with no sanitizer report."""
+    relay.stop()
+    out = relay.output()
+    assert relay.proc.returncode == 0, out
+    assert "Sanitizer" not in out and "runtime error" not in out, out

@@ -14,7 +14,7 @@ import threading
 import time
 
 from conftest import datadir, free_port, servers  # noqa: F401 (fixtures)
-from relay_util import events, message, sink_files, start_relay, start_sink, submit, wait_for
+from relay_util import stop_clean, events, message, sink_files, start_relay, start_sink, submit, wait_for
 
 
 def delivered_ids(sink):
@@ -71,6 +71,7 @@ def test_kill_9_under_load_loses_nothing(datadir, servers):
     ev = events(relay2)
     assert before <= {e["id"] for e in ev if e["event"] == "reception"}
     assert before <= {e["id"] for e in ev if e["event"] == "delivery"}
+    stop_clean(relay2)
 
 
 def test_full_disk_gives_452_and_corrupts_nothing(datadir, servers):
@@ -119,6 +120,7 @@ def test_full_disk_gives_452_and_corrupts_nothing(datadir, servers):
         want - delivered_ids(sink2)
     out = relay2.output()
     assert "unreadable" not in out and "recovered" in out
+    stop_clean(relay2)
 
 
 class CountingSink:
@@ -202,5 +204,6 @@ def test_connection_limit_and_reuse(datadir, servers):
         assert sink.max <= 3, sink.max
         assert sink.max >= 2, sink.max  # deliveries really run in parallel
         assert sink.connections < 30  # connections carry several messages
+        stop_clean(relay)
     finally:
         sink.stop()

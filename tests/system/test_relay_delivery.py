@@ -8,7 +8,7 @@ import subprocess
 
 from conftest import MAILREP, datadir, servers  # noqa: F401 (fixtures)
 from knot import soa, start_knot
-from relay_util import events, message, sink_files, start_relay, start_sink, submit, wait_for
+from relay_util import stop_clean, events, message, sink_files, start_relay, start_sink, submit, wait_for
 
 
 def keygen(datadir, sel, domain):
@@ -55,6 +55,7 @@ def test_delivered_signed_and_accounted(datadir, servers):
     assert d["mx"] == sink.hop and d["code"] == 250 and d["attempts"] == 1
     for field in ("account", "pool", "reply", "enhanced", "category", "tls"):
         assert field in d
+    stop_clean(relay)
 
 
 def test_tampering_is_caught(datadir, servers):

@@ -8,7 +8,7 @@ import os
 import time
 
 from conftest import datadir, servers  # noqa: F401 (fixtures)
-from relay_util import events, message, sink_files, start_relay, start_sink, submit, wait_for
+from relay_util import stop_clean, events, message, sink_files, start_relay, start_sink, submit, wait_for
 
 
 def of(relay, kind):
@@ -33,6 +33,7 @@ def test_greylisted_then_delivered(datadir, servers):
     d = wait_for(lambda: of(relay, "delivery"), timeout=20)
     assert d and d[0]["id"] == qid and d[0]["attempts"] >= 2
     assert len(sink_files(ok)) == 1
+    stop_clean(relay)
 
 
 def test_hard_failure_gives_dsn_to_sender(datadir, servers):
@@ -62,6 +63,7 @@ def test_hard_failure_gives_dsn_to_sender(datadir, servers):
     assert wait_for(lambda: len(of(relay, "bounce")) == 2)
     time.sleep(1.0)
     assert len(sink_files(good)) == 1
+    stop_clean(relay)
 
 
 def count_transient(datadir, servers, suspend):
