@@ -74,6 +74,7 @@ struct relay_ctx {
 	struct conn *clist;             /* outbound connections */
 	int stopping;
 	uint64_t seq;
+	uint64_t syncs, synced; /* group commits, and messages they acknowledged */
 	char hostname[256];
 };
 

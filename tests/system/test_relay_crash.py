@@ -207,3 +207,34 @@ def test_connection_limit_and_reuse(datadir, servers):
         stop_clean(relay)
     finally:
         sink.stop()
+
+
+def test_group_commit_shares_syncs(datadir, servers):
+    """Concurrent sessions share fsyncs: fewer syncs than acknowledged messages."""
+    sink = start_sink(datadir)
+    servers.append(sink)
+    relay = start_relay(datadir, ["--route", "*=" + sink.hop, "--trusted", "127.0.0.1"])
+    servers.append(relay)
+    acked = []
+
+    def client(n):
+        s = smtplib.SMTP("127.0.0.1", relay.port, timeout=10)
+        s.ehlo("client.test")
+        for k in range(25):
+            acked.append(submit(relay.port, "alice@example.com", ["u%d.%d@dest.example" % (n, k)],
+                                conn=s))
+        s.quit()
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(acked) == 200
+    stop_clean(relay)
+    m = re.search(r"group commit: (\d+) messages acknowledged in (\d+) syncs", relay.output())
+    assert m, relay.output()
+    messages, syncs = int(m.group(1)), int(m.group(2))
+    assert messages == 200
+    print("group commit: %d messages in %d syncs" % (messages, syncs))
+    assert syncs < messages, (messages, syncs)  # one sync per message would fail
