@@ -7,7 +7,9 @@
  * "other". Built-in defaults follow the operator's rules.
  *
  * File format: one rule a line, "category regex"; blank lines and lines
- * starting with '#' are ignored; the category is one of the names below.
+ * starting with '#' are ignored; the category is one of the names below;
+ * patterns are at most 1024 bytes, may not use interval expressions, nor
+ * stack repetition operators, nor use more than 8 '+'.
  */
 #include <regex.h>
 #include <stdlib.h>
@@ -57,6 +59,22 @@ static const char *category_name(const char *s, size_t n)
 	return NULL;
 }
 
+/* glibc also copies the tree for each '+', so "a++++..." or deeply nested
+ * "((a+)+)+" grows exponentially: at most PLUS_MAX '+' and no operator
+ * right after another. */
+#define PLUS_MAX 8
+
+static int repetition_ok(const char *p, size_t n)
+{
+	int plus = 0;
+	for (size_t i = 0; i < n; i++) {
+		int op = p[i] == '+' || p[i] == '*' || p[i] == '?';
+		if (p[i] == '+' && ++plus > PLUS_MAX) return 0;
+		if (op && i > 0 && (p[i - 1] == '+' || p[i - 1] == '*' || p[i - 1] == '?')) return 0;
+	}
+	return 1;
+}
+
 int relay_rules_add(struct relay_rules **rp, const char *text, size_t len, const char *origin,
                     struct base_err *err)
 {
@@ -84,6 +102,14 @@ int relay_rules_add(struct relay_rules **rp, const char *text, size_t len, const
 			if (e - ce > 1024) return base_errf(err, "%s:%zu: pattern too long", origin, lineno);
 			if (memchr(ce, 0, (size_t)(e - ce)))
 				return base_errf(err, "%s:%zu: NUL byte in pattern", origin, lineno);
+			/* glibc expands interval expressions by copying the tree:
+			 * "(x{100}){100}" takes gigabytes, so they are refused */
+			if (memchr(ce, '{', (size_t)(e - ce)))
+				return base_errf(err, "%s:%zu: interval expressions ({n,m}) are not supported",
+				                 origin, lineno);
+			if (!repetition_ok(ce, (size_t)(e - ce)))
+				return base_errf(err, "%s:%zu: stacked repetition operators or more than %d '+'",
+				                 origin, lineno, PLUS_MAX);
 			char *pat = base_xstrndup(ce, (size_t)(e - ce));
 			regex_t re;
 			int rc = regcomp(&re, pat, REG_EXTENDED | REG_ICASE | REG_NOSUB);

@@ -247,6 +247,10 @@ static void test_classify(void **state)
 	assert_int_equal(relay_rules_add(&r, "\nquota (\n", 9, "f", &err), -1);
 	assert_non_null(strstr(err.msg, "f:2"));
 	assert_int_equal(relay_rules_add(&r, "quota\n", 6, "f", &err), -1);
+	assert_int_equal(relay_rules_add(&r, "quota ((x{99}){99}){99}\n", 24, "f", &err), -1);
+	assert_non_null(strstr(err.msg, "interval"));
+	assert_int_equal(relay_rules_add(&r, "quota a+++\n", 11, "f", &err), -1);
+	assert_int_equal(relay_rules_add(&r, "quota a+b+c+d+e+f+g+h+i+\n", 25, "f", &err), -1);
 	relay_rules_free(r);
 }
 
