@@ -26,7 +26,8 @@ static const char relay_help[] =
     "  --spool DIR                the spool directory (created if missing)\n"
     "  --route DOMAIN=HOST:PORT   next hop for a domain ('*' for every domain); repeatable\n"
     "  --trusted CIDR             a client network allowed to relay; repeatable (default: none)\n"
-    "  --resolver HOST:PORT       DNS resolver for MX lookups (MX routing is not built yet)\n"
+    "  --resolver HOST:PORT       DNS server for MX lookups of domains without a route\n"
+    "  --smtp-port N              port of the MX hosts (25)\n"
     "  --dkim-key DOMAIN=SELECTOR:KEYFILE\n"
     "                             signing key for a From domain; repeatable; the first\n"
     "                             one also signs mail from every other domain\n"
@@ -50,7 +51,6 @@ struct relay_cli {
 	char *strs[16];
 	size_t nstrs;
 	int flag_routes, flag_trusted, flag_dkim;
-	const char *resolver;
 	const char *rules_file;
 };
 
@@ -155,7 +155,7 @@ static int relay_set(struct relay_cli *r, const char *key, const char *v, struct
 	else if (!strcmp(key, "spool")) c->spool = keep(r, v);
 	else if (!strcmp(key, "log")) c->log = keep(r, v);
 	else if (!strcmp(key, "hostname")) c->hostname = keep(r, v);
-	else if (!strcmp(key, "resolver")) r->resolver = keep(r, v);
+	else if (!strcmp(key, "resolver")) c->resolver = keep(r, v);
 	else if (!strcmp(key, "bounce-rules")) r->rules_file = keep(r, v);
 	else if (!strcmp(key, "route")) return add_route(r, v, err);
 	else if (!strcmp(key, "dkim-key")) return add_dkim(r, v, err);
@@ -173,7 +173,7 @@ static int relay_set(struct relay_cli *r, const char *key, const char *v, struct
 		else c->timeout = u ? u : 1;
 	} else if (!strcmp(key, "conn-limit") || !strcmp(key, "max-rcpts") ||
 	           !strcmp(key, "max-conns") || !strcmp(key, "commit-delay") ||
-	           !strcmp(key, "max-size")) {
+	           !strcmp(key, "max-size") || !strcmp(key, "smtp-port")) {
 		if (parse_u32(v, !strcmp(key, "commit-delay") ? 1000000 : 1u << 30, &u) < 0 || u == 0)
 			if (strcmp(key, "commit-delay") || parse_u32(v, 1000000, &u) < 0)
 				return base_errf(err, "%s: bad number '%s'", key, v);
@@ -181,6 +181,10 @@ static int relay_set(struct relay_cli *r, const char *key, const char *v, struct
 		else if (!strcmp(key, "max-rcpts")) c->max_rcpts = u;
 		else if (!strcmp(key, "max-conns")) c->max_conns = u;
 		else if (!strcmp(key, "max-size")) c->max_size = u;
+		else if (!strcmp(key, "smtp-port")) {
+			if (u > 65535) return base_errf(err, "smtp-port: bad port '%s'", v);
+			c->smtp_port = (uint16_t)u;
+		}
 		else c->commit_delay_us = u;
 	} else {
 		return base_errf(err, "unknown setting '%s'", key);
@@ -246,6 +250,7 @@ int cli_relay(int argc, char **argv)
 	    {"max-conns", required_argument, NULL, O_BASE},
 	    {"timeout", required_argument, NULL, O_BASE},
 	    {"commit-delay", required_argument, NULL, O_BASE},
+	    {"smtp-port", required_argument, NULL, O_BASE},
 	    {"bounce-rules", required_argument, NULL, O_BASE},
 	    {"config", required_argument, NULL, 'c'},
 	    {"debug", no_argument, NULL, 'd'},
@@ -280,8 +285,6 @@ int cli_relay(int argc, char **argv)
 	if (!rc && !r.c.listen) rc = fail("--listen ADDR:PORT is required");
 	if (!rc && !r.c.spool) rc = fail("--spool DIR is required");
 	if (!rc && load_rules(&r, &err) < 0) rc = fail("%s", err.msg);
-	if (!rc && r.resolver && !r.c.nroutes)
-		base_warn("MX routing is not built yet: without a --route mail waits and expires");
 	if (!rc && !r.c.ntrusted) base_warn("no --trusted network: every client will be refused");
 	if (!rc && relay_run(&r.c, &err) < 0) rc = fail("%s", err.msg);
 	for (size_t i = 0; i < r.c.nroutes; i++) free(r.c.routes[i].domain), free(r.c.routes[i].host);

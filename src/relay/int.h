@@ -54,6 +54,8 @@ struct dest {
 };
 
 struct session;
+struct dns_resolver;
+struct mxroute;
 struct conn;
 struct evconnlistener;
 
@@ -73,6 +75,9 @@ struct relay_ctx {
 	struct evconnlistener *listener;
 	struct conn *clist;             /* outbound connections */
 	int stopping;
+	struct dns_resolver *resolver; /* MX lookups; NULL without --resolver */
+	struct event *dns_ev;
+	struct mxroute *mx;
 	uint64_t seq;
 	uint64_t syncs, synced; /* group commits, and messages they acknowledged */
 	char hostname[256];
@@ -100,6 +105,15 @@ void relay_job_free(struct relay_ctx *x, struct job *j);
 int relay_server_start(struct relay_ctx *x, struct base_err *err);
 void relay_server_committed(struct relay_ctx *x, struct session *s, int ok, const char *why);
 void relay_server_stop(struct relay_ctx *x);
+
+/* lookup.c */
+int relay_mx_start(struct relay_ctx *x, const char *server, struct base_err *err);
+void relay_mx_stop(struct relay_ctx *x);
+/* The next hop for a domain without a static route: 1 with *host set, 0
+ * while the lookup runs, -1 with a final or transient failure in code and
+ * reply. */
+int relay_mx_route(struct relay_ctx *x, const char *domain, const char **host, int *code,
+                   const char **reply);
 
 /* mta.c */
 void relay_mta_pump(struct relay_ctx *x, struct dest *d);

@@ -31,6 +31,7 @@ void relay_config_init(struct relay_config *c)
 	c->max_rcpts = 100;
 	c->max_conns = 256;
 	c->timeout = 300;
+	c->smtp_port = 25;
 }
 
 /* ---- ids, accounting -------------------------------------------------------- */
@@ -176,6 +177,26 @@ static void recovered(void *arg, const struct relay_record *rec, const struct re
 
 /* ---- routing -------------------------------------------------------------- */
 
+/* The destination of a recipient: 1 with *d, 0 while its MX lookup runs,
+ * -1 with the failure in code and reply. */
+static const struct relay_route *route_for(const struct relay_config *c, const char *domain);
+static struct dest *dest_get(struct relay_ctx *x, const char *host, uint16_t port);
+
+static int dest_for(struct relay_ctx *x, const char *addr, struct dest **d, int *code,
+                    const char **reply)
+{
+	const char *domain = smtp_path_domain(addr);
+	const struct relay_route *rt = route_for(x->cfg, domain);
+	if (rt) {
+		*d = dest_get(x, rt->host, rt->port);
+		return 1;
+	}
+	const char *host;
+	int r = relay_mx_route(x, domain, &host, code, reply);
+	if (r == 1) *d = dest_get(x, host, x->cfg->smtp_port);
+	return r;
+}
+
 static const struct relay_route *route_for(const struct relay_config *c, const char *domain)
 {
 	const struct relay_route *star = NULL;
@@ -294,14 +315,15 @@ static void schedule(struct relay_ctx *x)
 		for (uint32_t i = 0; i < m->nrcpt; i++) {
 			struct rrcpt *r = &m->rcpt[i];
 			if (r->state != RELAY_RCPT_PENDING || r->busy || r->next > now) continue;
-			const struct relay_route *rt = route_for(x->cfg, smtp_path_domain(r->addr));
-			if (!rt) {
-				/* MX resolution is not built yet: without a route the
-				 * recipient waits, and expires like any other. */
-				relay_outcome(x, NULL, m, i, 451, "451 4.4.0 no route to the domain");
+			struct dest *d;
+			int code = 0;
+			const char *why = NULL;
+			int found = dest_for(x, r->addr, &d, &code, &why);
+			if (found == 0) continue; /* the MX lookup is running */
+			if (found < 0) {
+				relay_outcome(x, NULL, m, i, code, why);
 				continue;
 			}
-			struct dest *d = dest_get(x, rt->host, rt->port);
 			if (d->suspended_until > now) continue;
 			/* gather every due recipient of m for d into one job */
 			struct job *j = base_xcalloc(1, sizeof *j);
@@ -310,10 +332,9 @@ static void schedule(struct relay_ctx *x)
 			for (uint32_t k = i; k < m->nrcpt; k++) {
 				struct rrcpt *q = &m->rcpt[k];
 				if (q->state != RELAY_RCPT_PENDING || q->busy || q->next > now) continue;
-				const struct relay_route *rq =
-				    k == i ? rt : route_for(x->cfg, smtp_path_domain(q->addr));
-				if (rq != rt && (!rq || strcmp(rq->host, rt->host) || rq->port != rt->port))
-					continue;
+				struct dest *dq = d;
+				if (k != i && dest_for(x, q->addr, &dq, &code, &why) != 1) continue;
+				if (dq != d) continue;
 				q->busy = 1;
 				j->idx[j->n++] = k;
 			}
@@ -542,7 +563,8 @@ int relay_run(const struct relay_config *c, struct base_err *err)
 	struct event *sigint = evsignal_new(x.base, SIGINT, on_signal, x.base);
 	evsignal_add(sigterm, NULL);
 	evsignal_add(sigint, NULL);
-	int rc = relay_server_start(&x, err);
+	int rc = relay_mx_start(&x, c->resolver, err);
+	if (rc == 0) rc = relay_server_start(&x, err);
 	if (rc == 0) {
 		relay_kick(&x);
 		event_base_dispatch(x.base);
@@ -554,6 +576,7 @@ int relay_run(const struct relay_config *c, struct base_err *err)
 	}
 	relay_server_stop(&x);
 	relay_mta_shutdown(&x);
+	relay_mx_stop(&x);
 	event_free(sigterm);
 	event_free(sigint);
 	event_free(periodic);

@@ -174,6 +174,8 @@ struct relay_config {
 	const char *listen;
 	const char *spool;
 	const char *log; /* accounting, one JSON line per event; NULL: none */
+	const char *resolver; /* DNS server for MX lookups; NULL: static routes only */
+	uint16_t smtp_port;   /* port of MX hosts (25) */
 	const char *hostname;
 	struct relay_route *routes;
 	size_t nroutes;
