@@ -5,6 +5,7 @@ import json
 import os
 import smtplib
 import socket
+import threading
 import time
 
 from conftest import MAILREP, Server, free_port
@@ -124,3 +125,73 @@ def stop_clean(relay):
     out = relay.output()
     assert relay.proc.returncode == 0, out
     assert "Sanitizer" not in out and "runtime error" not in out, out
+
+
+class CountingSink:
+    """A minimal SMTP receiver counting simultaneous connections."""
+
+    def __init__(self, delay=0.15, esmtp=True):
+        self.port = free_port()
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", self.port))
+        self.sock.listen(64)
+        self.delay, self.esmtp, self.lock = delay, esmtp, threading.Lock()
+        self.commands = []
+        self.current = self.max = self.connections = self.messages = 0
+        self.running = True
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        self.sock.settimeout(0.2)
+        while self.running:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self.session, args=(c,), daemon=True).start()
+
+    def session(self, c):
+        with self.lock:
+            self.current += 1
+            self.connections += 1
+            self.max = max(self.max, self.current)
+        f = c.makefile("rb")
+        try:
+            c.sendall(b"220 counting ESMTP\r\n")
+            data = False
+            for line in f:
+                if data:
+                    if line == b".\r\n":
+                        data = False
+                        time.sleep(self.delay)
+                        with self.lock:
+                            self.messages += 1
+                        c.sendall(b"250 2.0.0 ok\r\n")
+                    continue
+                verb = line[:4].upper()
+                with self.lock:
+                    self.commands.append(line.rstrip(b"\r\n"))
+                if verb == b"EHLO" and not self.esmtp:
+                    c.sendall(b"502 5.5.1 no ESMTP here\r\n")
+                elif verb == b"EHLO":
+                    c.sendall(b"250-counting\r\n250 PIPELINING\r\n")
+                elif verb == b"DATA":
+                    data = True
+                    c.sendall(b"354 go\r\n")
+                elif verb == b"QUIT":
+                    c.sendall(b"221 bye\r\n")
+                    break
+                else:
+                    c.sendall(b"250 ok\r\n")
+        finally:
+            f.close()
+            c.close()
+            with self.lock:
+                self.current -= 1
+
+    def stop(self):
+        self.running = False
+        self.thread.join()
+        self.sock.close()
