@@ -131,7 +131,8 @@ static void clear_lists(struct relay_cli *r, const char *key)
 	struct relay_config *c = &r->c;
 	if (!strcmp(key, "route") && !r->flag_routes) {
 		r->flag_routes = 1;
-		for (size_t i = 0; i < c->nroutes; i++) free(c->routes[i].domain), free(c->routes[i].host);
+		for (size_t i = 0; i < c->nroutes; i++)
+			free(c->routes[i].domain), free(c->routes[i].host);
 		c->nroutes = 0;
 	} else if (!strcmp(key, "trusted") && !r->flag_trusted) {
 		r->flag_trusted = 1;
@@ -151,14 +152,22 @@ static int relay_set(struct relay_cli *r, const char *key, const char *v, struct
 {
 	struct relay_config *c = &r->c;
 	uint32_t u;
-	if (!strcmp(key, "listen")) c->listen = keep(r, v);
-	else if (!strcmp(key, "spool")) c->spool = keep(r, v);
-	else if (!strcmp(key, "log")) c->log = keep(r, v);
-	else if (!strcmp(key, "hostname")) c->hostname = keep(r, v);
-	else if (!strcmp(key, "resolver")) c->resolver = keep(r, v);
-	else if (!strcmp(key, "bounce-rules")) r->rules_file = keep(r, v);
-	else if (!strcmp(key, "route")) return add_route(r, v, err);
-	else if (!strcmp(key, "dkim-key")) return add_dkim(r, v, err);
+	if (!strcmp(key, "listen"))
+		c->listen = keep(r, v);
+	else if (!strcmp(key, "spool"))
+		c->spool = keep(r, v);
+	else if (!strcmp(key, "log"))
+		c->log = keep(r, v);
+	else if (!strcmp(key, "hostname"))
+		c->hostname = keep(r, v);
+	else if (!strcmp(key, "resolver"))
+		c->resolver = keep(r, v);
+	else if (!strcmp(key, "bounce-rules"))
+		r->rules_file = keep(r, v);
+	else if (!strcmp(key, "route"))
+		return add_route(r, v, err);
+	else if (!strcmp(key, "dkim-key"))
+		return add_dkim(r, v, err);
 	else if (!strcmp(key, "trusted")) {
 		struct base_cidr cidr;
 		if (base_parse_cidr(v, &cidr, err) < 0) return -1;
@@ -168,24 +177,32 @@ static int relay_set(struct relay_cli *r, const char *key, const char *v, struct
 		return relay_schedule_parse(&c->schedule, v, err);
 	} else if (!strcmp(key, "max-age") || !strcmp(key, "suspend") || !strcmp(key, "timeout")) {
 		if (base_parse_duration(v, &u, err) < 0) return -1;
-		if (!strcmp(key, "max-age")) c->schedule.max_age = u;
-		else if (!strcmp(key, "suspend")) c->suspend = u;
-		else c->timeout = u ? u : 1;
+		if (!strcmp(key, "max-age"))
+			c->schedule.max_age = u;
+		else if (!strcmp(key, "suspend"))
+			c->suspend = u;
+		else
+			c->timeout = u ? u : 1;
 	} else if (!strcmp(key, "conn-limit") || !strcmp(key, "max-rcpts") ||
 	           !strcmp(key, "max-conns") || !strcmp(key, "commit-delay") ||
 	           !strcmp(key, "max-size") || !strcmp(key, "smtp-port")) {
-		if (parse_u32(v, !strcmp(key, "commit-delay") ? 1000000 : 1u << 30, &u) < 0 || u == 0)
+		if (parse_u32(v, !strcmp(key, "commit-delay") ? 1000000 : 1u << 30, &u) < 0 ||
+		    u == 0)
 			if (strcmp(key, "commit-delay") || parse_u32(v, 1000000, &u) < 0)
 				return base_errf(err, "%s: bad number '%s'", key, v);
-		if (!strcmp(key, "conn-limit")) c->conn_limit = u;
-		else if (!strcmp(key, "max-rcpts")) c->max_rcpts = u;
-		else if (!strcmp(key, "max-conns")) c->max_conns = u;
-		else if (!strcmp(key, "max-size")) c->max_size = u;
+		if (!strcmp(key, "conn-limit"))
+			c->conn_limit = u;
+		else if (!strcmp(key, "max-rcpts"))
+			c->max_rcpts = u;
+		else if (!strcmp(key, "max-conns"))
+			c->max_conns = u;
+		else if (!strcmp(key, "max-size"))
+			c->max_size = u;
 		else if (!strcmp(key, "smtp-port")) {
 			if (u > 65535) return base_errf(err, "smtp-port: bad port '%s'", v);
 			c->smtp_port = (uint16_t)u;
-		}
-		else c->commit_delay_us = u;
+		} else
+			c->commit_delay_us = u;
 	} else {
 		return base_errf(err, "unknown setting '%s'", key);
 	}
@@ -221,7 +238,8 @@ static int load_rules(struct relay_cli *r, struct base_err *err)
 		while ((n = fread(chunk, 1, sizeof chunk, f)) > 0 && b.len < (1u << 20))
 			base_buf_append(&b, chunk, n);
 		fclose(f);
-		int rc = relay_rules_add(&r->c.rules, b.data ? b.data : "", b.len, r->rules_file, err);
+		int rc =
+		    relay_rules_add(&r->c.rules, b.data ? b.data : "", b.len, r->rules_file, err);
 		base_buf_free(&b);
 		if (rc < 0) return -1;
 	}
@@ -232,30 +250,29 @@ static int load_rules(struct relay_cli *r, struct base_err *err)
 int cli_relay(int argc, char **argv)
 {
 	enum { O_BASE = 256 };
-	static const struct option opts[] = {
-	    {"listen", required_argument, NULL, O_BASE},
-	    {"spool", required_argument, NULL, O_BASE},
-	    {"route", required_argument, NULL, O_BASE},
-	    {"trusted", required_argument, NULL, O_BASE},
-	    {"resolver", required_argument, NULL, O_BASE},
-	    {"dkim-key", required_argument, NULL, O_BASE},
-	    {"log", required_argument, NULL, O_BASE},
-	    {"hostname", required_argument, NULL, O_BASE},
-	    {"retry-schedule", required_argument, NULL, O_BASE},
-	    {"max-age", required_argument, NULL, O_BASE},
-	    {"suspend", required_argument, NULL, O_BASE},
-	    {"conn-limit", required_argument, NULL, O_BASE},
-	    {"max-size", required_argument, NULL, O_BASE},
-	    {"max-rcpts", required_argument, NULL, O_BASE},
-	    {"max-conns", required_argument, NULL, O_BASE},
-	    {"timeout", required_argument, NULL, O_BASE},
-	    {"commit-delay", required_argument, NULL, O_BASE},
-	    {"smtp-port", required_argument, NULL, O_BASE},
-	    {"bounce-rules", required_argument, NULL, O_BASE},
-	    {"config", required_argument, NULL, 'c'},
-	    {"debug", no_argument, NULL, 'd'},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0}};
+	static const struct option opts[] = {{"listen", required_argument, NULL, O_BASE},
+	                                     {"spool", required_argument, NULL, O_BASE},
+	                                     {"route", required_argument, NULL, O_BASE},
+	                                     {"trusted", required_argument, NULL, O_BASE},
+	                                     {"resolver", required_argument, NULL, O_BASE},
+	                                     {"dkim-key", required_argument, NULL, O_BASE},
+	                                     {"log", required_argument, NULL, O_BASE},
+	                                     {"hostname", required_argument, NULL, O_BASE},
+	                                     {"retry-schedule", required_argument, NULL, O_BASE},
+	                                     {"max-age", required_argument, NULL, O_BASE},
+	                                     {"suspend", required_argument, NULL, O_BASE},
+	                                     {"conn-limit", required_argument, NULL, O_BASE},
+	                                     {"max-size", required_argument, NULL, O_BASE},
+	                                     {"max-rcpts", required_argument, NULL, O_BASE},
+	                                     {"max-conns", required_argument, NULL, O_BASE},
+	                                     {"timeout", required_argument, NULL, O_BASE},
+	                                     {"commit-delay", required_argument, NULL, O_BASE},
+	                                     {"smtp-port", required_argument, NULL, O_BASE},
+	                                     {"bounce-rules", required_argument, NULL, O_BASE},
+	                                     {"config", required_argument, NULL, 'c'},
+	                                     {"debug", no_argument, NULL, 'd'},
+	                                     {"help", no_argument, NULL, 'h'},
+	                                     {NULL, 0, NULL, 0}};
 	struct relay_cli r;
 	memset(&r, 0, sizeof r);
 	relay_config_init(&r.c);
@@ -272,13 +289,18 @@ int cli_relay(int argc, char **argv)
 			fputs(relay_help, stdout);
 			rc = -1;
 			break;
-		case 'c': break;
-		case 'd': base_log_set_level(BASE_LOG_DEBUG); break;
+		case 'c':
+			break;
+		case 'd':
+			base_log_set_level(BASE_LOG_DEBUG);
+			break;
 		case O_BASE:
 			clear_lists(&r, opts[idx].name);
-			if (relay_set(&r, opts[idx].name, optarg, &err) < 0) rc = fail("%s", err.msg);
+			if (relay_set(&r, opts[idx].name, optarg, &err) < 0)
+				rc = fail("%s", err.msg);
 			break;
-		default: rc = fail("see --help");
+		default:
+			rc = fail("see --help");
 		}
 	}
 	if (!rc && optind != argc) rc = fail("unexpected argument '%s'", argv[optind]);
@@ -287,7 +309,8 @@ int cli_relay(int argc, char **argv)
 	if (!rc && load_rules(&r, &err) < 0) rc = fail("%s", err.msg);
 	if (!rc && !r.c.ntrusted) base_warn("no --trusted network: every client will be refused");
 	if (!rc && relay_run(&r.c, &err) < 0) rc = fail("%s", err.msg);
-	for (size_t i = 0; i < r.c.nroutes; i++) free(r.c.routes[i].domain), free(r.c.routes[i].host);
+	for (size_t i = 0; i < r.c.nroutes; i++)
+		free(r.c.routes[i].domain), free(r.c.routes[i].host);
 	free(r.c.routes);
 	for (size_t i = 0; i < r.c.ndkim; i++) {
 		free(r.c.dkim[i].domain);

@@ -71,9 +71,9 @@ struct relay_ctx {
 	struct session **waiting; /* sessions whose message awaits the commit */
 	size_t nwaiting, capwaiting;
 	uint32_t sessions;
-	struct session *slist;          /* inbound sessions */
+	struct session *slist; /* inbound sessions */
 	struct evconnlistener *listener;
-	struct conn *clist;             /* outbound connections */
+	struct conn *clist; /* outbound connections */
 	int stopping;
 	struct dns_resolver *resolver; /* MX lookups; NULL without --resolver */
 	struct event *dns_ev;

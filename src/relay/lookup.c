@@ -123,7 +123,8 @@ static void on_mx(void *arg, const char *name, uint16_t type, struct dns_answer 
 	e->targets = base_xcalloc(ans->n, sizeof *e->targets);
 	for (size_t i = 0; i < ans->n; i++) {
 		if (ans->rr[i].ttl < e->ttl) e->ttl = ans->rr[i].ttl;
-		if (ans->rr[i].len && strcmp(ans->rr[i].data, ".")) e->targets[e->ntargets++] = base_xstrdup(ans->rr[i].data);
+		if (ans->rr[i].len && strcmp(ans->rr[i].data, "."))
+			e->targets[e->ntargets++] = base_xstrdup(ans->rr[i].data);
 	}
 	next_target(e);
 }
@@ -169,7 +170,9 @@ int relay_mx_route(struct relay_ctx *x, const char *domain, const char **host, i
 			arm(x);
 	}
 	switch (e->state) {
-	case MX_READY: *host = e->host; return 1;
+	case MX_READY:
+		*host = e->host;
+		return 1;
 	case MX_NULLMX:
 		*code = 556;
 		*reply = "556 5.1.10 the domain accepts no mail (null MX)";
@@ -182,7 +185,8 @@ int relay_mx_route(struct relay_ctx *x, const char *domain, const char **host, i
 		*code = 451;
 		*reply = "451 4.4.3 MX lookup failed";
 		return -1;
-	default: return 0;
+	default:
+		return 0;
 	}
 }
 

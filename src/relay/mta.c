@@ -54,8 +54,8 @@ struct conn {
 	int code;
 	/* the transaction */
 	struct job *job;
-	uint32_t step;   /* replies consumed: 0 MAIL, 1..n RCPT, n+1 DATA, n+2 dot */
-	uint32_t sent;   /* commands sent (without pipelining: step + 1) */
+	uint32_t step; /* replies consumed: 0 MAIL, 1..n RCPT, n+1 DATA, n+2 dot */
+	uint32_t sent; /* commands sent (without pipelining: step + 1) */
 	int mail_code, data_code;
 	char *mail_reply, *data_reply;
 	int *rcpt_code;
@@ -72,8 +72,10 @@ static void conn_free(struct conn *c)
 		bufferevent_disable(c->bev, EV_READ | EV_WRITE);
 		return;
 	}
-	if (c->prev) c->prev->next = c->next;
-	else x->clist = c->next;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		x->clist = c->next;
 	if (c->next) c->next->prev = c->prev;
 	if (c->counted_connecting) c->d->connecting--;
 	c->d->active--;
@@ -144,7 +146,8 @@ static void conn_fail(struct conn *c, int code, const char *why)
 	struct dest *d = c->d;
 	int had_job = c->job != NULL;
 	if (had_job) tx_report(c, code, why);
-	if (!had_job && (c->st == C_CONNECT || c->st == C_GREETING || c->st == C_EHLO || c->st == C_HELO)) {
+	if (!had_job &&
+	    (c->st == C_CONNECT || c->st == C_GREETING || c->st == C_EHLO || c->st == C_HELO)) {
 		struct job *j;
 		while ((j = relay_job_take(d))) {
 			c->job = j;
@@ -165,7 +168,8 @@ static void next_job(struct conn *c)
 		c->counted_connecting = 0;
 		c->d->connecting--;
 	}
-	struct job *j = c->x->stopping || c->d->suspended_until > base_now() ? NULL : relay_job_take(c->d);
+	struct job *j =
+	    c->x->stopping || c->d->suspended_until > base_now() ? NULL : relay_job_take(c->d);
 	if (!j) {
 		c->st = C_QUIT;
 		send_line(c, "QUIT");
@@ -282,8 +286,8 @@ static void on_tx_reply(struct conn *c, int code, const char *text)
 		conn_free(c);
 		return;
 	}
-	int failed = (k == 0 && (code < 200 || code >= 300)) ||
-	             (k == j->n && c->accepted == 0) || (k == j->n + 1);
+	int failed = (k == 0 && (code < 200 || code >= 300)) || (k == j->n && c->accepted == 0) ||
+	             (k == j->n + 1);
 	if (c->pipelining) {
 		/* replies keep coming up to DATA's; after a rejected DATA, RSET */
 		if (k == j->n + 1) {
@@ -340,16 +344,24 @@ static void on_reply(struct conn *c, int code, const char *text)
 		}
 		break;
 	case C_HELO:
-		if (code >= 200 && code < 300) next_job(c);
-		else conn_fail(c, code, text);
+		if (code >= 200 && code < 300)
+			next_job(c);
+		else
+			conn_fail(c, code, text);
 		break;
-	case C_TX: on_tx_reply(c, code, text); break;
+	case C_TX:
+		on_tx_reply(c, code, text);
+		break;
 	case C_RSET:
-		if (code >= 200 && code < 300) next_job(c);
-		else conn_free(c);
+		if (code >= 200 && code < 300)
+			next_job(c);
+		else
+			conn_free(c);
 		break;
 	case C_QUIT:
-	default: conn_free(c); break;
+	default:
+		conn_free(c);
+		break;
 	}
 }
 
@@ -374,7 +386,8 @@ static void on_read(struct bufferevent *bev, void *arg)
 			return;
 		}
 		c->code = code;
-		if (c->st == C_EHLO && !base_strcasecmp_ascii(text, "PIPELINING")) c->pipelining = 1;
+		if (c->st == C_EHLO && !base_strcasecmp_ascii(text, "PIPELINING"))
+			c->pipelining = 1;
 		if (c->lines == 1) {
 			c->reply.len = 0;
 			base_buf_append(&c->reply, line, n > 512 ? 512 : n);

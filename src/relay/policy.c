@@ -29,7 +29,8 @@ int relay_schedule_parse(struct relay_schedule *s, const char *text, struct base
 		const char *comma = strchr(p, ',');
 		size_t n = comma ? (size_t)(comma - p) : strlen(p);
 		char term[32];
-		if (n == 0 || n >= sizeof term) return base_errf(err, "retry schedule '%s': bad term", text);
+		if (n == 0 || n >= sizeof term)
+			return base_errf(err, "retry schedule '%s': bad term", text);
 		if (t.n == RELAY_SCHEDULE_MAX)
 			return base_errf(err, "retry schedule '%s': more than %d terms", text,
 			                 RELAY_SCHEDULE_MAX);
@@ -40,7 +41,8 @@ int relay_schedule_parse(struct relay_schedule *s, const char *text, struct base
 			return base_errf(err, "retry schedule '%s': bad duration '%s'", text, term);
 		t.n++;
 		p += n + (comma ? 1 : 0);
-		if (comma && !*p) return base_errf(err, "retry schedule '%s': trailing comma", text);
+		if (comma && !*p)
+			return base_errf(err, "retry schedule '%s': trailing comma", text);
 	}
 	if (t.n == 0) return base_errf(err, "retry schedule is empty");
 	*s = t;
@@ -70,8 +72,9 @@ int relay_check_rcpt(const char *path, struct base_err *err)
 	if (dl == 0 || d[dl - 1] == '.' || d[0] == '.' || strstr(d, ".."))
 		return base_errf(err, "5.1.2 bad domain");
 	for (const char *c = d; *c; c++)
-		if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
-		      *c == '-' || *c == '.' || (unsigned char)*c >= 0x80))
+		if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+		      (*c >= '0' && *c <= '9') || *c == '-' || *c == '.' ||
+		      (unsigned char)*c >= 0x80))
 			return base_errf(err, "5.1.2 bad domain");
 	return 0;
 }

@@ -47,9 +47,12 @@ static void json_str(FILE *f, const char *s)
 	fputc('"', f);
 	for (; s && *s; s++) {
 		unsigned char c = (unsigned char)*s;
-		if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-		else if (c < 0x20) fprintf(f, "\\u%04x", c);
-		else fputc(c, f);
+		if (c == '"' || c == '\\')
+			fprintf(f, "\\%c", c);
+		else if (c < 0x20)
+			fprintf(f, "\\u%04x", c);
+		else
+			fputc(c, f);
 	}
 	fputc('"', f);
 }
@@ -62,7 +65,8 @@ static void enhanced(const char *reply, char *out, size_t n)
 	const char *t = reply + 4;
 	size_t k = 0;
 	if ((t[0] == '2' || t[0] == '4' || t[0] == '5') && t[1] == '.') {
-		while (k + 1 < n && t[k] && t[k] != ' ' && ((t[k] >= '0' && t[k] <= '9') || t[k] == '.'))
+		while (k + 1 < n && t[k] && t[k] != ' ' &&
+		       ((t[k] >= '0' && t[k] <= '9') || t[k] == '.'))
 			out[k] = t[k], k++;
 		out[k] = 0;
 	}
@@ -143,8 +147,10 @@ struct rmsg *relay_queue_add(struct relay_ctx *x, const char *id, const char *se
 
 static void msg_free(struct relay_ctx *x, struct rmsg *m)
 {
-	if (m->prev) m->prev->next = m->next;
-	else x->msgs = m->next;
+	if (m->prev)
+		m->prev->next = m->next;
+	else
+		x->msgs = m->next;
 	if (m->next) m->next->prev = m->prev;
 	x->nmsgs--;
 	relay_spool_release(x->spool, m->loc.seg);
@@ -164,7 +170,8 @@ static void recovered(void *arg, const struct relay_record *rec, const struct re
 		rc[i] = p;
 		p += strlen(p) + 1;
 	}
-	struct rmsg *m = relay_queue_add(x, rec->id, rec->sender, "", rec->received, loc, rc, rec->nrcpt);
+	struct rmsg *m =
+	    relay_queue_add(x, rec->id, rec->sender, "", rec->received, loc, rc, rec->nrcpt);
 	free(rc);
 	m->live = 0;
 	for (uint32_t i = 0; i < rec->nrcpt; i++) {
@@ -201,8 +208,10 @@ static const struct relay_route *route_for(const struct relay_config *c, const c
 {
 	const struct relay_route *star = NULL;
 	for (size_t i = 0; i < c->nroutes; i++) {
-		if (!strcmp(c->routes[i].domain, "*")) star = &c->routes[i];
-		else if (!base_strcasecmp_ascii(c->routes[i].domain, domain)) return &c->routes[i];
+		if (!strcmp(c->routes[i].domain, "*"))
+			star = &c->routes[i];
+		else if (!base_strcasecmp_ascii(c->routes[i].domain, domain))
+			return &c->routes[i];
 	}
 	return star;
 }
@@ -221,8 +230,8 @@ static struct dest *dest_get(struct relay_ctx *x, const char *host, uint16_t por
 
 /* ---- outcomes ------------------------------------------------------------- */
 
-static void dsn(struct relay_ctx *x, struct rmsg *m, uint32_t idx, struct dest *d, const char *reply,
-                int expired);
+static void dsn(struct relay_ctx *x, struct rmsg *m, uint32_t idx, struct dest *d,
+                const char *reply, int expired);
 
 static void finish(struct relay_ctx *x, struct rmsg *m, uint32_t idx, uint32_t state)
 {
@@ -252,11 +261,12 @@ void relay_outcome(struct relay_ctx *x, struct dest *d, struct rmsg *m, uint32_t
 		relay_account(x, "expiry", m, r, d, code, reply);
 		dsn(x, m, idx, d, reply, 1);
 	} else {
-		r->next = relay_schedule_next(&x->cfg->schedule, r->attempts, now, (uint32_t)random());
+		r->next =
+		    relay_schedule_next(&x->cfg->schedule, r->attempts, now, (uint32_t)random());
 		if (d && d->suspended_until > r->next) r->next = d->suspended_until;
 		struct base_err err;
-		if (relay_spool_state(x->spool, m->id, idx, RELAY_RCPT_PENDING, r->attempts, r->next,
-		                      &err) < 0)
+		if (relay_spool_state(x->spool, m->id, idx, RELAY_RCPT_PENDING, r->attempts,
+		                      r->next, &err) < 0)
 			base_warn("%s", err.msg);
 		relay_account(x, "transient", m, r, d, code, reply);
 	}
@@ -266,7 +276,8 @@ void relay_suspend(struct relay_ctx *x, struct dest *d, const char *why)
 {
 	int64_t until = base_now() + x->cfg->suspend;
 	if (d->suspended_until < until) d->suspended_until = until;
-	base_info("destination %s:%u suspended for %us: %s", d->host, d->port, x->cfg->suspend, why);
+	base_info("destination %s:%u suspended for %us: %s", d->host, d->port, x->cfg->suspend,
+	          why);
 	/* waiting jobs go back to the queue, without counting an attempt */
 	struct job *j;
 	while ((j = relay_job_take(d))) {
@@ -331,7 +342,8 @@ static void schedule(struct relay_ctx *x)
 			j->idx = base_xcalloc(m->nrcpt, sizeof *j->idx);
 			for (uint32_t k = i; k < m->nrcpt; k++) {
 				struct rrcpt *q = &m->rcpt[k];
-				if (q->state != RELAY_RCPT_PENDING || q->busy || q->next > now) continue;
+				if (q->state != RELAY_RCPT_PENDING || q->busy || q->next > now)
+					continue;
 				struct dest *dq = d;
 				if (k != i && dest_for(x, q->addr, &dq, &code, &why) != 1) continue;
 				if (dq != d) continue;
@@ -339,8 +351,10 @@ static void schedule(struct relay_ctx *x)
 				j->idx[j->n++] = k;
 			}
 			m->busy++;
-			if (d->tail) d->tail->next = j;
-			else d->head = j;
+			if (d->tail)
+				d->tail->next = j;
+			else
+				d->head = j;
 			d->tail = j;
 			d->njobs++;
 		}
@@ -414,8 +428,8 @@ static int from_domain(const char *msg, size_t len, char *out, size_t n)
 			size_t k = 0;
 			for (const char *q = at + 1; q < fe && k + 1 < n; q++) {
 				char c = *q;
-				if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-				      c == '-' || c == '.'))
+				if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+				      (c >= '0' && c <= '9') || c == '-' || c == '.'))
 					break;
 				out[k++] = base_lower(c);
 			}
@@ -438,7 +452,8 @@ int relay_sign(struct relay_ctx *x, struct base_buf *msg, struct base_err *err)
 			size_t dl = strlen(dom), kl = strlen(c->dkim[i].domain);
 			/* the From domain itself, or a subdomain of a key's domain */
 			if (!strcmp(dom, c->dkim[i].domain) ||
-			    (dl > kl && dom[dl - kl - 1] == '.' && !strcmp(dom + dl - kl, c->dkim[i].domain))) {
+			    (dl > kl && dom[dl - kl - 1] == '.' &&
+			     !strcmp(dom + dl - kl, c->dkim[i].domain))) {
 				k = &c->dkim[i];
 				break;
 			}
@@ -462,8 +477,8 @@ int relay_sign(struct relay_ctx *x, struct base_buf *msg, struct base_err *err)
 
 /* ---- DSN (RFC 3464) ------------------------------------------------------------ */
 
-static void dsn(struct relay_ctx *x, struct rmsg *m, uint32_t idx, struct dest *d, const char *reply,
-                int expired)
+static void dsn(struct relay_ctx *x, struct rmsg *m, uint32_t idx, struct dest *d,
+                const char *reply, int expired)
 {
 	if (!m->sender[0]) return; /* never bounce a bounce */
 	struct base_buf orig, b;
@@ -544,8 +559,10 @@ int relay_run(const struct relay_config *c, struct base_err *err)
 	x.cfg = c;
 	signal(SIGPIPE, SIG_IGN);
 	srandom((unsigned)base_mono_ns());
-	if (c->hostname) snprintf(x.hostname, sizeof x.hostname, "%s", c->hostname);
-	else if (gethostname(x.hostname, sizeof x.hostname - 1) < 0) strcpy(x.hostname, "localhost");
+	if (c->hostname)
+		snprintf(x.hostname, sizeof x.hostname, "%s", c->hostname);
+	else if (gethostname(x.hostname, sizeof x.hostname - 1) < 0)
+		strcpy(x.hostname, "localhost");
 	if (c->log && !(x.log = fopen(c->log, "a")))
 		return base_errf(err, "%s: %s", c->log, strerror(errno));
 	if (relay_spool_open(&x.spool, c->spool, recovered, &x, err) < 0) {

@@ -33,10 +33,10 @@
  * 'S' payload: id NUL rcpt-index NUL state NUL attempts NUL next-attempt NUL
  *              (decimal numbers; state is one of enum relay_rcpt_state).
  */
-#define RELAY_RECORD_HDR   16
-#define RELAY_RECORD_MAX   (64u << 20)
-#define RELAY_ID_MAX       32
-#define RELAY_RCPT_MAX     1000
+#define RELAY_RECORD_HDR 16
+#define RELAY_RECORD_MAX (64u << 20)
+#define RELAY_ID_MAX     32
+#define RELAY_RCPT_MAX   1000
 
 enum relay_rcpt_state {
 	RELAY_RCPT_PENDING = 0, /* to be (re)tried at `next` */
@@ -86,9 +86,9 @@ struct relay_loc {
 
 /* Called for each message recovered at open, with the state records that
  * followed it already folded in (states[i], attempts[i], next[i]). */
-typedef void (*relay_recover_cb)(void *arg, const struct relay_record *m, const struct relay_loc *loc,
-                                 const uint32_t *states, const uint32_t *attempts,
-                                 const int64_t *next);
+typedef void (*relay_recover_cb)(void *arg, const struct relay_record *m,
+                                 const struct relay_loc *loc, const uint32_t *states,
+                                 const uint32_t *attempts, const int64_t *next);
 
 int relay_spool_open(struct relay_spool **out, const char *dir, relay_recover_cb cb, void *arg,
                      struct base_err *err);
@@ -173,7 +173,7 @@ struct relay_dkim {
 struct relay_config {
 	const char *listen;
 	const char *spool;
-	const char *log; /* accounting, one JSON line per event; NULL: none */
+	const char *log;      /* accounting, one JSON line per event; NULL: none */
 	const char *resolver; /* DNS server for MX lookups; NULL: static routes only */
 	uint16_t smtp_port;   /* port of MX hosts (25) */
 	const char *hostname;
@@ -184,13 +184,13 @@ struct relay_config {
 	struct relay_dkim *dkim;
 	size_t ndkim;
 	struct relay_schedule schedule;
-	uint32_t suspend;      /* seconds a destination rests after a 4xx greeting or 421 */
-	uint32_t conn_limit;   /* connections per destination */
+	uint32_t suspend;    /* seconds a destination rests after a 4xx greeting or 421 */
+	uint32_t conn_limit; /* connections per destination */
 	uint64_t max_size;
 	uint32_t max_rcpts;
-	uint32_t max_conns;    /* inbound sessions */
-	uint32_t timeout;      /* inbound idle timeout, seconds */
-	uint32_t commit_delay_us; /* group-commit window; 0: commit at the end of each loop turn */
+	uint32_t max_conns;        /* inbound sessions */
+	uint32_t timeout;          /* inbound idle timeout, seconds */
+	uint32_t commit_delay_us;  /* group-commit window; 0: commit at the end of each loop turn */
 	struct relay_rules *rules; /* bounce classification */
 };
 

@@ -28,19 +28,21 @@ struct relay_rules {
 };
 
 static const char *const categories[] = {
-    "bad-mailbox", "bad-domain", "inactive-mailbox", "quota",    "spam-related",
-    "policy-related", "bad-connection", "protocol",   "expired", "other",
+    "bad-mailbox",    "bad-domain",     "inactive-mailbox", "quota",   "spam-related",
+    "policy-related", "bad-connection", "protocol",         "expired", "other",
 };
 
 const char relay_rules_default[] =
     "# category  regex over \"CODE ENHANCED TEXT\"\n"
-    "spam-related     ^[45][0-9][0-9] [45]\\.7\\.1 .*(spam|blocked|blacklist|blocklist|reputation|rbl)\n"
+    "spam-related     ^[45][0-9][0-9] [45]\\.7\\.1 "
+    ".*(spam|blocked|blacklist|blocklist|reputation|rbl)\n"
     "spam-related     (spam|blacklisted|blocklisted|listed at|dnsbl|reputation)\n"
     "inactive-mailbox (inactive|disabled|deactivated|expired account|no longer)\n"
     "quota            ^[45][0-9][0-9] [45]\\.2\\.2 \n"
     "quota            (quota|mailbox (is )?full|over ?quota|insufficient storage)\n"
     "bad-mailbox      ^[45][0-9][0-9] [45]\\.1\\.[16] \n"
-    "bad-mailbox      (user unknown|no such user|unknown user|mailbox unavailable|does not exist|recipient rejected|invalid recipient|mailbox not found)\n"
+    "bad-mailbox      (user unknown|no such user|unknown user|mailbox unavailable|does not "
+    "exist|recipient rejected|invalid recipient|mailbox not found)\n"
     "bad-domain       ^[45][0-9][0-9] [45]\\.1\\.2 \n"
     "bad-domain       ^[45][0-9][0-9] [45]\\.4\\.4 \n"
     "bad-domain       (host not found|domain not found|no route|null mx|no mx)\n"
@@ -55,7 +57,8 @@ const char relay_rules_default[] =
 static const char *category_name(const char *s, size_t n)
 {
 	for (size_t i = 0; i < sizeof categories / sizeof categories[0]; i++)
-		if (strlen(categories[i]) == n && !strncmp(categories[i], s, n)) return categories[i];
+		if (strlen(categories[i]) == n && !strncmp(categories[i], s, n))
+			return categories[i];
 	return NULL;
 }
 
@@ -70,7 +73,8 @@ static int repetition_ok(const char *p, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		int op = p[i] == '+' || p[i] == '*' || p[i] == '?';
 		if (p[i] == '+' && ++plus > PLUS_MAX) return 0;
-		if (op && i > 0 && (p[i - 1] == '+' || p[i - 1] == '*' || p[i - 1] == '?')) return 0;
+		if (op && i > 0 && (p[i - 1] == '+' || p[i - 1] == '*' || p[i - 1] == '?'))
+			return 0;
 	}
 	return 1;
 }
@@ -95,21 +99,27 @@ int relay_rules_add(struct relay_rules **rp, const char *text, size_t len, const
 			while (ce < e && *ce != ' ' && *ce != '\t') ce++;
 			const char *cat = category_name(q, (size_t)(ce - q));
 			if (!cat)
-				return base_errf(err, "%s:%zu: unknown category '%.*s'", origin, lineno,
-				                 (int)(ce - q > 40 ? 40 : ce - q), q);
+				return base_errf(err, "%s:%zu: unknown category '%.*s'", origin,
+				                 lineno, (int)(ce - q > 40 ? 40 : ce - q), q);
 			while (ce < e && (*ce == ' ' || *ce == '\t')) ce++;
-			if (ce == e) return base_errf(err, "%s:%zu: rule without a pattern", origin, lineno);
-			if (e - ce > 1024) return base_errf(err, "%s:%zu: pattern too long", origin, lineno);
+			if (ce == e)
+				return base_errf(err, "%s:%zu: rule without a pattern", origin,
+				                 lineno);
+			if (e - ce > 1024)
+				return base_errf(err, "%s:%zu: pattern too long", origin, lineno);
 			if (memchr(ce, 0, (size_t)(e - ce)))
-				return base_errf(err, "%s:%zu: NUL byte in pattern", origin, lineno);
+				return base_errf(err, "%s:%zu: NUL byte in pattern", origin,
+				                 lineno);
 			/* glibc expands interval expressions by copying the tree:
 			 * "(x{100}){100}" takes gigabytes, so they are refused */
 			if (memchr(ce, '{', (size_t)(e - ce)))
-				return base_errf(err, "%s:%zu: interval expressions ({n,m}) are not supported",
-				                 origin, lineno);
+				return base_errf(
+				    err, "%s:%zu: interval expressions ({n,m}) are not supported",
+				    origin, lineno);
 			if (!repetition_ok(ce, (size_t)(e - ce)))
-				return base_errf(err, "%s:%zu: stacked repetition operators or more than %d '+'",
-				                 origin, lineno, PLUS_MAX);
+				return base_errf(
+				    err, "%s:%zu: stacked repetition operators or more than %d '+'",
+				    origin, lineno, PLUS_MAX);
 			char *pat = base_xstrndup(ce, (size_t)(e - ce));
 			regex_t re;
 			int rc = regcomp(&re, pat, REG_EXTENDED | REG_ICASE | REG_NOSUB);
@@ -117,7 +127,8 @@ int relay_rules_add(struct relay_rules **rp, const char *text, size_t len, const
 			if (rc) {
 				char msg[128];
 				regerror(rc, &re, msg, sizeof msg);
-				return base_errf(err, "%s:%zu: bad pattern: %s", origin, lineno, msg);
+				return base_errf(err, "%s:%zu: bad pattern: %s", origin, lineno,
+				                 msg);
 			}
 			r->v = base_xrealloc(r->v, (r->n + 1) * sizeof *r->v);
 			r->v[r->n].category = cat;
@@ -142,8 +153,8 @@ const char *relay_classify(const struct relay_rules *r, int code, const char *en
 {
 	if (!r) return "other";
 	char subject[1200];
-	snprintf(subject, sizeof subject, "%03d %s %s", code, enhanced && *enhanced ? enhanced : "-",
-	         text ? text : "");
+	snprintf(subject, sizeof subject, "%03d %s %s", code,
+	         enhanced && *enhanced ? enhanced : "-", text ? text : "");
 	for (size_t i = 0; i < r->n; i++)
 		if (regexec(&r->v[i].re, subject, 0, NULL, 0) == 0) return r->v[i].category;
 	return "other";

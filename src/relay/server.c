@@ -78,8 +78,10 @@ static void tx_reset(struct session *s)
 static void session_free(struct session *s)
 {
 	struct relay_ctx *x = s->x;
-	if (s->prev) s->prev->next = s->next;
-	else x->slist = s->next;
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		x->slist = s->next;
 	if (s->next) s->next->prev = s->prev;
 	x->sessions--;
 	tx_reset(s);
@@ -115,10 +117,11 @@ static void cmd_ehlo(struct session *s, const struct smtp_command *c)
 	tx_reset(s);
 	s->helo = 1;
 	s->esmtp = c->verb == SMTP_EHLO;
-	snprintf(s->helo_name, sizeof s->helo_name, "%.*s", (int)(c->arg_len < 63 ? c->arg_len : 63),
-	         c->arg);
+	snprintf(s->helo_name, sizeof s->helo_name, "%.*s",
+	         (int)(c->arg_len < 63 ? c->arg_len : 63), c->arg);
 	for (char *p = s->helo_name; *p; p++)
-		if ((unsigned char)*p < 0x21 || *p == '(' || *p == ')' || (unsigned char)*p > 0x7e) *p = '?';
+		if ((unsigned char)*p < 0x21 || *p == '(' || *p == ')' || (unsigned char)*p > 0x7e)
+			*p = '?';
 	if (!s->esmtp) {
 		reply(s, "250 %s", s->x->hostname);
 		return;
@@ -200,8 +203,9 @@ static void cmd_data(struct session *s)
 	strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S +0000", &tm);
 	relay_id_new(s->x, s->id);
 	base_buf_init(&s->data);
-	base_buf_printf(&s->data, "Received: from %s ([%s])\r\n\tby %s (mailrep) with %s id %s;\r\n\t%s\r\n",
-	                s->helo_name, s->ip, s->x->hostname, s->esmtp ? "ESMTP" : "SMTP", s->id, date);
+	base_buf_printf(
+	    &s->data, "Received: from %s ([%s])\r\n\tby %s (mailrep) with %s id %s;\r\n\t%s\r\n",
+	    s->helo_name, s->ip, s->x->hostname, s->esmtp ? "ESMTP" : "SMTP", s->id, date);
 	s->st = S_DATA;
 	reply(s, "354 End data with <CR><LF>.<CR><LF>");
 }
@@ -269,17 +273,31 @@ static void command(struct session *s, const char *line, size_t n)
 	}
 	switch (c.verb) {
 	case SMTP_HELO:
-	case SMTP_EHLO: cmd_ehlo(s, &c); break;
-	case SMTP_MAIL: cmd_mail(s, &c); break;
-	case SMTP_RCPT: cmd_rcpt(s, &c); break;
-	case SMTP_DATA: cmd_data(s); break;
+	case SMTP_EHLO:
+		cmd_ehlo(s, &c);
+		break;
+	case SMTP_MAIL:
+		cmd_mail(s, &c);
+		break;
+	case SMTP_RCPT:
+		cmd_rcpt(s, &c);
+		break;
+	case SMTP_DATA:
+		cmd_data(s);
+		break;
 	case SMTP_RSET:
 		tx_reset(s);
 		reply(s, "250 2.0.0 Ok");
 		break;
-	case SMTP_NOOP: reply(s, "250 2.0.0 Ok"); break;
-	case SMTP_VRFY: reply(s, "252 2.5.0 cannot verify"); break;
-	case SMTP_HELP: reply(s, "214 2.0.0 see RFC 5321"); break;
+	case SMTP_NOOP:
+		reply(s, "250 2.0.0 Ok");
+		break;
+	case SMTP_VRFY:
+		reply(s, "252 2.5.0 cannot verify");
+		break;
+	case SMTP_HELP:
+		reply(s, "214 2.0.0 see RFC 5321");
+		break;
 	case SMTP_QUIT:
 		reply(s, "221 2.0.0 %s closing", s->x->hostname);
 		close_after_reply(s);
@@ -349,8 +367,10 @@ void relay_server_committed(struct relay_ctx *x, struct session *s, int ok, cons
 		session_free(s);
 		return;
 	}
-	if (ok) reply(s, "250 2.0.0 Ok: queued as %s", s->id);
-	else reply(s, "451 4.3.0 the spool could not be synced, try again later");
+	if (ok)
+		reply(s, "250 2.0.0 Ok: queued as %s", s->id);
+	else
+		reply(s, "451 4.3.0 the spool could not be synced, try again later");
 	tx_reset(s);
 	s->st = S_CMD;
 	bufferevent_enable(s->bev, EV_READ);
@@ -372,8 +392,9 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	base_buf_init(&s->data);
 	strcpy(s->helo_name, "unknown");
 	int fam = sa->sa_family;
-	const uint8_t *a = fam == AF_INET ? (const uint8_t *)&((struct sockaddr_in *)sa)->sin_addr
-	                                  : (const uint8_t *)&((struct sockaddr_in6 *)sa)->sin6_addr;
+	const uint8_t *a = fam == AF_INET
+	                       ? (const uint8_t *)&((struct sockaddr_in *)sa)->sin_addr
+	                       : (const uint8_t *)&((struct sockaddr_in6 *)sa)->sin6_addr;
 	inet_ntop(fam, a, s->ip, sizeof s->ip);
 	for (size_t i = 0; i < x->cfg->ntrusted; i++)
 		if (base_cidr_contains(&x->cfg->trusted[i], fam, a)) s->trusted = 1;

@@ -38,9 +38,9 @@
 
 struct segment {
 	uint32_t no;
-	int fd;          /* -1 once closed */
-	uint32_t live;   /* messages not yet finished */
-	int dirty;       /* written since the last commit */
+	int fd;        /* -1 once closed */
+	uint32_t live; /* messages not yet finished */
+	int dirty;     /* written since the last commit */
 };
 
 struct relay_spool {
@@ -90,7 +90,8 @@ void relay_record_msg(struct base_buf *out, const char *id, const char *sender, 
                       const char *const *rcpts, uint32_t nrcpt, const char *body, size_t body_len)
 {
 	size_t start = record_begin(out, 'M');
-	base_buf_printf(out, "%s%c%s%c%lld%c%u%c", id, 0, sender, 0, (long long)received, 0, nrcpt, 0);
+	base_buf_printf(out, "%s%c%s%c%lld%c%u%c", id, 0, sender, 0, (long long)received, 0, nrcpt,
+	                0);
 	for (uint32_t i = 0; i < nrcpt; i++) base_buf_append(out, rcpts[i], strlen(rcpts[i]) + 1);
 	base_buf_append(out, body, body_len);
 	record_end(out, start);
@@ -133,8 +134,8 @@ static int valid_id(const char *s)
 {
 	if (!s || !*s) return 0;
 	for (; *s; s++)
-		if (!((*s >= '0' && *s <= '9') || (*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') ||
-		      *s == '.' || *s == '-'))
+		if (!((*s >= '0' && *s <= '9') || (*s >= 'A' && *s <= 'Z') ||
+		      (*s >= 'a' && *s <= 'z') || *s == '.' || *s == '-'))
 			return 0;
 	return 1;
 }
@@ -147,7 +148,8 @@ int relay_record_parse(const uint8_t *buf, size_t len, struct relay_record *r, s
 	if (buf[4] != 'M' && buf[4] != 'S') return base_errf(err, "byte 4: unknown record type");
 	if (buf[5] || buf[6] || buf[7]) return base_errf(err, "byte 5: reserved bytes not zero");
 	uint32_t plen = get_u32(buf + 8);
-	if (plen > RELAY_RECORD_MAX) return base_errf(err, "byte 8: payload length %u too large", plen);
+	if (plen > RELAY_RECORD_MAX)
+		return base_errf(err, "byte 8: payload length %u too large", plen);
 	if (len - RELAY_RECORD_HDR < plen) return 0;
 	const uint8_t *p = buf + RELAY_RECORD_HDR;
 	uLong crc = crc32(0L, buf + 4, 8);
@@ -156,23 +158,28 @@ int relay_record_parse(const uint8_t *buf, size_t len, struct relay_record *r, s
 	r->type = (char)buf[4];
 	size_t off = 0;
 	const char *id = field(p, plen, &off, RELAY_ID_MAX);
-	if (!valid_id(id)) return base_errf(err, "byte %zu: bad message id", RELAY_RECORD_HDR + off);
+	if (!valid_id(id))
+		return base_errf(err, "byte %zu: bad message id", RELAY_RECORD_HDR + off);
 	strcpy(r->id, id);
 	uint64_t v;
 	if (r->type == 'M') {
 		r->sender = field(p, plen, &off, SMTP_PATH_MAX);
-		if (!r->sender) return base_errf(err, "byte %zu: bad sender", RELAY_RECORD_HDR + off);
+		if (!r->sender)
+			return base_errf(err, "byte %zu: bad sender", RELAY_RECORD_HDR + off);
 		if (number(field(p, plen, &off, 20), INT64_MAX, &v) < 0)
-			return base_errf(err, "byte %zu: bad reception time", RELAY_RECORD_HDR + off);
+			return base_errf(err, "byte %zu: bad reception time",
+			                 RELAY_RECORD_HDR + off);
 		r->received = (int64_t)v;
 		if (number(field(p, plen, &off, 10), RELAY_RCPT_MAX, &v) < 0 || v == 0)
-			return base_errf(err, "byte %zu: bad recipient count", RELAY_RECORD_HDR + off);
+			return base_errf(err, "byte %zu: bad recipient count",
+			                 RELAY_RECORD_HDR + off);
 		r->nrcpt = (uint32_t)v;
 		r->rcpts = (const char *)p + off;
 		for (uint32_t i = 0; i < r->nrcpt; i++) {
 			const char *rc = field(p, plen, &off, SMTP_PATH_MAX);
 			if (!rc || !*rc)
-				return base_errf(err, "byte %zu: bad recipient %u", RELAY_RECORD_HDR + off, i);
+				return base_errf(err, "byte %zu: bad recipient %u",
+				                 RELAY_RECORD_HDR + off, i);
 		}
 		r->body_off = RELAY_RECORD_HDR + off;
 		r->body_len = plen - off;
@@ -223,8 +230,10 @@ static struct segment *seg_find(struct relay_spool *sp, uint32_t no)
 	size_t lo = 0, hi = sp->nsegs;
 	while (lo < hi) {
 		size_t mid = (lo + hi) / 2;
-		if (sp->segs[mid].no < no) lo = mid + 1;
-		else hi = mid;
+		if (sp->segs[mid].no < no)
+			lo = mid + 1;
+		else
+			hi = mid;
 	}
 	return lo < sp->nsegs && sp->segs[lo].no == no ? &sp->segs[lo] : NULL;
 }
@@ -277,7 +286,8 @@ static int recover_segment(struct relay_spool *sp, uint32_t no, struct recovery 
 	while (off + RELAY_RECORD_HDR <= size) {
 		if (pread(fd, hdr, sizeof hdr, (off_t)off) != (ssize_t)sizeof hdr) break;
 		uint32_t plen = get_u32(hdr + 8);
-		if (memcmp(hdr, "MRS1", 4) || plen > RELAY_RECORD_MAX || off + RELAY_RECORD_HDR + plen > size)
+		if (memcmp(hdr, "MRS1", 4) || plen > RELAY_RECORD_MAX ||
+		    off + RELAY_RECORD_HDR + plen > size)
 			break;
 		uint8_t *rec = base_xmalloc(RELAY_RECORD_HDR + (size_t)plen);
 		if (pread(fd, rec, RELAY_RECORD_HDR + (size_t)plen, (off_t)off) !=
@@ -289,8 +299,8 @@ static int recover_segment(struct relay_spool *sp, uint32_t no, struct recovery 
 		struct base_err e2;
 		int n = relay_record_parse(rec, RELAY_RECORD_HDR + (size_t)plen, &r, &e2);
 		if (n <= 0) {
-			base_warn("spool %s/%s: offset %llu: %s", sp->dir, name, (unsigned long long)off,
-			          n < 0 ? e2.msg : "truncated record");
+			base_warn("spool %s/%s: offset %llu: %s", sp->dir, name,
+			          (unsigned long long)off, n < 0 ? e2.msg : "truncated record");
 			free(rec);
 			break;
 		}
@@ -300,7 +310,8 @@ static int recover_segment(struct relay_spool *sp, uint32_t no, struct recovery 
 			m->payload = rec;
 			/* re-parse so the pointers point into the kept copy */
 			relay_record_parse(rec, (size_t)n, &m->rec, &e2);
-			m->loc = (struct relay_loc){.seg = no, .off = off + m->rec.body_off,
+			m->loc = (struct relay_loc){.seg = no,
+			                            .off = off + m->rec.body_off,
 			                            .len = (uint32_t)m->rec.body_len};
 			m->states = base_xcalloc(r.nrcpt, sizeof *m->states);
 			m->attempts = base_xcalloc(r.nrcpt, sizeof *m->attempts);
@@ -318,11 +329,12 @@ static int recover_segment(struct relay_spool *sp, uint32_t no, struct recovery 
 		off += (uint64_t)n;
 	}
 	if (off < size) {
-		base_warn("spool %s/%s: cutting %llu unreadable bytes at offset %llu", sp->dir, name,
-		          (unsigned long long)(size - off), (unsigned long long)off);
+		base_warn("spool %s/%s: cutting %llu unreadable bytes at offset %llu", sp->dir,
+		          name, (unsigned long long)(size - off), (unsigned long long)off);
 		if (ftruncate(fd, (off_t)off) < 0 || fdatasync(fd) < 0) {
 			close(fd);
-			return base_errf(err, "%s/%s: truncate: %s", sp->dir, name, strerror(errno));
+			return base_errf(err, "%s/%s: truncate: %s", sp->dir, name,
+			                 strerror(errno));
 		}
 	}
 	close(fd);
@@ -368,7 +380,8 @@ int relay_spool_open(struct relay_spool **out, const char *dir, relay_recover_cb
 	for (size_t i = 0; i < rv.n; i++) {
 		struct pending_msg *m = &rv.msgs[i];
 		int live = 0;
-		for (uint32_t k = 0; k < m->rec.nrcpt; k++) live |= m->states[k] == RELAY_RCPT_PENDING;
+		for (uint32_t k = 0; k < m->rec.nrcpt; k++)
+			live |= m->states[k] == RELAY_RCPT_PENDING;
 		if (!rc && live) {
 			relay_spool_hold(sp, m->loc.seg);
 			if (cb) cb(arg, &m->rec, &m->loc, m->states, m->attempts, m->next);
@@ -422,7 +435,8 @@ static int append(struct relay_spool *sp, uint64_t *at, struct base_err *err)
 			if (ftruncate(c->fd, (off_t)sp->cur_size) < 0)
 				base_warn("spool %s: cannot cut back a failed write: %s", sp->dir,
 				          strerror(errno));
-			return base_errf(err, "spool %s/seg-%08u: write: %s", sp->dir, c->no, strerror(e));
+			return base_errf(err, "spool %s/seg-%08u: write: %s", sp->dir, c->no,
+			                 strerror(e));
 		}
 		done += (size_t)w;
 	}

@@ -22,8 +22,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (relay_rules_add(&r, (const char *)data, size, "fuzz", &err) < 0) {
 		if (!strstr(err.msg, "fuzz:")) abort();
 	} else {
-		static const char *const replies[] = {"550 5.1.1 user unknown", "421 4.7.0 try later",
-		                                      "000 connection refused", ""};
+		static const char *const replies[] = {
+		    "550 5.1.1 user unknown", "421 4.7.0 try later", "000 connection refused", ""};
 		for (size_t i = 0; i < 4; i++) {
 			const char *c = relay_classify(r, 550, "5.1.1", replies[i]);
 			if (!c || !*c) abort();

@@ -4,7 +4,6 @@ reaches smtp-sink (at least once); a full disk (here a file-size limit)
 answers 452 and corrupts nothing; a counting sink shows that the
 connections to one destination never exceed --conn-limit, and that they
 are reused for several messages."""
-import os
 import re
 import resource
 import signal

@@ -26,7 +26,8 @@ static void test_record_roundtrip(void **state)
 	struct base_buf b;
 	base_buf_init(&b);
 	const char *rc[] = {"a@example.com", "b@example.org"};
-	relay_record_msg(&b, "abc.1", "s@example.net", 1700000000, rc, 2, "Subject: x\r\n\r\nhi\r\n", 19);
+	relay_record_msg(&b, "abc.1", "s@example.net", 1700000000, rc, 2,
+	                 "Subject: x\r\n\r\nhi\r\n", 19);
 	relay_record_state(&b, "abc.1", 1, RELAY_RCPT_PENDING, 3, 1700000600);
 	struct relay_record r;
 	struct base_err err;
@@ -124,8 +125,10 @@ static void test_spool_recovery(void **state)
 	assert_int_equal(s.n, 0);
 	const char *rc[] = {"a@example.com", "b@example.org"};
 	struct relay_loc l1, l2;
-	assert_int_equal(relay_spool_add(sp, "m1", "s@x.example", 10, rc, 2, "body one\r\n", 10, &l1, &err), 0);
-	assert_int_equal(relay_spool_add(sp, "m2", "", 11, rc, 1, "body two\r\n", 10, &l2, &err), 0);
+	assert_int_equal(
+	    relay_spool_add(sp, "m1", "s@x.example", 10, rc, 2, "body one\r\n", 10, &l1, &err), 0);
+	assert_int_equal(relay_spool_add(sp, "m2", "", 11, rc, 1, "body two\r\n", 10, &l2, &err),
+	                 0);
 	assert_int_equal(relay_spool_state(sp, "m1", 0, RELAY_RCPT_DELIVERED, 1, 0, &err), 0);
 	assert_int_equal(relay_spool_state(sp, "m1", 1, RELAY_RCPT_PENDING, 2, 999, &err), 0);
 	assert_int_equal(relay_spool_state(sp, "m2", 0, RELAY_RCPT_BOUNCED, 1, 0, &err), 0);
@@ -211,10 +214,18 @@ static void test_check_rcpt(void **state)
 	assert_int_equal(relay_check_rcpt("user@example.com", &err), 0);
 	assert_int_equal(relay_check_rcpt("first.last+tag@sub.example.com", &err), 0);
 	const char *bad[] = {
-	    "user%victim.example@relay.example", "@relay.example:user@victim.example",
-	    "\"user@victim.example\"@relay.example", "user@victim.example@relay.example",
-	    "victim.example!user@relay.example", "user", "user@", "@example.com",
-	    "user@example.com.", "user@.example.com", "user@exa..mple.com", "user@[127.0.0.1]",
+	    "user%victim.example@relay.example",
+	    "@relay.example:user@victim.example",
+	    "\"user@victim.example\"@relay.example",
+	    "user@victim.example@relay.example",
+	    "victim.example!user@relay.example",
+	    "user",
+	    "user@",
+	    "@example.com",
+	    "user@example.com.",
+	    "user@.example.com",
+	    "user@exa..mple.com",
+	    "user@[127.0.0.1]",
 	    "a\\@b@example.com",
 	};
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
@@ -228,17 +239,31 @@ static void test_classify(void **state)
 	struct base_err err;
 	const char *extra = "# site rules\nquota  ^452 .*storage\n\nbad-mailbox   no-such-person\n";
 	assert_int_equal(relay_rules_add(&r, extra, strlen(extra), "extra", &err), 0);
-	assert_int_equal(relay_rules_add(&r, relay_rules_default, strlen(relay_rules_default), "default", &err), 0);
-	assert_string_equal(relay_classify(r, 550, "5.1.1", "550 5.1.1 <a@b>: Recipient address rejected: User unknown"), "bad-mailbox");
+	assert_int_equal(
+	    relay_rules_add(&r, relay_rules_default, strlen(relay_rules_default), "default", &err),
+	    0);
+	assert_string_equal(
+	    relay_classify(r, 550, "5.1.1",
+	                   "550 5.1.1 <a@b>: Recipient address rejected: User unknown"),
+	    "bad-mailbox");
 	assert_string_equal(relay_classify(r, 550, "", "550 no-such-person here"), "bad-mailbox");
 	assert_string_equal(relay_classify(r, 452, "4.2.2", "452 4.2.2 Mailbox full"), "quota");
 	assert_string_equal(relay_classify(r, 452, "", "452 insufficient storage"), "quota");
-	assert_string_equal(relay_classify(r, 554, "5.7.1", "554 5.7.1 Service unavailable; client host blocked using zen.spamhaus.org"), "spam-related");
-	assert_string_equal(relay_classify(r, 550, "5.7.26", "550 5.7.26 unauthenticated mail is prohibited by DMARC policy"), "policy-related");
-	assert_string_equal(relay_classify(r, 550, "5.1.2", "550 5.1.2 bad destination system"), "bad-domain");
+	assert_string_equal(
+	    relay_classify(
+	        r, 554, "5.7.1",
+	        "554 5.7.1 Service unavailable; client host blocked using zen.spamhaus.org"),
+	    "spam-related");
+	assert_string_equal(
+	    relay_classify(r, 550, "5.7.26",
+	                   "550 5.7.26 unauthenticated mail is prohibited by DMARC policy"),
+	    "policy-related");
+	assert_string_equal(relay_classify(r, 550, "5.1.2", "550 5.1.2 bad destination system"),
+	                    "bad-domain");
 	assert_string_equal(relay_classify(r, 0, "", "000 connection refused"), "bad-connection");
 	assert_string_equal(relay_classify(r, 500, "", "500 syntax error"), "protocol");
-	assert_string_equal(relay_classify(r, 550, "5.2.1", "550 5.2.1 account disabled"), "inactive-mailbox");
+	assert_string_equal(relay_classify(r, 550, "5.2.1", "550 5.2.1 account disabled"),
+	                    "inactive-mailbox");
 	assert_string_equal(relay_classify(r, 451, "", "451 something else"), "other");
 	relay_rules_free(r);
 	r = NULL;
