@@ -90,3 +90,26 @@ def test_4xx_greeting_suspends_destination(datadir, servers):
     assert len(count_transient(datadir, servers, "60s")) == 1
     # the control: with a 1 s suspension the same setup tries again and again
     assert len(count_transient(datadir, servers, "1s")) >= 3
+
+
+def test_expiry_gives_dsn(datadir, servers):
+    grey = start_sink(datadir, ["-r", "RCPT"])
+    good = start_sink(datadir)
+    servers += [grey, good]
+    relay = start_relay(datadir, ["--route", "dest.example=" + grey.hop,
+                                  "--route", "example.com=" + good.hop,
+                                  "--trusted", "127.0.0.1", "--retry-schedule", "1s",
+                                  "--max-age", "3s"])
+    servers.append(relay)
+    qid = submit(relay.port, "alice@example.com", ["bob@dest.example"], message("expiring"))
+    x = wait_for(lambda: of(relay, "expiry"), timeout=20)
+    assert x and x[0]["id"] == qid and x[0]["category"] == "expired"
+    assert x[0]["attempts"] >= 2  # retried before giving up
+    t = of(relay, "transient")
+    assert t and all(e["time"] - x[0]["time"] <= 0 for e in t)
+    dsn = wait_for(lambda: sink_files(good))
+    assert len(dsn) == 1 and b"X-Mail-Args: <>" in dsn[0]
+    assert b"Final-Recipient: rfc822; bob@dest.example" in dsn[0]
+    assert b"Status: 4." in dsn[0] and b"before it expired" in dsn[0]
+    assert of(relay, "bounce") == []
+    stop_clean(relay)
