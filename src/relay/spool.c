@@ -254,16 +254,54 @@ struct pending_msg {
 	int64_t *next;
 };
 
+/* Messages read so far, with an open-addressing index by id (slots hold
+ * index + 1; 0 is empty; the table is kept at most half full). */
 struct recovery {
 	struct pending_msg *msgs;
-	size_t n;
+	size_t n, cap;
+	size_t *slots;
+	size_t nslots;
 };
+
+static size_t id_hash(const char *id)
+{
+	size_t h = 1469598103934665603ull;
+	for (; *id; id++) h = (h ^ (unsigned char)*id) * 1099511628211ull;
+	return h;
+}
+
+static size_t *find_slot(struct recovery *rv, const char *id)
+{
+	size_t mask = rv->nslots - 1, i = id_hash(id) & mask;
+	while (rv->slots[i] && strcmp(rv->msgs[rv->slots[i] - 1].rec.id, id)) i = (i + 1) & mask;
+	return &rv->slots[i];
+}
 
 static struct pending_msg *find_msg(struct recovery *rv, const char *id)
 {
-	for (size_t i = rv->n; i-- > 0;)
-		if (!strcmp(rv->msgs[i].rec.id, id)) return &rv->msgs[i];
-	return NULL;
+	if (!rv->nslots) return NULL;
+	size_t *slot = find_slot(rv, id);
+	return *slot ? &rv->msgs[*slot - 1] : NULL;
+}
+
+static struct pending_msg *add_msg(struct recovery *rv)
+{
+	if (rv->n == rv->cap) {
+		rv->cap = rv->cap ? 2 * rv->cap : 64;
+		rv->msgs = base_xrealloc(rv->msgs, rv->cap * sizeof *rv->msgs);
+	}
+	if (2 * (rv->n + 1) > rv->nslots) {
+		free(rv->slots);
+		rv->nslots = rv->nslots ? 2 * rv->nslots : 128;
+		rv->slots = base_xcalloc(rv->nslots, sizeof *rv->slots);
+		for (size_t i = 0; i < rv->n; i++) *find_slot(rv, rv->msgs[i].rec.id) = i + 1;
+	}
+	return &rv->msgs[rv->n++];
+}
+
+static void index_msg(struct recovery *rv, struct pending_msg *m)
+{
+	*find_slot(rv, m->rec.id) = (size_t)(m - rv->msgs) + 1;
 }
 
 /* Reads one segment's records; cuts a torn tail off. */
@@ -305,11 +343,11 @@ static int recover_segment(struct relay_spool *sp, uint32_t no, struct recovery 
 			break;
 		}
 		if (r.type == 'M' && !find_msg(rv, r.id)) {
-			rv->msgs = base_xrealloc(rv->msgs, (rv->n + 1) * sizeof *rv->msgs);
-			struct pending_msg *m = &rv->msgs[rv->n++];
+			struct pending_msg *m = add_msg(rv);
 			m->payload = rec;
 			/* re-parse so the pointers point into the kept copy */
 			relay_record_parse(rec, (size_t)n, &m->rec, &e2);
+			index_msg(rv, m);
 			m->loc = (struct relay_loc){.seg = no,
 			                            .off = off + m->rec.body_off,
 			                            .len = (uint32_t)m->rec.body_len};
@@ -392,6 +430,7 @@ int relay_spool_open(struct relay_spool **out, const char *dir, relay_recover_cb
 		free(m->next);
 	}
 	free(rv.msgs);
+	free(rv.slots);
 	if (!rc) rc = seg_new(sp, err);
 	if (!rc) rc = relay_spool_commit(sp, err);
 	if (rc) {
