@@ -145,7 +145,8 @@ struct rmsg *relay_queue_add(struct relay_ctx *x, const char *id, const char *se
 	return m;
 }
 
-static void msg_free(struct relay_ctx *x, struct rmsg *m)
+/* Frees a message's memory only: at shutdown, when the spool must keep it. */
+static void msg_drop(struct relay_ctx *x, struct rmsg *m)
 {
 	if (m->prev)
 		m->prev->next = m->next;
@@ -153,11 +154,17 @@ static void msg_free(struct relay_ctx *x, struct rmsg *m)
 		x->msgs = m->next;
 	if (m->next) m->next->prev = m->prev;
 	x->nmsgs--;
-	relay_spool_release(x->spool, m->loc.seg);
 	for (uint32_t i = 0; i < m->nrcpt; i++) free(m->rcpt[i].addr);
 	free(m->rcpt);
 	free(m->sender);
 	free(m);
+}
+
+/* Frees a finished message and lets the spool reclaim its segment. */
+static void msg_free(struct relay_ctx *x, struct rmsg *m)
+{
+	relay_spool_release(x->spool, m->loc.seg);
+	msg_drop(x, m);
 }
 
 static void recovered(void *arg, const struct relay_record *rec, const struct relay_loc *loc,
@@ -599,10 +606,8 @@ int relay_run(const struct relay_config *c, struct base_err *err)
 	event_free(periodic);
 	event_free(x.tick);
 	event_free(x.commit_ev);
-	while (x.msgs) {
-		x.msgs->live = 0;
-		msg_free(&x, x.msgs);
-	}
+	/* the queue stays in the spool for the next start */
+	while (x.msgs) msg_drop(&x, x.msgs);
 	while (x.dests) {
 		struct dest *d = x.dests;
 		x.dests = d->next;

@@ -172,3 +172,43 @@ def test_group_commit_shares_syncs(datadir, servers):
     assert messages == 200
     print("group commit: %d messages in %d syncs" % (messages, syncs))
     assert syncs < messages, (messages, syncs)  # one sync per message would fail
+
+
+def test_restarts_keep_the_queue(datadir, servers):
+    """A clean stop keeps queued mail: three starts in a row on one spool,
+    with the next hop down, still hold every message; `mailrep queue` sees
+    them without changing the spool, and they are delivered once the next
+    hop is back."""
+    import json
+    import subprocess
+    from conftest import MAILREP, free_port
+    hop_port = free_port()
+    args = ["--route", "*=127.0.0.1:%d" % hop_port, "--trusted", "127.0.0.1",
+            "--retry-schedule", "1s"]
+    relay = start_relay(datadir, args)
+    ids = {submit(relay.port, "alice@example.com", ["u%d@dest.example" % i, "v@other.example"])
+           for i in range(3)}
+    assert wait_for(lambda: len([e for e in events(relay) if e["event"] == "transient"]) >= 6)
+    stop_clean(relay)
+    for n in range(2):
+        relay = start_relay(datadir, args, spool=relay.spool, name="again%d" % n)
+        assert "3 messages recovered" in wait_for(relay.output), relay.output()
+        stop_clean(relay)
+        q = subprocess.run([MAILREP, "queue", "--spool", relay.spool, "--json", "--list"],
+                           capture_output=True, timeout=30)
+        assert q.returncode == 0, q.stderr
+        doc = json.loads(q.stdout)
+        assert {m["id"] for m in doc["messages"]} == ids
+        assert doc["total"]["recipients"] == 6
+        assert {d["domain"]: d["recipients"] for d in doc["domains"]} == {
+            "dest.example": 3, "other.example": 3}
+        assert all(r["attempts"] >= 1 for m in doc["messages"] for r in m["rcpts"])
+    sink = start_sink(datadir, port=hop_port)
+    servers.append(sink)
+    relay = start_relay(datadir, args, spool=relay.spool, name="last")
+    servers.append(relay)
+    assert wait_for(lambda: ids <= delivered_ids(sink), timeout=30)
+    stop_clean(relay)
+    q = subprocess.run([MAILREP, "queue", "--spool", relay.spool], capture_output=True,
+                       timeout=30)
+    assert q.stdout.startswith(b"0 messages, 0 recipients pending"), q.stdout
