@@ -16,5 +16,6 @@ int cli_trap(int argc, char **argv);
 int cli_dkim(int argc, char **argv);
 int cli_check(int argc, char **argv);
 int cli_relay(int argc, char **argv);
+int cli_queue(int argc, char **argv);
 
 #endif

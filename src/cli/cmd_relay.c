@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "auth/auth.h"
 #include "base/base.h"
@@ -322,4 +323,175 @@ int cli_relay(int argc, char **argv)
 	relay_rules_free(r.c.rules);
 	for (size_t i = 0; i < r.nstrs; i++) free(r.strs[i]);
 	return rc < 0 ? 0 : rc;
+}
+
+/* ---- mailrep queue ---------------------------------------------------------- */
+
+static const char queue_help[] =
+    "usage: mailrep queue --spool DIR [--list] [--json]\n"
+    "\n"
+    "Shows what a relay's spool holds, without changing it (the relay may be\n"
+    "running): messages and pending recipients, by recipient domain; --list\n"
+    "adds every message with its pending recipients, attempts and next try.\n";
+
+struct qdomain {
+	char *name;
+	uint64_t rcpts, deferred; /* deferred: tried at least once */
+};
+
+struct qview {
+	int list, json;
+	uint64_t msgs, rcpts;
+	int64_t oldest;
+	struct qdomain *doms;
+	size_t ndoms;
+	int first;
+};
+
+static void json_s(const char *s)
+{
+	putchar('"');
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '"' || c == '\\')
+			printf("\\%c", c);
+		else if (c < 0x20)
+			printf("\\u%04x", c);
+		else
+			putchar(c);
+	}
+	putchar('"');
+}
+
+static void iso(int64_t t, char *out, size_t n)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+	gmtime_r(&tt, &tm);
+	strftime(out, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static void on_queued(void *arg, const struct relay_record *m, const struct relay_loc *loc,
+                      const uint32_t *states, const uint32_t *attempts, const int64_t *next)
+{
+	struct qview *q = arg;
+	q->msgs++;
+	if (!q->oldest || m->received < q->oldest) q->oldest = m->received;
+	char t[32];
+	iso(m->received, t, sizeof t);
+	if (q->list && q->json) {
+		printf("%s{\"id\":", q->first ? "" : ",");
+		json_s(m->id);
+		printf(",\"sender\":");
+		json_s(m->sender);
+		printf(",\"received\":\"%s\",\"size\":%u,\"rcpts\":[", t, loc->len);
+	} else if (q->list) {
+		printf("%s  %s  <%s>  %u bytes\n", m->id, t, m->sender, loc->len);
+	}
+	q->first = 0;
+	const char *r = m->rcpts;
+	int firstr = 1;
+	for (uint32_t i = 0; i < m->nrcpt; i++, r += strlen(r) + 1) {
+		if (states[i] != RELAY_RCPT_PENDING) continue;
+		q->rcpts++;
+		const char *dom = strrchr(r, '@') ? strrchr(r, '@') + 1 : "";
+		size_t k = 0;
+		while (k < q->ndoms && base_strcasecmp_ascii(q->doms[k].name, dom)) k++;
+		if (k == q->ndoms) {
+			q->doms = base_xrealloc(q->doms, (q->ndoms + 1) * sizeof *q->doms);
+			q->doms[q->ndoms++] = (struct qdomain){.name = base_xstrdup(dom)};
+		}
+		q->doms[k].rcpts++;
+		if (attempts[i]) q->doms[k].deferred++;
+		if (!q->list) continue;
+		char nx[32] = "now";
+		if (next[i]) iso(next[i], nx, sizeof nx);
+		if (q->json) {
+			printf("%s{\"rcpt\":", firstr ? "" : ",");
+			json_s(r);
+			printf(",\"attempts\":%u,\"next\":\"%s\"}", attempts[i], nx);
+		} else {
+			printf("    %s  attempts %u  next %s\n", r, attempts[i], nx);
+		}
+		firstr = 0;
+	}
+	if (q->list && q->json) printf("]}");
+}
+
+static int cmp_dom(const void *a, const void *b)
+{
+	const struct qdomain *x = a, *y = b;
+	if (x->rcpts != y->rcpts) return x->rcpts > y->rcpts ? -1 : 1;
+	return strcmp(x->name, y->name);
+}
+
+int cli_queue(int argc, char **argv)
+{
+	static const struct option opts[] = {{"spool", required_argument, NULL, 's'},
+	                                     {"list", no_argument, NULL, 'l'},
+	                                     {"json", no_argument, NULL, 'j'},
+	                                     {"help", no_argument, NULL, 'h'},
+	                                     {NULL, 0, NULL, 0}};
+	struct qview q;
+	memset(&q, 0, sizeof q);
+	q.first = 1;
+	const char *spool = NULL;
+	int c;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 's':
+			spool = optarg;
+			break;
+		case 'l':
+			q.list = 1;
+			break;
+		case 'j':
+			q.json = 1;
+			break;
+		case 'h':
+			fputs(queue_help, stdout);
+			return 0;
+		default:
+			return fail("see --help");
+		}
+	}
+	if (optind != argc) return fail("unexpected argument '%s'", argv[optind]);
+	if (!spool) return fail("--spool DIR is required");
+	struct base_err err;
+	if (q.json) printf("{\"messages\":[");
+	int rc = relay_spool_scan(spool, on_queued, &q, &err);
+	if (rc < 0) {
+		if (q.json) printf("]}\n");
+		return fail("%s", err.msg);
+	}
+	base_sort(q.doms, q.ndoms, sizeof *q.doms, cmp_dom);
+	char t[32] = "-";
+	if (q.oldest) iso(q.oldest, t, sizeof t);
+	if (q.json) {
+		printf("],\"total\":{\"messages\":%llu,\"recipients\":%llu,\"oldest\":",
+		       (unsigned long long)q.msgs, (unsigned long long)q.rcpts);
+		if (q.oldest)
+			printf("\"%s\"", t);
+		else
+			printf("null");
+		printf("},\"domains\":[");
+		for (size_t i = 0; i < q.ndoms; i++) {
+			printf("%s{\"domain\":", i ? "," : "");
+			json_s(q.doms[i].name);
+			printf(",\"recipients\":%llu,\"deferred\":%llu}",
+			       (unsigned long long)q.doms[i].rcpts,
+			       (unsigned long long)q.doms[i].deferred);
+		}
+		printf("]}\n");
+	} else {
+		printf("%llu messages, %llu recipients pending, oldest %s\n",
+		       (unsigned long long)q.msgs, (unsigned long long)q.rcpts, t);
+		for (size_t i = 0; i < q.ndoms; i++)
+			printf("  %-40s %8llu recipients  %8llu deferred\n", q.doms[i].name,
+			       (unsigned long long)q.doms[i].rcpts,
+			       (unsigned long long)q.doms[i].deferred);
+	}
+	for (size_t i = 0; i < q.ndoms; i++) free(q.doms[i].name);
+	free(q.doms);
+	return 0;
 }

@@ -25,6 +25,7 @@ static const struct subcommand commands[] = {
 	{"dkim", cli_dkim, "DKIM keys, signing and verification"},
 	{"check", cli_check, "check a domain's SPF, DKIM, DMARC, MX and MTA-STS setup"},
 	{"relay", cli_relay, "outbound relay: sign, spool durably, deliver, retry, bounce"},
+	{"queue", cli_queue, "show what a relay's spool holds, by domain or message"},
 };
 
 static void usage(FILE *f)

@@ -93,6 +93,10 @@ typedef void (*relay_recover_cb)(void *arg, const struct relay_record *m,
 int relay_spool_open(struct relay_spool **out, const char *dir, relay_recover_cb cb, void *arg,
                      struct base_err *err);
 void relay_spool_close(struct relay_spool *sp);
+/* Reads a spool without changing it (a running relay may own it): cb for
+ * each message with a pending recipient. A record being written shows as
+ * a torn tail and is skipped. */
+int relay_spool_scan(const char *dir, relay_recover_cb cb, void *arg, struct base_err *err);
 /* Writes (without syncing) a message record; on failure (ENOSPC...) the
  * segment is cut back so nothing partial remains. */
 int relay_spool_add(struct relay_spool *sp, const char *id, const char *sender, int64_t received,

@@ -305,12 +305,12 @@ static void index_msg(struct recovery *rv, struct pending_msg *m)
 }
 
 /* Reads one segment's records; cuts a torn tail off. */
-static int recover_segment(struct relay_spool *sp, uint32_t no, struct recovery *rv,
+static int recover_segment(struct relay_spool *sp, uint32_t no, struct recovery *rv, int readonly,
                            struct base_err *err)
 {
 	char name[32];
 	seg_name(name, sizeof name, no);
-	int fd = openat(sp->dirfd, name, O_RDWR | O_CLOEXEC);
+	int fd = openat(sp->dirfd, name, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
 	if (fd < 0) return base_errf(err, "%s/%s: %s", sp->dir, name, strerror(errno));
 	struct stat st;
 	if (fstat(fd, &st) < 0) {
@@ -366,7 +366,7 @@ static int recover_segment(struct relay_spool *sp, uint32_t no, struct recovery 
 		free(rec);
 		off += (uint64_t)n;
 	}
-	if (off < size) {
+	if (off < size && !readonly) {
 		base_warn("spool %s/%s: cutting %llu unreadable bytes at offset %llu", sp->dir,
 		          name, (unsigned long long)(size - off), (unsigned long long)off);
 		if (ftruncate(fd, (off_t)off) < 0 || fdatasync(fd) < 0) {
@@ -377,6 +377,23 @@ static int recover_segment(struct relay_spool *sp, uint32_t no, struct recovery 
 	}
 	close(fd);
 	return 0;
+}
+
+/* Reads every segment of sp's directory and calls cb for each message
+ * with a pending recipient (holding its segment unless readonly). */
+static int load(struct relay_spool *sp, int readonly, relay_recover_cb cb, void *arg,
+                struct base_err *err);
+
+int relay_spool_scan(const char *dir, relay_recover_cb cb, void *arg, struct base_err *err)
+{
+	struct relay_spool *sp = base_xcalloc(1, sizeof *sp);
+	sp->dir = base_xstrdup(dir);
+	base_buf_init(&sp->scratch);
+	sp->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int rc = sp->dirfd < 0 ? base_errf(err, "spool %s: %s", dir, strerror(errno))
+	                       : load(sp, 1, cb, arg, err);
+	relay_spool_close(sp);
+	return rc;
 }
 
 int relay_spool_open(struct relay_spool **out, const char *dir, relay_recover_cb cb, void *arg,
@@ -393,12 +410,24 @@ int relay_spool_open(struct relay_spool **out, const char *dir, relay_recover_cb
 		relay_spool_close(sp);
 		return -1;
 	}
-	DIR *d = fdopendir(dup(sp->dirfd));
-	if (!d) {
-		base_errf(err, "spool %s: %s", dir, strerror(errno));
+	int rc = load(sp, 0, cb, arg, err);
+	if (!rc) rc = seg_new(sp, err);
+	if (!rc) rc = relay_spool_commit(sp, err);
+	if (rc) {
 		relay_spool_close(sp);
 		return -1;
 	}
+	/* segments nobody holds can go now */
+	relay_spool_release(sp, 0);
+	*out = sp;
+	return 0;
+}
+
+static int load(struct relay_spool *sp, int readonly, relay_recover_cb cb, void *arg,
+                struct base_err *err)
+{
+	DIR *d = fdopendir(dup(sp->dirfd));
+	if (!d) return base_errf(err, "spool %s: %s", sp->dir, strerror(errno));
 	uint32_t *nos = NULL;
 	size_t nn = 0;
 	struct dirent *de;
@@ -413,7 +442,7 @@ int relay_spool_open(struct relay_spool **out, const char *dir, relay_recover_cb
 	base_sort(nos, nn, sizeof *nos, cmp_u32);
 	struct recovery rv = {0};
 	int rc = 0;
-	for (size_t i = 0; i < nn && !rc; i++) rc = recover_segment(sp, nos[i], &rv, err);
+	for (size_t i = 0; i < nn && !rc; i++) rc = recover_segment(sp, nos[i], &rv, readonly, err);
 	free(nos);
 	for (size_t i = 0; i < rv.n; i++) {
 		struct pending_msg *m = &rv.msgs[i];
@@ -421,7 +450,7 @@ int relay_spool_open(struct relay_spool **out, const char *dir, relay_recover_cb
 		for (uint32_t k = 0; k < m->rec.nrcpt; k++)
 			live |= m->states[k] == RELAY_RCPT_PENDING;
 		if (!rc && live) {
-			relay_spool_hold(sp, m->loc.seg);
+			if (!readonly) relay_spool_hold(sp, m->loc.seg);
 			if (cb) cb(arg, &m->rec, &m->loc, m->states, m->attempts, m->next);
 		}
 		free(m->payload);
@@ -431,16 +460,7 @@ int relay_spool_open(struct relay_spool **out, const char *dir, relay_recover_cb
 	}
 	free(rv.msgs);
 	free(rv.slots);
-	if (!rc) rc = seg_new(sp, err);
-	if (!rc) rc = relay_spool_commit(sp, err);
-	if (rc) {
-		relay_spool_close(sp);
-		return -1;
-	}
-	/* segments nobody holds can go now */
-	relay_spool_release(sp, 0);
-	*out = sp;
-	return 0;
+	return rc;
 }
 
 void relay_spool_close(struct relay_spool *sp)
