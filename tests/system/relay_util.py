@@ -130,7 +130,7 @@ def stop_clean(relay):
 class CountingSink:
     """A minimal SMTP receiver counting simultaneous connections."""
 
-    def __init__(self, delay=0.15, esmtp=True):
+    def __init__(self, delay=0.15, esmtp=True, rcpt_reply=None):
         self.port = free_port()
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -138,6 +138,7 @@ class CountingSink:
         self.sock.listen(64)
         self.delay, self.esmtp, self.lock = delay, esmtp, threading.Lock()
         self.commands = []
+        self.rcpt_reply = rcpt_reply  # e.g. b"421 ..." answers every RCPT, then closes
         self.current = self.max = self.connections = self.messages = 0
         self.running = True
         self.thread = threading.Thread(target=self.serve, daemon=True)
@@ -177,6 +178,10 @@ class CountingSink:
                     c.sendall(b"502 5.5.1 no ESMTP here\r\n")
                 elif verb == b"EHLO":
                     c.sendall(b"250-counting\r\n250 PIPELINING\r\n")
+                elif verb == b"RCPT" and self.rcpt_reply:
+                    c.sendall(self.rcpt_reply + b"\r\n")
+                    if self.rcpt_reply.startswith(b"421"):
+                        break
                 elif verb == b"DATA":
                     data = True
                     c.sendall(b"354 go\r\n")

@@ -113,3 +113,24 @@ def test_expiry_gives_dsn(datadir, servers):
     assert b"Status: 4." in dsn[0] and b"before it expired" in dsn[0]
     assert of(relay, "bounce") == []
     stop_clean(relay)
+
+
+def test_421_in_session_suspends_destination(datadir, servers):
+    from relay_util import CountingSink
+    sink = CountingSink(delay=0, rcpt_reply=b"421 4.7.0 too fast, closing")
+    try:
+        relay = start_relay(datadir, ["--route", "*=127.0.0.1:%d" % sink.port,
+                                      "--trusted", "127.0.0.1", "--retry-schedule", "1s",
+                                      "--suspend", "60s"])
+        servers.append(relay)
+        submit(relay.port, "alice@example.com", ["bob@dest.example"])
+        submit(relay.port, "alice@example.com", ["carol@dest.example"])
+        assert wait_for(lambda: of(relay, "transient"))
+        opened = sink.connections  # a second one may have been opening already
+        time.sleep(3.0)
+        t = of(relay, "transient")
+        assert len(t) == 1 and t[0]["code"] == 421, t  # nothing more while suspended
+        assert sink.connections == opened  # no new connection during the suspension
+        stop_clean(relay)
+    finally:
+        sink.stop()
