@@ -38,6 +38,7 @@ static const char relay_help[] =
     "  --max-age DURATION         give up (expire, DSN) after this long (default 5d)\n"
     "  --suspend DURATION         rest for a destination after a 4xx greeting or 421 (5m)\n"
     "  --conn-limit N             connections per destination (10)\n"
+    "  --msgs-per-conn N          messages per connection before a new one (100)\n"
     "  --max-size BYTES           largest message accepted (10485760)\n"
     "  --max-rcpts N              recipients per message (100)\n"
     "  --max-conns N              simultaneous inbound sessions (256)\n"
@@ -186,7 +187,8 @@ static int relay_set(struct relay_cli *r, const char *key, const char *v, struct
 			c->timeout = u ? u : 1;
 	} else if (!strcmp(key, "conn-limit") || !strcmp(key, "max-rcpts") ||
 	           !strcmp(key, "max-conns") || !strcmp(key, "commit-delay") ||
-	           !strcmp(key, "max-size") || !strcmp(key, "smtp-port")) {
+	           !strcmp(key, "max-size") || !strcmp(key, "smtp-port") ||
+	           !strcmp(key, "msgs-per-conn")) {
 		if (parse_u32(v, !strcmp(key, "commit-delay") ? 1000000 : 1u << 30, &u) < 0 ||
 		    u == 0)
 			if (strcmp(key, "commit-delay") || parse_u32(v, 1000000, &u) < 0)
@@ -199,6 +201,8 @@ static int relay_set(struct relay_cli *r, const char *key, const char *v, struct
 			c->max_conns = u;
 		else if (!strcmp(key, "max-size"))
 			c->max_size = u;
+		else if (!strcmp(key, "msgs-per-conn"))
+			c->msgs_per_conn = u;
 		else if (!strcmp(key, "smtp-port")) {
 			if (u > 65535) return base_errf(err, "smtp-port: bad port '%s'", v);
 			c->smtp_port = (uint16_t)u;
@@ -269,6 +273,7 @@ int cli_relay(int argc, char **argv)
 	                                     {"timeout", required_argument, NULL, O_BASE},
 	                                     {"commit-delay", required_argument, NULL, O_BASE},
 	                                     {"smtp-port", required_argument, NULL, O_BASE},
+	                                     {"msgs-per-conn", required_argument, NULL, O_BASE},
 	                                     {"bounce-rules", required_argument, NULL, O_BASE},
 	                                     {"config", required_argument, NULL, 'c'},
 	                                     {"debug", no_argument, NULL, 'd'},

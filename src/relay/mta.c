@@ -48,6 +48,7 @@ struct conn {
 	enum cstate st;
 	int esmtp, pipelining, counted_connecting;
 	int in_read, dead; /* see on_read */
+	uint32_t jobs;     /* transactions started on this connection */
 	/* the reply being read */
 	struct base_buf reply;
 	unsigned lines;
@@ -168,8 +169,10 @@ static void next_job(struct conn *c)
 		c->counted_connecting = 0;
 		c->d->connecting--;
 	}
-	struct job *j =
-	    c->x->stopping || c->d->suspended_until > base_now() ? NULL : relay_job_take(c->d);
+	uint32_t limit = c->x->cfg->msgs_per_conn;
+	int stop =
+	    c->x->stopping || c->d->suspended_until > base_now() || (limit && c->jobs >= limit);
+	struct job *j = stop ? NULL : relay_job_take(c->d);
 	if (!j) {
 		c->st = C_QUIT;
 		send_line(c, "QUIT");
@@ -177,6 +180,7 @@ static void next_job(struct conn *c)
 		return;
 	}
 	c->job = j;
+	c->jobs++;
 	start_tx(c);
 }
 

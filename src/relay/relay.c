@@ -27,6 +27,7 @@ void relay_config_init(struct relay_config *c)
 	relay_schedule_default(&c->schedule);
 	c->suspend = 300;
 	c->conn_limit = 10;
+	c->msgs_per_conn = 100;
 	c->max_size = 10485760;
 	c->max_rcpts = 100;
 	c->max_conns = 256;

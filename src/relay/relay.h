@@ -188,8 +188,9 @@ struct relay_config {
 	struct relay_dkim *dkim;
 	size_t ndkim;
 	struct relay_schedule schedule;
-	uint32_t suspend;    /* seconds a destination rests after a 4xx greeting or 421 */
-	uint32_t conn_limit; /* connections per destination */
+	uint32_t suspend;       /* seconds a destination rests after a 4xx greeting or 421 */
+	uint32_t conn_limit;    /* connections per destination */
+	uint32_t msgs_per_conn; /* transactions per connection; 0: no limit */
 	uint64_t max_size;
 	uint32_t max_rcpts;
 	uint32_t max_conns;        /* inbound sessions */

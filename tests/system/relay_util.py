@@ -138,6 +138,7 @@ class CountingSink:
         self.sock.listen(64)
         self.delay, self.esmtp, self.lock = delay, esmtp, threading.Lock()
         self.commands = []
+        self.per_conn = []  # messages carried by each finished connection
         self.rcpt_reply = rcpt_reply  # e.g. b"421 ..." answers every RCPT, then closes
         self.current = self.max = self.connections = self.messages = 0
         self.running = True
@@ -159,6 +160,7 @@ class CountingSink:
             self.connections += 1
             self.max = max(self.max, self.current)
         f = c.makefile("rb")
+        carried = 0
         try:
             c.sendall(b"220 counting ESMTP\r\n")
             data = False
@@ -167,6 +169,7 @@ class CountingSink:
                     if line == b".\r\n":
                         data = False
                         time.sleep(self.delay)
+                        carried += 1
                         with self.lock:
                             self.messages += 1
                         c.sendall(b"250 2.0.0 ok\r\n")
@@ -195,6 +198,7 @@ class CountingSink:
             c.close()
             with self.lock:
                 self.current -= 1
+                self.per_conn.append(carried)
 
     def stop(self):
         self.running = False

@@ -88,3 +88,23 @@ def test_helo_fallback_without_pipelining(datadir, servers):
         stop_clean(relay)
     finally:
         sink.stop()
+
+
+def test_messages_per_connection(datadir, servers):
+    sink = CountingSink(delay=0.05)
+    try:
+        relay = start_relay(datadir, ["--route", "*=127.0.0.1:%d" % sink.port,
+                                      "--trusted", "127.0.0.1", "--conn-limit", "1",
+                                      "--msgs-per-conn", "2"])
+        servers.append(relay)
+        s = smtplib.SMTP("127.0.0.1", relay.port, timeout=10)
+        s.ehlo("client.test")
+        for i in range(8):
+            submit(relay.port, "a@example.com", ["u%d@dest.example" % i], conn=s)
+        s.quit()
+        assert wait_for(lambda: sink.messages == 8 and sum(sink.per_conn) == 8, timeout=30)
+        assert max(sink.per_conn) == 2, sink.per_conn  # reused, but never beyond the limit
+        assert sink.max == 1
+        stop_clean(relay)
+    finally:
+        sink.stop()
