@@ -33,6 +33,7 @@ static const char relay_help[] =
     "                             signing key for a From domain; repeatable; the first\n"
     "                             one also signs mail from every other domain\n"
     "  --log FILE                 accounting log, one JSON line per event\n"
+    "  --csv FILE                 the same events as CSV, in PowerMTA's accounting style\n"
     "  --hostname NAME            name in the greeting, EHLO and DSNs\n"
     "  --retry-schedule LIST      delays between attempts, e.g. 10m,30m,1h,2h,4h (default)\n"
     "  --max-age DURATION         give up (expire, DSN) after this long (default 5d)\n"
@@ -160,6 +161,8 @@ static int relay_set(struct relay_cli *r, const char *key, const char *v, struct
 		c->spool = keep(r, v);
 	else if (!strcmp(key, "log"))
 		c->log = keep(r, v);
+	else if (!strcmp(key, "csv"))
+		c->csv = keep(r, v);
 	else if (!strcmp(key, "hostname"))
 		c->hostname = keep(r, v);
 	else if (!strcmp(key, "resolver"))
@@ -273,6 +276,7 @@ int cli_relay(int argc, char **argv)
 	                                     {"timeout", required_argument, NULL, O_BASE},
 	                                     {"commit-delay", required_argument, NULL, O_BASE},
 	                                     {"smtp-port", required_argument, NULL, O_BASE},
+	                                     {"csv", required_argument, NULL, O_BASE},
 	                                     {"msgs-per-conn", required_argument, NULL, O_BASE},
 	                                     {"bounce-rules", required_argument, NULL, O_BASE},
 	                                     {"config", required_argument, NULL, 'c'},

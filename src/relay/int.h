@@ -64,6 +64,7 @@ struct relay_ctx {
 	struct event_base *base;
 	struct relay_spool *spool;
 	FILE *log;
+	FILE *csv;         /* PowerMTA-style accounting; NULL: none */
 	struct rmsg *msgs; /* all live messages, newest first */
 	size_t nmsgs;
 	struct dest *dests;

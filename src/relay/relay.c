@@ -80,9 +80,76 @@ static const char *categorize(struct relay_ctx *x, int code, const char *reply)
 	return relay_classify(x->cfg->rules, code, e, reply ? reply : "");
 }
 
+/* A CSV field, quoted when it needs to be (RFC 4180). */
+static void csv_field(FILE *f, const char *s, int last)
+{
+	s = s ? s : "";
+	if (strpbrk(s, ",\"\r\n")) {
+		fputc('"', f);
+		for (; *s; s++) {
+			if (*s == '"') fputc('"', f);
+			fputc(*s == '\r' || *s == '\n' ? ' ' : *s, f);
+		}
+		fputc('"', f);
+	} else {
+		fputs(s, f);
+	}
+	fputc(last ? '\n' : ',', f);
+}
+
+static const char csv_header[] = "type,timeLogged,timeQueued,orig,rcpt,dsnAction,dsnStatus,dsnDiag,"
+                                 "dsnMta,bounceCat,srcIp,attempts,jobId\n";
+
+/* PowerMTA's record types: d delivered, b bounced, t transient; r (our
+ * addition) received; an expiry is a bounce of category "expired". */
+static void account_csv(struct relay_ctx *x, const char *event, const struct rmsg *m,
+                        const struct rrcpt *r, const struct dest *d, int code, const char *reply)
+{
+	FILE *f = x->csv;
+	char t1[40], t2[40], e[16], mta[300] = "", att[16] = "";
+	time_t now = base_now(), q = (time_t)m->received;
+	struct tm tm;
+	gmtime_r(&now, &tm);
+	strftime(t1, sizeof t1, "%Y-%m-%d %H:%M:%S+0000", &tm);
+	gmtime_r(&q, &tm);
+	strftime(t2, sizeof t2, "%Y-%m-%d %H:%M:%S+0000", &tm);
+	enhanced(reply, e, sizeof e);
+	if (d) snprintf(mta, sizeof mta, "%s:%u", d->host, d->port);
+	if (r) snprintf(att, sizeof att, "%u", r->attempts);
+	int expiry = !strcmp(event, "expiry");
+	char type = !strcmp(event, "delivery")    ? 'd'
+	            : !strcmp(event, "transient") ? 't'
+	            : !strcmp(event, "reception") ? 'r'
+	                                          : 'b';
+	const char *action = type == 'd'   ? "relayed"
+	                     : type == 't' ? "delayed"
+	                     : type == 'r' ? "queued"
+	                                   : "failed";
+	char ts[2] = {type, 0};
+	csv_field(f, ts, 0);
+	csv_field(f, t1, 0);
+	csv_field(f, t2, 0);
+	csv_field(f, m->sender, 0);
+	csv_field(f, r ? r->addr : "", 0);
+	csv_field(f, action, 0);
+	csv_field(f, e, 0);
+	csv_field(f, type != 'r' ? reply : "", 0);
+	csv_field(f, mta, 0);
+	csv_field(f,
+	          expiry                     ? "expired"
+	          : code >= 400 || code == 0 ? categorize(x, code, reply)
+	                                     : "",
+	          0);
+	csv_field(f, m->client, 0);
+	csv_field(f, att, 0);
+	csv_field(f, m->id, 1);
+	fflush(f);
+}
+
 void relay_account(struct relay_ctx *x, const char *event, const struct rmsg *m,
                    const struct rrcpt *r, const struct dest *d, int code, const char *reply)
 {
+	if (x->csv) account_csv(x, event, m, r, d, code, reply);
 	if (!x->log) return;
 	char e[16];
 	enhanced(reply, e, sizeof e);
@@ -573,8 +640,16 @@ int relay_run(const struct relay_config *c, struct base_err *err)
 		strcpy(x.hostname, "localhost");
 	if (c->log && !(x.log = fopen(c->log, "a")))
 		return base_errf(err, "%s: %s", c->log, strerror(errno));
+	if (c->csv) {
+		if (!(x.csv = fopen(c->csv, "a"))) {
+			if (x.log) fclose(x.log);
+			return base_errf(err, "%s: %s", c->csv, strerror(errno));
+		}
+		if (fseek(x.csv, 0, SEEK_END) == 0 && ftell(x.csv) == 0) fputs(csv_header, x.csv);
+	}
 	if (relay_spool_open(&x.spool, c->spool, recovered, &x, err) < 0) {
 		if (x.log) fclose(x.log);
+		if (x.csv) fclose(x.csv);
 		return -1;
 	}
 	base_info("spool %s: %zu messages recovered", c->spool, x.nmsgs);
@@ -624,5 +699,6 @@ int relay_run(const struct relay_config *c, struct base_err *err)
 	event_base_free(x.base);
 	relay_spool_close(x.spool);
 	if (x.log) fclose(x.log);
+	if (x.csv) fclose(x.csv);
 	return rc;
 }

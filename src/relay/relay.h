@@ -178,6 +178,7 @@ struct relay_config {
 	const char *listen;
 	const char *spool;
 	const char *log;      /* accounting, one JSON line per event; NULL: none */
+	const char *csv;      /* the same events as CSV, PowerMTA's style; NULL: none */
 	const char *resolver; /* DNS server for MX lookups; NULL: static routes only */
 	uint16_t smtp_port;   /* port of MX hosts (25) */
 	const char *hostname;

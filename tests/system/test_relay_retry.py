@@ -4,6 +4,7 @@ gives an RFC 3464 DSN from the null sender to the envelope sender (and
 nothing for null-sender mail); a 4xx greeting suspends the destination,
 so no new connection is tried before the suspension ends. Retry delays
 are seconds here (--retry-schedule)."""
+import csv
 import os
 import time
 
@@ -18,8 +19,9 @@ def of(relay, kind):
 def test_greylisted_then_delivered(datadir, servers):
     grey = start_sink(datadir, ["-r", "RCPT"])
     servers.append(grey)
+    csvpath = os.path.join(datadir, "acct.csv")
     relay = start_relay(datadir, ["--route", "*=" + grey.hop, "--trusted", "127.0.0.1",
-                                  "--retry-schedule", "1s"])
+                                  "--retry-schedule", "1s", "--csv", csvpath])
     servers.append(relay)
     qid = submit(relay.port, "alice@example.com", ["bob@dest.example"])
     t = wait_for(lambda: of(relay, "transient"))
@@ -34,6 +36,14 @@ def test_greylisted_then_delivered(datadir, servers):
     assert d and d[0]["id"] == qid and d[0]["attempts"] >= 2
     assert len(sink_files(ok)) == 1
     stop_clean(relay)
+    # the same story in the PowerMTA-style CSV
+    with open(csvpath, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["type"] for r in rows][:2] == ["r", "t"] and rows[-1]["type"] == "d", rows
+    t, d = rows[1], rows[-1]
+    assert t["dsnAction"] == "delayed" and t["dsnStatus"].startswith("4.") and t["bounceCat"]
+    assert d["dsnAction"] == "relayed" and d["rcpt"] == "bob@dest.example"
+    assert d["dsnMta"] == grey.hop and d["jobId"] == qid and d["srcIp"] == "127.0.0.1"
 
 
 def test_hard_failure_gives_dsn_to_sender(datadir, servers):
