@@ -139,6 +139,7 @@ class CountingSink:
         self.delay, self.esmtp, self.lock = delay, esmtp, threading.Lock()
         self.commands = []
         self.per_conn = []  # messages carried by each finished connection
+        self.pipelined = 0  # MAIL commands that arrived with their RCPT already behind them
         self.rcpt_reply = rcpt_reply  # e.g. b"421 ..." answers every RCPT, then closes
         self.current = self.max = self.connections = self.messages = 0
         self.running = True
@@ -159,12 +160,23 @@ class CountingSink:
             self.current += 1
             self.connections += 1
             self.max = max(self.max, self.current)
-        f = c.makefile("rb")
+        pending = [b""]  # bytes received and not yet read as lines
+
+        def lines():
+            while True:
+                while b"\n" not in pending[0]:
+                    chunk = c.recv(65536)
+                    if not chunk:
+                        return
+                    pending[0] += chunk
+                line, pending[0] = pending[0].split(b"\n", 1)
+                yield line + b"\n"
+
         carried = 0
         try:
             c.sendall(b"220 counting ESMTP\r\n")
             data = False
-            for line in f:
+            for line in lines():
                 if data:
                     if line == b".\r\n":
                         data = False
@@ -177,6 +189,8 @@ class CountingSink:
                 verb = line[:4].upper()
                 with self.lock:
                     self.commands.append(line.rstrip(b"\r\n"))
+                    if verb == b"MAIL" and pending[0][:4].upper() == b"RCPT":
+                        self.pipelined += 1
                 if verb == b"EHLO" and not self.esmtp:
                     c.sendall(b"502 5.5.1 no ESMTP here\r\n")
                 elif verb == b"EHLO":
@@ -194,7 +208,6 @@ class CountingSink:
                 else:
                     c.sendall(b"250 ok\r\n")
         finally:
-            f.close()
             c.close()
             with self.lock:
                 self.current -= 1

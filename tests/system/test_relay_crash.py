@@ -138,6 +138,7 @@ def test_connection_limit_and_reuse(datadir, servers):
         assert sink.max <= 3, sink.max
         assert sink.max >= 2, sink.max  # deliveries really run in parallel
         assert sink.connections < 30  # connections carry several messages
+        assert sink.pipelined >= 25  # the sink offers PIPELINING: MAIL, RCPT, DATA in one go
         stop_clean(relay)
     finally:
         sink.stop()

@@ -85,6 +85,7 @@ def test_helo_fallback_without_pipelining(datadir, servers):
         assert verbs[:2] == [b"EHLO", b"HELO"], sink.commands
         assert verbs[2:6] == [b"MAIL", b"RCPT", b"RCPT", b"DATA"], sink.commands
         assert not any(b"SIZE=" in c for c in sink.commands)  # no ESMTP parameters after HELO
+        assert sink.pipelined == 0  # each command waited for its reply
         stop_clean(relay)
     finally:
         sink.stop()
