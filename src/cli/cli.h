@@ -17,5 +17,7 @@ int cli_traps(int argc, char **argv);
 int cli_trap(int argc, char **argv);
 int cli_dkim(int argc, char **argv);
 int cli_check(int argc, char **argv);
+int cli_relay(int argc, char **argv);
+int cli_queue(int argc, char **argv);
 
 #endif

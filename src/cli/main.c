@@ -24,6 +24,8 @@ static const struct subcommand commands[] = {
 	{"traps", cli_traps, "define trap addresses and domains"},
 	{"dkim", cli_dkim, "DKIM keys, signing and verification"},
 	{"check", cli_check, "check a domain, an IP (DNSBLs, PTR), a mail server or a message"},
+	{"relay", cli_relay, "outbound relay: sign, spool durably, deliver, retry, bounce"},
+	{"queue", cli_queue, "show what a relay's spool holds, by domain or message"},
 };
 
 static void usage(FILE *f)

@@ -1,0 +1,506 @@
+/*
+ * cmd_relay.c — `mailrep relay`: the outbound relay daemon's command line
+ * and [relay] config section. Options and config keys share names; list
+ * options (route, trusted, dkim-key) add up, and a flag replaces the whole
+ * list read from the config file.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "auth/auth.h"
+#include "base/base.h"
+#include "cli/cli.h"
+#include "relay/relay.h"
+
+static const char relay_help[] =
+    "usage: mailrep relay --listen ADDR:PORT --spool DIR [options]\n"
+    "\n"
+    "The outbound relay: accepts mail from trusted clients, signs it with DKIM,\n"
+    "spools it durably (250 only after the fsync) and delivers it.\n"
+    "\n"
+    "  --listen ADDR:PORT         where to accept SMTP submissions\n"
+    "  --spool DIR                the spool directory (created if missing)\n"
+    "  --route DOMAIN=HOST:PORT   next hop for a domain ('*' for every domain); repeatable\n"
+    "  --trusted CIDR             a client network allowed to relay; repeatable (default: none)\n"
+    "  --resolver HOST:PORT       DNS server for MX lookups of domains without a route\n"
+    "  --smtp-port N              port of the MX hosts (25)\n"
+    "  --dkim-key DOMAIN=SELECTOR:KEYFILE\n"
+    "                             signing key for a From domain; repeatable; the first\n"
+    "                             one also signs mail from every other domain\n"
+    "  --log FILE                 accounting log, one JSON line per event\n"
+    "  --csv FILE                 the same events as CSV, in PowerMTA's accounting style\n"
+    "  --hostname NAME            name in the greeting, EHLO and DSNs\n"
+    "  --retry-schedule LIST      delays between attempts, e.g. 10m,30m,1h,2h,4h (default)\n"
+    "  --max-age DURATION         give up (expire, DSN) after this long (default 5d)\n"
+    "  --suspend DURATION         rest for a destination after a 4xx greeting or 421 (5m)\n"
+    "  --conn-limit N             connections per destination (10)\n"
+    "  --msgs-per-conn N          messages per connection before a new one (100)\n"
+    "  --max-size BYTES           largest message accepted (10485760)\n"
+    "  --max-rcpts N              recipients per message (100)\n"
+    "  --max-conns N              simultaneous inbound sessions (256)\n"
+    "  --timeout DURATION         inbound idle timeout (5m)\n"
+    "  --commit-delay USEC        group-commit window in microseconds (0: one loop turn)\n"
+    "  --bounce-rules FILE        extra bounce classification rules, tried first\n"
+    "  -c, --config FILE          read the [relay] section of an INI file first\n"
+    "  --debug                    verbose log on stderr\n";
+
+struct relay_cli {
+	struct relay_config c;
+	char *strs[16];
+	size_t nstrs;
+	int flag_routes, flag_trusted, flag_dkim;
+	const char *rules_file;
+};
+
+static const char *keep(struct relay_cli *r, const char *v)
+{
+	char *s = base_xstrdup(v);
+	if (r->nstrs < sizeof r->strs / sizeof r->strs[0]) r->strs[r->nstrs++] = s;
+	return s;
+}
+
+static int parse_u32(const char *v, uint32_t max, uint32_t *out)
+{
+	uint64_t n;
+	int k = base_parse_uint(v, max, &n);
+	if (k <= 0 || v[k]) return -1;
+	*out = (uint32_t)n;
+	return 0;
+}
+
+static int add_route(struct relay_cli *r, const char *v, struct base_err *err)
+{
+	const char *eq = strchr(v, '=');
+	if (!eq || eq == v) return base_errf(err, "route '%s': expected DOMAIN=HOST:PORT", v);
+	struct base_sockaddr a;
+	if (base_parse_hostport(eq + 1, 25, &a, err) < 0)
+		return base_errf(err, "route '%s': next hop must be an IP address and port", v);
+	struct relay_config *c = &r->c;
+	c->routes = base_xrealloc(c->routes, (c->nroutes + 1) * sizeof *c->routes);
+	struct relay_route *rt = &c->routes[c->nroutes++];
+	rt->domain = base_xstrndup(v, (size_t)(eq - v));
+	char host[64];
+	const char *hp = eq + 1;
+	const char *colon = strrchr(hp, ':');
+	size_t hl = colon && hp[0] != '[' ? (size_t)(colon - hp) : strlen(hp);
+	if (hp[0] == '[') {
+		const char *cb = strchr(hp, ']');
+		hl = cb ? (size_t)(cb - hp - 1) : 0;
+		hp++;
+	}
+	snprintf(host, sizeof host, "%.*s", (int)hl, hp);
+	if (strchr(host, ':')) {
+		char tmp[80];
+		snprintf(tmp, sizeof tmp, "[%s]", host);
+		rt->host = base_xstrdup(tmp);
+	} else {
+		rt->host = base_xstrdup(host);
+	}
+	rt->port = a.port;
+	return 0;
+}
+
+static int add_dkim(struct relay_cli *r, const char *v, struct base_err *err)
+{
+	const char *eq = strchr(v, '='), *colon = eq ? strchr(eq + 1, ':') : NULL;
+	if (!eq || !colon || eq == v || colon == eq + 1 || !colon[1])
+		return base_errf(err, "dkim-key '%s': expected DOMAIN=SELECTOR:KEYFILE", v);
+	FILE *f = fopen(colon + 1, "rb");
+	if (!f) return base_errf(err, "%s: %s", colon + 1, strerror(errno));
+	char pem[65536];
+	size_t n = fread(pem, 1, sizeof pem, f);
+	int big = !feof(f);
+	fclose(f);
+	if (big) return base_errf(err, "%s: larger than 64 KB", colon + 1);
+	struct auth_dkim_key *k;
+	if (auth_dkim_key_load(&k, pem, n, err) < 0) return -1;
+	struct relay_config *c = &r->c;
+	c->dkim = base_xrealloc(c->dkim, (c->ndkim + 1) * sizeof *c->dkim);
+	struct relay_dkim *d = &c->dkim[c->ndkim++];
+	d->domain = base_xstrndup(v, (size_t)(eq - v));
+	for (char *p = d->domain; *p; p++) *p = base_lower(*p);
+	d->selector = base_xstrndup(eq + 1, (size_t)(colon - eq - 1));
+	d->key = k;
+	return 0;
+}
+
+static void clear_lists(struct relay_cli *r, const char *key)
+{
+	struct relay_config *c = &r->c;
+	if (!strcmp(key, "route") && !r->flag_routes) {
+		r->flag_routes = 1;
+		for (size_t i = 0; i < c->nroutes; i++)
+			free(c->routes[i].domain), free(c->routes[i].host);
+		c->nroutes = 0;
+	} else if (!strcmp(key, "trusted") && !r->flag_trusted) {
+		r->flag_trusted = 1;
+		c->ntrusted = 0;
+	} else if (!strcmp(key, "dkim-key") && !r->flag_dkim) {
+		r->flag_dkim = 1;
+		for (size_t i = 0; i < c->ndkim; i++) {
+			free(c->dkim[i].domain);
+			free(c->dkim[i].selector);
+			auth_dkim_key_free(c->dkim[i].key);
+		}
+		c->ndkim = 0;
+	}
+}
+
+static int relay_set(struct relay_cli *r, const char *key, const char *v, struct base_err *err)
+{
+	struct relay_config *c = &r->c;
+	uint32_t u;
+	if (!strcmp(key, "listen"))
+		c->listen = keep(r, v);
+	else if (!strcmp(key, "spool"))
+		c->spool = keep(r, v);
+	else if (!strcmp(key, "log"))
+		c->log = keep(r, v);
+	else if (!strcmp(key, "csv"))
+		c->csv = keep(r, v);
+	else if (!strcmp(key, "hostname"))
+		c->hostname = keep(r, v);
+	else if (!strcmp(key, "resolver"))
+		c->resolver = keep(r, v);
+	else if (!strcmp(key, "bounce-rules"))
+		r->rules_file = keep(r, v);
+	else if (!strcmp(key, "route"))
+		return add_route(r, v, err);
+	else if (!strcmp(key, "dkim-key"))
+		return add_dkim(r, v, err);
+	else if (!strcmp(key, "trusted")) {
+		struct base_cidr cidr;
+		if (base_parse_cidr(v, &cidr, err) < 0) return -1;
+		c->trusted = base_xrealloc(c->trusted, (c->ntrusted + 1) * sizeof *c->trusted);
+		c->trusted[c->ntrusted++] = cidr;
+	} else if (!strcmp(key, "retry-schedule")) {
+		return relay_schedule_parse(&c->schedule, v, err);
+	} else if (!strcmp(key, "max-age") || !strcmp(key, "suspend") || !strcmp(key, "timeout")) {
+		if (base_parse_duration(v, &u, err) < 0) return -1;
+		if (!strcmp(key, "max-age"))
+			c->schedule.max_age = u;
+		else if (!strcmp(key, "suspend"))
+			c->suspend = u;
+		else
+			c->timeout = u ? u : 1;
+	} else if (!strcmp(key, "conn-limit") || !strcmp(key, "max-rcpts") ||
+	           !strcmp(key, "max-conns") || !strcmp(key, "commit-delay") ||
+	           !strcmp(key, "max-size") || !strcmp(key, "smtp-port") ||
+	           !strcmp(key, "msgs-per-conn")) {
+		if (parse_u32(v, !strcmp(key, "commit-delay") ? 1000000 : 1u << 30, &u) < 0 ||
+		    u == 0)
+			if (strcmp(key, "commit-delay") || parse_u32(v, 1000000, &u) < 0)
+				return base_errf(err, "%s: bad number '%s'", key, v);
+		if (!strcmp(key, "conn-limit"))
+			c->conn_limit = u;
+		else if (!strcmp(key, "max-rcpts"))
+			c->max_rcpts = u;
+		else if (!strcmp(key, "max-conns"))
+			c->max_conns = u;
+		else if (!strcmp(key, "max-size"))
+			c->max_size = u;
+		else if (!strcmp(key, "msgs-per-conn"))
+			c->msgs_per_conn = u;
+		else if (!strcmp(key, "smtp-port")) {
+			if (u > 65535) return base_errf(err, "smtp-port: bad port '%s'", v);
+			c->smtp_port = (uint16_t)u;
+		} else
+			c->commit_delay_us = u;
+	} else {
+		return base_errf(err, "unknown setting '%s'", key);
+	}
+	return 0;
+}
+
+static int ini_cb(void *ctx, const char *key, const char *value, struct base_err *err)
+{
+	return relay_set(ctx, key, value, err);
+}
+
+static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int fail(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fprintf(stderr, "mailrep relay: ");
+	vfprintf(stderr, fmt, ap);
+	fprintf(stderr, "\n");
+	va_end(ap);
+	return 2;
+}
+
+static int load_rules(struct relay_cli *r, struct base_err *err)
+{
+	if (r->rules_file) {
+		FILE *f = fopen(r->rules_file, "rb");
+		if (!f) return base_errf(err, "%s: %s", r->rules_file, strerror(errno));
+		struct base_buf b;
+		base_buf_init(&b);
+		char chunk[4096];
+		size_t n;
+		while ((n = fread(chunk, 1, sizeof chunk, f)) > 0 && b.len < (1u << 20))
+			base_buf_append(&b, chunk, n);
+		fclose(f);
+		int rc =
+		    relay_rules_add(&r->c.rules, b.data ? b.data : "", b.len, r->rules_file, err);
+		base_buf_free(&b);
+		if (rc < 0) return -1;
+	}
+	return relay_rules_add(&r->c.rules, relay_rules_default, strlen(relay_rules_default),
+	                       "built-in rules", err);
+}
+
+int cli_relay(int argc, char **argv)
+{
+	enum { O_BASE = 256 };
+	static const struct option opts[] = {{"listen", required_argument, NULL, O_BASE},
+	                                     {"spool", required_argument, NULL, O_BASE},
+	                                     {"route", required_argument, NULL, O_BASE},
+	                                     {"trusted", required_argument, NULL, O_BASE},
+	                                     {"resolver", required_argument, NULL, O_BASE},
+	                                     {"dkim-key", required_argument, NULL, O_BASE},
+	                                     {"log", required_argument, NULL, O_BASE},
+	                                     {"hostname", required_argument, NULL, O_BASE},
+	                                     {"retry-schedule", required_argument, NULL, O_BASE},
+	                                     {"max-age", required_argument, NULL, O_BASE},
+	                                     {"suspend", required_argument, NULL, O_BASE},
+	                                     {"conn-limit", required_argument, NULL, O_BASE},
+	                                     {"max-size", required_argument, NULL, O_BASE},
+	                                     {"max-rcpts", required_argument, NULL, O_BASE},
+	                                     {"max-conns", required_argument, NULL, O_BASE},
+	                                     {"timeout", required_argument, NULL, O_BASE},
+	                                     {"commit-delay", required_argument, NULL, O_BASE},
+	                                     {"smtp-port", required_argument, NULL, O_BASE},
+	                                     {"csv", required_argument, NULL, O_BASE},
+	                                     {"msgs-per-conn", required_argument, NULL, O_BASE},
+	                                     {"bounce-rules", required_argument, NULL, O_BASE},
+	                                     {"config", required_argument, NULL, 'c'},
+	                                     {"debug", no_argument, NULL, 'd'},
+	                                     {"help", no_argument, NULL, 'h'},
+	                                     {NULL, 0, NULL, 0}};
+	struct relay_cli r;
+	memset(&r, 0, sizeof r);
+	relay_config_init(&r.c);
+	struct base_err err;
+	int rc = 0, c, idx = 0;
+	base_log_set_prefix("relay");
+	for (int i = 1; i < argc && !rc; i++)
+		if ((!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) && i + 1 < argc &&
+		    base_ini_read(argv[i + 1], "relay", ini_cb, &r, &err) < 0)
+			rc = fail("%s", err.msg);
+	while (!rc && (c = getopt_long(argc, argv, "hc:", opts, &idx)) != -1) {
+		switch (c) {
+		case 'h':
+			fputs(relay_help, stdout);
+			rc = -1;
+			break;
+		case 'c':
+			break;
+		case 'd':
+			base_log_set_level(BASE_LOG_DEBUG);
+			break;
+		case O_BASE:
+			clear_lists(&r, opts[idx].name);
+			if (relay_set(&r, opts[idx].name, optarg, &err) < 0)
+				rc = fail("%s", err.msg);
+			break;
+		default:
+			rc = fail("see --help");
+		}
+	}
+	if (!rc && optind != argc) rc = fail("unexpected argument '%s'", argv[optind]);
+	if (!rc && !r.c.listen) rc = fail("--listen ADDR:PORT is required");
+	if (!rc && !r.c.spool) rc = fail("--spool DIR is required");
+	if (!rc && load_rules(&r, &err) < 0) rc = fail("%s", err.msg);
+	if (!rc && !r.c.ntrusted) base_warn("no --trusted network: every client will be refused");
+	if (!rc && relay_run(&r.c, &err) < 0) rc = fail("%s", err.msg);
+	for (size_t i = 0; i < r.c.nroutes; i++)
+		free(r.c.routes[i].domain), free(r.c.routes[i].host);
+	free(r.c.routes);
+	for (size_t i = 0; i < r.c.ndkim; i++) {
+		free(r.c.dkim[i].domain);
+		free(r.c.dkim[i].selector);
+		auth_dkim_key_free(r.c.dkim[i].key);
+	}
+	free(r.c.dkim);
+	free(r.c.trusted);
+	relay_rules_free(r.c.rules);
+	for (size_t i = 0; i < r.nstrs; i++) free(r.strs[i]);
+	return rc < 0 ? 0 : rc;
+}
+
+/* ---- mailrep queue ---------------------------------------------------------- */
+
+static const char queue_help[] =
+    "usage: mailrep queue --spool DIR [--list] [--json]\n"
+    "\n"
+    "Shows what a relay's spool holds, without changing it (the relay may be\n"
+    "running): messages and pending recipients, by recipient domain; --list\n"
+    "adds every message with its pending recipients, attempts and next try.\n";
+
+struct qdomain {
+	char *name;
+	uint64_t rcpts, deferred; /* deferred: tried at least once */
+};
+
+struct qview {
+	int list, json;
+	uint64_t msgs, rcpts;
+	int64_t oldest;
+	struct qdomain *doms;
+	size_t ndoms;
+	int first;
+};
+
+static void json_s(const char *s)
+{
+	putchar('"');
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '"' || c == '\\')
+			printf("\\%c", c);
+		else if (c < 0x20)
+			printf("\\u%04x", c);
+		else
+			putchar(c);
+	}
+	putchar('"');
+}
+
+static void iso(int64_t t, char *out, size_t n)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+	gmtime_r(&tt, &tm);
+	strftime(out, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static void on_queued(void *arg, const struct relay_record *m, const struct relay_loc *loc,
+                      const uint32_t *states, const uint32_t *attempts, const int64_t *next)
+{
+	struct qview *q = arg;
+	q->msgs++;
+	if (!q->oldest || m->received < q->oldest) q->oldest = m->received;
+	char t[32];
+	iso(m->received, t, sizeof t);
+	if (q->list && q->json) {
+		printf("%s{\"id\":", q->first ? "" : ",");
+		json_s(m->id);
+		printf(",\"sender\":");
+		json_s(m->sender);
+		printf(",\"received\":\"%s\",\"size\":%u,\"rcpts\":[", t, loc->len);
+	} else if (q->list) {
+		printf("%s  %s  <%s>  %u bytes\n", m->id, t, m->sender, loc->len);
+	}
+	q->first = 0;
+	const char *r = m->rcpts;
+	int firstr = 1;
+	for (uint32_t i = 0; i < m->nrcpt; i++, r += strlen(r) + 1) {
+		if (states[i] != RELAY_RCPT_PENDING) continue;
+		q->rcpts++;
+		const char *dom = strrchr(r, '@') ? strrchr(r, '@') + 1 : "";
+		size_t k = 0;
+		while (k < q->ndoms && base_strcasecmp_ascii(q->doms[k].name, dom)) k++;
+		if (k == q->ndoms) {
+			q->doms = base_xrealloc(q->doms, (q->ndoms + 1) * sizeof *q->doms);
+			q->doms[q->ndoms++] = (struct qdomain){.name = base_xstrdup(dom)};
+		}
+		q->doms[k].rcpts++;
+		if (attempts[i]) q->doms[k].deferred++;
+		if (!q->list) continue;
+		char nx[32] = "now";
+		if (next[i]) iso(next[i], nx, sizeof nx);
+		if (q->json) {
+			printf("%s{\"rcpt\":", firstr ? "" : ",");
+			json_s(r);
+			printf(",\"attempts\":%u,\"next\":\"%s\"}", attempts[i], nx);
+		} else {
+			printf("    %s  attempts %u  next %s\n", r, attempts[i], nx);
+		}
+		firstr = 0;
+	}
+	if (q->list && q->json) printf("]}");
+}
+
+static int cmp_dom(const void *a, const void *b)
+{
+	const struct qdomain *x = a, *y = b;
+	if (x->rcpts != y->rcpts) return x->rcpts > y->rcpts ? -1 : 1;
+	return strcmp(x->name, y->name);
+}
+
+int cli_queue(int argc, char **argv)
+{
+	static const struct option opts[] = {{"spool", required_argument, NULL, 's'},
+	                                     {"list", no_argument, NULL, 'l'},
+	                                     {"json", no_argument, NULL, 'j'},
+	                                     {"help", no_argument, NULL, 'h'},
+	                                     {NULL, 0, NULL, 0}};
+	struct qview q;
+	memset(&q, 0, sizeof q);
+	q.first = 1;
+	const char *spool = NULL;
+	int c;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 's':
+			spool = optarg;
+			break;
+		case 'l':
+			q.list = 1;
+			break;
+		case 'j':
+			q.json = 1;
+			break;
+		case 'h':
+			fputs(queue_help, stdout);
+			return 0;
+		default:
+			return fail("see --help");
+		}
+	}
+	if (optind != argc) return fail("unexpected argument '%s'", argv[optind]);
+	if (!spool) return fail("--spool DIR is required");
+	struct base_err err;
+	if (q.json) printf("{\"messages\":[");
+	int rc = relay_spool_scan(spool, on_queued, &q, &err);
+	if (rc < 0) {
+		if (q.json) printf("]}\n");
+		return fail("%s", err.msg);
+	}
+	base_sort(q.doms, q.ndoms, sizeof *q.doms, cmp_dom);
+	char t[32] = "-";
+	if (q.oldest) iso(q.oldest, t, sizeof t);
+	if (q.json) {
+		printf("],\"total\":{\"messages\":%llu,\"recipients\":%llu,\"oldest\":",
+		       (unsigned long long)q.msgs, (unsigned long long)q.rcpts);
+		if (q.oldest)
+			printf("\"%s\"", t);
+		else
+			printf("null");
+		printf("},\"domains\":[");
+		for (size_t i = 0; i < q.ndoms; i++) {
+			printf("%s{\"domain\":", i ? "," : "");
+			json_s(q.doms[i].name);
+			printf(",\"recipients\":%llu,\"deferred\":%llu}",
+			       (unsigned long long)q.doms[i].rcpts,
+			       (unsigned long long)q.doms[i].deferred);
+		}
+		printf("]}\n");
+	} else {
+		printf("%llu messages, %llu recipients pending, oldest %s\n",
+		       (unsigned long long)q.msgs, (unsigned long long)q.rcpts, t);
+		for (size_t i = 0; i < q.ndoms; i++)
+			printf("  %-40s %8llu recipients  %8llu deferred\n", q.doms[i].name,
+			       (unsigned long long)q.doms[i].rcpts,
+			       (unsigned long long)q.doms[i].deferred);
+	}
+	for (size_t i = 0; i < q.ndoms; i++) free(q.doms[i].name);
+	free(q.doms);
+	return 0;
+}

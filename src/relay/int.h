@@ -1,0 +1,124 @@
+/*
+ * int.h — what the relay's stages share inside the module (not included
+ * from outside src/relay/): the in-memory queue of messages and
+ * recipients, destinations with their connection counts and suspension,
+ * delivery jobs, and the daemon context that ties reception (server.c),
+ * the scheduler and accounting (relay.c) and delivery (mta.c) together.
+ */
+#ifndef MAILREP_RELAY_INT_H
+#define MAILREP_RELAY_INT_H
+
+#include <event2/event.h>
+
+#include "relay/relay.h"
+
+struct rrcpt {
+	char *addr;
+	uint32_t state; /* enum relay_rcpt_state */
+	uint32_t attempts;
+	int64_t next; /* earliest next attempt */
+	int busy;     /* in a job right now */
+};
+
+/* A queued message. Invariant: `live` counts recipients still PENDING; the
+ * message holds its spool segment while live > 0 and is freed at 0. */
+struct rmsg {
+	char id[RELAY_ID_MAX + 1];
+	char *sender;
+	char client[64]; /* source IP of the submitting client ("" if recovered) */
+	int64_t received;
+	struct relay_loc loc;
+	uint32_t nrcpt, live, busy;
+	struct rrcpt *rcpt;
+	struct rmsg *prev, *next;
+};
+
+/* Recipients of one message going to one destination in one transaction. */
+struct job {
+	struct rmsg *m;
+	uint32_t *idx;
+	uint32_t n;
+	struct job *next;
+};
+
+/* A next hop "host:port", with its limits. */
+struct dest {
+	char *host;
+	uint16_t port;
+	uint32_t active;     /* open connections (connecting included) */
+	uint32_t connecting; /* not yet asking for a job */
+	int64_t suspended_until;
+	struct job *head, *tail; /* waiting jobs */
+	uint32_t njobs;
+	struct dest *next;
+};
+
+struct session;
+struct dns_resolver;
+struct mxroute;
+struct conn;
+struct evconnlistener;
+
+struct relay_ctx {
+	const struct relay_config *cfg;
+	struct event_base *base;
+	struct relay_spool *spool;
+	FILE *log;
+	FILE *csv;         /* PowerMTA-style accounting; NULL: none */
+	struct rmsg *msgs; /* all live messages, newest first */
+	size_t nmsgs;
+	struct dest *dests;
+	struct event *tick, *commit_ev;
+	struct session **waiting; /* sessions whose message awaits the commit */
+	size_t nwaiting, capwaiting;
+	uint32_t sessions;
+	struct session *slist; /* inbound sessions */
+	struct evconnlistener *listener;
+	struct conn *clist; /* outbound connections */
+	int stopping;
+	struct dns_resolver *resolver; /* MX lookups; NULL without --resolver */
+	struct event *dns_ev;
+	struct mxroute *mx;
+	uint64_t seq;
+	uint64_t syncs, synced; /* group commits, and messages they acknowledged */
+	char hostname[256];
+};
+
+/* relay.c */
+void relay_id_new(struct relay_ctx *x, char *out);
+struct rmsg *relay_queue_add(struct relay_ctx *x, const char *id, const char *sender,
+                             const char *client, int64_t received, const struct relay_loc *loc,
+                             const char *const *rcpts, uint32_t nrcpt);
+void relay_kick(struct relay_ctx *x);
+void relay_commit_soon(struct relay_ctx *x);
+int relay_sign(struct relay_ctx *x, struct base_buf *msg, struct base_err *err);
+/* Accounting: one JSON line. rcpt may be NULL for message events. */
+void relay_account(struct relay_ctx *x, const char *event, const struct rmsg *m,
+                   const struct rrcpt *r, const struct dest *d, int code, const char *reply);
+/* The outcome of one recipient's attempt (code 0: connection-level failure). */
+void relay_outcome(struct relay_ctx *x, struct dest *d, struct rmsg *m, uint32_t idx, int code,
+                   const char *reply);
+void relay_suspend(struct relay_ctx *x, struct dest *d, const char *why);
+struct job *relay_job_take(struct dest *d);
+void relay_job_free(struct relay_ctx *x, struct job *j);
+
+/* server.c */
+int relay_server_start(struct relay_ctx *x, struct base_err *err);
+void relay_server_committed(struct relay_ctx *x, struct session *s, int ok, const char *why);
+void relay_server_stop(struct relay_ctx *x);
+
+/* lookup.c */
+int relay_mx_start(struct relay_ctx *x, const char *server, struct base_err *err);
+void relay_mx_stop(struct relay_ctx *x);
+/* The next hop for a domain without a static route: 1 with *host set, 0
+ * while the lookup runs, -1 with a final or transient failure in code and
+ * reply. */
+int relay_mx_route(struct relay_ctx *x, const char *domain, const char **host, int *code,
+                   const char **reply);
+
+/* mta.c */
+void relay_mta_pump(struct relay_ctx *x, struct dest *d);
+/* Closes every delivery connection, dropping their jobs without outcome. */
+void relay_mta_shutdown(struct relay_ctx *x);
+
+#endif

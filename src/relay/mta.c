@@ -1,0 +1,498 @@
+/*
+ * mta.c — the relay's delivery stage: an SMTP client over libevent
+ * bufferevents. A destination (next hop host:port) opens connections up to
+ * its limit while jobs wait; each connection reads the greeting, says EHLO
+ * (HELO when EHLO is refused), then takes jobs one after another (connection
+ * reuse) until none is left, and QUITs.
+ *
+ * A job is one transaction: MAIL, one RCPT per recipient, DATA, the body,
+ * and the final dot. With PIPELINING the commands up to DATA go out in one
+ * write and the replies are matched in order; without it each command
+ * waits for the previous reply. Replies are bounded (line length, lines per
+ * reply), and every wait has the timeout RFC 5321 4.5.3.2 gives it.
+ *
+ * Outcomes go back to relay.c per recipient: 2xx delivered, 5xx bounce,
+ * anything else (4xx, lost connection, timeout) transient. A 4xx greeting
+ * or a 421 suspends the destination.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "relay/int.h"
+#include "smtp/smtp.h"
+
+#define REPLY_LINE_MAX  2048
+#define REPLY_LINES_MAX 64
+
+/* RFC 5321 4.5.3.2 */
+#define T_CONNECT 300
+#define T_GREET   300
+#define T_MAIL    300
+#define T_RCPT    300
+#define T_DATA    120
+#define T_BLOCK   180
+#define T_FINAL   600
+
+enum cstate { C_CONNECT, C_GREETING, C_EHLO, C_HELO, C_TX, C_RSET, C_QUIT };
+
+struct conn {
+	struct relay_ctx *x;
+	struct dest *d;
+	struct bufferevent *bev;
+	enum cstate st;
+	int esmtp, pipelining, counted_connecting;
+	int in_read, dead; /* see on_read */
+	uint32_t jobs;     /* transactions started on this connection */
+	/* the reply being read */
+	struct base_buf reply;
+	unsigned lines;
+	int code;
+	/* the transaction */
+	struct job *job;
+	uint32_t step; /* replies consumed: 0 MAIL, 1..n RCPT, n+1 DATA, n+2 dot */
+	uint32_t sent; /* commands sent (without pipelining: step + 1) */
+	int mail_code, data_code;
+	char *mail_reply, *data_reply;
+	int *rcpt_code;
+	char **rcpt_reply;
+	uint32_t accepted;
+	struct conn *prev, *next;
+};
+
+static void conn_free(struct conn *c)
+{
+	struct relay_ctx *x = c->x;
+	if (c->in_read) {
+		c->dead = 1;
+		bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+		return;
+	}
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		x->clist = c->next;
+	if (c->next) c->next->prev = c->prev;
+	if (c->counted_connecting) c->d->connecting--;
+	c->d->active--;
+	base_buf_free(&c->reply);
+	if (c->bev) bufferevent_free(c->bev);
+	free(c);
+}
+
+static void tx_clear(struct conn *c)
+{
+	if (c->job) {
+		for (uint32_t i = 0; i < c->job->n; i++) free(c->rcpt_reply[i]);
+	}
+	free(c->rcpt_reply);
+	free(c->rcpt_code);
+	free(c->mail_reply);
+	free(c->data_reply);
+	c->rcpt_reply = NULL;
+	c->rcpt_code = NULL;
+	c->mail_reply = c->data_reply = NULL;
+	c->job = NULL;
+}
+
+static void send_line(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void send_line(struct conn *c, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	evbuffer_add_vprintf(bufferevent_get_output(c->bev), fmt, ap);
+	va_end(ap);
+	evbuffer_add(bufferevent_get_output(c->bev), "\r\n", 2);
+}
+
+static void set_timeout(struct conn *c, int read_s)
+{
+	struct timeval r = {read_s, 0}, w = {T_BLOCK, 0};
+	bufferevent_set_timeouts(c->bev, &r, &w);
+}
+
+/* Reports every recipient of the current job, then frees the job. A
+ * recipient's code is the first failure on its way: MAIL, its RCPT, DATA,
+ * then the final reply. */
+static void tx_report(struct conn *c, int code, const char *why)
+{
+	struct job *j = c->job;
+	if (!j) return;
+	for (uint32_t i = 0; i < j->n; i++) {
+		int rc = code;
+		const char *rr = why;
+		if (c->mail_code && (c->mail_code < 200 || c->mail_code >= 300))
+			rc = c->mail_code, rr = c->mail_reply;
+		else if (c->rcpt_code[i] && (c->rcpt_code[i] < 200 || c->rcpt_code[i] >= 300))
+			rc = c->rcpt_code[i], rr = c->rcpt_reply[i];
+		else if (c->data_code && c->data_code != 354)
+			rc = c->data_code, rr = c->data_reply;
+		relay_outcome(c->x, c->d, j->m, j->idx[i], rc, rr);
+	}
+	tx_clear(c);
+	relay_job_free(c->x, j);
+}
+
+/* The connection is broken (or refused): the job in hand and, when the
+ * connection never got as far as a job, every waiting job fail transiently
+ * so that they wait for their retry instead of looping here. */
+static void conn_fail(struct conn *c, int code, const char *why)
+{
+	struct relay_ctx *x = c->x;
+	struct dest *d = c->d;
+	int had_job = c->job != NULL;
+	if (had_job) tx_report(c, code, why);
+	if (!had_job &&
+	    (c->st == C_CONNECT || c->st == C_GREETING || c->st == C_EHLO || c->st == C_HELO)) {
+		struct job *j;
+		while ((j = relay_job_take(d))) {
+			c->job = j;
+			c->rcpt_code = base_xcalloc(j->n, sizeof *c->rcpt_code);
+			c->rcpt_reply = base_xcalloc(j->n, sizeof *c->rcpt_reply);
+			tx_report(c, code, why);
+		}
+	}
+	conn_free(c);
+	relay_kick(x);
+}
+
+static void start_tx(struct conn *c);
+
+static void next_job(struct conn *c)
+{
+	if (c->counted_connecting) {
+		c->counted_connecting = 0;
+		c->d->connecting--;
+	}
+	uint32_t limit = c->x->cfg->msgs_per_conn;
+	int stop =
+	    c->x->stopping || c->d->suspended_until > base_now() || (limit && c->jobs >= limit);
+	struct job *j = stop ? NULL : relay_job_take(c->d);
+	if (!j) {
+		c->st = C_QUIT;
+		send_line(c, "QUIT");
+		set_timeout(c, 10);
+		return;
+	}
+	c->job = j;
+	c->jobs++;
+	start_tx(c);
+}
+
+static void send_step(struct conn *c, uint32_t k)
+{
+	struct job *j = c->job;
+	if (k == 0) {
+		if (c->esmtp)
+			send_line(c, "MAIL FROM:<%s> SIZE=%u", j->m->sender, j->m->loc.len);
+		else
+			send_line(c, "MAIL FROM:<%s>", j->m->sender);
+		set_timeout(c, T_MAIL);
+	} else if (k <= j->n) {
+		send_line(c, "RCPT TO:<%s>", j->m->rcpt[j->idx[k - 1]].addr);
+		set_timeout(c, T_RCPT);
+	} else if (k == j->n + 1) {
+		send_line(c, "DATA");
+		set_timeout(c, T_DATA);
+	}
+	c->sent = k + 1;
+}
+
+static void start_tx(struct conn *c)
+{
+	struct job *j = c->job;
+	c->st = C_TX;
+	c->step = 0;
+	c->accepted = 0;
+	c->mail_code = c->data_code = 0;
+	c->rcpt_code = base_xcalloc(j->n, sizeof *c->rcpt_code);
+	c->rcpt_reply = base_xcalloc(j->n, sizeof *c->rcpt_reply);
+	if (c->pipelining)
+		for (uint32_t k = 0; k <= j->n + 1; k++) send_step(c, k);
+	else
+		send_step(c, 0);
+}
+
+/* Sends the message, dot-stuffed, and the final dot. */
+static int send_body(struct conn *c)
+{
+	struct base_buf b;
+	struct base_err err;
+	base_buf_init(&b);
+	if (relay_spool_read(c->x->spool, &c->job->m->loc, &b, &err) < 0) {
+		base_error("%s: %s", c->job->m->id, err.msg);
+		base_buf_free(&b);
+		return -1;
+	}
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	const char *p = b.data, *end = b.data + b.len;
+	while (p < end) {
+		const char *eol = memchr(p, '\n', (size_t)(end - p));
+		size_t n = eol ? (size_t)(eol - p) + 1 : (size_t)(end - p);
+		if (*p == '.') evbuffer_add(out, ".", 1);
+		evbuffer_add(out, p, n);
+		if (!eol) evbuffer_add(out, "\r\n", 2);
+		p += n;
+	}
+	evbuffer_add(out, ".\r\n", 3);
+	base_buf_free(&b);
+	set_timeout(c, T_FINAL);
+	return 0;
+}
+
+static void on_tx_reply(struct conn *c, int code, const char *text)
+{
+	struct job *j = c->job;
+	uint32_t k = c->step++;
+	if (k == 0) {
+		c->mail_code = code;
+		c->mail_reply = base_xstrdup(text);
+	} else if (k <= j->n) {
+		c->rcpt_code[k - 1] = code;
+		c->rcpt_reply[k - 1] = base_xstrdup(text);
+		if (code >= 200 && code < 300) c->accepted++;
+	} else if (k == j->n + 1) {
+		c->data_code = code;
+		c->data_reply = base_xstrdup(text);
+		if (code == 354) {
+			if (c->accepted && c->mail_code >= 200 && c->mail_code < 300) {
+				if (send_body(c) < 0) {
+					conn_fail(c, 451, "451 4.3.0 local spool read error");
+					return;
+				}
+			} else {
+				evbuffer_add(bufferevent_get_output(c->bev), ".\r\n", 3);
+				set_timeout(c, T_FINAL);
+			}
+			return;
+		}
+	} else {
+		/* the reply to the final dot */
+		int suspend = code == 421;
+		tx_report(c, code, text);
+		if (suspend) {
+			relay_suspend(c->x, c->d, text);
+			conn_free(c);
+			return;
+		}
+		next_job(c);
+		return;
+	}
+	if (code == 421) {
+		/* the server is closing: what is unanswered is transient */
+		tx_report(c, code, text);
+		relay_suspend(c->x, c->d, text);
+		conn_free(c);
+		return;
+	}
+	int failed = (k == 0 && (code < 200 || code >= 300)) || (k == j->n && c->accepted == 0) ||
+	             (k == j->n + 1);
+	if (c->pipelining) {
+		/* replies keep coming up to DATA's; after a rejected DATA, RSET */
+		if (k == j->n + 1) {
+			tx_report(c, 0, NULL);
+			c->st = C_RSET;
+			send_line(c, "RSET");
+			set_timeout(c, T_MAIL);
+		}
+		return;
+	}
+	if (failed) {
+		tx_report(c, 0, NULL);
+		c->st = C_RSET;
+		send_line(c, "RSET");
+		set_timeout(c, T_MAIL);
+		return;
+	}
+	send_step(c, k + 1);
+}
+
+static void on_reply(struct conn *c, int code, const char *text)
+{
+	switch (c->st) {
+	case C_GREETING:
+		if (code >= 200 && code < 300) {
+			c->st = C_EHLO;
+			send_line(c, "EHLO %s", c->x->hostname);
+			set_timeout(c, T_GREET);
+		} else if (code >= 400 && code < 500) {
+			/* back off: no new connection for a while */
+			struct job *j = relay_job_take(c->d);
+			if (j) {
+				c->job = j;
+				c->rcpt_code = base_xcalloc(j->n, sizeof *c->rcpt_code);
+				c->rcpt_reply = base_xcalloc(j->n, sizeof *c->rcpt_reply);
+				tx_report(c, code, text);
+			}
+			relay_suspend(c->x, c->d, text);
+			conn_free(c);
+		} else {
+			conn_fail(c, code, text);
+		}
+		break;
+	case C_EHLO:
+		if (code >= 200 && code < 300) {
+			c->esmtp = 1;
+			next_job(c);
+		} else if (code == 421) {
+			relay_suspend(c->x, c->d, text);
+			conn_free(c);
+		} else {
+			c->st = C_HELO;
+			send_line(c, "HELO %s", c->x->hostname);
+		}
+		break;
+	case C_HELO:
+		if (code >= 200 && code < 300)
+			next_job(c);
+		else
+			conn_fail(c, code, text);
+		break;
+	case C_TX:
+		on_tx_reply(c, code, text);
+		break;
+	case C_RSET:
+		if (code >= 200 && code < 300)
+			next_job(c);
+		else
+			conn_free(c);
+		break;
+	case C_QUIT:
+	default:
+		conn_free(c);
+		break;
+	}
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+	struct conn *c = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	for (;;) {
+		size_t n;
+		char *line = evbuffer_readln(in, &n, EVBUFFER_EOL_CRLF);
+		if (!line) {
+			if (evbuffer_get_length(in) > REPLY_LINE_MAX)
+				conn_fail(c, 0, "000 reply line too long");
+			return;
+		}
+		int code, more;
+		const char *text;
+		if (n > REPLY_LINE_MAX || smtp_parse_reply_line(line, n, &code, &more, &text) < 0 ||
+		    (c->lines && code != c->code) || ++c->lines > REPLY_LINES_MAX) {
+			free(line);
+			conn_fail(c, 0, "000 malformed reply");
+			return;
+		}
+		c->code = code;
+		if (c->st == C_EHLO && !base_strcasecmp_ascii(text, "PIPELINING"))
+			c->pipelining = 1;
+		if (c->lines == 1) {
+			c->reply.len = 0;
+			base_buf_append(&c->reply, line, n > 512 ? 512 : n);
+		}
+		free(line);
+		if (more) continue;
+		c->lines = 0;
+		/* on_reply may end the connection: conn_free then only marks it,
+		 * and it is freed here once the reply is handled */
+		c->in_read = 1;
+		on_reply(c, code, c->reply.data ? c->reply.data : "");
+		c->in_read = 0;
+		if (c->dead) {
+			conn_free(c);
+			return;
+		}
+	}
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct conn *c = arg;
+	if (what & BEV_EVENT_CONNECTED) {
+		c->st = C_GREETING;
+		set_timeout(c, T_GREET);
+		return;
+	}
+	if (c->st == C_QUIT) {
+		conn_free(c);
+		return;
+	}
+	const char *why = what & BEV_EVENT_TIMEOUT ? "000 timeout"
+	                  : c->st == C_CONNECT     ? "000 connection refused"
+	                                           : "000 connection lost";
+	conn_fail(c, 0, why);
+}
+
+static void conn_open(struct relay_ctx *x, struct dest *d)
+{
+	struct base_sockaddr a;
+	struct base_err err;
+	char hp[300];
+	snprintf(hp, sizeof hp, "%s:%u", d->host, d->port);
+	struct conn *c = base_xcalloc(1, sizeof *c);
+	c->x = x;
+	c->d = d;
+	d->active++;
+	d->connecting++;
+	c->counted_connecting = 1;
+	base_buf_init(&c->reply);
+	c->next = x->clist;
+	if (x->clist) x->clist->prev = c;
+	x->clist = c;
+	c->bev = bufferevent_socket_new(x->base, -1, BEV_OPT_CLOSE_ON_FREE);
+	bufferevent_setcb(c->bev, on_read, NULL, on_event, c);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	set_timeout(c, T_CONNECT);
+	struct sockaddr_storage ss;
+	memset(&ss, 0, sizeof ss);
+	int len;
+	if (base_parse_hostport(hp, 25, &a, &err) < 0) {
+		conn_fail(c, 0, "000 bad next hop address");
+		return;
+	}
+	if (a.family == AF_INET) {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+		s4->sin_family = AF_INET;
+		memcpy(&s4->sin_addr, a.a.v4, 4);
+		s4->sin_port = htons(a.port);
+		len = sizeof *s4;
+	} else {
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+		s6->sin6_family = AF_INET6;
+		memcpy(&s6->sin6_addr, a.a.v6, 16);
+		s6->sin6_port = htons(a.port);
+		len = sizeof *s6;
+	}
+	if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&ss, len) < 0)
+		conn_fail(c, 0, "000 connection refused");
+}
+
+void relay_mta_pump(struct relay_ctx *x, struct dest *d)
+{
+	if (x->stopping || d->suspended_until > base_now()) return;
+	while (d->njobs > d->connecting && d->active < x->cfg->conn_limit) conn_open(x, d);
+}
+
+void relay_mta_shutdown(struct relay_ctx *x)
+{
+	x->stopping = 1;
+	while (x->clist) {
+		struct conn *c = x->clist;
+		if (c->job) {
+			/* the recipients stay PENDING in the spool: tried again later */
+			struct job *j = c->job;
+			for (uint32_t i = 0; i < j->n; i++) j->m->rcpt[j->idx[i]].busy = 0;
+			j->m->busy--;
+			tx_clear(c);
+			free(j->idx);
+			free(j);
+		}
+		conn_free(c);
+	}
+}

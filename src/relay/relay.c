@@ -1,0 +1,704 @@
+/*
+ * relay.c — the relay daemon's core: it opens the spool (recovering the
+ * queue), runs the group commit for reception, the scheduler that turns
+ * due recipients into delivery jobs per destination, the outcome rules
+ * (delivered, retry, bounce, expire, suspend), DSNs, DKIM signing at
+ * reception, and the accounting log.
+ *
+ * The scheduler is a periodic scan (every second, and at once when new
+ * mail is committed or a connection frees up) over the live messages:
+ * every PENDING recipient that is due, not busy and whose destination is
+ * not suspended joins a job for (message, destination). Destinations then
+ * open connections up to their limit (mta.c).
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "auth/auth.h"
+#include "relay/int.h"
+#include "smtp/smtp.h"
+
+void relay_config_init(struct relay_config *c)
+{
+	memset(c, 0, sizeof *c);
+	relay_schedule_default(&c->schedule);
+	c->suspend = 300;
+	c->conn_limit = 10;
+	c->msgs_per_conn = 100;
+	c->max_size = 10485760;
+	c->max_rcpts = 100;
+	c->max_conns = 256;
+	c->timeout = 300;
+	c->smtp_port = 25;
+}
+
+/* ---- ids, accounting -------------------------------------------------------- */
+
+void relay_id_new(struct relay_ctx *x, char *out)
+{
+	snprintf(out, RELAY_ID_MAX + 1, "%llx.%x.%llx", (unsigned long long)base_now(),
+	         (unsigned)getpid() & 0xffff, (unsigned long long)++x->seq);
+}
+
+static void json_str(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (; s && *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '"' || c == '\\')
+			fprintf(f, "\\%c", c);
+		else if (c < 0x20)
+			fprintf(f, "\\u%04x", c);
+		else
+			fputc(c, f);
+	}
+	fputc('"', f);
+}
+
+/* The enhanced status code at the start of a reply text ("5.1.1 ..."). */
+static void enhanced(const char *reply, char *out, size_t n)
+{
+	out[0] = 0;
+	if (!reply || strlen(reply) < 4) return;
+	const char *t = reply + 4;
+	size_t k = 0;
+	if ((t[0] == '2' || t[0] == '4' || t[0] == '5') && t[1] == '.') {
+		while (k + 1 < n && t[k] && t[k] != ' ' &&
+		       ((t[k] >= '0' && t[k] <= '9') || t[k] == '.'))
+			out[k] = t[k], k++;
+		out[k] = 0;
+	}
+}
+
+static const char *categorize(struct relay_ctx *x, int code, const char *reply)
+{
+	char e[16];
+	enhanced(reply, e, sizeof e);
+	return relay_classify(x->cfg->rules, code, e, reply ? reply : "");
+}
+
+/* A CSV field, quoted when it needs to be (RFC 4180). */
+static void csv_field(FILE *f, const char *s, int last)
+{
+	s = s ? s : "";
+	if (strpbrk(s, ",\"\r\n")) {
+		fputc('"', f);
+		for (; *s; s++) {
+			if (*s == '"') fputc('"', f);
+			fputc(*s == '\r' || *s == '\n' ? ' ' : *s, f);
+		}
+		fputc('"', f);
+	} else {
+		fputs(s, f);
+	}
+	fputc(last ? '\n' : ',', f);
+}
+
+static const char csv_header[] = "type,timeLogged,timeQueued,orig,rcpt,dsnAction,dsnStatus,dsnDiag,"
+                                 "dsnMta,bounceCat,srcIp,attempts,jobId\n";
+
+/* PowerMTA's record types: d delivered, b bounced, t transient; r (our
+ * addition) received; an expiry is a bounce of category "expired". */
+static void account_csv(struct relay_ctx *x, const char *event, const struct rmsg *m,
+                        const struct rrcpt *r, const struct dest *d, int code, const char *reply)
+{
+	FILE *f = x->csv;
+	char t1[40], t2[40], e[16], mta[300] = "", att[16] = "";
+	time_t now = base_now(), q = (time_t)m->received;
+	struct tm tm;
+	gmtime_r(&now, &tm);
+	strftime(t1, sizeof t1, "%Y-%m-%d %H:%M:%S+0000", &tm);
+	gmtime_r(&q, &tm);
+	strftime(t2, sizeof t2, "%Y-%m-%d %H:%M:%S+0000", &tm);
+	enhanced(reply, e, sizeof e);
+	if (d) snprintf(mta, sizeof mta, "%s:%u", d->host, d->port);
+	if (r) snprintf(att, sizeof att, "%u", r->attempts);
+	int expiry = !strcmp(event, "expiry");
+	char type = !strcmp(event, "delivery")    ? 'd'
+	            : !strcmp(event, "transient") ? 't'
+	            : !strcmp(event, "reception") ? 'r'
+	                                          : 'b';
+	const char *action = type == 'd'   ? "relayed"
+	                     : type == 't' ? "delayed"
+	                     : type == 'r' ? "queued"
+	                                   : "failed";
+	char ts[2] = {type, 0};
+	csv_field(f, ts, 0);
+	csv_field(f, t1, 0);
+	csv_field(f, t2, 0);
+	csv_field(f, m->sender, 0);
+	csv_field(f, r ? r->addr : "", 0);
+	csv_field(f, action, 0);
+	csv_field(f, e, 0);
+	csv_field(f, type != 'r' ? reply : "", 0);
+	csv_field(f, mta, 0);
+	csv_field(f,
+	          expiry                     ? "expired"
+	          : code >= 400 || code == 0 ? categorize(x, code, reply)
+	                                     : "",
+	          0);
+	csv_field(f, m->client, 0);
+	csv_field(f, att, 0);
+	csv_field(f, m->id, 1);
+	fflush(f);
+}
+
+void relay_account(struct relay_ctx *x, const char *event, const struct rmsg *m,
+                   const struct rrcpt *r, const struct dest *d, int code, const char *reply)
+{
+	if (x->csv) account_csv(x, event, m, r, d, code, reply);
+	if (!x->log) return;
+	char e[16];
+	enhanced(reply, e, sizeof e);
+	FILE *f = x->log;
+	fprintf(f, "{\"time\":%lld,\"event\":", (long long)base_now());
+	json_str(f, event);
+	fputs(",\"id\":", f);
+	json_str(f, m->id);
+	fputs(",\"sender\":", f);
+	json_str(f, m->sender);
+	if (r) {
+		fputs(",\"rcpt\":", f);
+		json_str(f, r->addr);
+		fprintf(f, ",\"attempts\":%u", r->attempts);
+	} else {
+		fprintf(f, ",\"rcpts\":%u", m->nrcpt);
+	}
+	fputs(",\"account\":null,\"pool\":null,\"source_ip\":", f);
+	json_str(f, m->client);
+	fputs(",\"mx\":", f);
+	if (d) {
+		char hp[300];
+		snprintf(hp, sizeof hp, "%s:%u", d->host, d->port);
+		json_str(f, hp);
+	} else {
+		fputs("null", f);
+	}
+	if (code) fprintf(f, ",\"code\":%d", code);
+	fputs(",\"reply\":", f);
+	json_str(f, reply);
+	fputs(",\"enhanced\":", f);
+	json_str(f, e);
+	fputs(",\"category\":", f);
+	if (code >= 400 || !strcmp(event, "expiry") || !strcmp(event, "transient"))
+		json_str(f, !strcmp(event, "expiry") ? "expired" : categorize(x, code, reply));
+	else
+		fputs("null", f);
+	fputs(",\"tls\":false}\n", f);
+	fflush(f);
+}
+
+/* ---- the queue -------------------------------------------------------------- */
+
+struct rmsg *relay_queue_add(struct relay_ctx *x, const char *id, const char *sender,
+                             const char *client, int64_t received, const struct relay_loc *loc,
+                             const char *const *rcpts, uint32_t nrcpt)
+{
+	struct rmsg *m = base_xcalloc(1, sizeof *m);
+	snprintf(m->id, sizeof m->id, "%s", id);
+	m->sender = base_xstrdup(sender);
+	snprintf(m->client, sizeof m->client, "%s", client ? client : "");
+	m->received = received;
+	m->loc = *loc;
+	m->nrcpt = m->live = nrcpt;
+	m->rcpt = base_xcalloc(nrcpt, sizeof *m->rcpt);
+	for (uint32_t i = 0; i < nrcpt; i++) m->rcpt[i].addr = base_xstrdup(rcpts[i]);
+	m->next = x->msgs;
+	if (x->msgs) x->msgs->prev = m;
+	x->msgs = m;
+	x->nmsgs++;
+	return m;
+}
+
+/* Frees a message's memory only: at shutdown, when the spool must keep it. */
+static void msg_drop(struct relay_ctx *x, struct rmsg *m)
+{
+	if (m->prev)
+		m->prev->next = m->next;
+	else
+		x->msgs = m->next;
+	if (m->next) m->next->prev = m->prev;
+	x->nmsgs--;
+	for (uint32_t i = 0; i < m->nrcpt; i++) free(m->rcpt[i].addr);
+	free(m->rcpt);
+	free(m->sender);
+	free(m);
+}
+
+/* Frees a finished message and lets the spool reclaim its segment. */
+static void msg_free(struct relay_ctx *x, struct rmsg *m)
+{
+	relay_spool_release(x->spool, m->loc.seg);
+	msg_drop(x, m);
+}
+
+static void recovered(void *arg, const struct relay_record *rec, const struct relay_loc *loc,
+                      const uint32_t *states, const uint32_t *attempts, const int64_t *next)
+{
+	struct relay_ctx *x = arg;
+	const char **rc = base_xcalloc(rec->nrcpt, sizeof *rc);
+	const char *p = rec->rcpts;
+	for (uint32_t i = 0; i < rec->nrcpt; i++) {
+		rc[i] = p;
+		p += strlen(p) + 1;
+	}
+	struct rmsg *m =
+	    relay_queue_add(x, rec->id, rec->sender, "", rec->received, loc, rc, rec->nrcpt);
+	free(rc);
+	m->live = 0;
+	for (uint32_t i = 0; i < rec->nrcpt; i++) {
+		m->rcpt[i].state = states[i];
+		m->rcpt[i].attempts = attempts[i];
+		m->rcpt[i].next = next[i];
+		if (states[i] == RELAY_RCPT_PENDING) m->live++;
+	}
+}
+
+/* ---- routing -------------------------------------------------------------- */
+
+/* The destination of a recipient: 1 with *d, 0 while its MX lookup runs,
+ * -1 with the failure in code and reply. */
+static const struct relay_route *route_for(const struct relay_config *c, const char *domain);
+static struct dest *dest_get(struct relay_ctx *x, const char *host, uint16_t port);
+
+static int dest_for(struct relay_ctx *x, const char *addr, struct dest **d, int *code,
+                    const char **reply)
+{
+	const char *domain = smtp_path_domain(addr);
+	const struct relay_route *rt = route_for(x->cfg, domain);
+	if (rt) {
+		*d = dest_get(x, rt->host, rt->port);
+		return 1;
+	}
+	const char *host;
+	int r = relay_mx_route(x, domain, &host, code, reply);
+	if (r == 1) *d = dest_get(x, host, x->cfg->smtp_port);
+	return r;
+}
+
+static const struct relay_route *route_for(const struct relay_config *c, const char *domain)
+{
+	const struct relay_route *star = NULL;
+	for (size_t i = 0; i < c->nroutes; i++) {
+		if (!strcmp(c->routes[i].domain, "*"))
+			star = &c->routes[i];
+		else if (!base_strcasecmp_ascii(c->routes[i].domain, domain))
+			return &c->routes[i];
+	}
+	return star;
+}
+
+static struct dest *dest_get(struct relay_ctx *x, const char *host, uint16_t port)
+{
+	for (struct dest *d = x->dests; d; d = d->next)
+		if (d->port == port && !strcmp(d->host, host)) return d;
+	struct dest *d = base_xcalloc(1, sizeof *d);
+	d->host = base_xstrdup(host);
+	d->port = port;
+	d->next = x->dests;
+	x->dests = d;
+	return d;
+}
+
+/* ---- outcomes ------------------------------------------------------------- */
+
+static void dsn(struct relay_ctx *x, struct rmsg *m, uint32_t idx, struct dest *d,
+                const char *reply, int expired);
+
+static void finish(struct relay_ctx *x, struct rmsg *m, uint32_t idx, uint32_t state)
+{
+	struct rrcpt *r = &m->rcpt[idx];
+	struct base_err err;
+	r->state = state;
+	if (relay_spool_state(x->spool, m->id, idx, state, r->attempts, r->next, &err) < 0)
+		base_warn("%s", err.msg);
+	m->live--;
+}
+
+void relay_outcome(struct relay_ctx *x, struct dest *d, struct rmsg *m, uint32_t idx, int code,
+                   const char *reply)
+{
+	struct rrcpt *r = &m->rcpt[idx];
+	int64_t now = base_now();
+	r->attempts++;
+	if (code >= 200 && code < 300) {
+		finish(x, m, idx, RELAY_RCPT_DELIVERED);
+		relay_account(x, "delivery", m, r, d, code, reply);
+	} else if (code >= 500) {
+		finish(x, m, idx, RELAY_RCPT_BOUNCED);
+		relay_account(x, "bounce", m, r, d, code, reply);
+		dsn(x, m, idx, d, reply, 0);
+	} else if (now - m->received >= (int64_t)x->cfg->schedule.max_age) {
+		finish(x, m, idx, RELAY_RCPT_EXPIRED);
+		relay_account(x, "expiry", m, r, d, code, reply);
+		dsn(x, m, idx, d, reply, 1);
+	} else {
+		r->next =
+		    relay_schedule_next(&x->cfg->schedule, r->attempts, now, (uint32_t)random());
+		if (d && d->suspended_until > r->next) r->next = d->suspended_until;
+		struct base_err err;
+		if (relay_spool_state(x->spool, m->id, idx, RELAY_RCPT_PENDING, r->attempts,
+		                      r->next, &err) < 0)
+			base_warn("%s", err.msg);
+		relay_account(x, "transient", m, r, d, code, reply);
+	}
+}
+
+void relay_suspend(struct relay_ctx *x, struct dest *d, const char *why)
+{
+	int64_t until = base_now() + x->cfg->suspend;
+	if (d->suspended_until < until) d->suspended_until = until;
+	base_info("destination %s:%u suspended for %us: %s", d->host, d->port, x->cfg->suspend,
+	          why);
+	/* waiting jobs go back to the queue, without counting an attempt */
+	struct job *j;
+	while ((j = relay_job_take(d))) {
+		for (uint32_t i = 0; i < j->n; i++)
+			if (j->m->rcpt[j->idx[i]].next < d->suspended_until)
+				j->m->rcpt[j->idx[i]].next = d->suspended_until;
+		relay_job_free(x, j);
+	}
+}
+
+struct job *relay_job_take(struct dest *d)
+{
+	struct job *j = d->head;
+	if (!j) return NULL;
+	d->head = j->next;
+	if (!d->head) d->tail = NULL;
+	d->njobs--;
+	j->next = NULL;
+	return j;
+}
+
+/* Releases a job's recipients; frees the message when nothing is left. */
+void relay_job_free(struct relay_ctx *x, struct job *j)
+{
+	struct rmsg *m = j->m;
+	for (uint32_t i = 0; i < j->n; i++) m->rcpt[j->idx[i]].busy = 0;
+	m->busy--;
+	free(j->idx);
+	free(j);
+	if (m->live == 0 && m->busy == 0) msg_free(x, m);
+	relay_kick(x);
+}
+
+/* ---- the scheduler ---------------------------------------------------------- */
+
+static void schedule(struct relay_ctx *x)
+{
+	int64_t now = base_now();
+	struct rmsg *next;
+	for (struct rmsg *m = x->msgs; m; m = next) {
+		next = m->next;
+		if (m->live == 0) {
+			if (m->busy == 0) msg_free(x, m);
+			continue;
+		}
+		for (uint32_t i = 0; i < m->nrcpt; i++) {
+			struct rrcpt *r = &m->rcpt[i];
+			if (r->state != RELAY_RCPT_PENDING || r->busy || r->next > now) continue;
+			struct dest *d;
+			int code = 0;
+			const char *why = NULL;
+			int found = dest_for(x, r->addr, &d, &code, &why);
+			if (found == 0) continue; /* the MX lookup is running */
+			if (found < 0) {
+				relay_outcome(x, NULL, m, i, code, why);
+				continue;
+			}
+			if (d->suspended_until > now) continue;
+			/* gather every due recipient of m for d into one job */
+			struct job *j = base_xcalloc(1, sizeof *j);
+			j->m = m;
+			j->idx = base_xcalloc(m->nrcpt, sizeof *j->idx);
+			for (uint32_t k = i; k < m->nrcpt; k++) {
+				struct rrcpt *q = &m->rcpt[k];
+				if (q->state != RELAY_RCPT_PENDING || q->busy || q->next > now)
+					continue;
+				struct dest *dq = d;
+				if (k != i && dest_for(x, q->addr, &dq, &code, &why) != 1) continue;
+				if (dq != d) continue;
+				q->busy = 1;
+				j->idx[j->n++] = k;
+			}
+			m->busy++;
+			if (d->tail)
+				d->tail->next = j;
+			else
+				d->head = j;
+			d->tail = j;
+			d->njobs++;
+		}
+		if (m->live == 0 && m->busy == 0) msg_free(x, m);
+	}
+	for (struct dest *d = x->dests; d; d = d->next) relay_mta_pump(x, d);
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+	schedule(arg);
+}
+
+void relay_kick(struct relay_ctx *x)
+{
+	struct timeval tv = {0, 0};
+	/* re-arm the periodic tick to fire now; it re-arms itself each second */
+	evtimer_add(x->tick, &tv);
+}
+
+/* ---- group commit ------------------------------------------------------------ */
+
+static void on_commit(evutil_socket_t fd, short what, void *arg)
+{
+	struct relay_ctx *x = arg;
+	struct base_err err;
+	int ok = relay_spool_commit(x->spool, &err) == 0;
+	if (!ok) base_error("%s", err.msg);
+	size_t n = x->nwaiting;
+	x->syncs++;
+	if (ok) x->synced += n;
+	x->nwaiting = 0;
+	struct session **w = base_xmalloc((n ? n : 1) * sizeof *w);
+	memcpy(w, x->waiting, n * sizeof *w);
+	for (size_t i = 0; i < n; i++) relay_server_committed(x, w[i], ok, ok ? NULL : err.msg);
+	free(w);
+	relay_kick(x);
+}
+
+void relay_commit_soon(struct relay_ctx *x)
+{
+	if (evtimer_pending(x->commit_ev, NULL)) return;
+	struct timeval tv = {0, (suseconds_t)x->cfg->commit_delay_us};
+	evtimer_add(x->commit_ev, &tv);
+}
+
+/* ---- DKIM signing at reception ---------------------------------------------- */
+
+/* The domain of the first address in the From: header field. */
+static int from_domain(const char *msg, size_t len, char *out, size_t n)
+{
+	const char *p = msg, *end = msg + len;
+	while (p < end) {
+		const char *eol = memchr(p, '\n', (size_t)(end - p));
+		if (!eol) eol = end;
+		if (eol == p || (eol == p + 1 && *p == '\r')) break; /* end of header */
+		if ((size_t)(eol - p) > 5 && !strncasecmp(p, "From:", 5)) {
+			/* the field, unfolded up to the next non-continuation line */
+			const char *fe = eol;
+			while (fe + 1 < end && (fe[1] == ' ' || fe[1] == '\t')) {
+				const char *ne = memchr(fe + 1, '\n', (size_t)(end - fe - 1));
+				fe = ne ? ne : end;
+			}
+			const char *at = NULL;
+			for (const char *q = p + 5; q < fe; q++)
+				if (*q == '@') {
+					at = q;
+					break;
+				}
+			if (!at) return -1;
+			size_t k = 0;
+			for (const char *q = at + 1; q < fe && k + 1 < n; q++) {
+				char c = *q;
+				if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+				      (c >= '0' && c <= '9') || c == '-' || c == '.'))
+					break;
+				out[k++] = base_lower(c);
+			}
+			out[k] = 0;
+			return k ? 0 : -1;
+		}
+		p = eol + 1;
+	}
+	return -1;
+}
+
+int relay_sign(struct relay_ctx *x, struct base_buf *msg, struct base_err *err)
+{
+	const struct relay_config *c = x->cfg;
+	if (!c->ndkim) return 0;
+	char dom[256];
+	const struct relay_dkim *k = &c->dkim[0]; /* the first key is the service key */
+	if (from_domain(msg->data, msg->len, dom, sizeof dom) == 0) {
+		for (size_t i = 0; i < c->ndkim; i++) {
+			size_t dl = strlen(dom), kl = strlen(c->dkim[i].domain);
+			/* the From domain itself, or a subdomain of a key's domain */
+			if (!strcmp(dom, c->dkim[i].domain) ||
+			    (dl > kl && dom[dl - kl - 1] == '.' &&
+			     !strcmp(dom + dl - kl, c->dkim[i].domain))) {
+				k = &c->dkim[i];
+				break;
+			}
+		}
+	}
+	struct auth_dkim_sign_opts o;
+	memset(&o, 0, sizeof o);
+	o.domain = k->domain;
+	o.selector = k->selector;
+	struct base_buf sig;
+	base_buf_init(&sig);
+	if (auth_dkim_sign(k->key, &o, msg->data, msg->len, &sig, err) < 0) {
+		base_buf_free(&sig);
+		return -1;
+	}
+	base_buf_append(&sig, msg->data, msg->len);
+	base_buf_free(msg);
+	*msg = sig;
+	return 0;
+}
+
+/* ---- DSN (RFC 3464) ------------------------------------------------------------ */
+
+static void dsn(struct relay_ctx *x, struct rmsg *m, uint32_t idx, struct dest *d,
+                const char *reply, int expired)
+{
+	if (!m->sender[0]) return; /* never bounce a bounce */
+	struct base_buf orig, b;
+	base_buf_init(&orig);
+	base_buf_init(&b);
+	struct base_err err;
+	if (relay_spool_read(x->spool, &m->loc, &orig, &err) < 0) base_warn("DSN: %s", err.msg);
+	char id[RELAY_ID_MAX + 1], e[16], date[64];
+	relay_id_new(x, id);
+	enhanced(reply, e, sizeof e);
+	if (!e[0]) snprintf(e, sizeof e, "%s", expired ? "4.4.7" : "5.0.0");
+	time_t now = base_now();
+	struct tm tm;
+	gmtime_r(&now, &tm);
+	strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S +0000", &tm);
+	const char *h = x->hostname;
+	base_buf_printf(&b,
+	                "From: Mail Delivery System <MAILER-DAEMON@%s>\r\n"
+	                "To: <%s>\r\n"
+	                "Subject: Undelivered Mail Returned to Sender\r\n"
+	                "Date: %s\r\n"
+	                "Message-ID: <%s@%s>\r\n"
+	                "Auto-Submitted: auto-replied\r\n"
+	                "MIME-Version: 1.0\r\n"
+	                "Content-Type: multipart/report; report-type=delivery-status;\r\n"
+	                "\tboundary=\"%s/%s\"\r\n\r\n"
+	                "This is a MIME-encapsulated message.\r\n\r\n"
+	                "--%s/%s\r\n"
+	                "Content-Type: text/plain; charset=us-ascii\r\n\r\n"
+	                "Your message to <%s> could not be delivered%s.\r\n\r\n"
+	                "--%s/%s\r\n"
+	                "Content-Type: message/delivery-status\r\n\r\n"
+	                "Reporting-MTA: dns; %s\r\n"
+	                "X-Mailrep-Queue-ID: %s\r\n\r\n"
+	                "Final-Recipient: rfc822; %s\r\n"
+	                "Action: failed\r\n"
+	                "Status: %s\r\n",
+	                h, m->sender, date, id, h, id, h, id, h, m->rcpt[idx].addr,
+	                expired ? " before it expired" : "", id, h, h, m->id, m->rcpt[idx].addr, e);
+	if (d) base_buf_printf(&b, "Remote-MTA: dns; %s\r\n", d->host);
+	if (reply) base_buf_printf(&b, "Diagnostic-Code: smtp; %s\r\n", reply);
+	base_buf_printf(&b, "\r\n--%s/%s\r\nContent-Type: text/rfc822-headers\r\n\r\n", id, h);
+	/* the original header section */
+	const char *hend = strstr(orig.data ? orig.data : "", "\r\n\r\n");
+	if (hend) base_buf_append(&b, orig.data, (size_t)(hend - orig.data) + 2);
+	base_buf_printf(&b, "\r\n--%s/%s--\r\n", id, h);
+	base_buf_free(&orig);
+	const char *rc[1] = {m->sender};
+	struct relay_loc loc;
+	if (relay_spool_add(x->spool, id, "", now, rc, 1, b.data, b.len, &loc, &err) < 0) {
+		base_error("DSN for %s: %s", m->id, err.msg);
+	} else {
+		/* the DSN is as durable as the state record that led to it: the
+		 * next commit covers both */
+		struct rmsg *n = relay_queue_add(x, id, "", "", now, &loc, rc, 1);
+		relay_account(x, "reception", n, NULL, NULL, 0, "DSN");
+		relay_commit_soon(x);
+	}
+	base_buf_free(&b);
+}
+
+/* ---- running ------------------------------------------------------------------- */
+
+static void on_signal(evutil_socket_t fd, short what, void *arg)
+{
+	event_base_loopexit(arg, NULL);
+}
+
+static void on_periodic(evutil_socket_t fd, short what, void *arg)
+{
+	schedule(arg);
+}
+
+int relay_run(const struct relay_config *c, struct base_err *err)
+{
+	struct relay_ctx x;
+	memset(&x, 0, sizeof x);
+	x.cfg = c;
+	signal(SIGPIPE, SIG_IGN);
+	srandom((unsigned)base_mono_ns());
+	if (c->hostname)
+		snprintf(x.hostname, sizeof x.hostname, "%s", c->hostname);
+	else if (gethostname(x.hostname, sizeof x.hostname - 1) < 0)
+		strcpy(x.hostname, "localhost");
+	if (c->log && !(x.log = fopen(c->log, "a")))
+		return base_errf(err, "%s: %s", c->log, strerror(errno));
+	if (c->csv) {
+		if (!(x.csv = fopen(c->csv, "a"))) {
+			if (x.log) fclose(x.log);
+			return base_errf(err, "%s: %s", c->csv, strerror(errno));
+		}
+		if (fseek(x.csv, 0, SEEK_END) == 0 && ftell(x.csv) == 0) fputs(csv_header, x.csv);
+	}
+	if (relay_spool_open(&x.spool, c->spool, recovered, &x, err) < 0) {
+		if (x.log) fclose(x.log);
+		if (x.csv) fclose(x.csv);
+		return -1;
+	}
+	base_info("spool %s: %zu messages recovered", c->spool, x.nmsgs);
+	x.base = event_base_new();
+	x.tick = evtimer_new(x.base, on_tick, &x);
+	x.commit_ev = evtimer_new(x.base, on_commit, &x);
+	struct event *periodic = event_new(x.base, -1, EV_PERSIST, on_periodic, &x);
+	struct timeval sec = {1, 0};
+	evtimer_add(periodic, &sec);
+	struct event *sigterm = evsignal_new(x.base, SIGTERM, on_signal, x.base);
+	struct event *sigint = evsignal_new(x.base, SIGINT, on_signal, x.base);
+	evsignal_add(sigterm, NULL);
+	evsignal_add(sigint, NULL);
+	int rc = relay_mx_start(&x, c->resolver, err);
+	if (rc == 0) rc = relay_server_start(&x, err);
+	if (rc == 0) {
+		relay_kick(&x);
+		event_base_dispatch(x.base);
+		/* whatever is written is made durable before leaving */
+		struct base_err e2;
+		if (relay_spool_commit(x.spool, &e2) < 0) base_error("%s", e2.msg);
+		base_info("group commit: %llu messages acknowledged in %llu syncs",
+		          (unsigned long long)x.synced, (unsigned long long)x.syncs);
+	}
+	relay_server_stop(&x);
+	relay_mta_shutdown(&x);
+	relay_mx_stop(&x);
+	event_free(sigterm);
+	event_free(sigint);
+	event_free(periodic);
+	event_free(x.tick);
+	event_free(x.commit_ev);
+	/* the queue stays in the spool for the next start */
+	while (x.msgs) msg_drop(&x, x.msgs);
+	while (x.dests) {
+		struct dest *d = x.dests;
+		x.dests = d->next;
+		struct job *j;
+		while ((j = relay_job_take(d))) {
+			free(j->idx);
+			free(j);
+		}
+		free(d->host);
+		free(d);
+	}
+	free(x.waiting);
+	event_base_free(x.base);
+	relay_spool_close(x.spool);
+	if (x.log) fclose(x.log);
+	if (x.csv) fclose(x.csv);
+	return rc;
+}

@@ -1,0 +1,207 @@
+/*
+ * relay — the outbound relay: reception (SMTP server) → spool (durable,
+ * group-committed) → scheduler (retries, per-destination limits,
+ * suspension) → mta (SMTP client). The cut follows OpenSMTPD's stages.
+ *
+ * This header is the module's public face: the spool's record format (so
+ * that the unit tests and the fuzzer can reach its parser), the retry
+ * schedule, and the daemon's configuration and entry point.
+ */
+#ifndef MAILREP_RELAY_H
+#define MAILREP_RELAY_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "base/base.h"
+
+/* ---- spool records ------------------------------------------------------
+ *
+ * A spool is a directory of append-only segment files "seg-NNNNNNNN". Each
+ * holds records:
+ *
+ *   offset 0  "MRS1"            magic
+ *          4  type              'M' message, 'S' recipient state
+ *          5  3 zero bytes
+ *          8  u32 LE            payload length (<= RELAY_RECORD_MAX)
+ *         12  u32 LE            CRC-32 of bytes 4..11 and of the payload
+ *         16  payload
+ *
+ * 'M' payload: id NUL sender NUL received NUL nrcpt NUL rcpt_1 NUL ... rcpt_n
+ *              NUL, then the message (CRLF lines, DKIM-Signature first).
+ * 'S' payload: id NUL rcpt-index NUL state NUL attempts NUL next-attempt NUL
+ *              (decimal numbers; state is one of enum relay_rcpt_state).
+ */
+#define RELAY_RECORD_HDR 16
+#define RELAY_RECORD_MAX (64u << 20)
+#define RELAY_ID_MAX     32
+#define RELAY_RCPT_MAX   1000
+
+enum relay_rcpt_state {
+	RELAY_RCPT_PENDING = 0, /* to be (re)tried at `next` */
+	RELAY_RCPT_DELIVERED = 1,
+	RELAY_RCPT_BOUNCED = 2,
+	RELAY_RCPT_EXPIRED = 3,
+};
+
+struct relay_record {
+	char type; /* 'M' or 'S' */
+	char id[RELAY_ID_MAX + 1];
+	/* 'M' */
+	const char *sender; /* into the payload; NUL-terminated */
+	int64_t received;
+	uint32_t nrcpt;
+	const char *rcpts; /* nrcpt NUL-terminated strings one after another */
+	size_t body_off;   /* offset of the message within the payload */
+	size_t body_len;
+	/* 'S' */
+	uint32_t rcpt_index;
+	uint32_t state;
+	uint32_t attempts;
+	int64_t next;
+};
+
+/* Parses one record at the start of buf. Returns its total size (> 0), 0
+ * if buf holds only part of a record (a torn tail), or -1 with err (bad
+ * magic, bad checksum, bad payload) giving the byte offset in the record. */
+int relay_record_parse(const uint8_t *buf, size_t len, struct relay_record *r,
+                       struct base_err *err);
+/* Appends an encoded 'M' record to out. */
+void relay_record_msg(struct base_buf *out, const char *id, const char *sender, int64_t received,
+                      const char *const *rcpts, uint32_t nrcpt, const char *body, size_t body_len);
+/* Appends an encoded 'S' record to out. */
+void relay_record_state(struct base_buf *out, const char *id, uint32_t rcpt_index, uint32_t state,
+                        uint32_t attempts, int64_t next);
+
+/* ---- the spool ------------------------------------------------------------ */
+
+struct relay_spool;
+
+struct relay_loc {
+	uint32_t seg;
+	uint64_t off; /* of the message (body) in the segment */
+	uint32_t len;
+};
+
+/* Called for each message recovered at open, with the state records that
+ * followed it already folded in (states[i], attempts[i], next[i]). */
+typedef void (*relay_recover_cb)(void *arg, const struct relay_record *m,
+                                 const struct relay_loc *loc, const uint32_t *states,
+                                 const uint32_t *attempts, const int64_t *next);
+
+int relay_spool_open(struct relay_spool **out, const char *dir, relay_recover_cb cb, void *arg,
+                     struct base_err *err);
+void relay_spool_close(struct relay_spool *sp);
+/* Reads a spool without changing it (a running relay may own it): cb for
+ * each message with a pending recipient. A record being written shows as
+ * a torn tail and is skipped. */
+int relay_spool_scan(const char *dir, relay_recover_cb cb, void *arg, struct base_err *err);
+/* Writes (without syncing) a message record; on failure (ENOSPC...) the
+ * segment is cut back so nothing partial remains. */
+int relay_spool_add(struct relay_spool *sp, const char *id, const char *sender, int64_t received,
+                    const char *const *rcpts, uint32_t nrcpt, const char *body, size_t body_len,
+                    struct relay_loc *loc, struct base_err *err);
+/* Writes (without syncing) a recipient state record. */
+int relay_spool_state(struct relay_spool *sp, const char *id, uint32_t rcpt_index, uint32_t state,
+                      uint32_t attempts, int64_t next, struct base_err *err);
+/* Makes everything written so far durable: one fdatasync per segment
+ * written since the last commit (normally one), plus the directory when a
+ * segment was created. */
+int relay_spool_commit(struct relay_spool *sp, struct base_err *err);
+/* Reads a message body back. */
+int relay_spool_read(struct relay_spool *sp, const struct relay_loc *loc, struct base_buf *out,
+                     struct base_err *err);
+/* Tells the spool a message of segment seg is finished; segments are
+ * removed oldest first once no message in them or before them is live. */
+void relay_spool_release(struct relay_spool *sp, uint32_t seg);
+/* Counts one more live message in seg (done by open and add themselves). */
+void relay_spool_hold(struct relay_spool *sp, uint32_t seg);
+
+/* ---- retries ------------------------------------------------------------- */
+
+/* A retry schedule: delays (seconds) after attempts 1, 2, ...; the last one
+ * repeats. Jitter adds up to 1/8 of the delay (none when the delay < 8 s). */
+#define RELAY_SCHEDULE_MAX 16
+struct relay_schedule {
+	uint32_t delay[RELAY_SCHEDULE_MAX];
+	unsigned n;
+	uint32_t max_age;
+};
+/* The default: 10m, 30m, 1h, 2h, 4h, 4h, ...; max age 5 days. */
+void relay_schedule_default(struct relay_schedule *s);
+/* Parses "10m,30m,1h" (durations in base units). */
+int relay_schedule_parse(struct relay_schedule *s, const char *text, struct base_err *err);
+/* When to try again after `attempts` failed attempts at `now`; rnd is any
+ * random 32-bit value (for jitter). */
+int64_t relay_schedule_next(const struct relay_schedule *s, uint32_t attempts, int64_t now,
+                            uint32_t rnd);
+
+/* ---- address policy ------------------------------------------------------- */
+
+/* Whether a forward path is a plain local@domain that can be relayed
+ * without a second routing step: one '@', no '%', '!', quotes, source
+ * route or trailing dot. Returns 0 or -1 with err. */
+int relay_check_rcpt(const char *path, struct base_err *err);
+
+/* ---- bounce classification ----------------------------------------------- */
+
+/* Ordered rules "category regex" (see rules.c for the file format). */
+struct relay_rules;
+extern const char relay_rules_default[];
+/* Parses rules from text and appends them to *r (allocated when NULL);
+ * errors name origin:line. */
+int relay_rules_add(struct relay_rules **r, const char *text, size_t len, const char *origin,
+                    struct base_err *err);
+void relay_rules_free(struct relay_rules *r);
+/* The category of a reply: bad-mailbox, bad-domain, inactive-mailbox,
+ * quota, spam-related, policy-related, bad-connection, protocol, expired
+ * or other. code 0 stands for a connection-level failure. */
+const char *relay_classify(const struct relay_rules *r, int code, const char *enhanced,
+                           const char *text);
+
+/* ---- the daemon ------------------------------------------------------------ */
+
+struct relay_route {
+	char *domain; /* "*" for every domain */
+	char *host;
+	uint16_t port;
+};
+
+struct auth_dkim_key;
+struct relay_dkim {
+	char *domain, *selector;
+	struct auth_dkim_key *key;
+};
+
+struct relay_config {
+	const char *listen;
+	const char *spool;
+	const char *log;      /* accounting, one JSON line per event; NULL: none */
+	const char *csv;      /* the same events as CSV, PowerMTA's style; NULL: none */
+	const char *resolver; /* DNS server for MX lookups; NULL: static routes only */
+	uint16_t smtp_port;   /* port of MX hosts (25) */
+	const char *hostname;
+	struct relay_route *routes;
+	size_t nroutes;
+	struct base_cidr *trusted;
+	size_t ntrusted;
+	struct relay_dkim *dkim;
+	size_t ndkim;
+	struct relay_schedule schedule;
+	uint32_t suspend;       /* seconds a destination rests after a 4xx greeting or 421 */
+	uint32_t conn_limit;    /* connections per destination */
+	uint32_t msgs_per_conn; /* transactions per connection; 0: no limit */
+	uint64_t max_size;
+	uint32_t max_rcpts;
+	uint32_t max_conns;        /* inbound sessions */
+	uint32_t timeout;          /* inbound idle timeout, seconds */
+	uint32_t commit_delay_us;  /* group-commit window; 0: commit at the end of each loop turn */
+	struct relay_rules *rules; /* bounce classification */
+};
+
+void relay_config_init(struct relay_config *c);
+/* Runs until SIGTERM/SIGINT. */
+int relay_run(const struct relay_config *c, struct base_err *err);
+
+#endif
