@@ -1369,6 +1369,7 @@ struct live_fill {
 	struct base_err *err;
 	int level, v6, failed;
 	int64_t now, next;
+	struct base_buf v6keys; /* Level 1 IPv6 keys met in the IPv4 pass, NUL-separated */
 };
 
 static int live_line(struct live_fill *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -1395,7 +1396,10 @@ static int live_record(void *ctx, const char *key, int64_t expires, const char *
 	if (!f->next || expires < f->next) f->next = expires;
 	int v6 = strchr(key, ':') != NULL;
 	if (f->level == 1) {
-		if (v6 != f->v6) return 0;
+		if (v6) { /* kept for the IPv6 dataset: one pass over the table serves both */
+			base_buf_append(&f->v6keys, key, strlen(key) + 1);
+			return 0;
+		}
 		/* the dataset's default value (written first) serves every Level 1 entry */
 		if (!f->failed && f->emit(f->ctx, key, f->err) < 0) f->failed = 1;
 		return f->failed;
@@ -1453,6 +1457,7 @@ static int live_fill(void *h, time_t now, dnsbl_emit_fn emit, void *ctx, time_t 
 	struct live *l = h;
 	if (listing_refresh(l->e.store, &l->e.pol, (int64_t)now, 0, NULL, err) < 0) return -1;
 	struct live_fill f = {.l = l, .emit = emit, .ctx = ctx, .err = err, .now = (int64_t)now};
+	base_buf_init(&f.v6keys);
 	for (int level = 1; level <= 3; level++) {
 		if (l->level && l->level != level) continue;
 		for (int v6 = 0; v6 <= (level == 1); v6++) {
@@ -1469,11 +1474,21 @@ static int live_fill(void *h, time_t now, dnsbl_emit_fn emit, void *ctx, time_t 
 			if (live_line(&f, "%s :%s:RFC 5782 test entry", v6 ? "::ffff:7f00:2" : "127.0.0.2",
 			              live_code(level)) < 0)
 				return -1;
-			if (l->e.store->ops->active_scan(l->e.store, level, live_record, &f, err) < 0)
+			if (level == 1 && v6) {
+				for (size_t o = 0; o < f.v6keys.len && !f.failed; o += strlen(f.v6keys.data + o) + 1)
+					if (f.emit(f.ctx, f.v6keys.data + o, err) < 0) f.failed = 1;
+			} else if (l->e.store->ops->active_scan(l->e.store, level, level == 1, live_record, &f,
+			                                        err) < 0) {
+				base_buf_free(&f.v6keys);
 				return -1;
-			if (f.failed) return -1;
+			}
+			if (f.failed) {
+				base_buf_free(&f.v6keys);
+				return -1;
+			}
 		}
 	}
+	base_buf_free(&f.v6keys);
 	*next_change = (time_t)f.next;
 	return l->e.store->ops->limit_memory(l->e.store, err);
 }

@@ -93,8 +93,9 @@ struct listing_store_ops {
 	int (*limit_memory)(struct listing_store *s, struct base_err *err);
 	/* The ACTIVE listings of one level, only what a DNS zone needs: key,
 	 * expiry and (Levels 2, 3) the ranges. Several times faster than
-	 * listings_scan, which reads every column. */
-	int (*active_scan)(struct listing_store *s, int level,
+	 * listings_scan, which reads every column. bulk: the level holds most
+	 * of the table (Level 1), so read it in table order, not by index. */
+	int (*active_scan)(struct listing_store *s, int level, int bulk,
 	                   int (*cb)(void *ctx, const char *key, int64_t expires, const char *ranges),
 	                   void *ctx, struct base_err *err);
 };

@@ -25,6 +25,10 @@ T0 = datetime.datetime(2026, 3, 2, 12, 0, 0)
 
 
 def rev(ip, zone=ZONE):
+    if ":" in ip:  # IPv6: the RFC 5782 nibble form
+        import ipaddress
+        nibbles = ipaddress.IPv6Address(ip).exploded.replace(":", "")
+        return ".".join(reversed(nibbles)) + "." + zone + "."
     return ".".join(reversed(ip.split("."))) + "." + zone + "."
 
 
@@ -105,6 +109,14 @@ def test_new_listing_answered_within_one_second(world, servers):
         assert d is not None, "%s never answered:\n%s" % (ip, srv.output()[-2000:])
         delays.append(d)
     assert max(delays) <= 1.0, "impact -> DNS answer must take at most 1 s: %s" % delays
+    # IPv6 listings (Level 1) and the IPv6 RFC 5782 test entry
+    world.impact("2a00:1450::7")
+    d = timed_wait(lambda: answers(srv.port, rev("2a00:1450::7")) == ["127.0.0.2"], 1.0)
+    assert d is not None and d <= 1.0, "IPv6 listing not answered:\n" + srv.output()[-2000:]
+    txt = txt_of(ask(srv.port, rev("2a00:1450::7"), "TXT"))
+    assert txt == ['"Listed at Level 1, see https://bl.test/lookup?ip=2a00:1450::7"'], txt
+    assert "127.0.0.2" in a_of(ask(srv.port, rev("::ffff:7f00:2")))
+    assert ask(srv.port, rev("::ffff:7f00:1")).rcode() == dns.rcode.NXDOMAIN
 
 
 def test_expiry_and_delisting_take_effect_without_writes(world, servers):
