@@ -87,6 +87,10 @@ const char *base_skip_ws(const char *s);
 /* Parses a decimal unsigned number of at most max; returns chars consumed or -1. */
 int base_parse_uint(const char *s, uint64_t max, uint64_t *out);
 
+/* Writes s as a JSON string: quoted, with '"', '\\', control characters and
+ * DEL escaped; other bytes (UTF-8 included) pass through. */
+void base_json_fputs(FILE *f, const char *s);
+
 /* ---- time ------------------------------------------------------------- */
 
 /* Parses a duration in rbldnsd's units: a number with an optional suffix

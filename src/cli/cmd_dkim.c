@@ -246,21 +246,6 @@ out:
 	return rc;
 }
 
-static void json_str(const char *s)
-{
-	putchar('"');
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (c == '"' || c == '\\')
-			printf("\\%c", c);
-		else if (c < 0x20)
-			printf("\\u%04x", c);
-		else
-			putchar(c);
-	}
-	putchar('"');
-}
-
 static int verify(int argc, char **argv)
 {
 	static const struct option opts[] = {{"resolver", required_argument, 0, 'r'},
@@ -319,16 +304,16 @@ static int verify(int argc, char **argv)
 		printf("{\"signatures\":[");
 		for (int i = 0; i < n; i++) {
 			printf("%s{\"result\":", i ? "," : "");
-			json_str(auth_dkim_result_name(v[i].result));
+			base_json_fputs(stdout, auth_dkim_result_name(v[i].result));
 			printf(",\"domain\":");
-			json_str(v[i].domain);
+			base_json_fputs(stdout, v[i].domain);
 			printf(",\"selector\":");
-			json_str(v[i].selector);
+			base_json_fputs(stdout, v[i].selector);
 			printf(",\"algorithm\":\"%s\",\"key_bits\":%u,\"testing\":%s,\"reason\":",
 			       v[i].alg == AUTH_DKIM_ED25519_SHA256 ? "ed25519-sha256"
 			                                            : "rsa-sha256",
 			       v[i].key_bits, v[i].testing ? "true" : "false");
-			json_str(v[i].reason);
+			base_json_fputs(stdout, v[i].reason);
 			printf("}");
 		}
 		printf("]}\n");

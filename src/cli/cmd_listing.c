@@ -342,20 +342,10 @@ static void fmt_time(int64_t t, char *out, size_t n)
 
 static void json_str(FILE *f, const char *s)
 {
-	if (!s) {
+	if (s)
+		base_json_fputs(f, s);
+	else
 		fputs("null", f);
-		return;
-	}
-	fputc('"', f);
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-		if (*p == '"' || *p == '\\')
-			fprintf(f, "\\%c", *p);
-		else if (*p < 0x20 || *p == 0x7f)
-			fprintf(f, "\\u%04x", *p);
-		else
-			fputc(*p, f);
-	}
-	fputc('"', f);
 }
 
 static void json_time(FILE *f, int64_t t)

@@ -357,20 +357,6 @@ struct qview {
 	int first;
 };
 
-static void json_s(const char *s)
-{
-	putchar('"');
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (c == '"' || c == '\\')
-			printf("\\%c", c);
-		else if (c < 0x20)
-			printf("\\u%04x", c);
-		else
-			putchar(c);
-	}
-	putchar('"');
-}
 
 static void iso(int64_t t, char *out, size_t n)
 {
@@ -390,9 +376,9 @@ static void on_queued(void *arg, const struct relay_record *m, const struct rela
 	iso(m->received, t, sizeof t);
 	if (q->list && q->json) {
 		printf("%s{\"id\":", q->first ? "" : ",");
-		json_s(m->id);
+		base_json_fputs(stdout, m->id);
 		printf(",\"sender\":");
-		json_s(m->sender);
+		base_json_fputs(stdout, m->sender);
 		printf(",\"received\":\"%s\",\"size\":%u,\"rcpts\":[", t, loc->len);
 	} else if (q->list) {
 		printf("%s  %s  <%s>  %u bytes\n", m->id, t, m->sender, loc->len);
@@ -417,7 +403,7 @@ static void on_queued(void *arg, const struct relay_record *m, const struct rela
 		if (next[i]) iso(next[i], nx, sizeof nx);
 		if (q->json) {
 			printf("%s{\"rcpt\":", firstr ? "" : ",");
-			json_s(r);
+			base_json_fputs(stdout, r);
 			printf(",\"attempts\":%u,\"next\":\"%s\"}", attempts[i], nx);
 		} else {
 			printf("    %s  attempts %u  next %s\n", r, attempts[i], nx);
@@ -486,7 +472,7 @@ int cli_queue(int argc, char **argv)
 		printf("},\"domains\":[");
 		for (size_t i = 0; i < q.ndoms; i++) {
 			printf("%s{\"domain\":", i ? "," : "");
-			json_s(q.doms[i].name);
+			base_json_fputs(stdout, q.doms[i].name);
 			printf(",\"recipients\":%llu,\"deferred\":%llu}",
 			       (unsigned long long)q.doms[i].rcpts,
 			       (unsigned long long)q.doms[i].deferred);

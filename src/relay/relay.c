@@ -45,17 +45,7 @@ void relay_id_new(struct relay_ctx *x, char *out)
 
 static void json_str(FILE *f, const char *s)
 {
-	fputc('"', f);
-	for (; s && *s; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (c == '"' || c == '\\')
-			fprintf(f, "\\%c", c);
-		else if (c < 0x20)
-			fprintf(f, "\\u%04x", c);
-		else
-			fputc(c, f);
-	}
-	fputc('"', f);
+	base_json_fputs(f, s ? s : "");
 }
 
 /* The enhanced status code at the start of a reply text ("5.1.1 ..."). */
