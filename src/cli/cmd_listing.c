@@ -708,30 +708,43 @@ static void lookup_text(const struct listing_lookup *l)
 	       l->self_delist_possible ? "possible now" : "not possible", l->self_delist_why);
 }
 
-int cli_lookup(int argc, char **argv)
+/* The options of a command whose only own option is --json (besides the
+ * common ones and -c): 0 to go on, -1 once --help is printed, or an exit
+ * status. */
+static int json_command_options(struct env *e, int argc, char **argv, const char *help, int *json)
 {
 	static const struct option opts[] = {COMMON_OPTIONS,
 	                                     {"json", no_argument, NULL, OPT_JSON},
 	                                     {"config", required_argument, NULL, 'c'},
 	                                     {NULL, 0, NULL, 0}};
-	struct env e;
-	env_init(&e, "lookup");
-	int rc = env_config(&e, argc, argv);
-	int json = 0, c, idx = 0;
+	int rc = env_config(e, argc, argv);
+	int c, idx = 0;
 	while (!rc && (c = getopt_long(argc, argv, "hc:", opts, &idx)) != -1) {
-		int h = env_option(&e, c, opts, idx);
+		int h = env_option(e, c, opts, idx);
 		if (h == 2) rc = 2;
 		if (h) continue;
 		if (c == 'h') {
-			fputs(lookup_help, stdout);
+			fputs(help, stdout);
 			fputs(common_help, stdout);
-			env_free(&e);
-			return 0;
+			return -1;
 		}
 		if (c == OPT_JSON)
-			json = 1;
+			*json = 1;
 		else
-			rc = fail(&e, "see --help");
+			rc = fail(e, "see --help");
+	}
+	return rc;
+}
+
+int cli_lookup(int argc, char **argv)
+{
+	struct env e;
+	env_init(&e, "lookup");
+	int json = 0;
+	int rc = json_command_options(&e, argc, argv, lookup_help, &json);
+	if (rc < 0) {
+		env_free(&e);
+		return 0;
 	}
 	struct listing_ip ip;
 	if (!rc && optind + 1 != argc)
@@ -861,28 +874,13 @@ static const char stats_help[] =
 
 int cli_stats(int argc, char **argv)
 {
-	static const struct option opts[] = {COMMON_OPTIONS,
-	                                     {"json", no_argument, NULL, OPT_JSON},
-	                                     {"config", required_argument, NULL, 'c'},
-	                                     {NULL, 0, NULL, 0}};
 	struct env e;
 	env_init(&e, "stats");
-	int rc = env_config(&e, argc, argv);
-	int json = 0, c, idx = 0;
-	while (!rc && (c = getopt_long(argc, argv, "hc:", opts, &idx)) != -1) {
-		int h = env_option(&e, c, opts, idx);
-		if (h == 2) rc = 2;
-		if (h) continue;
-		if (c == 'h') {
-			fputs(stats_help, stdout);
-			fputs(common_help, stdout);
-			env_free(&e);
-			return 0;
-		}
-		if (c == OPT_JSON)
-			json = 1;
-		else
-			rc = fail(&e, "see --help");
+	int json = 0;
+	int rc = json_command_options(&e, argc, argv, stats_help, &json);
+	if (rc < 0) {
+		env_free(&e);
+		return 0;
 	}
 	if (!rc && optind != argc) rc = fail(&e, "unexpected argument '%s'", argv[optind]);
 	if (!rc) rc = env_open(&e, 1);
