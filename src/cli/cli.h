@@ -5,6 +5,10 @@
 #ifndef MAILREP_CLI_H
 #define MAILREP_CLI_H
 
+/* Prints "mailrep CMD: message" on standard error and returns 2, the exit
+ * status of a usage error. */
+int cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 int cli_dnsbl(int argc, char **argv);
 /* Lets `mailrep dnsbl` serve the listing store live (zone types store, store1..3). */
 void cli_listing_register_sources(const char *lookup_url);

@@ -50,17 +50,7 @@ static const char check_help[] =
     "aligned DKIM signature, and the From domain aligned.\n"
     "Exit status: 0 clean, 1 problems, 3 could not check, 2 usage error.\n";
 
-static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int fail(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	fprintf(stderr, "mailrep check: ");
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
-	va_end(ap);
-	return CHECK_USAGE;
-}
+#define fail(...) cli_fail("check", __VA_ARGS__)
 
 /* Prints the report, colouring problems red, warnings yellow and passed
  * checks green when colour is on (a terminal, and NO_COLOR unset). */

@@ -39,17 +39,7 @@ static const char dkim_help[] =
     "List-Unsubscribe and List-Unsubscribe-Post over-signed). verify checks every signature;\n"
     "exit status 0: all passed, 1: one failed or none present, 3: keys could not be fetched.\n";
 
-static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int fail(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	fprintf(stderr, "mailrep dkim: ");
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
-	va_end(ap);
-	return 2;
-}
+#define fail(...) cli_fail("dkim", __VA_ARGS__)
 
 /* Reads all of f, at most max bytes. */
 static int read_all(FILE *f, size_t max, struct base_buf *b, struct base_err *err)

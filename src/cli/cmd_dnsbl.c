@@ -66,16 +66,7 @@ static const char dnsbl_help[] =
 enum { OPT_THREADS = 256, OPT_AXFR_ALLOW, OPT_NO_AXFR, OPT_TCP_IDLE, OPT_TCP_MAX, OPT_UDP_MAX, OPT_ANY,
        OPT_DEBUG, OPT_COALESCE, OPT_NOTIFY, OPT_IXFR_KEEP, OPT_LOOKUP_URL };
 
-__attribute__((format(printf, 1, 2))) static int fail(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	fprintf(stderr, "mailrep dnsbl: ");
-	vfprintf(stderr, fmt, ap);
-	fprintf(stderr, "\n");
-	va_end(ap);
-	return 2;
-}
+#define fail(...) cli_fail("dnsbl", __VA_ARGS__)
 
 static int parse_ttls(const char *s, struct dnsbl_options *o)
 {

@@ -60,16 +60,7 @@ struct env {
 	int64_t now;
 };
 
-__attribute__((format(printf, 2, 3))) static int fail(struct env *e, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	fprintf(stderr, "mailrep %s: ", e->cmd);
-	vfprintf(stderr, fmt, ap);
-	fprintf(stderr, "\n");
-	va_end(ap);
-	return 2;
-}
+#define fail(e, ...) cli_fail((e)->cmd, __VA_ARGS__)
 
 static void set_str(char **dst, const char *v)
 {

@@ -222,17 +222,7 @@ static int ini_cb(void *ctx, const char *key, const char *value, struct base_err
 	return relay_set(ctx, key, value, err);
 }
 
-static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int fail(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	fprintf(stderr, "mailrep relay: ");
-	vfprintf(stderr, fmt, ap);
-	fprintf(stderr, "\n");
-	va_end(ap);
-	return 2;
-}
+#define fail(...) cli_fail("relay", __VA_ARGS__)
 
 static int load_rules(struct relay_cli *r, struct base_err *err)
 {

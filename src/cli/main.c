@@ -1,11 +1,23 @@
 /*
  * main.c — the mailrep executable: dispatches to a subcommand.
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "base/base.h"
 #include "cli/cli.h"
+
+int cli_fail(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fprintf(stderr, "mailrep %s: ", cmd);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+	return 2;
+}
 
 struct subcommand {
 	const char *name;
