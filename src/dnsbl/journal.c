@@ -181,6 +181,13 @@ static int serial_gt(uint32_t a, uint32_t b)
 	return a != b && (uint32_t)(a - b) < 0x80000000u;
 }
 
+/* A new version's serial must be greater than the old one: when the data's
+ * own serial did not move forward, the old one plus one (0 skipped). */
+static void advance_serial(struct zone *z, const struct zone *o)
+{
+	if (!serial_gt(z->serial, o->serial)) z->serial = o->serial + 1 ? o->serial + 1 : 1;
+}
+
 static const struct zone *same_zone(const struct dnsbl_snapshot *s, const struct zone *z)
 {
 	for (unsigned k = 0; k < s->nzones; k++)
@@ -236,7 +243,7 @@ unsigned dnsbl_journal_update(const struct dnsbl_snapshot *prev, struct dnsbl_sn
 		if (!keep) {
 			/* no journal: new datasets are a new version, without the
 			 * (costly) record-by-record comparison */
-			if (!serial_gt(z->serial, o->serial)) z->serial = o->serial + 1 ? o->serial + 1 : 1;
+			advance_serial(z, o);
 			base_info("zone %s: serial %u -> %u", z->text, o->serial, z->serial);
 			if (changed) changed[k] = 1;
 			nchanged++;
@@ -253,7 +260,7 @@ unsigned dnsbl_journal_update(const struct dnsbl_snapshot *prev, struct dnsbl_sn
 			inherit(z, o, NULL, keep);
 			continue;
 		}
-		if (!serial_gt(z->serial, o->serial)) z->serial = o->serial + 1 ? o->serial + 1 : 1;
+		advance_serial(z, o);
 		d->from = o->serial;
 		d->to = z->serial;
 		base_info("zone %s: serial %u -> %u (%zu deleted, %zu added)", z->text, o->serial,

@@ -184,28 +184,33 @@ static int chain_from(const struct zone *z, uint32_t serial)
 	return -1;
 }
 
-/* RFC 1995: the current SOA, then per version the old SOA, the deleted
- * records, the new SOA and the added records, and the current SOA again. */
-static void walk_ixfr(struct dnsbl_xfr *x, const struct zone *z, unsigned first)
+/* The zone's SOA record with the given serial. */
+static void put_soa_serial(struct dnsbl_xfr *x, const struct zone *z, uint32_t serial)
 {
 	static const uint8_t apex[1] = {0};
 	struct base_buf b;
 	base_buf_init(&b);
 	soa_rdata(z, &b);
-	size_t serial_at = b.len - 20;
-	xfr_rr(&x->sink, apex, DNS_T_SOA, z->soa->ttl, (uint8_t *)b.data, b.len);
-	for (unsigned i = first; i < z->ndeltas; i++) {
-		const struct ixfr_delta *d = z->deltas[i];
-		dns_put32((uint8_t *)b.data + serial_at, d->from);
-		xfr_rr(&x->sink, apex, DNS_T_SOA, z->soa->ttl, (uint8_t *)b.data, b.len);
-		put_stored(x, &d->del);
-		dns_put32((uint8_t *)b.data + serial_at, d->to);
-		xfr_rr(&x->sink, apex, DNS_T_SOA, z->soa->ttl, (uint8_t *)b.data, b.len);
-		put_stored(x, &d->add);
-	}
-	dns_put32((uint8_t *)b.data + serial_at, z->serial);
+	dns_put32((uint8_t *)b.data + b.len - 20, serial);
 	xfr_rr(&x->sink, apex, DNS_T_SOA, z->soa->ttl, (uint8_t *)b.data, b.len);
 	base_buf_free(&b);
+}
+
+/* RFC 1995: the current SOA, then per version the old SOA, the deleted
+ * records, the new SOA and the added records, and the current SOA again;
+ * a client that is up to date (first == ndeltas) gets the current SOA alone. */
+static void walk_ixfr(struct dnsbl_xfr *x, const struct zone *z, unsigned first)
+{
+	put_soa_serial(x, z, z->serial);
+	if (first == z->ndeltas) return;
+	for (unsigned i = first; i < z->ndeltas; i++) {
+		const struct ixfr_delta *d = z->deltas[i];
+		put_soa_serial(x, z, d->from);
+		put_stored(x, &d->del);
+		put_soa_serial(x, z, d->to);
+		put_stored(x, &d->add);
+	}
+	put_soa_serial(x, z, z->serial);
 }
 
 struct dnsbl_xfr *dnsbl_xfr_start(const struct dnsbl_snapshot *s, int zone, const uint8_t *query, size_t qlen)
@@ -228,16 +233,7 @@ struct dnsbl_xfr *dnsbl_xfr_start(const struct dnsbl_snapshot *s, int zone, cons
 	}
 	if (first >= 0) {
 		x->kind = "IXFR";
-		if ((unsigned)first == z->ndeltas) {
-			static const uint8_t apex[1] = {0};
-			struct base_buf b;
-			base_buf_init(&b);
-			soa_rdata(z, &b);
-			xfr_rr(&x->sink, apex, DNS_T_SOA, z->soa->ttl, (uint8_t *)b.data, b.len);
-			base_buf_free(&b);
-		} else {
-			walk_ixfr(x, z, (unsigned)first);
-		}
+		walk_ixfr(x, z, (unsigned)first);
 	} else {
 		walk_zone(z, &x->sink, 1); /* AXFR, or an IXFR the journal cannot serve */
 	}
