@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #define BASE_ERR_MAX 512
@@ -125,6 +126,8 @@ struct base_sockaddr {
 
 int base_parse_hostport(const char *s, uint16_t default_port, struct base_sockaddr *out,
 			struct base_err *err);
+/* Fills a socket address for bind/connect; returns its length. */
+socklen_t base_sockaddr_to(const struct base_sockaddr *a, struct sockaddr_storage *ss);
 /* A CIDR in either family: "1.2.3.0/24", "2001:db8::/32", or a bare address. */
 struct base_cidr {
 	int family;

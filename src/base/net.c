@@ -122,3 +122,20 @@ int base_cidr_contains(const struct base_cidr *c, int family, const uint8_t *add
 	}
 	return 1;
 }
+
+socklen_t base_sockaddr_to(const struct base_sockaddr *a, struct sockaddr_storage *ss)
+{
+	memset(ss, 0, sizeof *ss);
+	if (a->family == AF_INET6) {
+		struct sockaddr_in6 *s6 = (void *)ss;
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons(a->port);
+		memcpy(&s6->sin6_addr, a->a.v6, 16);
+		return sizeof *s6;
+	}
+	struct sockaddr_in *s4 = (void *)ss;
+	s4->sin_family = AF_INET;
+	s4->sin_port = htons(a->port);
+	memcpy(&s4->sin_addr, a->a.v4, 4);
+	return sizeof *s4;
+}

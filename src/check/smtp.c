@@ -235,22 +235,10 @@ static int resolve(const struct dns_lookup_ops *dns, struct target *t, char *why
 
 static int connect_to(const struct target *t, unsigned timeout_ms, char *why, size_t whysz)
 {
+	struct base_sockaddr a = {.family = t->family, .port = t->port};
+	memcpy(a.a.v6, t->addr, t->family == AF_INET ? 4 : 16);
 	struct sockaddr_storage ss;
-	socklen_t sl;
-	memset(&ss, 0, sizeof ss);
-	if (t->family == AF_INET) {
-		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-		s4->sin_family = AF_INET;
-		s4->sin_port = htons(t->port);
-		memcpy(&s4->sin_addr, t->addr, 4);
-		sl = sizeof *s4;
-	} else {
-		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-		s6->sin6_family = AF_INET6;
-		s6->sin6_port = htons(t->port);
-		memcpy(&s6->sin6_addr, t->addr, 16);
-		sl = sizeof *s6;
-	}
+	socklen_t sl = base_sockaddr_to(&a, &ss);
 	int fd = socket(t->family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0) {
 		snprintf(why, whysz, "socket: %s", strerror(errno));

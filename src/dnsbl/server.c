@@ -267,27 +267,10 @@ static void *udp_worker(void *arg)
 
 /* ---- sockets ----------------------------------------------------------- */
 
-static socklen_t to_sockaddr(const struct base_sockaddr *a, struct sockaddr_storage *ss)
-{
-	memset(ss, 0, sizeof *ss);
-	if (a->family == AF_INET6) {
-		struct sockaddr_in6 *s6 = (void *)ss;
-		s6->sin6_family = AF_INET6;
-		s6->sin6_port = htons(a->port);
-		memcpy(&s6->sin6_addr, a->a.v6, 16);
-		return sizeof *s6;
-	}
-	struct sockaddr_in *s4 = (void *)ss;
-	s4->sin_family = AF_INET;
-	s4->sin_port = htons(a->port);
-	memcpy(&s4->sin_addr, a->a.v4, 4);
-	return sizeof *s4;
-}
-
 static int open_socket(const struct base_sockaddr *a, int type, int reuseport, struct base_err *err)
 {
 	struct sockaddr_storage ss;
-	socklen_t sl = to_sockaddr(a, &ss);
+	socklen_t sl = base_sockaddr_to(a, &ss);
 	int fd = socket(a->family, type | SOCK_CLOEXEC, 0);
 	if (fd < 0) return base_errf(err, "socket: %s", strerror(errno));
 	int one = 1;
@@ -570,24 +553,6 @@ static void notify_queue(struct server *s, const struct dnsbl_snapshot *snap, co
 	}
 }
 
-static void target_addr(const struct base_sockaddr *a, struct sockaddr_storage *ss, socklen_t *len)
-{
-	memset(ss, 0, sizeof *ss);
-	if (a->family == AF_INET) {
-		struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
-		v4->sin_family = AF_INET;
-		v4->sin_port = htons(a->port);
-		memcpy(&v4->sin_addr, a->a.v4, 4);
-		*len = sizeof *v4;
-	} else {
-		struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
-		v6->sin6_family = AF_INET6;
-		v6->sin6_port = htons(a->port);
-		memcpy(&v6->sin6_addr, a->a.v6, 16);
-		*len = sizeof *v6;
-	}
-}
-
 static void notify_drop(struct server *s, unsigned i)
 {
 	s->pend[i] = s->pend[--s->npend];
@@ -623,8 +588,7 @@ static void notify_run(struct server *s)
 		dns_put16(m + DNS_HDR_SIZE + n->namelen, DNS_T_SOA);
 		dns_put16(m + DNS_HDR_SIZE + n->namelen + 2, DNS_C_IN);
 		struct sockaddr_storage ss;
-		socklen_t sl;
-		target_addr(a, &ss, &sl);
+		socklen_t sl = base_sockaddr_to(a, &ss);
 		int fd = s->notify_fd[a->family == AF_INET6];
 		if (fd >= 0 &&
 		    sendto(fd, m, DNS_HDR_SIZE + n->namelen + 4, 0, (struct sockaddr *)&ss, sl) < 0)

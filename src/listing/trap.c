@@ -518,21 +518,7 @@ int listing_trap_run(const struct listing_trap_options *o, struct base_err *err)
 		goto out;
 	}
 	struct sockaddr_storage ss;
-	memset(&ss, 0, sizeof ss);
-	socklen_t sl;
-	if (o->listen.family == AF_INET) {
-		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-		s4->sin_family = AF_INET;
-		s4->sin_port = htons(o->listen.port);
-		memcpy(&s4->sin_addr, o->listen.a.v4, 4);
-		sl = sizeof *s4;
-	} else {
-		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-		s6->sin6_family = AF_INET6;
-		s6->sin6_port = htons(o->listen.port);
-		memcpy(&s6->sin6_addr, o->listen.a.v6, 16);
-		sl = sizeof *s6;
-	}
+	socklen_t sl = base_sockaddr_to(&o->listen, &ss);
 	lis = evconnlistener_new_bind(t.base, on_accept, &t,
 	                              LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 128,
 	                              (struct sockaddr *)&ss, (int)sl);

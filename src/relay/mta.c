@@ -449,26 +449,12 @@ static void conn_open(struct relay_ctx *x, struct dest *d)
 	bufferevent_setcb(c->bev, on_read, NULL, on_event, c);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 	set_timeout(c, T_CONNECT);
-	struct sockaddr_storage ss;
-	memset(&ss, 0, sizeof ss);
-	int len;
 	if (base_parse_hostport(hp, 25, &a, &err) < 0) {
 		conn_fail(c, 0, "000 bad next hop address");
 		return;
 	}
-	if (a.family == AF_INET) {
-		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-		s4->sin_family = AF_INET;
-		memcpy(&s4->sin_addr, a.a.v4, 4);
-		s4->sin_port = htons(a.port);
-		len = sizeof *s4;
-	} else {
-		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-		s6->sin6_family = AF_INET6;
-		memcpy(&s6->sin6_addr, a.a.v6, 16);
-		s6->sin6_port = htons(a.port);
-		len = sizeof *s6;
-	}
+	struct sockaddr_storage ss;
+	int len = (int)base_sockaddr_to(&a, &ss);
 	if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&ss, len) < 0)
 		conn_fail(c, 0, "000 connection refused");
 }

@@ -419,21 +419,7 @@ int relay_server_start(struct relay_ctx *x, struct base_err *err)
 	struct base_sockaddr a;
 	if (base_parse_hostport(x->cfg->listen, 25, &a, err) < 0) return -1;
 	struct sockaddr_storage ss;
-	memset(&ss, 0, sizeof ss);
-	socklen_t len;
-	if (a.family == AF_INET) {
-		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-		s4->sin_family = AF_INET;
-		memcpy(&s4->sin_addr, a.a.v4, 4);
-		s4->sin_port = htons(a.port);
-		len = sizeof *s4;
-	} else {
-		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-		s6->sin6_family = AF_INET6;
-		memcpy(&s6->sin6_addr, a.a.v6, 16);
-		s6->sin6_port = htons(a.port);
-		len = sizeof *s6;
-	}
+	socklen_t len = base_sockaddr_to(&a, &ss);
 	x->listener = evconnlistener_new_bind(x->base, on_accept, x,
 	                                      LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE, 1024,
 	                                      (struct sockaddr *)&ss, (int)len);
