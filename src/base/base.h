@@ -165,6 +165,14 @@ int base_ini_read(const char *path, const char *section,
 		  int (*fn)(void *ctx, const char *key, const char *value, struct base_err *err), void *ctx,
 		  struct base_err *err);
 
+/* Reads every section whose name is `prefix`, or starts with `prefix` when
+ * that ends in a space ("pool " reads "[pool bulk]", "[pool tx]"...), and
+ * calls fn with the section's whole name for each "key = value" in it. */
+int base_ini_read_sections(const char *path, const char *prefix,
+                           int (*fn)(void *ctx, const char *section, const char *key,
+                                     const char *value, struct base_err *err),
+                           void *ctx, struct base_err *err);
+
 /* Writes a whole file atomically: to a temporary name, fsync, rename. */
 int base_write_file_atomic(const char *path, const void *data, size_t len, struct base_err *err);
 

@@ -1104,6 +1104,49 @@ static void test_lines_open_missing(void **state)
 	free(l);
 }
 
+/* ---- INI sections ------------------------------------------------------ */
+
+struct ini_seen {
+	char log[512];
+};
+
+static int ini_collect(void *ctx, const char *section, const char *key, const char *value,
+                       struct base_err *err)
+{
+	struct ini_seen *s = ctx;
+	if (!strcmp(value, "bad")) return base_errf(err, "bad value for %s", key);
+	size_t n = strlen(s->log);
+	snprintf(s->log + n, sizeof s->log - n, "%s|%s=%s;", section, key, value);
+	return 0;
+}
+
+static void test_ini_sections(void **state)
+{
+	(void)state;
+	char path[300];
+	path_in_tmp(path, sizeof path, "sections.ini");
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fputs("[relay]\nlisten = 1\n[pool bulk]\nip = a\n[pools]\nx = 1\n[pool]\ny = 2\n"
+	      "# comment\n[ pool tx ]\n ip =  b \n[relayx]\nz = 3\n",
+	      f);
+	fclose(f);
+	struct base_err e;
+	struct ini_seen s = {""};
+	assert_int_equal(base_ini_read_sections(path, "pool ", ini_collect, &s, &e), 0);
+	assert_string_equal(s.log, "pool bulk|ip=a;pool tx|ip=b;");
+	memset(&s, 0, sizeof s);
+	assert_int_equal(base_ini_read_sections(path, "relay", ini_collect, &s, &e), 0);
+	assert_string_equal(s.log, "relay|listen=1;");
+
+	f = fopen(path, "w");
+	fputs("[pool a]\nip = ok\n\nip = bad\n", f);
+	fclose(f);
+	memset(&s, 0, sizeof s);
+	assert_int_equal(base_ini_read_sections(path, "pool ", ini_collect, &s, &e), -1);
+	assert_non_null(strstr(e.msg, "sections.ini:4: bad value for ip"));
+}
+
 /* ---- atomic writes ----------------------------------------------------- */
 
 static void test_write_atomic(void **state)
@@ -1191,6 +1234,7 @@ int main(void)
 	    cmocka_unit_test(test_lines_gzip_bad_crc),
 	    cmocka_unit_test(test_lines_open_missing),
 	    cmocka_unit_test(test_write_atomic),
+	    cmocka_unit_test(test_ini_sections),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
