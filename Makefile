@@ -53,7 +53,7 @@ bench: build
 	@echo "== listing store"; $(PYTHON) bench/listing_bench.py
 	@echo "== DKIM signing"; ./bench/dkim_bench.sh 3
 	@echo "== checker: 40 DNSBLs behind a 200 ms delay"; $(PYTHON) bench/check_bench.py
-	@echo "== relay"; ./bench/relay_bench.sh $(BUILD)/mailrep 20000
+	@echo "== relay: mailrep relay vs Postfix"; $(PYTHON) bench/relay_bench.py --bin $(BUILD)/mailrep -n 20000 --runs 3
 
 format:
 	clang-format -i src/*/*.c src/*/*.h tests/unit/*.c tests/fuzz/*.c

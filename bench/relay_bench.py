@@ -1,0 +1,233 @@
+#!/usr/bin/python3
+"""relay_bench.py — end-to-end throughput of `mailrep relay` against a
+private Postfix instance in the same run, and the relay's memory per
+deferred message, all on loopback.
+
+Each run:
+  1. smtp-source injects N 4 KB messages over 20 sessions from a trusted
+     network into the relay, which DKIM-signs each (RSA-2048), spools it
+     durably (group-committed fdatasync) and delivers it to smtp-sink with
+     up to 20 connections; the clock stops when the accounting log shows N
+     deliveries;
+  2. the same injection into Postfix (tests/system/postfix_instance.py):
+     mynetworks 127.0.0.0/8, relayhost the same smtp-sink, destination
+     concurrency 20; the clock stops when its queue is empty (every message
+     delivered: nothing deferred, checked against the maillog's
+     status=sent lines).
+Postfix does not sign (it would need an OpenDKIM milter); its queue files
+are fsync'd as usual. After the runs, the relay is started towards a closed
+port and N messages stay queued: the growth of its RSS divided by N is the
+memory per deferred message.
+
+Usage: bench/relay_bench.py [--bin build/mailrep] [-n 20000] [--runs 3]
+                            [--only relay|postfix] [--perf FILE]
+"""
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests", "system"))
+from postfix_instance import PostfixInstance, free_port  # noqa: E402
+
+SINK = "/usr/sbin/smtp-sink"
+SOURCE = "/usr/sbin/smtp-source"
+SESSIONS = 20
+
+
+def wait_port(port, proc=None, timeout=30.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError("server exited with %s" % proc.returncode)
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("nothing listens on port %d" % port)
+
+
+def inject(port, n):
+    subprocess.run([SOURCE, "-s", str(SESSIONS), "-m", str(n), "-l", "4096",
+                    "-f", "a@example.com", "-t", "b@dest.example", "127.0.0.1:%d" % port],
+                   check=True)
+
+
+class LogCounter:
+    """Counts lines containing needle in a growing file, reading only what
+    was added since the last call."""
+
+    def __init__(self, path, needle):
+        self.path, self.needle, self.off, self.n, self.rest = path, needle, 0, 0, b""
+
+    def count(self):
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.off)
+                data = f.read()
+        except OSError:
+            return self.n
+        self.off += len(data)
+        data = self.rest + data
+        cut = data.rfind(b"\n") + 1
+        self.rest = data[cut:]
+        self.n += data[:cut].count(self.needle)
+        return self.n
+
+
+def start_relay(binary, work, name, route, key, perf=None):
+    port = free_port()
+    spool = os.path.join(work, name)
+    out = open(spool + ".out", "wb")
+    argv = [binary, "relay", "--listen", "127.0.0.1:%d" % port, "--spool", spool,
+            "--route", "*=" + route, "--trusted", "127.0.0.0/8", "--conn-limit", "20",
+            "--log", spool + ".log", "--dkim-key", "example.com=s1:" + key]
+    p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+    wait_port(port, p)
+    rec = None
+    if perf:
+        rec = subprocess.Popen(["perf", "record", "-g", "-o", perf, "-p", str(p.pid)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+    return p, port, spool, rec
+
+
+def stop(p):
+    p.send_signal(signal.SIGTERM)
+    try:
+        p.wait(30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+
+
+def run_relay(binary, work, name, sink_port, key, n, perf=None):
+    p, port, spool, rec = start_relay(binary, work, name, "127.0.0.1:%d" % sink_port, key, perf)
+    counter = LogCounter(spool + ".log", b'"event":"delivery"')
+    start = time.monotonic()
+    inject(port, n)
+    while counter.count() < n:
+        if p.poll() is not None:
+            raise RuntimeError("relay exited")
+        time.sleep(0.02)
+    secs = time.monotonic() - start
+    if rec:
+        rec.send_signal(signal.SIGINT)
+        rec.wait()
+    stop(p)
+    with open(spool + ".out", errors="replace") as f:
+        commits = [ln.split("info: ", 1)[-1].strip() for ln in f if "group commit" in ln]
+    shutil.rmtree(spool, ignore_errors=True)
+    return secs, commits[-1] if commits else ""
+
+
+def run_postfix(work, sink_port, n):
+    with PostfixInstance(sink_port=sink_port, concurrency=SESSIONS,
+                         workdir=tempfile.mkdtemp(dir=work, prefix="postfix-")) as pf:
+        sent = LogCounter(pf.logfile, b"status=sent")
+        start = time.monotonic()
+        inject(pf.port, n)
+        while pf.queue_count() > 0:
+            time.sleep(0.02)
+        secs = time.monotonic() - start
+        deadline = time.time() + 30
+        while sent.count() < n and time.time() < deadline:
+            time.sleep(0.1)  # the log may trail the queue a little
+        if sent.count() != n:
+            raise RuntimeError("postfix: queue empty but %d of %d sent" % (sent.count(), n))
+    return secs
+
+
+def rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for ln in f:
+            if ln.startswith("VmRSS:"):
+                return int(ln.split()[1])
+    return 0
+
+
+def memory_per_deferred(binary, work, key, n):
+    closed = free_port()  # nothing listens there: every delivery is deferred
+    p, port, spool, _ = start_relay(binary, work, "deferred", "127.0.0.1:%d" % closed, key)
+    try:
+        before = rss_kb(p.pid)
+        inject(port, n)
+        time.sleep(1)
+        after = rss_kb(p.pid)
+    finally:
+        stop(p)
+        shutil.rmtree(spool, ignore_errors=True)
+    return before, after, (after - before) * 1024 // n
+
+
+def span(xs):
+    return "%.0f" % xs[0] if len(xs) == 1 else "%.0f–%.0f" % (min(xs), max(xs))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--bin", default=os.path.join(ROOT, "build", "mailrep"))
+    ap.add_argument("-n", type=int, default=20000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--only", choices=("relay", "postfix"))
+    ap.add_argument("--perf", help="perf record -g the relay of the first run into FILE")
+    ap.add_argument("--no-memory", action="store_true")
+    a = ap.parse_args()
+    n = a.n
+    work = tempfile.mkdtemp(prefix="relay-bench-")
+    os.chmod(work, 0o755)
+    sink_port = free_port()
+    sink = subprocess.Popen([SINK, "-u", "nobody", "127.0.0.1:%d" % sink_port, "256"])
+    try:
+        wait_port(sink_port, sink)
+        key = os.path.join(work, "k.pem")
+        subprocess.run([a.bin, "dkim", "keygen", "--type", "rsa", "--bits", "2048",
+                        "--selector", "s1", "--domain", "example.com", "--out", key],
+                       check=True, stdout=subprocess.DEVNULL)
+        rates_r, rates_p, ratios = [], [], []
+        for i in range(a.runs):
+            r = p = None
+            if a.only != "postfix":
+                secs, commits = run_relay(a.bin, work, "spool%d" % i, sink_port, key, n,
+                                          a.perf if i == 0 else None)
+                r = n / secs
+                rates_r.append(r)
+                print("run %d: mailrep relay: %d messages end to end in %.2f s: %.0f msg/s "
+                      "(DKIM RSA-2048, durable spool; %s)" % (i + 1, n, secs, r, commits),
+                      flush=True)
+            if a.only != "relay":
+                secs = run_postfix(work, sink_port, n)
+                p = n / secs
+                rates_p.append(p)
+                print("run %d: postfix:       %d messages end to end in %.2f s: %.0f msg/s"
+                      % (i + 1, n, secs, p), flush=True)
+            if r and p:
+                ratios.append(r / p)
+                print("run %d: ratio mailrep/postfix %.2f" % (i + 1, r / p), flush=True)
+        print("summary over %d runs of %d messages:" % (a.runs, n))
+        if rates_r:
+            print("  mailrep relay  %s msg/s" % span(rates_r))
+        if rates_p:
+            print("  postfix        %s msg/s" % span(rates_p))
+        if ratios:
+            print("  ratio          %s" % (("%.2f" % ratios[0]) if len(ratios) == 1 else
+                                           "%.2f–%.2f" % (min(ratios), max(ratios))))
+        if not a.no_memory and a.only != "postfix":
+            before, after, per = memory_per_deferred(a.bin, work, key, n)
+            print("  relay memory: %d messages deferred: RSS %d kB -> %d kB: %d bytes per "
+                  "deferred message" % (n, before, after, per))
+    finally:
+        sink.terminate()
+        sink.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
