@@ -109,6 +109,16 @@ int relay_spool_state(struct relay_spool *sp, const char *id, uint32_t rcpt_inde
  * written since the last commit (normally one), plus the directory when a
  * segment was created. */
 int relay_spool_commit(struct relay_spool *sp, struct base_err *err);
+/* The same commit in three steps, so the sync can run on another thread
+ * while the loop goes on writing: _begin (owner's thread) notes what the
+ * sync must cover — every segment written since its last sync, as far as
+ * it is written now, and the directory if a segment was created; _run (any
+ * thread) syncs that; _end (owner's thread) records the result and frees
+ * c. Records written after _begin are not covered. One commit at a time. */
+struct relay_spool_sync;
+struct relay_spool_sync *relay_spool_commit_begin(struct relay_spool *sp);
+int relay_spool_commit_run(struct relay_spool_sync *c);
+int relay_spool_commit_end(struct relay_spool_sync *c, struct base_err *err);
 /* Reads a message body back. */
 int relay_spool_read(struct relay_spool *sp, const struct relay_loc *loc, struct base_buf *out,
                      struct base_err *err);

@@ -40,8 +40,17 @@ struct segment {
 	uint32_t no;
 	int fd;        /* -1 once closed */
 	uint32_t live; /* messages not yet finished */
-	int dirty;     /* written since the last commit */
+	/* Writes and syncs are counted: the segment is dirty (written since
+	 * its last completed sync) while wgen != sgen. A sync in flight on the
+	 * sync thread holds the fd (syncing > 0): it is not closed meanwhile. */
+	uint64_t wgen, sgen;
+	uint32_t syncing;
 };
+
+static int seg_dirty(const struct segment *s)
+{
+	return s->wgen != s->sgen;
+}
 
 struct relay_spool {
 	char *dir;
@@ -219,7 +228,7 @@ static int seg_new(struct relay_spool *sp, struct base_err *err)
 	int fd = openat(sp->dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0600);
 	if (fd < 0) return base_errf(err, "%s/%s: %s", sp->dir, name, strerror(errno));
 	sp->segs = base_xrealloc(sp->segs, (sp->nsegs + 1) * sizeof *sp->segs);
-	sp->segs[sp->nsegs++] = (struct segment){.no = no, .fd = fd, .live = 0, .dirty = 1};
+	sp->segs[sp->nsegs++] = (struct segment){.no = no, .fd = fd, .live = 0, .wgen = 1};
 	sp->cur_size = 0;
 	sp->dir_dirty = 1;
 	return 0;
@@ -501,7 +510,7 @@ static int append(struct relay_spool *sp, uint64_t *at, struct base_err *err)
 	}
 	*at = sp->cur_size;
 	sp->cur_size += sp->scratch.len;
-	c->dirty = 1;
+	c->wgen++;
 	return 0;
 }
 
@@ -531,26 +540,91 @@ int relay_spool_state(struct relay_spool *sp, const char *id, uint32_t rcpt_inde
 	return append(sp, &at, err);
 }
 
-int relay_spool_commit(struct relay_spool *sp, struct base_err *err)
+/* What one commit covers, noted on the loop thread by _begin. */
+struct relay_spool_sync {
+	struct relay_spool *sp;
+	size_t n;
+	struct sync_item {
+		uint32_t no;
+		int fd;
+		uint64_t gen; /* the segment's wgen when the commit began */
+	} * items;
+	int dirfd; /* -1: the directory need not be synced */
+	int failed_errno;
+	uint32_t failed_no; /* 0: the directory */
+	size_t done;        /* items synced before a failure */
+};
+
+struct relay_spool_sync *relay_spool_commit_begin(struct relay_spool *sp)
 {
+	struct relay_spool_sync *c = base_xcalloc(1, sizeof *c);
+	c->sp = sp;
+	c->dirfd = -1;
+	c->items = base_xcalloc(sp->nsegs ? sp->nsegs : 1, sizeof *c->items);
 	for (size_t i = 0; i < sp->nsegs; i++) {
 		struct segment *s = &sp->segs[i];
-		if (!s->dirty || s->fd < 0) continue;
-		if (fdatasync(s->fd) < 0)
-			return base_errf(err, "spool %s/seg-%08u: fdatasync: %s", sp->dir, s->no,
-			                 strerror(errno));
-		s->dirty = 0;
-		if (s != cur(sp)) {
+		if (!seg_dirty(s) || s->fd < 0) continue;
+		c->items[c->n++] = (struct sync_item){.no = s->no, .fd = s->fd, .gen = s->wgen};
+		s->syncing++;
+	}
+	if (sp->dir_dirty) {
+		c->dirfd = sp->dirfd;
+		sp->dir_dirty = 0;
+	}
+	return c;
+}
+
+/* Touches only c and the file descriptors it holds: safe on another thread. */
+int relay_spool_commit_run(struct relay_spool_sync *c)
+{
+	for (c->done = 0; c->done < c->n; c->done++)
+		if (fdatasync(c->items[c->done].fd) < 0) {
+			c->failed_errno = errno;
+			c->failed_no = c->items[c->done].no;
+			return -1;
+		}
+	if (c->dirfd >= 0 && fsync(c->dirfd) < 0) {
+		c->failed_errno = errno;
+		c->failed_no = 0;
+		return -1;
+	}
+	return 0;
+}
+
+int relay_spool_commit_end(struct relay_spool_sync *c, struct base_err *err)
+{
+	struct relay_spool *sp = c->sp;
+	for (size_t i = 0; i < c->n; i++) {
+		struct segment *s = seg_find(sp, c->items[i].no);
+		if (!s) continue;
+		s->syncing--;
+		if (i < c->done && s->sgen < c->items[i].gen) s->sgen = c->items[i].gen;
+		/* a segment rotated out and fully synced needs its fd no more */
+		if (s != cur(sp) && !seg_dirty(s) && !s->syncing && s->fd >= 0) {
 			close(s->fd);
 			s->fd = -1;
 		}
 	}
-	if (sp->dir_dirty) {
-		if (fsync(sp->dirfd) < 0)
-			return base_errf(err, "spool %s: fsync: %s", sp->dir, strerror(errno));
-		sp->dir_dirty = 0;
+	int rc = 0;
+	if (c->failed_errno) {
+		if (c->dirfd >= 0) sp->dir_dirty = 1;
+		if (c->failed_no)
+			rc = base_errf(err, "spool %s/seg-%08u: fdatasync: %s", sp->dir,
+			               c->failed_no, strerror(c->failed_errno));
+		else
+			rc = base_errf(err, "spool %s: fsync: %s", sp->dir,
+			               strerror(c->failed_errno));
 	}
-	return 0;
+	free(c->items);
+	free(c);
+	return rc;
+}
+
+int relay_spool_commit(struct relay_spool *sp, struct base_err *err)
+{
+	struct relay_spool_sync *c = relay_spool_commit_begin(sp);
+	relay_spool_commit_run(c);
+	return relay_spool_commit_end(c, err);
 }
 
 int relay_spool_read(struct relay_spool *sp, const struct relay_loc *loc, struct base_buf *out,
@@ -585,7 +659,8 @@ void relay_spool_release(struct relay_spool *sp, uint32_t seg)
 	if (s && s->live) s->live--;
 	/* remove finished segments from the oldest, never the current one */
 	size_t k = 0;
-	while (k + 1 < sp->nsegs && sp->segs[k].live == 0 && !sp->segs[k].dirty) {
+	while (k + 1 < sp->nsegs && sp->segs[k].live == 0 && !seg_dirty(&sp->segs[k]) &&
+	       !sp->segs[k].syncing) {
 		char name[32];
 		seg_name(name, sizeof name, sp->segs[k].no);
 		if (sp->segs[k].fd >= 0) close(sp->segs[k].fd);
