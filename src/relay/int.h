@@ -53,6 +53,16 @@ struct dest {
 	struct dest *next;
 };
 
+/* A unit of blocking work for a pool (work.c): run() on a worker thread,
+ * then done() on the loop thread. Embedded in what it works for. */
+struct relay_job {
+	void (*run)(struct relay_job *j);
+	void (*done)(struct relay_job *j);
+	int ran; /* 0 when done() comes from relay_pool_free without a run */
+	struct relay_job *next;
+};
+struct relay_pool;
+
 struct session;
 struct dns_resolver;
 struct mxroute;
@@ -71,6 +81,10 @@ struct relay_ctx {
 	struct event *tick, *commit_ev;
 	struct session **waiting; /* sessions whose message awaits the commit */
 	size_t nwaiting, capwaiting;
+	struct relay_pool *signers; /* DKIM signing, one thread per core */
+	struct relay_pool *syncer;  /* the group commit's fdatasync, one thread */
+	struct relay_job *sync_job; /* the commit in flight; NULL: none */
+	int commit_again;           /* a commit was asked for while one ran */
 	uint32_t sessions;
 	struct session *slist; /* inbound sessions */
 	struct evconnlistener *listener;
@@ -101,6 +115,13 @@ void relay_outcome(struct relay_ctx *x, struct dest *d, struct rmsg *m, uint32_t
 void relay_suspend(struct relay_ctx *x, struct dest *d, const char *why);
 struct job *relay_job_take(struct dest *d);
 void relay_job_free(struct relay_ctx *x, struct job *j);
+
+/* work.c */
+struct relay_pool *relay_pool_new(struct event_base *base, unsigned nthreads, struct base_err *err);
+void relay_pool_submit(struct relay_pool *p, struct relay_job *j);
+/* Joins the threads, then calls done() for every job not yet done. */
+void relay_pool_free(struct relay_pool *p);
+unsigned relay_pool_cores(void);
 
 /* server.c */
 int relay_server_start(struct relay_ctx *x, struct base_err *err);

@@ -442,21 +442,64 @@ void relay_kick(struct relay_ctx *x)
 
 /* ---- group commit ------------------------------------------------------------ */
 
+/* A commit on the sync thread: the spool's sync and the sessions it will
+ * answer. While it runs the loop goes on reading and writing; sessions
+ * whose message is written meanwhile wait for the next commit, which starts
+ * when this one ends. So a 250 still comes only after a sync that began
+ * after the message was written. */
+struct commit {
+	struct relay_job job;
+	struct relay_ctx *x;
+	struct relay_spool_sync *sync;
+	struct session **batch;
+	size_t n;
+};
+
+static void commit_run(struct relay_job *j)
+{
+	struct commit *c = (struct commit *)j;
+	relay_spool_commit_run(c->sync);
+}
+
+static void commit_done(struct relay_job *j)
+{
+	struct commit *c = (struct commit *)j;
+	struct relay_ctx *x = c->x;
+	struct base_err err;
+	int ok = relay_spool_commit_end(c->sync, &err) == 0 && j->ran;
+	if (!ok && j->ran) base_error("%s", err.msg);
+	x->sync_job = NULL;
+	x->syncs += j->ran;
+	if (ok) x->synced += c->n;
+	if (!x->stopping)
+		for (size_t i = 0; i < c->n; i++)
+			relay_server_committed(x, c->batch[i], ok, ok ? NULL : err.msg);
+	free(c->batch);
+	free(c);
+	if (x->stopping) return;
+	if (x->nwaiting || x->commit_again) relay_commit_soon(x);
+	x->commit_again = 0;
+	relay_kick(x);
+}
+
 static void on_commit(evutil_socket_t fd, short what, void *arg)
 {
 	struct relay_ctx *x = arg;
-	struct base_err err;
-	int ok = relay_spool_commit(x->spool, &err) == 0;
-	if (!ok) base_error("%s", err.msg);
-	size_t n = x->nwaiting;
-	x->syncs++;
-	if (ok) x->synced += n;
-	x->nwaiting = 0;
-	struct session **w = base_xmalloc((n ? n : 1) * sizeof *w);
-	memcpy(w, x->waiting, n * sizeof *w);
-	for (size_t i = 0; i < n; i++) relay_server_committed(x, w[i], ok, ok ? NULL : err.msg);
-	free(w);
-	relay_kick(x);
+	if (x->sync_job) {
+		x->commit_again = 1; /* the running commit starts the next */
+		return;
+	}
+	struct commit *c = base_xcalloc(1, sizeof *c);
+	c->job.run = commit_run;
+	c->job.done = commit_done;
+	c->x = x;
+	c->batch = x->waiting;
+	c->n = x->nwaiting;
+	x->waiting = NULL;
+	x->nwaiting = x->capwaiting = 0;
+	c->sync = relay_spool_commit_begin(x->spool);
+	x->sync_job = &c->job;
+	relay_pool_submit(x->syncer, &c->job);
 }
 
 void relay_commit_soon(struct relay_ctx *x)
@@ -653,11 +696,22 @@ int relay_run(const struct relay_config *c, struct base_err *err)
 	struct event *sigint = evsignal_new(x.base, SIGINT, on_signal, x.base);
 	evsignal_add(sigterm, NULL);
 	evsignal_add(sigint, NULL);
-	int rc = relay_mx_start(&x, c->resolver, err);
+	int rc = 0;
+	x.syncer = relay_pool_new(x.base, 1, err);
+	if (!x.syncer) rc = -1;
+	if (rc == 0 && c->ndkim && !(x.signers = relay_pool_new(x.base, relay_pool_cores(), err)))
+		rc = -1;
+	if (rc == 0) rc = relay_mx_start(&x, c->resolver, err);
 	if (rc == 0) rc = relay_server_start(&x, err);
 	if (rc == 0) {
 		relay_kick(&x);
 		event_base_dispatch(x.base);
+	}
+	/* no job runs past this point; sessions they held are freed below */
+	x.stopping = 1;
+	relay_pool_free(x.signers);
+	relay_pool_free(x.syncer);
+	if (rc == 0) {
 		/* whatever is written is made durable before leaving */
 		struct base_err e2;
 		if (relay_spool_commit(x.spool, &e2) < 0) base_error("%s", e2.msg);

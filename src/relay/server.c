@@ -21,6 +21,7 @@
 #include <event2/bufferevent.h>
 #include <event2/listener.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -31,7 +32,10 @@
 #define DATA_LINE_MAX 65536 /* lenient beyond RFC 5321's 1000, but bounded */
 #define MAX_ERRORS    10
 
-enum sstate { S_CMD, S_DATA, S_WAIT, S_CLOSING };
+/* S_SIGN: the message is on a signing thread (work.c); S_WAIT: it is in
+ * the spool, waiting for the commit. In both the session does not read,
+ * and a lost connection only marks it gone: the job or the commit frees it. */
+enum sstate { S_CMD, S_DATA, S_SIGN, S_WAIT, S_CLOSING };
 
 struct session {
 	struct relay_ctx *x;
@@ -49,6 +53,9 @@ struct session {
 	int too_big, errors;
 	char id[RELAY_ID_MAX + 1];
 	struct relay_loc loc;
+	struct relay_job sign; /* signing off the loop; data belongs to it meanwhile */
+	int sign_rc;
+	struct base_err sign_err;
 	struct session *prev, *next;
 };
 
@@ -210,29 +217,24 @@ static void cmd_data(struct session *s)
 	reply(s, "354 End data with <CR><LF>.<CR><LF>");
 }
 
-static void end_data(struct session *s)
+/* After signing: writes the message to the spool and waits for the commit
+ * (1), or answers the failure (0). */
+static int store(struct session *s)
 {
 	struct relay_ctx *x = s->x;
 	struct base_err err;
-	s->st = S_CMD;
-	if (s->too_big) {
-		reply(s, "552 5.3.4 message size exceeds the limit of %llu bytes",
-		      (unsigned long long)x->cfg->max_size);
-		tx_reset(s);
-		return;
-	}
-	if (relay_sign(x, &s->data, &err) < 0) {
-		base_warn("%s: DKIM signing failed: %s", s->id, err.msg);
+	if (s->sign_rc < 0) {
+		base_warn("%s: DKIM signing failed: %s", s->id, s->sign_err.msg);
 		reply(s, "451 4.7.0 signing failed, try again later");
 		tx_reset(s);
-		return;
+		return 0;
 	}
 	if (relay_spool_add(x->spool, s->id, s->sender, base_now(), (const char *const *)s->rcpts,
 	                    s->nrcpt, s->data.data, s->data.len, &s->loc, &err) < 0) {
 		base_error("%s", err.msg);
 		reply(s, "452 4.3.1 insufficient system storage");
 		tx_reset(s);
-		return;
+		return 0;
 	}
 	base_buf_free(&s->data);
 	s->st = S_WAIT;
@@ -243,6 +245,52 @@ static void end_data(struct session *s)
 	}
 	x->waiting[x->nwaiting++] = s;
 	relay_commit_soon(x);
+	return 1;
+}
+
+/* On a signing thread: touches only the session's message and the config. */
+static void sign_run(struct relay_job *j)
+{
+	struct session *s = (struct session *)((char *)j - offsetof(struct session, sign));
+	s->sign_rc = relay_sign(s->x, &s->data, &s->sign_err);
+}
+
+static void on_read(struct bufferevent *bev, void *arg);
+
+static void sign_done(struct relay_job *j)
+{
+	struct session *s = (struct session *)((char *)j - offsetof(struct session, sign));
+	if (s->x->stopping) return; /* relay_server_stop frees it */
+	if (s->gone) {
+		session_free(s);
+		return;
+	}
+	s->st = S_CMD;
+	if (store(s)) return;
+	bufferevent_enable(s->bev, EV_READ);
+	on_read(s->bev, s); /* commands pipelined behind the data */
+}
+
+static void end_data(struct session *s)
+{
+	struct relay_ctx *x = s->x;
+	s->st = S_CMD;
+	if (s->too_big) {
+		reply(s, "552 5.3.4 message size exceeds the limit of %llu bytes",
+		      (unsigned long long)x->cfg->max_size);
+		tx_reset(s);
+		return;
+	}
+	if (x->signers) {
+		s->st = S_SIGN;
+		bufferevent_disable(s->bev, EV_READ);
+		s->sign.run = sign_run;
+		s->sign.done = sign_done;
+		relay_pool_submit(x->signers, &s->sign);
+		return;
+	}
+	s->sign_rc = relay_sign(x, &s->data, &s->sign_err);
+	store(s);
 }
 
 static void data_line(struct session *s, const char *line, size_t n)
@@ -342,8 +390,8 @@ static void on_read(struct bufferevent *bev, void *arg)
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
 	struct session *s = arg;
-	if (s->st == S_WAIT) {
-		/* the commit still owns the session; it frees it */
+	if (s->st == S_WAIT || s->st == S_SIGN) {
+		/* the commit or the signing job still owns the session; it frees it */
 		s->gone = 1;
 		bufferevent_disable(bev, EV_READ | EV_WRITE);
 		return;
