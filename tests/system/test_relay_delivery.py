@@ -19,6 +19,10 @@ def keygen(datadir, sel, domain):
     return key, p.stdout.decode()
 
 
+def delivered(relay):
+    return [e for e in events(relay) if e["event"] == "delivery"]
+
+
 def test_delivered_signed_and_accounted(datadir, servers):
     key, rec = keygen(datadir, "s1", "example.com")
     knot = start_knot(datadir, {"example.com": soa("example.com") + rec})
@@ -30,7 +34,9 @@ def test_delivered_signed_and_accounted(datadir, servers):
     servers.append(relay)
     qid = submit(relay.port, "alice@example.com", ["bob@dest.example", "carol@dest.example"],
                  message("signed"))
-    files = wait_for(lambda: sink_files(sink))
+    # smtp-sink creates the dump file before the data is in it: read it
+    # once the relay has logged the delivery (after the sink's final 250)
+    files = wait_for(lambda: delivered(relay) and sink_files(sink))
     assert len(files) == 1, files
     dump = files[0]
     # both recipients in one transaction, from the original sender
@@ -70,7 +76,9 @@ def test_tampering_is_caught(datadir, servers):
                                   "--dkim-key", "example.com=s2:" + key])
     servers.append(relay)
     submit(relay.port, "alice@example.com", ["bob@dest.example"], message("tamper"))
-    files = wait_for(lambda: sink_files(sink))
+    # smtp-sink creates the dump file before the data is in it: read it
+    # once the relay has logged the delivery (after the sink's final 250)
+    files = wait_for(lambda: delivered(relay) and sink_files(sink))
     msg = files[0][files[0].index(b"DKIM-Signature:"):].replace(b"bye", b"BYE")
     p = subprocess.run([MAILREP, "dkim", "verify", "--resolver", knot.resolver], input=msg,
                        capture_output=True, timeout=30)
