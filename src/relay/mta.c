@@ -3,7 +3,8 @@
  * bufferevents. A destination (next hop host:port) opens connections up to
  * its limit while jobs wait; each connection reads the greeting, says EHLO
  * (HELO when EHLO is refused), then takes jobs one after another (connection
- * reuse) until none is left, and QUITs.
+ * reuse) until none is left, waits up to IDLE_LINGER seconds for another
+ * (relay_mta_pump gives new jobs to idle connections first), and QUITs.
  *
  * A job is one transaction: MAIL, one RCPT per recipient, DATA, the body,
  * and the final dot. With PIPELINING the commands up to DATA go out in one
@@ -39,7 +40,13 @@
 #define T_BLOCK   180
 #define T_FINAL   600
 
-enum cstate { C_CONNECT, C_GREETING, C_EHLO, C_HELO, C_TX, C_RSET, C_QUIT };
+/* How long a connection with nothing to do waits for the next job, as
+ * Postfix's connection cache does (smtp_connection_cache_time_limit): under
+ * a steady stream each commit brings only a few jobs, and without it every
+ * one of them would pay for a new connection, greeting and EHLO. */
+#define IDLE_LINGER 2
+
+enum cstate { C_CONNECT, C_GREETING, C_EHLO, C_HELO, C_IDLE, C_TX, C_RSET, C_QUIT };
 
 struct conn {
 	struct relay_ctx *x;
@@ -173,6 +180,11 @@ static void next_job(struct conn *c)
 	int stop =
 	    c->x->stopping || c->d->suspended_until > base_now() || (limit && c->jobs >= limit);
 	struct job *j = stop ? NULL : relay_job_take(c->d);
+	if (!j && !stop && c->st != C_IDLE) {
+		c->st = C_IDLE;
+		set_timeout(c, IDLE_LINGER);
+		return;
+	}
 	if (!j) {
 		c->st = C_QUIT;
 		send_line(c, "QUIT");
@@ -423,6 +435,14 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 		conn_free(c);
 		return;
 	}
+	if (c->st == C_IDLE && what & BEV_EVENT_TIMEOUT) {
+		/* lingered long enough: the timeout stopped reading, QUIT resumes it */
+		c->st = C_QUIT;
+		send_line(c, "QUIT");
+		set_timeout(c, 10);
+		bufferevent_enable(c->bev, EV_READ);
+		return;
+	}
 	const char *why = what & BEV_EVENT_TIMEOUT ? "000 timeout"
 	                  : c->st == C_CONNECT     ? "000 connection refused"
 	                                           : "000 connection lost";
@@ -462,6 +482,8 @@ static void conn_open(struct relay_ctx *x, struct dest *d)
 void relay_mta_pump(struct relay_ctx *x, struct dest *d)
 {
 	if (x->stopping || d->suspended_until > base_now()) return;
+	for (struct conn *c = x->clist; c && d->njobs; c = c->next)
+		if (c->d == d && c->st == C_IDLE) next_job(c);
 	while (d->njobs > d->connecting && d->active < x->cfg->conn_limit) conn_open(x, d);
 }
 
