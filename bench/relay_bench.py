@@ -118,6 +118,7 @@ def run_relay(binary, work, name, sink_port, key, n, perf=None):
             raise RuntimeError("relay exited")
         time.sleep(0.02)
     secs = time.monotonic() - start
+    cpu = cpu_seconds(p.pid)
     if rec:
         rec.send_signal(signal.SIGINT)
         rec.wait()
@@ -125,7 +126,14 @@ def run_relay(binary, work, name, sink_port, key, n, perf=None):
     with open(spool + ".out", errors="replace") as f:
         commits = [ln.split("info: ", 1)[-1].strip() for ln in f if "group commit" in ln]
     shutil.rmtree(spool, ignore_errors=True)
-    return secs, commits[-1] if commits else ""
+    return secs, cpu, commits[-1] if commits else ""
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of a process, all its threads."""
+    with open("/proc/%d/stat" % pid) as f:
+        v = f.read().rsplit(")", 1)[1].split()
+    return (int(v[11]) + int(v[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_postfix(work, sink_port, n):
@@ -195,13 +203,13 @@ def main():
         for i in range(a.runs):
             r = p = None
             if a.only != "postfix":
-                secs, commits = run_relay(a.bin, work, "spool%d" % i, sink_port, key, n,
+                secs, cpu, commits = run_relay(a.bin, work, "spool%d" % i, sink_port, key, n,
                                           a.perf if i == 0 else None)
                 r = n / secs
                 rates_r.append(r)
                 print("run %d: mailrep relay: %d messages end to end in %.2f s: %.0f msg/s "
-                      "(DKIM RSA-2048, durable spool; %s)" % (i + 1, n, secs, r, commits),
-                      flush=True)
+                      "(DKIM RSA-2048, durable spool; CPU %.0f us/msg; %s)"
+                      % (i + 1, n, secs, r, cpu * 1e6 / n, commits), flush=True)
             if a.only != "relay":
                 secs = run_postfix(work, sink_port, n)
                 p = n / secs
