@@ -91,7 +91,8 @@ class PostfixInstance:
         self.smtpd_procs = smtpd_procs
         self.owns_dir = workdir is None
         self.dir = workdir or tempfile.mkdtemp(prefix="postfix-")
-        os.chmod(self.dir, 0o755)
+        os.makedirs(self.dir, exist_ok=True)
+        os.chmod(self.dir, 0o755)  # the postfix user must reach the queue
         self.conf = os.path.join(self.dir, "etc")
         self.queue = os.path.join(self.dir, "queue")
         self.data = os.path.join(self.dir, "data")

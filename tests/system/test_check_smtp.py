@@ -2,21 +2,19 @@
 smtp-sink accepting everything (an open relay, as far as a probe can tell)
 and rejecting RCPT (closed), and a STARTTLS-capable server.
 
-smtp-sink cannot do TLS, and Debian has no small SMTP server that can (a
-Postfix smtpd instance needs a whole master.cf/queue setup), so STARTTLS is
-tested against a minimal server written below on Python's ssl module, with a
-certificate made by `openssl req`. The PTR of 127.0.0.1 and the host name
-the tests connect to are served by knotd."""
+smtp-sink cannot do TLS, so STARTTLS is tested against a private Postfix
+instance (postfix_instance.py) whose smtpd offers it with certificates the
+tests make with `openssl`. The PTR of 127.0.0.1 and the host name the tests
+connect to are served by knotd."""
 import json
 import os
 import socket
-import ssl
 import subprocess
-import threading
 import time
 
 from conftest import MAILREP, Server, datadir, free_port, servers  # noqa: F401 (fixtures)
 from knot import soa, start_knot
+from postfix_instance import PostfixInstance
 
 SINK = "/usr/sbin/smtp-sink"
 
@@ -131,112 +129,136 @@ def test_check_smtp_unreachable(datadir):
     assert rc == 2 and "bad port" in err
 
 
-class TlsSmtpServer:
-    """A minimal SMTP server with STARTTLS, for one test: greets, answers
-    EHLO with STARTTLS, upgrades, answers EHLO again and QUIT; anything else
-    gets 502. Records every command."""
-
-    def __init__(self, certfile, keyfile, banner="mx.example.com"):
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ctx.load_cert_chain(certfile, keyfile)
-        self.banner = banner
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(4)
-        self.port = self.sock.getsockname()[1]
-        self.commands = []
-        self.thread = threading.Thread(target=self.serve, daemon=True)
-        self.thread.start()
-
-    def serve(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            try:
-                self.session(conn)
-            except (OSError, ssl.SSLError):
-                pass
-            finally:
-                conn.close()
-
-    def session(self, conn):
-        conn.settimeout(10)
-        f = conn.makefile("rwb")
-        f.write(b"220 %s ESMTP tls-test\r\n" % self.banner.encode())
-        f.flush()
-        tls = False
-        while True:
-            line = f.readline()
-            if not line:
-                return
-            cmd = line.strip().decode()
-            self.commands.append(cmd.split(" ")[0].upper())
-            verb = cmd.split(" ")[0].upper()
-            if verb == "EHLO":
-                f.write(b"250-%s\r\n250-PIPELINING\r\n" % self.banner.encode() +
-                        (b"250 8BITMIME\r\n" if tls else b"250 STARTTLS\r\n"))
-            elif verb == "STARTTLS" and not tls:
-                f.write(b"220 2.0.0 Ready to start TLS\r\n")
-                f.flush()
-                conn = self.ctx.wrap_socket(conn, server_side=True)
-                f = conn.makefile("rwb")
-                tls = True
-                continue
-            elif verb == "QUIT":
-                f.write(b"221 2.0.0 Bye\r\n")
-                f.flush()
-                return
-            else:
-                f.write(b"502 5.5.1 not here\r\n")
-            f.flush()
-
-    def close(self):
-        self.sock.close()
-
-
-def make_cert(d, cn, days):
-    key, crt = os.path.join(d, "%s.key" % cn), os.path.join(d, "%s.crt" % cn)
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
-                    "-out", crt, "-subj", "/CN=%s" % cn, "-days", str(days), "-addext",
-                    "subjectAltName=DNS:%s,DNS:smtp.%s" % (cn, cn)],
+def make_cert(d, cn, days=30, dates=None):
+    """A self-signed certificate for cn (subjectAltNames cn and smtp.cn):
+    valid from now for days, or for dates=(notBefore, notAfter) as
+    YYYYMMDDHHMMSSZ, which `openssl req -x509` cannot set: then the request
+    is self-signed by `openssl ca -selfsign` with a throwaway database."""
+    base = os.path.join(d, "%s-%s" % (cn, dates[0] if dates else days))
+    key, crt = base + ".key", base + ".crt"
+    san = "subjectAltName=DNS:%s,DNS:smtp.%s" % (cn, cn)
+    if not dates:
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                        key, "-out", crt, "-subj", "/CN=%s" % cn, "-days", str(days),
+                        "-addext", san], check=True, capture_output=True)
+        return crt, key
+    ca = base + ".ca"
+    os.makedirs(ca)
+    open(os.path.join(ca, "index.txt"), "w").close()
+    with open(os.path.join(ca, "serial"), "w") as f:
+        f.write("01\n")
+    with open(os.path.join(ca, "ca.cnf"), "w") as f:
+        f.write("[ca]\ndefault_ca = d\n[d]\ndatabase = %s/index.txt\nnew_certs_dir = %s\n"
+                "serial = %s/serial\ndefault_md = sha256\npolicy = p\ncopy_extensions = copy\n"
+                "unique_subject = no\n[p]\ncommonName = supplied\n" % (ca, ca, ca))
+    subprocess.run(["openssl", "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                    "-out", base + ".csr", "-subj", "/CN=%s" % cn, "-addext", san],
                    check=True, capture_output=True)
+    subprocess.run(["openssl", "ca", "-batch", "-config", os.path.join(ca, "ca.cnf"), "-selfsign",
+                    "-keyfile", key, "-in", base + ".csr", "-out", crt, "-notext",
+                    "-startdate", dates[0], "-enddate", dates[1]], check=True, capture_output=True)
     return crt, key
+
+
+def start_postfix(datadir, crt, key):
+    """A private Postfix whose smtpd offers STARTTLS with crt and key, and
+    greets as mx.example.com (the PTR of 127.0.0.1 in ZONES). Nothing is
+    ever relayed: the relayhost port is closed."""
+    pf = PostfixInstance(sink_port=free_port(), tls=(crt, key), hostname="mx.example.com",
+                         workdir=os.path.join(datadir, "postfix-%d" % free_port()))
+    return pf.start()
+
+
+def smtpd_commands(pf):
+    """The command counts Postfix's smtpd logs at the disconnect of the
+    last session that sent any (start() probes the port without a command),
+    e.g. {"ehlo": 2, "starttls": 1, "quit": 1, "commands": 4}."""
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        found = None
+        for line in pf.maillog().splitlines():
+            if "smtpd" in line and "disconnect from" in line and "commands=0" not in line:
+                found = {k: int(v.split("/")[0]) for k, v in
+                         (w.split("=") for w in line.split("]", 2)[2].split() if "=" in w)}
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError("no disconnect in the maillog:\n" + pf.maillog())
 
 
 def test_check_smtp_starttls(datadir, servers):
     dns = start_knot(datadir, ZONES)
     servers.append(dns)
     crt, key = make_cert(datadir, "mx.example.com", 30)
-    srv = TlsSmtpServer(crt, key)
+    pf = start_postfix(datadir, crt, key)
     try:
-        rc, out, err = check(dns.resolver, "--json", "127.0.0.1:%d" % srv.port)
+        rc, out, err = check(dns.resolver, "--json", "127.0.0.1:%d" % pf.port)
         doc = json.loads(out)
+        assert doc["banner"]["code"] == 220 and doc["banner"]["name"] == "mx.example.com"
         assert doc["starttls"] is True, out + err
         assert doc["tls"]["version"].startswith("TLSv1.")
         cert = doc["tls"]["certificate"]
         assert cert["subject_cn"] == "mx.example.com"
         assert cert["names"] == ["mx.example.com", "smtp.mx.example.com"]
         assert cert["name_matches"] is True and cert["expired"] is False
+        assert cert["not_yet_valid"] is False
         assert cert["not_after"][:4] >= time.strftime("%Y")
         assert cert["chain_verified"] is False  # self-signed
         assert doc["ms"]["tls_handshake"] >= 0 and doc["ms"]["ehlo_tls"] >= 0
-        assert srv.commands == ["EHLO", "STARTTLS", "EHLO", "QUIT"], srv.commands
+        # the session Postfix saw: EHLO, STARTTLS, EHLO again inside TLS, QUIT
+        assert smtpd_commands(pf) == {"ehlo": 2, "starttls": 1, "quit": 1, "commands": 4}
+        assert "TLS connection established from localhost[127.0.0.1]" in pf.maillog()
         assert doc["ptr_matches_banner"] is True
         warns = " ".join(w["message"] for w in doc["warnings"])
-        assert "does not verify" in warns
+        assert "does not verify" in warns and "under 14 days" not in warns
         assert rc == 0, out  # a self-signed certificate is a warning only
+
+        # the same certificate as a trusted root: the chain verifies, no warning
+        p = subprocess.run([MAILREP, "check", "smtp", "--resolver", dns.resolver, "--timeout",
+                            "5000", "--json", "127.0.0.1:%d" % pf.port], capture_output=True,
+                           timeout=60, env=dict(os.environ, SSL_CERT_FILE=crt))
+        doc = json.loads(p.stdout)
+        assert doc["tls"]["certificate"]["chain_verified"] is True, p.stdout
+        assert not any("does not verify" in w["message"] for w in doc["warnings"])
     finally:
-        srv.close()
+        pf.stop()
 
     # a certificate for another name: a problem
     crt, key = make_cert(datadir, "wrong.example.org", 30)
-    srv = TlsSmtpServer(crt, key)
+    pf = start_postfix(datadir, crt, key)
     try:
-        rc, out, _ = check(dns.resolver, "--json", "127.0.0.1:%d" % srv.port)
+        rc, out, _ = check(dns.resolver, "--json", "127.0.0.1:%d" % pf.port)
         doc = json.loads(out)
         assert rc == 1 and doc["tls"]["certificate"]["name_matches"] is False
         assert any("does not name mx.example.com" in p["message"] for p in doc["problems"])
     finally:
-        srv.close()
+        pf.stop()
+
+
+def test_check_smtp_certificate_dates(datadir, servers):
+    """Expired, not yet valid, and expiring within 14 days, each served by
+    Postfix's smtpd over STARTTLS."""
+    dns = start_knot(datadir, ZONES)
+    servers.append(dns)
+    cases = [
+        (("20200101000000Z", "20210101000000Z"), 1, "expired", "expired on"),
+        (("20400101000000Z", "20410101000000Z"), 1, "not_yet_valid", "not valid before"),
+        (5, 0, None, "under 14 days"),
+    ]
+    for when, want_rc, flag, text in cases:
+        if isinstance(when, tuple):
+            crt, key = make_cert(datadir, "mx.example.com", dates=when)
+        else:
+            crt, key = make_cert(datadir, "mx.example.com", when)
+        pf = start_postfix(datadir, crt, key)
+        try:
+            rc, out, _ = check(dns.resolver, "--json", "127.0.0.1:%d" % pf.port)
+            doc = json.loads(out)
+            cert = doc["tls"]["certificate"]
+            assert rc == want_rc, out
+            findings = doc["problems"] if want_rc else doc["warnings"]
+            assert any(text in f["message"] for f in findings), (text, out)
+            assert cert["expired"] is (flag == "expired")
+            assert cert["not_yet_valid"] is (flag == "not_yet_valid")
+        finally:
+            pf.stop()
