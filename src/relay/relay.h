@@ -119,6 +119,8 @@ struct relay_spool_sync;
 struct relay_spool_sync *relay_spool_commit_begin(struct relay_spool *sp);
 int relay_spool_commit_run(struct relay_spool_sync *c);
 int relay_spool_commit_end(struct relay_spool_sync *c, struct base_err *err);
+/* How many segment files commit c syncs (the directory not counted). */
+size_t relay_spool_sync_files(const struct relay_spool_sync *c);
 /* Reads a message body back. */
 int relay_spool_read(struct relay_spool *sp, const struct relay_loc *loc, struct base_buf *out,
                      struct base_err *err);

@@ -574,6 +574,11 @@ struct relay_spool_sync *relay_spool_commit_begin(struct relay_spool *sp)
 	return c;
 }
 
+size_t relay_spool_sync_files(const struct relay_spool_sync *c)
+{
+	return c->n;
+}
+
 /* Touches only c and the file descriptors it holds: safe on another thread. */
 int relay_spool_commit_run(struct relay_spool_sync *c)
 {
