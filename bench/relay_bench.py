@@ -20,7 +20,7 @@ port and N messages stay queued: the growth of its RSS divided by N is the
 memory per deferred message.
 
 Usage: bench/relay_bench.py [--bin build/mailrep] [-n 20000] [--runs 3]
-                            [--only relay|postfix] [--perf FILE]
+                            [--only relay|postfix] [--key rsa|ed25519] [--perf FILE]
 """
 import argparse
 import os
@@ -187,6 +187,8 @@ def main():
     ap.add_argument("--only", choices=("relay", "postfix"))
     ap.add_argument("--perf", help="perf record -g the relay of the first run into FILE")
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--key", choices=("rsa", "ed25519"), default="rsa",
+                    help="the relay's DKIM key (default RSA-2048)")
     a = ap.parse_args()
     n = a.n
     work = tempfile.mkdtemp(prefix="relay-bench-")
@@ -196,9 +198,11 @@ def main():
     try:
         wait_port(sink_port, sink)
         key = os.path.join(work, "k.pem")
-        subprocess.run([a.bin, "dkim", "keygen", "--type", "rsa", "--bits", "2048",
-                        "--selector", "s1", "--domain", "example.com", "--out", key],
+        bits = ["--bits", "2048"] if a.key == "rsa" else []
+        subprocess.run([a.bin, "dkim", "keygen", "--type", a.key] + bits +
+                       ["--selector", "s1", "--domain", "example.com", "--out", key],
                        check=True, stdout=subprocess.DEVNULL)
+        label = "RSA-2048" if a.key == "rsa" else "Ed25519"
         rates_r, rates_p, ratios = [], [], []
         for i in range(a.runs):
             r = p = None
@@ -208,8 +212,8 @@ def main():
                 r = n / secs
                 rates_r.append(r)
                 print("run %d: mailrep relay: %d messages end to end in %.2f s: %.0f msg/s "
-                      "(DKIM RSA-2048, durable spool; CPU %.0f us/msg; %s)"
-                      % (i + 1, n, secs, r, cpu * 1e6 / n, commits), flush=True)
+                      "(DKIM %s, durable spool; CPU %.0f us/msg; %s)"
+                      % (i + 1, n, secs, r, label, cpu * 1e6 / n, commits), flush=True)
             if a.only != "relay":
                 secs = run_postfix(work, sink_port, n)
                 p = n / secs
