@@ -10,14 +10,16 @@ smtpd can offer STARTTLS with a certificate and key the caller gives.
 
 Why a naive instance "does not start", and what this helper does about it:
 - the postfix user must reach the queue and data directories: a mkdtemp
-  directory is mode 0700, so the top directory is made 0755;
+  directory is mode 0700, and master dies with "open lock file
+  .../data/master.lock: Permission denied"; the top directory is made 0755;
 - Postfix refuses a log file outside `maillog_file_prefixes` (default
-  /var and /dev/stdout): the prefix list here is the instance directory;
-- logging to a file needs the postlogd service in master.cf, and with no
-  syslog daemon nothing at all is logged without it (`postfix start` then
-  fails silently);
-- Debian's master.cf runs services chrooted in the queue directory, which
-  would need copies of /etc files there: every service here runs unchrooted;
+  /var and /dev/stdout), and logging to a file needs the postlogd service
+  in master.cf; with either missing, and no syslog daemon, `postfix check`
+  fails without printing a word. The prefix list here is the instance
+  directory, and master.cf has postlogd;
+- Debian's master.cf runs smtpd, pickup, cleanup and smtp chrooted in the
+  queue directory, which would need copies of /etc files there: every
+  service here runs unchrooted;
 - the directories Postfix creates itself (queue subdirectories, pid/) come
   from `postfix check`'s create-missing step, run by `postfix start`, and
   postfix-files is read from the package's meta_directory (/etc/postfix).
