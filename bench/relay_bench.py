@@ -82,6 +82,22 @@ class LogCounter:
         return self.n
 
 
+class Stall:
+    """Raises when a progress figure has not moved for `limit` seconds, so
+    that a peer that defers mail ends the benchmark instead of hanging it."""
+
+    def __init__(self, figure, limit=60.0):
+        self.figure, self.limit = figure, limit
+        self.last, self.since = figure(), time.monotonic()
+
+    def check(self, what):
+        v = self.figure()
+        if v != self.last:
+            self.last, self.since = v, time.monotonic()
+        elif time.monotonic() - self.since > self.limit:
+            raise RuntimeError("no progress for %.0f s: %s" % (self.limit, what))
+
+
 def start_relay(binary, work, name, route, key, perf=None):
     port = free_port()
     spool = os.path.join(work, name)
@@ -113,9 +129,11 @@ def run_relay(binary, work, name, sink_port, key, n, perf=None):
     counter = LogCounter(spool + ".log", b'"event":"delivery"')
     start = time.monotonic()
     inject(port, n)
+    stalled = Stall(lambda: counter.n)
     while counter.count() < n:
         if p.poll() is not None:
             raise RuntimeError("relay exited")
+        stalled.check("relay: %d of %d delivered" % (counter.n, n))
         time.sleep(0.02)
     secs = time.monotonic() - start
     cpu = cpu_seconds(p.pid)
@@ -142,7 +160,10 @@ def run_postfix(work, sink_port, n):
         sent = LogCounter(pf.logfile, b"status=sent")
         start = time.monotonic()
         inject(pf.port, n)
+        stalled = Stall(pf.queue_count)
         while pf.queue_count() > 0:
+            stalled.check("postfix: %d messages stay queued\n%s" % (pf.queue_count(),
+                                                                   pf.postqueue()))
             time.sleep(0.02)
         secs = time.monotonic() - start
         deadline = time.time() + 30
