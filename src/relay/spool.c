@@ -225,7 +225,8 @@ static int seg_new(struct relay_spool *sp, struct base_err *err)
 	uint32_t no = c ? c->no + 1 : 1;
 	char name[32];
 	seg_name(name, sizeof name, no);
-	int fd = openat(sp->dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0600);
+	/* read-write: deliveries read bodies back through the same fd */
+	int fd = openat(sp->dirfd, name, O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0600);
 	if (fd < 0) return base_errf(err, "%s/%s: %s", sp->dir, name, strerror(errno));
 	sp->segs = base_xrealloc(sp->segs, (sp->nsegs + 1) * sizeof *sp->segs);
 	sp->segs[sp->nsegs++] = (struct segment){.no = no, .fd = fd, .live = 0, .wgen = 1};
@@ -637,13 +638,17 @@ int relay_spool_read(struct relay_spool *sp, const struct relay_loc *loc, struct
 {
 	char name[32];
 	seg_name(name, sizeof name, loc->seg);
-	int fd = openat(sp->dirfd, name, O_RDONLY | O_CLOEXEC);
+	/* a segment still open for writing is read through its fd: no open and
+	 * close per delivery; older segments are opened for the read */
+	struct segment *sg = seg_find(sp, loc->seg);
+	int own = !sg || sg->fd < 0;
+	int fd = own ? openat(sp->dirfd, name, O_RDONLY | O_CLOEXEC) : sg->fd;
 	if (fd < 0) return base_errf(err, "%s/%s: %s", sp->dir, name, strerror(errno));
 	out->len = 0;
 	base_buf_reserve(out, loc->len + 1);
 	ssize_t n = pread(fd, out->data, loc->len, (off_t)loc->off);
 	int e = errno;
-	close(fd);
+	if (own) close(fd);
 	if (n != (ssize_t)loc->len)
 		return base_errf(err, "%s/%s: short read at offset %llu: %s", sp->dir, name,
 		                 (unsigned long long)loc->off, n < 0 ? strerror(e) : "end of file");
