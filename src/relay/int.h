@@ -26,6 +26,9 @@ struct rmsg {
 	char id[RELAY_ID_MAX + 1];
 	char *sender;
 	char client[64]; /* source IP of the submitting client ("" if recovered) */
+	/* From the spool record's attributes, interned (relay_intern); NULL:
+	 * none. The account that submitted it, and the IP pool it goes out of. */
+	const char *account, *pool;
 	int64_t received;
 	struct relay_loc loc;
 	uint32_t nrcpt, live, busy;
@@ -82,13 +85,24 @@ struct relay_ctx {
 	uint64_t seq;
 	uint64_t syncs, synced; /* group commits, and messages they acknowledged */
 	char hostname[256];
+	struct relay_name *names; /* interned account, pool... names */
+};
+
+/* A name kept once for the daemon's life (accounts and pools are few). */
+struct relay_name {
+	struct relay_name *next;
+	char s[];
 };
 
 /* relay.c */
 void relay_id_new(struct relay_ctx *x, char *out);
+/* attrs: the message's spool attributes (account=, pool=), "" for none. */
 struct rmsg *relay_queue_add(struct relay_ctx *x, const char *id, const char *sender,
-                             const char *client, int64_t received, const struct relay_loc *loc,
-                             const char *const *rcpts, uint32_t nrcpt);
+                             const char *attrs, const char *client, int64_t received,
+                             const struct relay_loc *loc, const char *const *rcpts,
+                             uint32_t nrcpt);
+/* The interned copy of s (NULL for NULL or ""). */
+const char *relay_intern(struct relay_ctx *x, const char *s);
 void relay_kick(struct relay_ctx *x);
 void relay_commit_soon(struct relay_ctx *x);
 int relay_sign(struct relay_ctx *x, struct base_buf *msg, struct base_err *err);

@@ -48,6 +48,14 @@ static void json_str(FILE *f, const char *s)
 	base_json_fputs(f, s ? s : "");
 }
 
+static void json_or_null(FILE *f, const char *s)
+{
+	if (s)
+		base_json_fputs(f, s);
+	else
+		fputs("null", f);
+}
+
 /* The enhanced status code at the start of a reply text ("5.1.1 ..."). */
 static void enhanced(const char *reply, char *out, size_t n)
 {
@@ -157,7 +165,11 @@ void relay_account(struct relay_ctx *x, const char *event, const struct rmsg *m,
 	} else {
 		fprintf(f, ",\"rcpts\":%u", m->nrcpt);
 	}
-	fputs(",\"account\":null,\"pool\":null,\"source_ip\":", f);
+	fputs(",\"account\":", f);
+	json_or_null(f, m ? m->account : NULL);
+	fputs(",\"pool\":", f);
+	json_or_null(f, m ? m->pool : NULL);
+	fputs(",\"source_ip\":", f);
 	json_str(f, m->client);
 	fputs(",\"mx\":", f);
 	if (d) {
@@ -183,12 +195,29 @@ void relay_account(struct relay_ctx *x, const char *event, const struct rmsg *m,
 
 /* ---- the queue -------------------------------------------------------------- */
 
+const char *relay_intern(struct relay_ctx *x, const char *s)
+{
+	if (!s || !*s) return NULL;
+	for (struct relay_name *n = x->names; n; n = n->next)
+		if (!strcmp(n->s, s)) return n->s;
+	size_t len = strlen(s);
+	struct relay_name *n = base_xmalloc(sizeof *n + len + 1);
+	memcpy(n->s, s, len + 1);
+	n->next = x->names;
+	x->names = n;
+	return n->s;
+}
+
 struct rmsg *relay_queue_add(struct relay_ctx *x, const char *id, const char *sender,
-                             const char *client, int64_t received, const struct relay_loc *loc,
-                             const char *const *rcpts, uint32_t nrcpt)
+                             const char *attrs, const char *client, int64_t received,
+                             const struct relay_loc *loc, const char *const *rcpts,
+                             uint32_t nrcpt)
 {
 	struct rmsg *m = base_xcalloc(1, sizeof *m);
 	snprintf(m->id, sizeof m->id, "%s", id);
+	char v[RELAY_ATTRS_MAX + 1];
+	if (relay_attr_get(attrs, "account", v, sizeof v)) m->account = relay_intern(x, v);
+	if (relay_attr_get(attrs, "pool", v, sizeof v)) m->pool = relay_intern(x, v);
 	m->sender = base_xstrdup(sender);
 	snprintf(m->client, sizeof m->client, "%s", client ? client : "");
 	m->received = received;
@@ -236,7 +265,8 @@ static void recovered(void *arg, const struct relay_record *rec, const struct re
 		p += strlen(p) + 1;
 	}
 	struct rmsg *m =
-	    relay_queue_add(x, rec->id, rec->sender, "", rec->received, loc, rc, rec->nrcpt);
+	    relay_queue_add(x, rec->id, rec->sender, rec->attrs, "", rec->received, loc, rc,
+	                    rec->nrcpt);
 	free(rc);
 	m->live = 0;
 	for (uint32_t i = 0; i < rec->nrcpt; i++) {
@@ -593,12 +623,12 @@ static void dsn(struct relay_ctx *x, struct rmsg *m, uint32_t idx, struct dest *
 	base_buf_free(&orig);
 	const char *rc[1] = {m->sender};
 	struct relay_loc loc;
-	if (relay_spool_add(x->spool, id, "", now, rc, 1, b.data, b.len, &loc, &err) < 0) {
+	if (relay_spool_add(x->spool, id, "", "", now, rc, 1, b.data, b.len, &loc, &err) < 0) {
 		base_error("DSN for %s: %s", m->id, err.msg);
 	} else {
 		/* the DSN is as durable as the state record that led to it: the
 		 * next commit covers both */
-		struct rmsg *n = relay_queue_add(x, id, "", "", now, &loc, rc, 1);
+		struct rmsg *n = relay_queue_add(x, id, "", "", "", now, &loc, rc, 1);
 		relay_account(x, "reception", n, NULL, NULL, 0, "DSN");
 		relay_commit_soon(x);
 	}
@@ -686,6 +716,11 @@ int relay_run(const struct relay_config *c, struct base_err *err)
 		free(d);
 	}
 	free(x.waiting);
+	while (x.names) {
+		struct relay_name *n = x.names;
+		x.names = n->next;
+		free(n);
+	}
 	event_base_free(x.base);
 	relay_spool_close(x.spool);
 	if (x.log) fclose(x.log);

@@ -22,14 +22,20 @@
  * holds records:
  *
  *   offset 0  "MRS1"            magic
- *          4  type              'M' message, 'S' recipient state
+ *          4  type              'N' message, 'S' recipient state ('M': a
+ *                               message without attributes, as written
+ *                               before attributes existed; still read)
  *          5  3 zero bytes
  *          8  u32 LE            payload length (<= RELAY_RECORD_MAX)
  *         12  u32 LE            CRC-32 of bytes 4..11 and of the payload
  *         16  payload
  *
- * 'M' payload: id NUL sender NUL received NUL nrcpt NUL rcpt_1 NUL ... rcpt_n
- *              NUL, then the message (CRLF lines, DKIM-Signature first).
+ * 'N' payload: id NUL sender NUL received NUL attrs NUL nrcpt NUL rcpt_1 NUL
+ *              ... rcpt_n NUL, then the message (CRLF lines, DKIM-Signature
+ *              first). attrs: "key=value" words separated by single spaces,
+ *              printable ASCII, at most RELAY_ATTRS_MAX bytes ("account=acme
+ *              pool=bulk"); may be empty.
+ * 'M' payload: the same without attrs.
  * 'S' payload: id NUL rcpt-index NUL state NUL attempts NUL next-attempt NUL
  *              (decimal numbers; state is one of enum relay_rcpt_state).
  */
@@ -37,6 +43,7 @@
 #define RELAY_RECORD_MAX (64u << 20)
 #define RELAY_ID_MAX     32
 #define RELAY_RCPT_MAX   1000
+#define RELAY_ATTRS_MAX  1024
 
 enum relay_rcpt_state {
 	RELAY_RCPT_PENDING = 0, /* to be (re)tried at `next` */
@@ -46,10 +53,11 @@ enum relay_rcpt_state {
 };
 
 struct relay_record {
-	char type; /* 'M' or 'S' */
+	char type; /* 'M' (a message, whether written as 'M' or 'N') or 'S' */
 	char id[RELAY_ID_MAX + 1];
 	/* 'M' */
 	const char *sender; /* into the payload; NUL-terminated */
+	const char *attrs;  /* into the payload ("" for an 'M' record) */
 	int64_t received;
 	uint32_t nrcpt;
 	const char *rcpts; /* nrcpt NUL-terminated strings one after another */
@@ -67,9 +75,16 @@ struct relay_record {
  * magic, bad checksum, bad payload) giving the byte offset in the record. */
 int relay_record_parse(const uint8_t *buf, size_t len, struct relay_record *r,
                        struct base_err *err);
-/* Appends an encoded 'M' record to out. */
-void relay_record_msg(struct base_buf *out, const char *id, const char *sender, int64_t received,
-                      const char *const *rcpts, uint32_t nrcpt, const char *body, size_t body_len);
+/* Appends an encoded message ('N') record to out; attrs as above. */
+void relay_record_msg(struct base_buf *out, const char *id, const char *sender, const char *attrs,
+                      int64_t received, const char *const *rcpts, uint32_t nrcpt,
+                      const char *body, size_t body_len);
+/* Whether attrs (as above) are well formed: key=value words, single
+ * spaces, printable ASCII, bounded. */
+int relay_attrs_valid(const char *attrs);
+/* The value of `key` in attrs, copied to out (n bytes): 1 if present, 0
+ * if not (out is then ""). */
+int relay_attr_get(const char *attrs, const char *key, char *out, size_t n);
 /* Appends an encoded 'S' record to out. */
 void relay_record_state(struct base_buf *out, const char *id, uint32_t rcpt_index, uint32_t state,
                         uint32_t attempts, int64_t next);
@@ -99,7 +114,8 @@ void relay_spool_close(struct relay_spool *sp);
 int relay_spool_scan(const char *dir, relay_recover_cb cb, void *arg, struct base_err *err);
 /* Writes (without syncing) a message record; on failure (ENOSPC...) the
  * segment is cut back so nothing partial remains. */
-int relay_spool_add(struct relay_spool *sp, const char *id, const char *sender, int64_t received,
+int relay_spool_add(struct relay_spool *sp, const char *id, const char *sender, const char *attrs,
+                    int64_t received,
                     const char *const *rcpts, uint32_t nrcpt, const char *body, size_t body_len,
                     struct relay_loc *loc, struct base_err *err);
 /* Writes (without syncing) a recipient state record. */

@@ -49,6 +49,9 @@ struct session {
 	int too_big, errors;
 	char id[RELAY_ID_MAX + 1];
 	struct relay_loc loc;
+	/* spool attributes of the message in progress ("account=... pool=..."),
+	 * set once the transaction knows them; "" for none */
+	char attrs[RELAY_ATTRS_MAX + 1];
 	struct session *prev, *next;
 };
 
@@ -227,8 +230,9 @@ static void end_data(struct session *s)
 		tx_reset(s);
 		return;
 	}
-	if (relay_spool_add(x->spool, s->id, s->sender, base_now(), (const char *const *)s->rcpts,
-	                    s->nrcpt, s->data.data, s->data.len, &s->loc, &err) < 0) {
+	if (relay_spool_add(x->spool, s->id, s->sender, s->attrs, base_now(),
+	                    (const char *const *)s->rcpts, s->nrcpt, s->data.data, s->data.len,
+	                    &s->loc, &err) < 0) {
 		base_error("%s", err.msg);
 		reply(s, "452 4.3.1 insufficient system storage");
 		tx_reset(s);
@@ -359,8 +363,9 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 void relay_server_committed(struct relay_ctx *x, struct session *s, int ok, const char *why)
 {
 	if (ok) {
-		struct rmsg *m = relay_queue_add(x, s->id, s->sender, s->ip, base_now(), &s->loc,
-		                                 (const char *const *)s->rcpts, s->nrcpt);
+		struct rmsg *m =
+		    relay_queue_add(x, s->id, s->sender, s->attrs, s->ip, base_now(), &s->loc,
+		                    (const char *const *)s->rcpts, s->nrcpt);
 		relay_account(x, "reception", m, NULL, NULL, 250, NULL);
 	}
 	if (s->gone) {
