@@ -40,20 +40,27 @@ static const char relay_help[] =
     "  --suspend DURATION         rest for a destination after a 4xx greeting or 421 (5m)\n"
     "  --conn-limit N             connections per destination (10)\n"
     "  --msgs-per-conn N          messages per connection before a new one (100)\n"
+    "  --msgs-per-sec N           messages per second per site and source IP (0: unlimited)\n"
+    "  --conns-per-min N          new connections per minute per site and source IP (0: unlimited)\n"
+    "  --pool NAME=IP[/EHLO][*WEIGHT],...\n"
+    "                             an IP pool: source addresses, their EHLO names and\n"
+    "                             weights; repeatable (config: [pool NAME] sections)\n"
+    "  --default-pool NAME        the pool of mail that names none (default: no bind)\n"
     "  --max-size BYTES           largest message accepted (10485760)\n"
     "  --max-rcpts N              recipients per message (100)\n"
     "  --max-conns N              simultaneous inbound sessions (256)\n"
     "  --timeout DURATION         inbound idle timeout (5m)\n"
     "  --commit-delay USEC        group-commit window in microseconds (0: one loop turn)\n"
     "  --bounce-rules FILE        extra bounce classification rules, tried first\n"
-    "  -c, --config FILE          read the [relay] section of an INI file first\n"
+    "  -c, --config FILE          read the [relay], [pool NAME] and [domain NAME] sections\n"
+    "                             of an INI file first\n"
     "  --debug                    verbose log on stderr\n";
 
 struct relay_cli {
 	struct relay_config c;
 	char *strs[16];
 	size_t nstrs;
-	int flag_routes, flag_trusted, flag_dkim;
+	int flag_routes, flag_trusted, flag_dkim, flag_pools;
 	const char *rules_file;
 };
 
@@ -140,6 +147,9 @@ static void clear_lists(struct relay_cli *r, const char *key)
 	} else if (!strcmp(key, "trusted") && !r->flag_trusted) {
 		r->flag_trusted = 1;
 		c->ntrusted = 0;
+	} else if (!strcmp(key, "pool") && !r->flag_pools) {
+		r->flag_pools = 1;
+		relay_pools_clear(c);
 	} else if (!strcmp(key, "dkim-key") && !r->flag_dkim) {
 		r->flag_dkim = 1;
 		for (size_t i = 0; i < c->ndkim; i++) {
@@ -212,7 +222,9 @@ static int relay_set(struct relay_cli *r, const char *key, const char *v, struct
 		} else
 			c->commit_delay_us = u;
 	} else {
-		return base_errf(err, "unknown setting '%s'", key);
+		int k = relay_shaping_set(c, key, v, err);
+		if (k == 1) return base_errf(err, "unknown setting '%s'", key);
+		return k;
 	}
 	return 0;
 }
@@ -269,6 +281,10 @@ int cli_relay(int argc, char **argv)
 	                                     {"csv", required_argument, NULL, O_BASE},
 	                                     {"msgs-per-conn", required_argument, NULL, O_BASE},
 	                                     {"bounce-rules", required_argument, NULL, O_BASE},
+	                                     {"msgs-per-sec", required_argument, NULL, O_BASE},
+	                                     {"conns-per-min", required_argument, NULL, O_BASE},
+	                                     {"pool", required_argument, NULL, O_BASE},
+	                                     {"default-pool", required_argument, NULL, O_BASE},
 	                                     {"config", required_argument, NULL, 'c'},
 	                                     {"debug", no_argument, NULL, 'd'},
 	                                     {"help", no_argument, NULL, 'h'},
@@ -281,7 +297,8 @@ int cli_relay(int argc, char **argv)
 	base_log_set_prefix("relay");
 	for (int i = 1; i < argc && !rc; i++)
 		if ((!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) && i + 1 < argc &&
-		    base_ini_read(argv[i + 1], "relay", ini_cb, &r, &err) < 0)
+		    (base_ini_read(argv[i + 1], "relay", ini_cb, &r, &err) < 0 ||
+		     relay_config_sections(&r.c, argv[i + 1], &err) < 0))
 			rc = fail("%s", err.msg);
 	while (!rc && (c = getopt_long(argc, argv, "hc:", opts, &idx)) != -1) {
 		switch (c) {
@@ -307,6 +324,7 @@ int cli_relay(int argc, char **argv)
 	if (!rc && !r.c.listen) rc = fail("--listen ADDR:PORT is required");
 	if (!rc && !r.c.spool) rc = fail("--spool DIR is required");
 	if (!rc && load_rules(&r, &err) < 0) rc = fail("%s", err.msg);
+	if (!rc && relay_shaping_check(&r.c, &err) < 0) rc = fail("%s", err.msg);
 	if (!rc && !r.c.ntrusted) base_warn("no --trusted network: every client will be refused");
 	if (!rc && relay_run(&r.c, &err) < 0) rc = fail("%s", err.msg);
 	for (size_t i = 0; i < r.c.nroutes; i++)
@@ -320,6 +338,7 @@ int cli_relay(int argc, char **argv)
 	free(r.c.dkim);
 	free(r.c.trusted);
 	relay_rules_free(r.c.rules);
+	relay_shaping_free(&r.c);
 	for (size_t i = 0; i < r.nstrs; i++) free(r.strs[i]);
 	return rc < 0 ? 0 : rc;
 }
