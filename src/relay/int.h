@@ -62,7 +62,7 @@ struct dest_src {
 struct dest {
 	char *host;
 	uint16_t port;
-	const struct relay_pool *pool; /* NULL: no pool, connections are not bound */
+	const struct relay_pool *pool;              /* NULL: no pool, connections are not bound */
 	struct base_sockaddr addrs[DEST_ADDRS_MAX]; /* in the order to try */
 	size_t naddrs;
 	struct relay_limits lim;

@@ -167,8 +167,8 @@ static void resolve_targets(struct mxroute *e)
 		static const uint16_t types[2] = {DNS_T_A, DNS_T_AAAA};
 		for (int k = 0; k < 2; k++) {
 			e->pending++;
-			if (dns_resolver_submit(e->x->resolver, e->targets[i].name, types[k], on_addr,
-			                        &e->queries[i], &err) < 0)
+			if (dns_resolver_submit(e->x->resolver, e->targets[i].name, types[k],
+			                        on_addr, &e->queries[i], &err) < 0)
 				e->pending--;
 		}
 	}

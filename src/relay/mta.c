@@ -78,15 +78,15 @@ struct conn {
 	char **rcpt_reply;
 	uint32_t accepted;
 	/* where from and to (pools and failover) */
-	size_t si;                        /* d->src index */
-	const struct relay_source *src;   /* NULL: not bound */
+	size_t si;                      /* d->src index */
+	const struct relay_source *src; /* NULL: not bound */
 	struct base_sockaddr addrs[DEST_ADDRS_MAX];
-	size_t naddrs, ai;                /* addresses to try, the one being tried */
-	unsigned greet4xx, greet5xx;      /* greetings refused, over all addresses */
+	size_t naddrs, ai;           /* addresses to try, the one being tried */
+	unsigned greet4xx, greet5xx; /* greetings refused, over all addresses */
 	int last_code;
 	char last_why[256];
-	char src_ip[48], peer[64];        /* of the current attempt */
-	struct event *wait;               /* C_WAIT: the message rate's timer */
+	char src_ip[48], peer[64]; /* of the current attempt */
+	struct event *wait;        /* C_WAIT: the message rate's timer */
 	struct conn *prev, *next;
 };
 
@@ -211,7 +211,8 @@ static void next_job(struct conn *c)
 		if (w > 0) {
 			/* the message rate: wait for the next token, not a failure */
 			if (!c->wait) c->wait = evtimer_new(c->x->base, on_wait, c);
-			struct timeval tv = {(time_t)(w / 1000000000), (suseconds_t)(w % 1000000000 / 1000)};
+			struct timeval tv = {(time_t)(w / 1000000000),
+			                     (suseconds_t)(w % 1000000000 / 1000)};
 			c->st = C_WAIT;
 			set_timeout(c, T_MAIL);
 			evtimer_add(c->wait, &tv);
@@ -674,7 +675,8 @@ void relay_mta_pump(struct relay_ctx *x, struct dest *d)
 		if (!usable && d->naddrs) {
 			base_warn("pool %s has no source address of an address family of %s",
 			          d->pool ? d->pool->name : "-", d->host);
-			fail_waiting(x, d, "451 4.4.0 no source address of the site's address family");
+			fail_waiting(x, d,
+			             "451 4.4.0 no source address of the site's address family");
 			return;
 		}
 		long pick = relay_swrr_pick(weight, cur, ok, n);

@@ -32,8 +32,9 @@ static int ehlo_ok(const char *s, size_t n)
 		if (s[n - 1] != ']' || n < 3) return 0;
 		for (size_t i = 1; i + 1 < n; i++) {
 			char c = s[i];
-			if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') ||
-			      c == '.' || c == ':' || c == 'I' || c == 'P' || c == 'v'))
+			if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
+			      (c >= 'A' && c <= 'F') || c == '.' || c == ':' || c == 'I' ||
+			      c == 'P' || c == 'v'))
 				return 0;
 		}
 		return 1;
@@ -52,7 +53,9 @@ static int ip_set(struct relay_source *src, const char *s, size_t n, struct base
 {
 	char ip[64];
 	if (n >= 2 && s[0] == '[' && s[n - 1] == ']') s++, n -= 2;
-	if (!n || n >= sizeof ip) return base_errf(err, "source address '%.*s' is not an IP address", (int)(n > 64 ? 64 : n), s);
+	if (!n || n >= sizeof ip)
+		return base_errf(err, "source address '%.*s' is not an IP address",
+		                 (int)(n > 64 ? 64 : n), s);
 	memcpy(ip, s, n);
 	ip[n] = 0;
 	memset(&src->addr, 0, sizeof src->addr);
@@ -70,7 +73,8 @@ static int weight_set(struct relay_source *src, const char *s, size_t n, struct 
 {
 	uint64_t w;
 	char tmp[16];
-	if (!n || n >= sizeof tmp) return base_errf(err, "bad weight '%.*s' (1 to 1000)", (int)(n > 16 ? 16 : n), s);
+	if (!n || n >= sizeof tmp)
+		return base_errf(err, "bad weight '%.*s' (1 to 1000)", (int)(n > 16 ? 16 : n), s);
 	memcpy(tmp, s, n);
 	tmp[n] = 0;
 	int k = base_parse_uint(tmp, 1000, &w);
@@ -108,8 +112,9 @@ int relay_source_parse(struct relay_source *s, const char *spec, struct base_err
 		} else if (n > 7 && !strncmp(w, "weight=", 7)) {
 			if (weight_set(s, w + 7, n - 7, err) < 0) return -1;
 		} else {
-			return base_errf(err, "source: unknown word '%.*s' (expected ehlo=NAME or weight=N)",
-			                 (int)(n > 64 ? 64 : n), w);
+			return base_errf(
+			    err, "source: unknown word '%.*s' (expected ehlo=NAME or weight=N)",
+			    (int)(n > 64 ? 64 : n), w);
 		}
 	}
 	if (first) return base_errf(err, "source: an IP address is required");
@@ -151,8 +156,7 @@ static int pool_append(struct relay_pool *p, const struct relay_source *s, struc
 	return 0;
 }
 
-int relay_pool_add(struct relay_config *c, const char *pool, const char *spec,
-                   struct base_err *err)
+int relay_pool_add(struct relay_config *c, const char *pool, const char *spec, struct base_err *err)
 {
 	struct relay_source s;
 	struct relay_pool *p = pool_get(c, pool, strlen(pool), err);
@@ -178,15 +182,16 @@ int relay_pool_flag(struct relay_config *c, const char *spec, struct base_err *e
 		const char *slash = memchr(q, '/', (size_t)(end - q));
 		const char *star = memchr(q, '*', (size_t)(end - q));
 		if (slash && star && star < slash)
-			return base_errf(err, "pool '%s': '%.*s': expected IP[/EHLO][*WEIGHT]", p->name,
-			                 (int)(end - q > 80 ? 80 : end - q), q);
+			return base_errf(err, "pool '%s': '%.*s': expected IP[/EHLO][*WEIGHT]",
+			                 p->name, (int)(end - q > 80 ? 80 : end - q), q);
 		const char *ipend = slash ? slash : star ? star : end;
 		struct relay_source s;
 		memset(&s, 0, sizeof s);
 		s.weight = 1;
 		char m[sizeof err->msg];
 		if (ip_set(&s, q, (size_t)(ipend - q), err) < 0 ||
-		    (slash && ehlo_set(&s, slash + 1, (size_t)((star ? star : end) - slash - 1), err) < 0) ||
+		    (slash &&
+		     ehlo_set(&s, slash + 1, (size_t)((star ? star : end) - slash - 1), err) < 0) ||
 		    (star && weight_set(&s, star + 1, (size_t)(end - star - 1), err) < 0)) {
 			snprintf(m, sizeof m, "%s", err->msg);
 			return base_errf(err, "pool '%s': %s", p->name, m);
@@ -209,8 +214,7 @@ static int parse_limit(const char *key, const char *v, uint32_t min, uint32_t *o
 }
 
 /* A shaping key into lim: 0, -1, or 1 when key is not one. */
-static int limit_set(struct relay_limits *lim, const char *key, const char *v,
-                     struct base_err *err)
+static int limit_set(struct relay_limits *lim, const char *key, const char *v, struct base_err *err)
 {
 	if (!strcmp(key, "conn-limit")) {
 		lim->set |= RELAY_LIM_CONN;
@@ -231,8 +235,8 @@ static int limit_set(struct relay_limits *lim, const char *key, const char *v,
 	return 1;
 }
 
-int relay_domain_set(struct relay_config *c, const char *domain, const char *key,
-                     const char *value, struct base_err *err)
+int relay_domain_set(struct relay_config *c, const char *domain, const char *key, const char *value,
+                     struct base_err *err)
 {
 	size_t n = strlen(domain);
 	if (!name_ok(domain, n, 253) || strchr(domain, '_'))
@@ -242,7 +246,8 @@ int relay_domain_set(struct relay_config *c, const char *domain, const char *key
 		if (!base_strcasecmp_ascii(c->domains[i].domain, domain)) d = &c->domains[i];
 	if (!d) {
 		if (c->ndomains >= RELAY_DOMAINS_MAX)
-			return base_errf(err, "too many [domain] sections (at most %d)", RELAY_DOMAINS_MAX);
+			return base_errf(err, "too many [domain] sections (at most %d)",
+			                 RELAY_DOMAINS_MAX);
 		c->domains = base_xrealloc(c->domains, (c->ndomains + 1) * sizeof *c->domains);
 		d = &c->domains[c->ndomains++];
 		memset(d, 0, sizeof *d);
@@ -251,8 +256,9 @@ int relay_domain_set(struct relay_config *c, const char *domain, const char *key
 	}
 	int r = limit_set(&d->lim, key, value, err);
 	if (r == 1)
-		return base_errf(err, "domain %s: unknown setting '%s' (conn-limit, msgs-per-conn, "
-		                      "msgs-per-sec, conns-per-min)",
+		return base_errf(err,
+		                 "domain %s: unknown setting '%s' (conn-limit, msgs-per-conn, "
+		                 "msgs-per-sec, conns-per-min)",
 		                 d->domain, key);
 	return r;
 }
@@ -280,7 +286,8 @@ static int section_cb(void *ctx, const char *section, const char *key, const cha
 	struct relay_config *c = ctx;
 	if (!strncmp(section, "pool ", 5)) {
 		if (strcmp(key, "source"))
-			return base_errf(err, "pool %s: unknown setting '%s' (source)", section + 5, key);
+			return base_errf(err, "pool %s: unknown setting '%s' (source)", section + 5,
+			                 key);
 		return relay_pool_add(c, section + 5, value, err);
 	}
 	return relay_domain_set(c, section + 7, key, value, err);

@@ -293,8 +293,8 @@ static struct dest *dest_get(struct relay_ctx *x, const char *host, uint16_t por
                              const struct relay_pool *pool, const struct base_sockaddr *addrs,
                              size_t naddrs);
 
-static int dest_for(struct relay_ctx *x, const struct rmsg *m, const char *addr,
-                    struct dest **d, int *code, const char **reply)
+static int dest_for(struct relay_ctx *x, const struct rmsg *m, const char *addr, struct dest **d,
+                    int *code, const char **reply)
 {
 	const char *domain = smtp_path_domain(addr);
 	const struct relay_config *c = x->cfg;
@@ -332,15 +332,19 @@ static int dest_for(struct relay_ctx *x, const struct rmsg *m, const char *addr,
 			struct relay_limits *l = &(*d)->lim;
 			if (o->lim.set & RELAY_LIM_CONN) l->conn_limit = o->lim.conn_limit;
 			if (o->lim.set & RELAY_LIM_MPC) l->msgs_per_conn = o->lim.msgs_per_conn;
-			if ((o->lim.set & RELAY_LIM_MPS) && l->msgs_per_sec != o->lim.msgs_per_sec) {
+			if ((o->lim.set & RELAY_LIM_MPS) &&
+			    l->msgs_per_sec != o->lim.msgs_per_sec) {
 				l->msgs_per_sec = o->lim.msgs_per_sec;
 				for (size_t i = 0; i < (*d)->nsrc; i++)
-					relay_rate_init(&(*d)->src[i].msgs, l->msgs_per_sec, 1000000000ull);
+					relay_rate_init(&(*d)->src[i].msgs, l->msgs_per_sec,
+					                1000000000ull);
 			}
-			if ((o->lim.set & RELAY_LIM_CPM) && l->conns_per_min != o->lim.conns_per_min) {
+			if ((o->lim.set & RELAY_LIM_CPM) &&
+			    l->conns_per_min != o->lim.conns_per_min) {
 				l->conns_per_min = o->lim.conns_per_min;
 				for (size_t i = 0; i < (*d)->nsrc; i++)
-					relay_rate_init(&(*d)->src[i].conns, l->conns_per_min, 60000000000ull);
+					relay_rate_init(&(*d)->src[i].conns, l->conns_per_min,
+					                60000000000ull);
 			}
 		}
 	}
@@ -512,7 +516,8 @@ static void schedule(struct relay_ctx *x)
 				if (q->state != RELAY_RCPT_PENDING || q->busy || q->next > now)
 					continue;
 				struct dest *dq = d;
-				if (k != i && dest_for(x, m, q->addr, &dq, &code, &why) != 1) continue;
+				if (k != i && dest_for(x, m, q->addr, &dq, &code, &why) != 1)
+					continue;
 				if (dq != d) continue;
 				q->busy = 1;
 				j->idx[j->n++] = k;

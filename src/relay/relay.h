@@ -239,8 +239,8 @@ int relay_pool_add(struct relay_config *c, const char *pool, const char *spec,
 int relay_pool_flag(struct relay_config *c, const char *spec, struct base_err *err);
 /* Sets a [domain NAME] key (conn-limit, msgs-per-conn, msgs-per-sec,
  * conns-per-min). */
-int relay_domain_set(struct relay_config *c, const char *domain, const char *key,
-                     const char *value, struct base_err *err);
+int relay_domain_set(struct relay_config *c, const char *domain, const char *key, const char *value,
+                     struct base_err *err);
 /* The [relay] keys for pools and shaping (pool, default-pool, msgs-per-sec,
  * conns-per-min): 0 done, -1 error, 1 not one of them. */
 int relay_shaping_set(struct relay_config *c, const char *key, const char *value,
