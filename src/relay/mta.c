@@ -489,7 +489,8 @@ static int attempt(struct conn *c, char *why, size_t n)
 	struct sockaddr_storage ss;
 	socklen_t len = base_sockaddr_to(a, &ss);
 	sockaddr_text(&ss, c->peer, sizeof c->peer, 1);
-	c->src_ip[0] = 0;
+	/* the bound address; an unbound one is known once connected */
+	snprintf(c->src_ip, sizeof c->src_ip, "%s", c->src ? c->src->ip : "");
 	c->st = C_CONNECT;
 	c->lines = 0;
 	c->esmtp = c->pipelining = 0;

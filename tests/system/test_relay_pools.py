@@ -133,3 +133,45 @@ def test_pool_without_the_sites_family_defers(datadir, servers):
     assert dump_headers(sink6, b"X-Client-Addr") == []
     assert "pool four has no source address" in relay.output()
     stop_clean(relay)
+
+
+def spool_record(msg_id, attrs, rcpt, received):
+    """An 'N' message record as docs/RELAY.md describes it."""
+    import struct
+    import zlib
+    body = ("From: alice@example.com\r\nTo: %s\r\nSubject: %s\r\n\r\nhello\r\n" %
+            (rcpt, msg_id)).encode()
+    payload = b"\0".join(x.encode() for x in
+                         (msg_id, "alice@example.com", str(received), attrs, "1", rcpt)) + b"\0" + body
+    head = b"N\0\0\0" + struct.pack("<I", len(payload))
+    return b"MRS1" + head + struct.pack("<I", zlib.crc32(head + payload)) + payload
+
+
+def test_pool_named_by_the_spool_record(datadir, servers):
+    """The pool= attribute of a queued message picks its pool; a pool that
+    does not exist defers the message (with a log line), never bounces it."""
+    import time
+    sink = start_sink(datadir)
+    servers.append(sink)
+    spool = os.path.join(datadir, "spool")
+    os.makedirs(spool)
+    now = int(time.time())
+    with open(os.path.join(spool, "seg-00000001"), "wb") as f:
+        f.write(spool_record("t1.ghost", "account=acme pool=ghost", "a@dest.example", now))
+        f.write(spool_record("t2.tx", "pool=tx", "b@dest.example", now))
+        f.write(spool_record("t3.none", "", "c@dest.example", now))
+    relay = start_relay(datadir, ["--route", "*=" + sink.hop, "--trusted", "127.0.0.1",
+                                  "--retry-schedule", "1h",
+                                  "--pool", "bulk=127.0.0.2/bulk.test", "--pool", "tx=127.0.0.3/tx.test",
+                                  "--default-pool", "bulk"], spool=spool)
+    servers.append(relay)
+    assert wait_for(lambda: len(deliveries(relay)) == 2 and
+                    [e for e in events(relay) if e["event"] == "transient"]), relay.output()
+    got = {e["id"]: (e["pool"], e["source_ip"]) for e in deliveries(relay)}
+    assert got == {"t2.tx": ("tx", "127.0.0.3"), "t3.none": ("bulk", "127.0.0.2")}, got
+    t = [e for e in events(relay) if e["event"] == "transient"]
+    assert [(e["id"], e["pool"], e["code"]) for e in t] == [("t1.ghost", "ghost", 451)], t
+    assert "t1.ghost: unknown IP pool 'ghost': deferred" in relay.output()
+    assert sorted(dump_headers(sink, b"X-Helo-Args")) == ["bulk.test", "tx.test"]
+    assert [e for e in events(relay) if e["event"] == "bounce"] == []
+    stop_clean(relay)
