@@ -83,10 +83,10 @@ struct conn {
 	struct base_sockaddr addrs[DEST_ADDRS_MAX];
 	size_t naddrs, ai;           /* addresses to try, the one being tried */
 	unsigned greet4xx, greet5xx; /* greetings refused, over all addresses */
-	int last_code;
-	char last_why[256];
-	char src_ip[48], peer[64]; /* of the current attempt */
-	struct event *wait;        /* C_WAIT: the message rate's timer */
+	int last_code, code4xx;
+	char last_why[256], why4xx[256];        /* the last failure, the last 4xx greeting */
+	char src_ip[48], peer[64], peer4xx[64]; /* of the current attempt */
+	struct event *wait;                     /* C_WAIT: the message rate's timer */
 	struct conn *prev, *next;
 };
 
@@ -532,7 +532,12 @@ static int attempt(struct conn *c, char *why, size_t n)
  * none is left. */
 static void next_addr(struct conn *c, int code, const char *why)
 {
-	if (code >= 400 && code < 500) c->greet4xx++;
+	if (code >= 400 && code < 500) {
+		c->greet4xx++;
+		c->code4xx = code;
+		snprintf(c->why4xx, sizeof c->why4xx, "%s", why);
+		memcpy(c->peer4xx, c->peer, sizeof c->peer4xx);
+	}
 	if (code >= 500) c->greet5xx++;
 	c->last_code = code;
 	snprintf(c->last_why, sizeof c->last_why, "%s", why);
@@ -552,10 +557,10 @@ static void next_addr(struct conn *c, int code, const char *why)
 			c->job = j;
 			c->rcpt_code = base_xcalloc(j->n, sizeof *c->rcpt_code);
 			c->rcpt_reply = base_xcalloc(j->n, sizeof *c->rcpt_reply);
-			tx_report(c, c->last_code ? c->last_code : 421,
-			          c->last_code ? c->last_why : "421 4.4.2 greeting refused");
+			memcpy(c->peer, c->peer4xx, sizeof c->peer); /* who said it */
+			tx_report(c, c->code4xx, c->why4xx);
 		}
-		relay_suspend(c->x, c->d, c->last_why);
+		relay_suspend(c->x, c->d, c->why4xx);
 		conn_free(c);
 	} else if (c->greet5xx == c->naddrs) {
 		conn_fail(c, c->last_code, c->last_why);

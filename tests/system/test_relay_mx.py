@@ -70,6 +70,7 @@ def test_mx_failover_and_aaaa(datadir, servers):
         "allfive.example": mx("allfive.example", [("bad1", "A 127.0.0.2"), ("bad2", "A 127.0.0.4")]),
         "four.example": mx("four.example", [("grey", "A 127.0.0.5"), ("good", "A 127.0.0.1")]),
         "grey.example": mx("grey.example", [("grey", "A 127.0.0.5")]),
+        "greyref.example": mx("greyref.example", [("grey", "A 127.0.0.5"), ("off", "A 127.0.0.3")]),
         "v6.example": mx("v6.example", [("mx6", "AAAA ::1")]),
         "dual.example": mx("dual.example", [("mx", "A 127.0.0.3\nmx AAAA ::1")]),
         "example.com": soa("example.com") + "@ MX 10 mx.example.com.\nmx A 127.0.0.1\n",
@@ -105,4 +106,11 @@ def test_mx_failover_and_aaaa(datadir, servers):
     assert t and t[0]["rcpt"] == "dave@grey.example" and t[0]["code"] // 100 == 4, t
     assert wait_for(lambda: "grey.grey.example:%d suspended" % port in relay.output()), \
         relay.output()
+    # 4xx from the first, the second refuses: the 4xx greeting decides (suspension)
+    submit(relay.port, "alice@example.com", ["erin@greyref.example"], message("greyref"))
+    t = wait_for(lambda: [e for e in events(relay)
+                          if e["event"] == "transient" and e["rcpt"] == "erin@greyref.example"])
+    assert t and t[0]["code"] // 100 == 4 and t[0]["mx"] == "127.0.0.5:%d" % port, t
+    assert wait_for(lambda: "grey.greyref.example,off.greyref.example:%d suspended" % port
+                    in relay.output()), relay.output()
     stop_clean(relay)
