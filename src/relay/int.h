@@ -86,6 +86,9 @@ struct relay_ctx {
 	uint64_t syncs, synced; /* group commits, and messages they acknowledged */
 	char hostname[256];
 	struct relay_name *names; /* interned account, pool... names */
+	struct relay_tls *tls;       /* TLS contexts (server.c sets them up) */
+	struct relay_limits *limits; /* per-account send counters */
+	int acct_tls;                /* the event being accounted ran over TLS */
 };
 
 /* A name kept once for the daemon's life (accounts and pools are few). */
@@ -129,6 +132,9 @@ void relay_mx_stop(struct relay_ctx *x);
  * reply. */
 int relay_mx_route(struct relay_ctx *x, const char *domain, const char **host, int *code,
                    const char **reply);
+
+/* tls.c: the STARTTLS policy for a recipient domain */
+enum relay_tls_mode relay_tls_mode_for(const struct relay_config *c, const char *domain);
 
 /* mta.c */
 void relay_mta_pump(struct relay_ctx *x, struct dest *d);

@@ -190,6 +190,19 @@ struct relay_dkim {
 	struct auth_dkim_key *key;
 };
 
+/* STARTTLS at delivery, per recipient domain ("*": the default). */
+enum relay_tls_mode {
+	RELAY_TLS_OPPORTUNISTIC = 0, /* when offered, no certificate check */
+	RELAY_TLS_OFF,
+	RELAY_TLS_REQUIRED, /* never plain text: no STARTTLS is a transient failure */
+	RELAY_TLS_VERIFY,   /* required, and the chain must verify */
+};
+struct relay_tls_policy {
+	char *domain;
+	enum relay_tls_mode mode;
+};
+struct relay_accounts;
+
 struct relay_config {
 	const char *listen;
 	const char *spool;
@@ -214,6 +227,14 @@ struct relay_config {
 	uint32_t timeout;          /* inbound idle timeout, seconds */
 	uint32_t commit_delay_us;  /* group-commit window; 0: commit at the end of each loop turn */
 	struct relay_rules *rules; /* bounce classification */
+	/* TLS, AUTH and accounts (server.c, tls.c, account.c) */
+	const char *tls_cert, *tls_key; /* STARTTLS at reception; NULL: not offered */
+	const char *tls_ca;             /* CA file for the verify policy; NULL: system store */
+	struct relay_tls_policy *tls_policy;
+	size_t ntls_policy;
+	int auth_without_tls;           /* offer AUTH before STARTTLS */
+	const char *default_pool;       /* pool of mail without a header or account pool */
+	const struct relay_accounts *accounts; /* NULL or empty: no AUTH */
 };
 
 void relay_config_init(struct relay_config *c);
