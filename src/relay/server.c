@@ -75,6 +75,8 @@ struct session {
 	enum astep auth_step;
 	int auth_fails;
 	char auth_user[256];
+	struct event *linger; /* closing over TLS: waits for the socket's output */
+	int lingered;
 	struct session *prev, *next;
 };
 
@@ -111,14 +113,33 @@ static void session_free(struct session *s)
 	if (s->next) s->next->prev = s->prev;
 	x->sessions--;
 	tx_reset(s);
+	if (s->linger) event_free(s->linger);
 	bufferevent_free(s->bev);
 	free(s);
 }
 
+static void on_linger(evutil_socket_t fd, short what, void *arg);
+
 static void on_drained(struct bufferevent *bev, void *arg)
 {
 	struct session *s = arg;
-	if (evbuffer_get_length(bufferevent_get_output(bev)) == 0) session_free(s);
+	if (evbuffer_get_length(bufferevent_get_output(bev))) return;
+	/* over TLS the last records may still wait in the socket's bufferevent */
+	struct bufferevent *u = bufferevent_get_underlying(bev);
+	if (u && evbuffer_get_length(bufferevent_get_output(u)) && s->lingered < 50) {
+		if (!s->linger) s->linger = evtimer_new(s->x->base, on_linger, s);
+		struct timeval tv = {0, 20000};
+		s->lingered++; /* bounds the wait to about a second */
+		evtimer_add(s->linger, &tv);
+		return;
+	}
+	session_free(s);
+}
+
+static void on_linger(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+	on_drained(s->bev, s);
 }
 
 /* Sends what is queued, then closes. */
