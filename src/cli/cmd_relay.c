@@ -149,9 +149,8 @@ static int add_tls_policy(struct relay_cli *r, const char *v, struct base_err *e
 	size_t m = 0;
 	while (m < 4 && strcmp(eq + 1, modes[m])) m++;
 	if (m == 4)
-		return base_errf(err,
-		                 "tls-policy '%s': mode must be opportunistic, required, verify or off",
-		                 v);
+		return base_errf(
+		    err, "tls-policy '%s': mode must be opportunistic, required, verify or off", v);
 	struct relay_config *c = &r->c;
 	c->tls_policy = base_xrealloc(c->tls_policy, (c->ntls_policy + 1) * sizeof *c->tls_policy);
 	c->tls_policy[c->ntls_policy].domain = base_xstrndup(v, (size_t)(eq - v));
@@ -226,7 +225,8 @@ static int relay_set(struct relay_cli *r, const char *key, const char *v, struct
 	else if (!strcmp(key, "tls-policy"))
 		return add_tls_policy(r, v, err);
 	else if (!strcmp(key, "default-pool")) {
-		if (!relay_name_valid(v)) return base_errf(err, "default-pool: bad pool name '%s'", v);
+		if (!relay_name_valid(v))
+			return base_errf(err, "default-pool: bad pool name '%s'", v);
 		c->default_pool = keep(r, v);
 	} else if (!strcmp(key, "auth-without-tls")) {
 		if (!strcmp(v, "yes") || !strcmp(v, "true") || !strcmp(v, "1"))

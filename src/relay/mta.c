@@ -166,9 +166,8 @@ static void conn_fail(struct conn *c, int code, const char *why)
 	struct dest *d = c->d;
 	int had_job = c->job != NULL;
 	if (had_job) tx_report(c, code, why);
-	if (!had_job &&
-	    (c->st == C_CONNECT || c->st == C_GREETING || c->st == C_EHLO || c->st == C_HELO ||
-	     c->st == C_STARTTLS)) {
+	if (!had_job && (c->st == C_CONNECT || c->st == C_GREETING || c->st == C_EHLO ||
+	                 c->st == C_HELO || c->st == C_STARTTLS)) {
 		struct job *j;
 		while ((j = relay_job_take(d))) {
 			c->job = j;
@@ -235,7 +234,8 @@ static void next_job(struct conn *c)
 		c->job = j;
 		c->rcpt_code = base_xcalloc(j->n, sizeof *c->rcpt_code);
 		c->rcpt_reply = base_xcalloc(j->n, sizeof *c->rcpt_reply);
-		tx_report(c, 451, "451 4.7.5 TLS required by policy but not in use on this connection");
+		tx_report(c, 451,
+		          "451 4.7.5 TLS required by policy but not in use on this connection");
 		j = relay_job_take(c->d);
 	}
 	if (!j) {
@@ -413,7 +413,8 @@ static void on_reply(struct conn *c, int code, const char *text)
 				}
 				if (c->mode >= RELAY_TLS_REQUIRED) {
 					conn_fail(c, 451,
-					          "451 4.7.5 STARTTLS not offered, and TLS is required by policy");
+					          "451 4.7.5 STARTTLS not offered, and TLS is "
+					          "required by policy");
 					break;
 				}
 			}
@@ -438,7 +439,8 @@ static void on_reply(struct conn *c, int code, const char *text)
 		if (code == 220)
 			start_tls(c);
 		else if (c->mode >= RELAY_TLS_REQUIRED)
-			conn_fail(c, 451, "451 4.7.5 STARTTLS refused, and TLS is required by policy");
+			conn_fail(c, 451,
+			          "451 4.7.5 STARTTLS refused, and TLS is required by policy");
 		else
 			next_job(c); /* opportunistic: the server offered but refused */
 		break;

@@ -267,7 +267,8 @@ static void cmd_data(struct session *s)
 	relay_id_new(s->x, s->id);
 	base_buf_init(&s->data);
 	base_buf_printf(
-	    &s->data, "Received: from %s ([%s])\r\n\tby %s (mailrep) with %s%s%s id %s;\r\n\t%s\r\n",
+	    &s->data,
+	    "Received: from %s ([%s])\r\n\tby %s (mailrep) with %s%s%s id %s;\r\n\t%s\r\n",
 	    s->helo_name, s->ip, s->x->hostname, s->esmtp ? "ESMTP" : "SMTP",
 	    s->esmtp && s->tls ? "S" : "", s->esmtp && s->acct ? "A" : "", s->id, date);
 	s->st = S_DATA;
@@ -339,9 +340,11 @@ static int choose_pool(struct session *s)
 		snprintf(pool, sizeof pool, "%s", s->x->cfg->default_pool);
 	s->attrs[0] = 0;
 	if (s->acct)
-		snprintf(s->attrs, sizeof s->attrs, "account=%s%s", s->acct->name, *pool ? " " : "");
-	if (*pool) snprintf(s->attrs + strlen(s->attrs), sizeof s->attrs - strlen(s->attrs),
-		         "pool=%s", pool);
+		snprintf(s->attrs, sizeof s->attrs, "account=%s%s", s->acct->name,
+		         *pool ? " " : "");
+	if (*pool)
+		snprintf(s->attrs + strlen(s->attrs), sizeof s->attrs - strlen(s->attrs), "pool=%s",
+		         pool);
 	return 0;
 }
 
@@ -433,8 +436,8 @@ static void cmd_starttls(struct session *s, size_t arg_len)
 	}
 	SSL *ssl = SSL_new(s->x->tls->server);
 	struct bufferevent *tb =
-	    ssl ? bufferevent_openssl_filter_new(s->x->base, s->bev, ssl,
-	                                         BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE)
+	    ssl ? bufferevent_openssl_filter_new(s->x->base, s->bev, ssl, BUFFEREVENT_SSL_ACCEPTING,
+	                                         BEV_OPT_CLOSE_ON_FREE)
 	        : NULL;
 	if (!tb) {
 		if (ssl) SSL_free(ssl);
@@ -542,9 +545,10 @@ static void cmd_auth(struct session *s, const char *arg, size_t n)
 		return;
 	}
 	if (!s->helo || !s->esmtp || s->acct || s->sender) {
-		reply(s, "503 5.5.1 %s", s->acct     ? "already authenticated"
-		                         : s->sender ? "AUTH not allowed during a mail transaction"
-		                                     : "EHLO first");
+		reply(s, "503 5.5.1 %s",
+		      s->acct     ? "already authenticated"
+		      : s->sender ? "AUTH not allowed during a mail transaction"
+		                  : "EHLO first");
 		error_count(s);
 		return;
 	}
