@@ -19,8 +19,10 @@
  * domain: opportunistic (when offered, no certificate check), required
  * (no STARTTLS or a failed handshake fails the jobs transiently with
  * 4.7.5; never plain text), verify (required, and the chain must verify),
- * off. After the handshake the client says EHLO again; a job whose domain
- * needs TLS is never sent over a connection without it.
+ * off. After the handshake the client says EHLO again. Every job is
+ * checked against its own domain's policy before it is sent: one that
+ * needs TLS the connection does not have fails transiently, and the
+ * others go on.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -235,7 +237,8 @@ static void next_job(struct conn *c)
 		c->rcpt_code = base_xcalloc(j->n, sizeof *c->rcpt_code);
 		c->rcpt_reply = base_xcalloc(j->n, sizeof *c->rcpt_reply);
 		tx_report(c, 451,
-		          "451 4.7.5 TLS required by policy but not in use on this connection");
+		          c->tls ? "451 4.7.5 TLS certificate not verified, and the policy is verify"
+		                 : "451 4.7.5 STARTTLS not available, and TLS is required by policy");
 		j = relay_job_take(c->d);
 	}
 	if (!j) {
@@ -411,12 +414,6 @@ static void on_reply(struct conn *c, int code, const char *text)
 					set_timeout(c, T_GREET);
 					break;
 				}
-				if (c->mode >= RELAY_TLS_REQUIRED) {
-					conn_fail(c, 451,
-					          "451 4.7.5 STARTTLS not offered, and TLS is "
-					          "required by policy");
-					break;
-				}
 			}
 			next_job(c);
 		} else if (code == 421) {
@@ -428,9 +425,7 @@ static void on_reply(struct conn *c, int code, const char *text)
 		}
 		break;
 	case C_HELO:
-		if (code >= 200 && code < 300 && job_mode(c, c->d->head) >= RELAY_TLS_REQUIRED)
-			conn_fail(c, 451, "451 4.7.5 no ESMTP, and TLS is required by policy");
-		else if (code >= 200 && code < 300)
+		if (code >= 200 && code < 300)
 			next_job(c);
 		else
 			conn_fail(c, code, text);
@@ -438,11 +433,8 @@ static void on_reply(struct conn *c, int code, const char *text)
 	case C_STARTTLS:
 		if (code == 220)
 			start_tls(c);
-		else if (c->mode >= RELAY_TLS_REQUIRED)
-			conn_fail(c, 451,
-			          "451 4.7.5 STARTTLS refused, and TLS is required by policy");
 		else
-			next_job(c); /* opportunistic: the server offered but refused */
+			next_job(c); /* refused: jobs that need TLS fail there */
 		break;
 	case C_TX:
 		on_tx_reply(c, code, text);
