@@ -256,6 +256,12 @@ int relay_password_verify(const char *hash, const char *pw, size_t len)
 	uint8_t salt[64] = {0}, want[DK_LEN + 1] = {0}, got[DK_LEN];
 	long sl = SALT_LEN;
 	int ok = hash && hash_parts(hash, &iter, salt, &sl, want) == 0;
+	if (!ok) {
+		/* hash_parts may have stopped half way */
+		iter = RELAY_PW_ITER;
+		sl = SALT_LEN;
+		memset(salt, 0, sizeof salt);
+	}
 	/* the same work whether or not the account exists */
 	if (PKCS5_PBKDF2_HMAC(pw, (int)len, salt, (int)sl, (int)iter, EVP_sha256(), DK_LEN, got) !=
 	    1)
