@@ -54,8 +54,12 @@ static void test_password_hash_roundtrip(void **state)
 	/* unknown user: the dummy check never succeeds */
 	assert_int_equal(relay_password_verify(NULL, "s3cret", 6), 0);
 	/* malformed hashes never match and are refused at load */
-	const char *bad[] = {"s3cret", "$pbkdf2-sha256$", "$pbkdf2-sha256$10$c2FsdHNhbHQ$x",
-	                     "$pbkdf2-sha256$1000$!!$AAAA", "$6$salt$hash", ""};
+	const char *bad[] = {"s3cret",
+	                     "$pbkdf2-sha256$",
+	                     "$pbkdf2-sha256$10$c2FsdHNhbHQ$x",
+	                     "$pbkdf2-sha256$1000$!!$AAAA",
+	                     "$6$salt$hash",
+	                     ""};
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
 		assert_false(relay_password_hash_valid(bad[i]));
 		assert_int_equal(relay_password_verify(bad[i], "s3cret", 6), 0);
@@ -80,8 +84,8 @@ static void test_base64_and_plain(void **state)
 	assert_string_equal(enc, "AGFjbWUAcHc");
 
 	char u[16], p[16];
-	assert_int_equal(relay_sasl_plain((const uint8_t *)"\0acme\0pw", 8, u, sizeof u, p, sizeof p),
-	                 0);
+	assert_int_equal(
+	    relay_sasl_plain((const uint8_t *)"\0acme\0pw", 8, u, sizeof u, p, sizeof p), 0);
 	assert_string_equal(u, "acme");
 	assert_string_equal(p, "pw");
 	assert_int_equal(
@@ -194,14 +198,21 @@ static void test_limits_parse_line(void **state)
 	char n[RELAY_NAME_MAX + 1];
 	int64_t hs, ds;
 	uint32_t hc, dc;
-	assert_int_equal(relay_limits_parse_line("acme 3600 5 0 7", n, sizeof n, &hs, &hc, &ds, &dc),
-	                 0);
+	assert_int_equal(
+	    relay_limits_parse_line("acme 3600 5 0 7", n, sizeof n, &hs, &hc, &ds, &dc), 0);
 	assert_string_equal(n, "acme");
 	assert_true(hs == 3600 && hc == 5 && ds == 0 && dc == 7);
-	const char *bad[] = {"", "acme", "acme 1 2 3", "acme 1 2 3 4 5", "ac me 1 2 3 4",
-	                     "acme 1  2 3 4", "acme -1 2 3 4", "acme 1 99999999999 3 4"};
+	const char *bad[] = {"",
+	                     "acme",
+	                     "acme 1 2 3",
+	                     "acme 1 2 3 4 5",
+	                     "ac me 1 2 3 4",
+	                     "acme 1  2 3 4",
+	                     "acme -1 2 3 4",
+	                     "acme 1 99999999999 3 4"};
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-		assert_int_equal(relay_limits_parse_line(bad[i], n, sizeof n, &hs, &hc, &ds, &dc), -1);
+		assert_int_equal(relay_limits_parse_line(bad[i], n, sizeof n, &hs, &hc, &ds, &dc),
+		                 -1);
 }
 
 static int setup_dir(void **state)
