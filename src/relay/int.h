@@ -111,6 +111,9 @@ struct relay_ctx {
 	/* Set by mta.c while it reports outcomes: the connection's source
 	 * address and peer "addr:port", for the accounting log. */
 	const char *acct_src, *acct_mx;
+	struct relay_tls *tls;       /* TLS contexts (server.c sets them up) */
+	struct relay_quota *quota;   /* per-account send counters */
+	int acct_tls;                /* the event being accounted ran over TLS */
 };
 
 /* A name kept once for the daemon's life (accounts and pools are few). */
@@ -156,6 +159,9 @@ void relay_mx_stop(struct relay_ctx *x);
 int relay_mx_route(struct relay_ctx *x, const char *domain, const char **site,
                    const struct base_sockaddr **addrs, size_t *naddrs, int *code,
                    const char **reply);
+
+/* tls.c: the STARTTLS policy for a recipient domain */
+enum relay_tls_mode relay_tls_mode_for(const struct relay_config *c, const char *domain);
 
 /* mta.c */
 void relay_mta_pump(struct relay_ctx *x, struct dest *d);

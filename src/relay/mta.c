@@ -28,18 +28,30 @@
  * job a connection takes a token from its source's message rate; without
  * one it waits on a timer (C_WAIT), which is neither a failure nor an
  * attempt.
+ *
+ * STARTTLS follows the --tls-policy of the first waiting job's recipient
+ * domain: opportunistic (when offered, no certificate check), required
+ * (no STARTTLS or a failed handshake fails the jobs transiently with
+ * 4.7.5; never plain text), verify (required, and the chain must verify),
+ * off. After the handshake the client says EHLO again. Every job is
+ * checked against its own domain's policy before it is sent: one that
+ * needs TLS the connection does not have fails transiently, and the
+ * others go on.
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <netinet/in.h>
+#include <openssl/err.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "relay/int.h"
+#include "relay/tls.h"
 #include "smtp/smtp.h"
 
 #define REPLY_LINE_MAX  2048
@@ -54,7 +66,7 @@
 #define T_BLOCK   180
 #define T_FINAL   600
 
-enum cstate { C_CONNECT, C_GREETING, C_EHLO, C_HELO, C_TX, C_RSET, C_QUIT, C_WAIT };
+enum cstate { C_CONNECT, C_GREETING, C_EHLO, C_HELO, C_STARTTLS, C_TX, C_RSET, C_QUIT, C_WAIT };
 
 struct conn {
 	struct relay_ctx *x;
@@ -64,6 +76,10 @@ struct conn {
 	int esmtp, pipelining, counted_connecting;
 	int in_read, dead; /* see on_read */
 	uint32_t jobs;     /* transactions started on this connection */
+	/* STARTTLS: offered in the last EHLO; handshake running; in TLS (with
+	 * a verified chain); the policy the connection was opened for */
+	int starttls, handshake, tls, verified;
+	enum relay_tls_mode mode;
 	/* the reply being read */
 	struct base_buf reply;
 	unsigned lines;
@@ -89,6 +105,9 @@ struct conn {
 	struct event *wait;                     /* C_WAIT: the message rate's timer */
 	struct conn *prev, *next;
 };
+
+static void on_read(struct bufferevent *bev, void *arg);
+static void on_event(struct bufferevent *bev, short what, void *arg);
 
 static void conn_free(struct conn *c)
 {
@@ -161,7 +180,9 @@ static void tx_report(struct conn *c, int code, const char *why)
 			rc = c->rcpt_code[i], rr = c->rcpt_reply[i];
 		else if (c->data_code && c->data_code != 354)
 			rc = c->data_code, rr = c->data_reply;
+		c->x->acct_tls = c->tls;
 		relay_outcome(c->x, c->d, j->m, j->idx[i], rc, rr);
+		c->x->acct_tls = 0;
 	}
 	c->x->acct_src = c->x->acct_mx = NULL;
 	tx_clear(c);
@@ -177,8 +198,8 @@ static void conn_fail(struct conn *c, int code, const char *why)
 	struct dest *d = c->d;
 	int had_job = c->job != NULL;
 	if (had_job) tx_report(c, code, why);
-	if (!had_job &&
-	    (c->st == C_CONNECT || c->st == C_GREETING || c->st == C_EHLO || c->st == C_HELO)) {
+	if (!had_job && (c->st == C_CONNECT || c->st == C_GREETING || c->st == C_EHLO ||
+	                 c->st == C_HELO || c->st == C_STARTTLS)) {
 		struct job *j;
 		while ((j = relay_job_take(d))) {
 			c->job = j;
@@ -196,6 +217,43 @@ static const char *ehlo_name(const struct conn *c);
 static void next_addr(struct conn *c, int code, const char *why);
 
 static void on_wait(evutil_socket_t fd, short what, void *arg);
+
+static enum relay_tls_mode job_mode(struct conn *c, const struct job *j)
+{
+	const char *dom = j ? smtp_path_domain(j->m->rcpt[j->idx[0]].addr) : "*";
+	return relay_tls_mode_for(c->x->cfg, dom);
+}
+
+static int tls_ok(struct conn *c, const struct job *j)
+{
+	enum relay_tls_mode m = job_mode(c, j);
+	return m < RELAY_TLS_REQUIRED || (c->tls && (m != RELAY_TLS_VERIFY || c->verified));
+}
+
+/* After the 220 to STARTTLS: an OpenSSL filter on the socket's
+ * bufferevent; anything the server sent before the handshake is dropped. */
+static void start_tls(struct conn *c)
+{
+	SSL_CTX *ctx = c->mode == RELAY_TLS_VERIFY ? c->x->tls->verify : c->x->tls->client;
+	SSL *ssl = SSL_new(ctx);
+	struct bufferevent *tb =
+	    ssl ? bufferevent_openssl_filter_new(c->x->base, c->bev, ssl,
+	                                         BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE)
+	        : NULL;
+	if (!tb) {
+		if (ssl) SSL_free(ssl);
+		conn_fail(c, 451, "451 4.7.5 TLS not available locally");
+		return;
+	}
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	evbuffer_drain(in, evbuffer_get_length(in));
+	c->bev = tb;
+	c->handshake = 1;
+	bufferevent_openssl_set_allow_dirty_shutdown(tb, 1);
+	bufferevent_setcb(tb, on_read, NULL, on_event, c);
+	bufferevent_enable(tb, EV_READ | EV_WRITE);
+	set_timeout(c, T_GREET);
+}
 
 static void next_job(struct conn *c)
 {
@@ -220,6 +278,16 @@ static void next_job(struct conn *c)
 		}
 	}
 	struct job *j = stop ? NULL : relay_job_take(c->d);
+	while (j && !tls_ok(c, j)) {
+		/* its domain needs TLS this connection does not have */
+		c->job = j;
+		c->rcpt_code = base_xcalloc(j->n, sizeof *c->rcpt_code);
+		c->rcpt_reply = base_xcalloc(j->n, sizeof *c->rcpt_reply);
+		tx_report(c, 451,
+		          c->tls ? "451 4.7.5 TLS certificate not verified, and the policy is verify"
+		                 : "451 4.7.5 STARTTLS not available, and TLS is required by policy");
+		j = relay_job_take(c->d);
+	}
 	if (!j) {
 		c->st = C_QUIT;
 		send_line(c, "QUIT");
@@ -379,6 +447,15 @@ static void on_reply(struct conn *c, int code, const char *text)
 	case C_EHLO:
 		if (code >= 200 && code < 300) {
 			c->esmtp = 1;
+			if (!c->tls) {
+				c->mode = job_mode(c, c->d->head);
+				if (c->starttls && c->mode != RELAY_TLS_OFF) {
+					c->st = C_STARTTLS;
+					send_line(c, "STARTTLS");
+					set_timeout(c, T_GREET);
+					break;
+				}
+			}
 			next_job(c);
 		} else if (code == 421) {
 			relay_suspend(c->x, c->d, text);
@@ -393,6 +470,12 @@ static void on_reply(struct conn *c, int code, const char *text)
 			next_job(c);
 		else
 			conn_fail(c, code, text);
+		break;
+	case C_STARTTLS:
+		if (code == 220)
+			start_tls(c);
+		else
+			next_job(c); /* refused: jobs that need TLS fail there */
 		break;
 	case C_TX:
 		on_tx_reply(c, code, text);
@@ -433,6 +516,8 @@ static void on_read(struct bufferevent *bev, void *arg)
 		c->code = code;
 		if (c->st == C_EHLO && !base_strcasecmp_ascii(text, "PIPELINING"))
 			c->pipelining = 1;
+		if (c->st == C_EHLO && c->lines > 1 && !base_strcasecmp_ascii(text, "STARTTLS"))
+			c->starttls = 1;
 		if (c->lines == 1) {
 			c->reply.len = 0;
 			base_buf_append(&c->reply, line, n > 512 ? 512 : n);
@@ -449,7 +534,7 @@ static void on_read(struct bufferevent *bev, void *arg)
 			conn_free(c);
 			return;
 		}
-		if (c->bev != bev) return; /* moved on to the next address */
+		if (c->bev != bev) return; /* the next address, or STARTTLS's layer */
 	}
 }
 
@@ -572,6 +657,27 @@ static void next_addr(struct conn *c, int code, const char *why)
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
 	struct conn *c = arg;
+	if (c->handshake) {
+		if (what & BEV_EVENT_CONNECTED) {
+			c->handshake = 0;
+			c->tls = 1;
+			c->verified = c->mode == RELAY_TLS_VERIFY;
+			c->st = C_EHLO;
+			c->pipelining = c->starttls = 0;
+			send_line(c, "EHLO %s", ehlo_name(c));
+			set_timeout(c, T_GREET);
+			return;
+		}
+		char e[256] = "connection closed during the handshake", why[320];
+		unsigned long code = bufferevent_get_openssl_error(bev);
+		if (code) ERR_error_string_n(code, e, sizeof e);
+		while (bufferevent_get_openssl_error(bev)) continue;
+		if (what & BEV_EVENT_TIMEOUT) snprintf(e, sizeof e, "timeout");
+		base_warn("TLS handshake with %s failed: %s", c->peer, e);
+		snprintf(why, sizeof why, "451 4.7.5 TLS handshake failed: %s", e);
+		conn_fail(c, 451, why);
+		return;
+	}
 	if (what & BEV_EVENT_CONNECTED) {
 		struct sockaddr_storage ss;
 		socklen_t sl = sizeof ss;

@@ -195,7 +195,7 @@ void relay_account(struct relay_ctx *x, const char *event, const struct rmsg *m,
 		json_str(f, !strcmp(event, "expiry") ? "expired" : categorize(x, code, reply));
 	else
 		fputs("null", f);
-	fputs(",\"tls\":false}\n", f);
+	fputs(x->acct_tls ? ",\"tls\":true}\n" : ",\"tls\":false}\n", f);
 	fflush(f);
 }
 

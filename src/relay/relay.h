@@ -256,6 +256,18 @@ const struct relay_domain_limits *relay_domain_find(const struct relay_config *c
 void relay_pools_clear(struct relay_config *c);
 /* Frees pools, default pool and domain overrides. */
 void relay_shaping_free(struct relay_config *c);
+/* STARTTLS at delivery, per recipient domain ("*": the default). */
+enum relay_tls_mode {
+	RELAY_TLS_OPPORTUNISTIC = 0, /* when offered, no certificate check */
+	RELAY_TLS_OFF,
+	RELAY_TLS_REQUIRED, /* never plain text: no STARTTLS is a transient failure */
+	RELAY_TLS_VERIFY,   /* required, and the chain must verify */
+};
+struct relay_tls_policy {
+	char *domain;
+	enum relay_tls_mode mode;
+};
+struct relay_accounts;
 
 struct relay_config {
 	const char *listen;
@@ -289,6 +301,13 @@ struct relay_config {
 	uint32_t msgs_per_sec, conns_per_min;
 	struct relay_domain_limits *domains;
 	size_t ndomains;
+	/* TLS, AUTH and accounts (server.c, tls.c, account.c) */
+	const char *tls_cert, *tls_key; /* STARTTLS at reception; NULL: not offered */
+	const char *tls_ca;             /* CA file for the verify policy; NULL: system store */
+	struct relay_tls_policy *tls_policy;
+	size_t ntls_policy;
+	int auth_without_tls;           /* offer AUTH before STARTTLS */
+	const struct relay_accounts *accounts; /* NULL or empty: no AUTH */
 };
 
 void relay_config_init(struct relay_config *c);

@@ -175,3 +175,24 @@ def test_pool_named_by_the_spool_record(datadir, servers):
     assert sorted(dump_headers(sink, b"X-Helo-Args")) == ["bulk.test", "tx.test"]
     assert [e for e in events(relay) if e["event"] == "bounce"] == []
     stop_clean(relay)
+
+
+def test_account_naming_an_unconfigured_pool_is_refused(datadir):
+    conf = os.path.join(datadir, "acct.ini")
+    hashed = subprocess.run([MAILREP, "relay", "--hash-password"], input="pw\n",
+                            capture_output=True, text=True, timeout=30).stdout.strip()
+    assert hashed.startswith("$pbkdf2-sha256$"), hashed
+    pools = "[pool bulk]\nsource = 127.0.0.2\n[pool tx]\nsource = 127.0.0.3\n"
+    for keys, refused in [("pool = bulk\npools = tx", None), ("pool = gone", "gone"),
+                          ("pool = bulk\npools = tx, lost", "lost")]:
+        with open(conf, "w") as f:
+            f.write(pools + "[account acme]\npassword = %s\n%s\n" % (hashed, keys))
+        r = run_relay(["-c", conf])
+        if refused:
+            assert r.returncode != 0 and \
+                "account acme: no pool named '%s'" % refused in r.stderr, r.stderr
+        else:
+            # the pools exist: the relay gets past the config and stops at
+            # the spool directory it cannot create
+            assert r.returncode != 0 and "no pool named" not in r.stderr and \
+                "never-created" in r.stderr, r.stderr
