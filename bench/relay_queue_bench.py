@@ -115,6 +115,7 @@ def main():
         print("relay queue: spool %.1f MB on disk (%.0f bytes per message)"
               % (du(spool) / 1e6, du(spool) / max(queued, 1)))
         print("relay queue: `mailrep queue` summary over the control socket: %.2f s" % qsecs)
+        sys.stdout.flush()
         if queued != a.n:
             print("relay queue: WARNING: %d messages expected in the queue" % a.n)
         relay.send_signal(signal.SIGTERM)
@@ -125,7 +126,8 @@ def main():
         restart = time.time() - t0
         rss = rss_kb(relay.pid)
         print("relay queue: restart with %d messages: listening again after %.2f s, RSS %d kB "
-              "(%.0f bytes per message)" % (queued, restart, rss, rss * 1024.0 / max(queued, 1)))
+              "(%.0f bytes per message over the empty relay's %d kB)"
+              % (queued, restart, rss, (rss - before) * 1024.0 / max(queued, 1), before))
         doc, qsecs = queue_summary(binary, spool)
         if doc["total"]["messages"] != queued:
             print("relay queue: WARNING: %d messages after the restart"

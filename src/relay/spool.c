@@ -394,6 +394,19 @@ static int recover_segment(struct relay_spool *sp, uint32_t no, struct recovery 
 			m->loc = (struct relay_loc){.seg = no,
 			                            .off = off + m->rec.body_off,
 			                            .len = (uint32_t)m->rec.body_len};
+			/* keep the envelope only: the body stays on disk, so that
+			 * recovering a large spool needs no more memory than the
+			 * queue it rebuilds */
+			size_t keep = m->rec.body_off;
+			if (keep < (size_t)n) {
+				const char *base = (const char *)rec;
+				size_t so = (size_t)(m->rec.sender - base),
+				       ao = (size_t)(m->rec.attrs - base),
+				       ro = (size_t)(m->rec.rcpts - base);
+				m->payload = rec = base_xrealloc(rec, keep);
+				base = (const char *)rec;
+				m->rec.sender = base + so, m->rec.attrs = base + ao, m->rec.rcpts = base + ro;
+			}
 			m->states = base_xcalloc(r.nrcpt, sizeof *m->states);
 			m->attempts = base_xcalloc(r.nrcpt, sizeof *m->attempts);
 			m->next = base_xcalloc(r.nrcpt, sizeof *m->next);
