@@ -223,8 +223,15 @@ struct hold {
 	int64_t until; /* 0: until resumed */
 };
 
+struct ctl_client {
+	struct relay_control *c;
+	struct bufferevent *bev;
+	struct ctl_client *prev, *next;
+};
+
 struct relay_control {
 	struct relay_ctx *x;
+	struct ctl_client *clist; /* connected clients */
 	struct evconnlistener *listener;
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	char susp_path[4096];
@@ -328,9 +335,16 @@ static void holds_save(struct relay_control *c)
 	base_buf_init(&b);
 	base_buf_puts(&b, "");
 	int64_t now = base_now();
+	for (size_t i = 0; i < c->nholds;) { /* forget the ended ones */
+		if (c->holds[i].until && c->holds[i].until <= now) {
+			free(c->holds[i].name);
+			c->holds[i] = c->holds[--c->nholds];
+		} else {
+			i++;
+		}
+	}
 	for (size_t i = 0; i < c->nholds; i++) {
 		struct hold *h = &c->holds[i];
-		if (h->until && h->until <= now) continue;
 		base_buf_printf(&b, "suspend %s %s", kind_names[h->kind], h->name);
 		if (h->until) base_buf_printf(&b, " @%lld", (long long)h->until);
 		base_buf_puts(&b, "\n");
@@ -791,8 +805,15 @@ static void refuse(struct base_buf *j, const char *why)
 
 static void client_free(struct bufferevent *bev, void *arg)
 {
-	struct relay_control *c = arg;
+	struct ctl_client *k = arg;
+	struct relay_control *c = k->c;
+	if (k->prev)
+		k->prev->next = k->next;
+	else
+		c->clist = k->next;
+	if (k->next) k->next->prev = k->prev;
 	bufferevent_free(bev);
+	free(k);
 	c->clients--;
 }
 
@@ -806,10 +827,10 @@ static void on_write_error(struct bufferevent *bev, short what, void *arg)
 	client_free(bev, arg);
 }
 
-static void answer(struct bufferevent *bev, struct relay_control *c, struct base_buf *j)
+static void answer(struct bufferevent *bev, struct ctl_client *k, struct base_buf *j)
 {
 	bufferevent_disable(bev, EV_READ);
-	bufferevent_setcb(bev, NULL, on_written, on_write_error, c);
+	bufferevent_setcb(bev, NULL, on_written, on_write_error, k);
 	bufferevent_write(bev, j->data, j->len);
 	base_buf_free(j);
 }
@@ -842,7 +863,8 @@ static void handle(struct relay_control *c, const char *line, size_t len, struct
 
 static void on_read(struct bufferevent *bev, void *arg)
 {
-	struct relay_control *c = arg;
+	struct ctl_client *k = arg;
+	struct relay_control *c = k->c;
 	struct evbuffer *in = bufferevent_get_input(bev);
 	struct base_buf j;
 	base_buf_init(&j);
@@ -851,29 +873,29 @@ static void on_read(struct bufferevent *bev, void *arg)
 	if (p.pos < 0) {
 		if (evbuffer_get_length(in) > RELAY_CTL_LINE_MAX + 1) {
 			refuse(&j, "request longer than 1024 bytes");
-			answer(bev, c, &j);
+			answer(bev, k, &j);
 		}
 		return;
 	}
 	if ((size_t)p.pos > RELAY_CTL_LINE_MAX + 1) {
 		refuse(&j, "request longer than 1024 bytes");
-		answer(bev, c, &j);
+		answer(bev, k, &j);
 		return;
 	}
 	char line[RELAY_CTL_LINE_MAX + 2];
 	evbuffer_remove(in, line, (size_t)p.pos);
 	handle(c, line, (size_t)p.pos, &j);
-	answer(bev, c, &j);
+	answer(bev, k, &j);
 }
 
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
-	struct relay_control *c = arg;
+	struct ctl_client *k = arg;
 	if (what & BEV_EVENT_EOF) {
 		struct base_buf j;
 		base_buf_init(&j);
 		refuse(&j, "request not ended by a newline");
-		answer(bev, c, &j);
+		answer(bev, k, &j);
 		return;
 	}
 	client_free(bev, arg);
@@ -888,19 +910,24 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
 		evutil_closesocket(fd);
 		return;
 	}
+	struct ctl_client *k = base_xcalloc(1, sizeof *k);
+	k->c = c, k->bev = bev;
+	k->next = c->clist;
+	if (c->clist) c->clist->prev = k;
+	c->clist = k;
 	c->clients++;
 	if (c->clients > CTL_CLIENTS) {
 		struct base_buf j;
 		base_buf_init(&j);
 		refuse(&j, "too many control clients");
-		answer(bev, c, &j);
+		answer(bev, k, &j);
 		bufferevent_enable(bev, EV_WRITE);
 		return;
 	}
 	struct timeval tv = {CTL_TIMEOUT, 0};
 	bufferevent_set_timeouts(bev, &tv, &tv);
 	bufferevent_setwatermark(bev, EV_READ, 0, RELAY_CTL_LINE_MAX + 2);
-	bufferevent_setcb(bev, on_read, NULL, on_event, c);
+	bufferevent_setcb(bev, on_read, NULL, on_event, k);
 	bufferevent_enable(bev, EV_READ | EV_WRITE);
 }
 
@@ -908,15 +935,17 @@ int relay_control_start(struct relay_ctx *x, struct base_err *err)
 {
 	struct relay_control *c = base_xcalloc(1, sizeof *c);
 	c->x = x;
+	x->ctl = c;
+	snprintf(c->susp_path, sizeof c->susp_path, "%s/%s", x->cfg->spool, RELAY_CTL_SUSPENDED);
+	holds_load(c);
 	struct sockaddr_un sa;
-	if (ctl_path(x->cfg->spool, &sa, err) < 0) {
-		free(c);
-		return -1;
+	struct base_err e2;
+	if (ctl_path(x->cfg->spool, &sa, &e2) < 0) {
+		/* suspensions still hold; `mailrep queue` reads the spool offline */
+		base_warn("no control socket: %s", e2.msg);
+		return 0;
 	}
 	snprintf(c->path, sizeof c->path, "%s", sa.sun_path);
-	snprintf(c->susp_path, sizeof c->susp_path, "%s/%s", x->cfg->spool, RELAY_CTL_SUSPENDED);
-	x->ctl = c;
-	holds_load(c);
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0) return base_errf(err, "control socket: %s", strerror(errno));
 	/* a socket that still answers belongs to another relay on this spool;
@@ -960,6 +989,7 @@ void relay_control_stop(struct relay_ctx *x)
 		evconnlistener_free(c->listener);
 		unlink(c->path);
 	}
+	while (c->clist) client_free(c->clist->bev, c->clist);
 	for (size_t i = 0; i < c->nholds; i++) free(c->holds[i].name);
 	free(c->holds);
 	free(c);

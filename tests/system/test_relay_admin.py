@@ -276,7 +276,14 @@ def test_control_socket_mode_and_refusals(datadir, servers):
                             "--spool", relay.spool, "--trusted", "127.0.0.1"],
                            capture_output=True, timeout=30)
     assert other.returncode != 0 and b"another relay is running" in other.stderr
+    # a client still connected (half a request) when the relay stops is closed cleanly
+    idle = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    idle.connect(path)
+    idle.sendall(b"summ")
+    time.sleep(0.3)
     stop_clean(relay)
+    idle.close()
+    assert not os.path.exists(path)
 
 
 def test_queue_offline_and_stale_socket(datadir, servers):
