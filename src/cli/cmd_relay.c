@@ -536,8 +536,8 @@ int cli_queue(int argc, char **argv)
 		                       q.list && limit ? " " : "", q.list && limit ? limit : "");
 	for (int i = optind; i < argc; i++) {
 		size_t n = strlen(argv[i]);
-		if (len + n + 1 > RELAY_CTL_LINE_MAX) return qfail("command longer than %u bytes",
-		                                               RELAY_CTL_LINE_MAX);
+		if (len + n + 1 > RELAY_CTL_LINE_MAX)
+			return qfail("command longer than %u bytes", RELAY_CTL_LINE_MAX);
 		if (len) line[len++] = ' ';
 		memcpy(line + len, argv[i], n + 1);
 		len += n;
@@ -551,8 +551,9 @@ int cli_queue(int argc, char **argv)
 		int rc;
 		if (queue_ask(spool, line, q.json, &rc)) return rc;
 		if (!view)
-			return qfail("no relay is running on %s (no answer on %s/%s): '%s' needs it",
-			            spool, spool, RELAY_CTL_SOCKET, relay_ctl_op_name(req.op));
+			return qfail(
+			    "no relay is running on %s (no answer on %s/%s): '%s' needs it", spool,
+			    spool, RELAY_CTL_SOCKET, relay_ctl_op_name(req.op));
 	}
 	if (q.json) printf("{\"messages\":[");
 	int rc = relay_spool_scan(spool, on_queued, &q, &err);

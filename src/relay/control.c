@@ -83,8 +83,9 @@ int relay_ctl_parse(const char *line, size_t len, struct relay_ctl_req *q, struc
 	for (op = 0; op < sizeof op_names / sizeof *op_names; op++)
 		if (!strcmp(w[0], op_names[op])) break;
 	if (op == sizeof op_names / sizeof *op_names)
-		return base_errf(err, "unknown command '%.40s' (summary, list, suspend, resume, "
-		                      "bounce, retry)",
+		return base_errf(err,
+		                 "unknown command '%.40s' (summary, list, suspend, resume, "
+		                 "bounce, retry)",
 		                 w[0]);
 	q->op = (enum relay_ctl_op)op;
 	switch (q->op) {
@@ -166,8 +167,8 @@ static int ctl_path(const char *dir, struct sockaddr_un *sa, struct base_err *er
 	sa->sun_family = AF_UNIX;
 	int n = snprintf(sa->sun_path, sizeof sa->sun_path, "%s/%s", dir, RELAY_CTL_SOCKET);
 	if (n < 0 || (size_t)n >= sizeof sa->sun_path)
-		return base_errf(err, "%s/%s: path longer than a UNIX socket allows (%zu bytes)", dir,
-		                 RELAY_CTL_SOCKET, sizeof sa->sun_path - 1);
+		return base_errf(err, "%s/%s: path longer than a UNIX socket allows (%zu bytes)",
+		                 dir, RELAY_CTL_SOCKET, sizeof sa->sun_path - 1);
 	return 0;
 }
 
@@ -294,8 +295,8 @@ static void account_admin(struct relay_ctx *x, const struct relay_ctl_req *q, in
 	if (x->log) {
 		struct base_buf b;
 		base_buf_init(&b);
-		base_buf_printf(&b, "{\"time\":%lld,\"event\":\"admin\",\"action\":",
-		                (long long)base_now());
+		base_buf_printf(
+		    &b, "{\"time\":%lld,\"event\":\"admin\",\"action\":", (long long)base_now());
 		json_esc(&b, action);
 		base_buf_puts(&b, ",\"kind\":");
 		json_esc(&b, kind);
@@ -407,7 +408,8 @@ static void holds_load(struct relay_control *c)
 			base_warn("%s:%u: line longer than %u bytes, ignored", c->susp_path, lineno,
 			          RELAY_CTL_LINE_MAX);
 			int ch;
-			while ((ch = fgetc(f)) != EOF && ch != '\n') {}
+			while ((ch = fgetc(f)) != EOF && ch != '\n') {
+			}
 			continue;
 		}
 		struct relay_ctl_req q;
@@ -581,8 +583,9 @@ static void do_summary(struct relay_control *c, struct base_buf *j)
 	base_buf_init(&txt);
 	base_buf_printf(&txt, "%llu messages, %llu recipients pending, oldest %s\n",
 	                (unsigned long long)msgs, (unsigned long long)rcpts, t);
-	base_buf_printf(j, "{\"ok\":true,\"source\":\"relay\",\"total\":{\"messages\":%llu,"
-	                   "\"recipients\":%llu,\"oldest\":",
+	base_buf_printf(j,
+	                "{\"ok\":true,\"source\":\"relay\",\"total\":{\"messages\":%llu,"
+	                "\"recipients\":%llu,\"oldest\":",
 	                (unsigned long long)msgs, (unsigned long long)rcpts);
 	json_esc(j, oldest ? t : NULL);
 	base_buf_puts(j, "}");
@@ -646,10 +649,10 @@ static void do_list(struct relay_control *c, const struct relay_ctl_req *q, stru
 			if (r->next) iso(r->next, nx, sizeof nx);
 			base_buf_printf(j, "%s{\"rcpt\":", first ? "" : ",");
 			json_esc(j, r->addr);
-			base_buf_printf(j, ",\"attempts\":%u,\"next\":\"%s\",\"busy\":%s}", r->attempts,
-			                nx, r->busy ? "true" : "false");
-			base_buf_printf(&txt, "    %s  attempts %u  next %s%s\n", r->addr, r->attempts,
-			                nx, r->busy ? "  (being delivered)" : "");
+			base_buf_printf(j, ",\"attempts\":%u,\"next\":\"%s\",\"busy\":%s}",
+			                r->attempts, nx, r->busy ? "true" : "false");
+			base_buf_printf(&txt, "    %s  attempts %u  next %s%s\n", r->addr,
+			                r->attempts, nx, r->busy ? "  (being delivered)" : "");
 			first = 0;
 		}
 		base_buf_puts(j, "]}");
@@ -682,7 +685,8 @@ static void drain_held(struct relay_ctx *x)
 		while ((j = relay_job_take(d))) {
 			int held = 0;
 			for (uint32_t i = 0; i < j->n && !held; i++)
-				held = relay_control_held(x, j->m, j->m->rcpt[j->idx[i]].addr, d, now) != 0;
+				held = relay_control_held(x, j->m, j->m->rcpt[j->idx[i]].addr, d,
+				                          now) != 0;
 			if (held) {
 				j->next = back;
 				back = j;
@@ -721,7 +725,8 @@ static void do_hold(struct relay_control *c, const struct relay_ctl_req *q, stru
 	} else {
 		/* held messages sit in the heap at the end of their hold: bring them forward */
 		for (struct rmsg *m = x->msgs; m; m = m->next)
-			if (m->hidx != RELAY_HEAP_NONE) relay_heap_update(&x->heap, m, relay_msg_due(m));
+			if (m->hidx != RELAY_HEAP_NONE)
+				relay_heap_update(&x->heap, m, relay_msg_due(m));
 		relay_kick(x);
 	}
 	holds_save(c);
@@ -760,7 +765,8 @@ static void do_bounce_retry(struct relay_control *c, const struct relay_ctl_req 
 			}
 			touched++;
 			if (q->op == RELAY_CTL_BOUNCE)
-				relay_admin_bounce(x, m, i, "550 5.0.0 Bounced by the relay's administrator");
+				relay_admin_bounce(
+				    x, m, i, "550 5.0.0 Bounced by the relay's administrator");
 			else if (r->next > now)
 				r->next = now;
 		}
@@ -784,8 +790,9 @@ static void do_bounce_retry(struct relay_control *c, const struct relay_ctl_req 
 	         (unsigned long long)rcpts, (unsigned long long)msgs,
 	         busy ? " (some being delivered right now were left to their outcome)" : "");
 	base_info("control: %s", msg);
-	base_buf_printf(j, "{\"ok\":true,\"messages\":%llu,\"recipients\":%llu,\"busy\":%llu,"
-	                   "\"message\":",
+	base_buf_printf(j,
+	                "{\"ok\":true,\"messages\":%llu,\"recipients\":%llu,\"busy\":%llu,"
+	                "\"message\":",
 	                (unsigned long long)msgs, (unsigned long long)rcpts,
 	                (unsigned long long)busy);
 	json_esc(j, msg);
@@ -952,11 +959,13 @@ int relay_control_start(struct relay_ctx *x, struct base_err *err)
 	 * one that does not was left by a crash and is replaced */
 	int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (probe >= 0) {
-		int live = connect(probe, (struct sockaddr *)&sa, sizeof sa) == 0 || errno == EAGAIN;
+		int live =
+		    connect(probe, (struct sockaddr *)&sa, sizeof sa) == 0 || errno == EAGAIN;
 		close(probe);
 		if (live) {
 			close(fd);
-			return base_errf(err, "%s: another relay is running on this spool", c->path);
+			return base_errf(err, "%s: another relay is running on this spool",
+			                 c->path);
 		}
 	}
 	if (unlink(c->path) < 0 && errno != ENOENT) {

@@ -405,7 +405,9 @@ static int recover_segment(struct relay_spool *sp, uint32_t no, struct recovery 
 				       ro = (size_t)(m->rec.rcpts - base);
 				m->payload = rec = base_xrealloc(rec, keep);
 				base = (const char *)rec;
-				m->rec.sender = base + so, m->rec.attrs = base + ao, m->rec.rcpts = base + ro;
+				m->rec.sender = base + so;
+				m->rec.attrs = base + ao;
+				m->rec.rcpts = base + ro;
 			}
 			m->states = base_xcalloc(r.nrcpt, sizeof *m->states);
 			m->attempts = base_xcalloc(r.nrcpt, sizeof *m->attempts);

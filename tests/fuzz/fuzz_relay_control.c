@@ -36,7 +36,8 @@ static void one(const char *line, size_t len)
 		break;
 	case RELAY_CTL_SUSPEND:
 	case RELAY_CTL_RESUME: {
-		if (q.kind != RELAY_CTL_DOMAIN && q.kind != RELAY_CTL_SITE && q.kind != RELAY_CTL_POOL)
+		if (q.kind != RELAY_CTL_DOMAIN && q.kind != RELAY_CTL_SITE &&
+		    q.kind != RELAY_CTL_POOL)
 			abort();
 		if (!n || (q.until && q.secs) || q.until < 0) abort();
 		if (q.op == RELAY_CTL_RESUME) break;
@@ -44,11 +45,13 @@ static void one(const char *line, size_t len)
 		char saved[RELAY_CTL_LINE_MAX + 1];
 		int k = snprintf(saved, sizeof saved, "suspend %s %s", relay_ctl_kind_name(q.kind),
 		                 q.name);
-		if (q.until) k += snprintf(saved + k, sizeof saved - (size_t)k, " @%lld",
-		                           (long long)q.until);
+		if (q.until)
+			k += snprintf(saved + k, sizeof saved - (size_t)k, " @%lld",
+			              (long long)q.until);
 		struct relay_ctl_req r;
 		if (relay_ctl_parse(saved, (size_t)k, &r, &err) < 0) abort();
-		if (r.op != q.op || r.kind != q.kind || strcmp(r.name, q.name) || r.until != q.until)
+		if (r.op != q.op || r.kind != q.kind || strcmp(r.name, q.name) ||
+		    r.until != q.until)
 			abort();
 		break;
 	}
@@ -56,8 +59,9 @@ static void one(const char *line, size_t len)
 		if ((q.kind != RELAY_CTL_ID && q.kind != RELAY_CTL_DOMAIN) || !n) abort();
 		break;
 	case RELAY_CTL_RETRY:
-		if (q.kind == RELAY_CTL_ALL ? n != 0 : (q.kind != RELAY_CTL_ID &&
-		                                         q.kind != RELAY_CTL_DOMAIN) || !n)
+		if (q.kind == RELAY_CTL_ALL
+		        ? n != 0
+		        : (q.kind != RELAY_CTL_ID && q.kind != RELAY_CTL_DOMAIN) || !n)
 			abort();
 		break;
 	default:

@@ -85,7 +85,8 @@ static void test_heap_only_due(void **state)
 	enum { N = 100000 };
 	struct rmsg *m = msgs(N);
 	struct relay_heap h = {0};
-	for (size_t i = 0; i < N; i++) relay_heap_push(&h, (m[i].due = 1000 + (int64_t)(i % 977), &m[i]));
+	for (size_t i = 0; i < N; i++)
+		relay_heap_push(&h, (m[i].due = 1000 + (int64_t)(i % 977), &m[i]));
 	relay_heap_update(&h, &m[4242], 5);
 	relay_heap_update(&h, &m[77], 7);
 	size_t seen = 0;
