@@ -4,7 +4,9 @@
  * and later) and removals keep the heap property and every message's
  * position; popping yields due times in order; a large queue with few due
  * messages only touches those. Also the control protocol's parser
- * (control.h): every command, and refusals that name what is wrong.
+ * (control.h): every command, and refusals that name what is wrong. And
+ * recovery keeping only envelopes: what it hands over still reads right,
+ * for new ('N') and old ('M', no attributes) records.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,8 +14,12 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include <zlib.h>
 
 #include "relay/control.h"
 #include "relay/int.h"
@@ -203,6 +209,74 @@ static void test_ctl_parse(void **state)
 	assert_non_null(strstr(err.msg, "longer than"));
 }
 
+struct seen {
+	int n;
+};
+
+static void on_recovered(void *arg, const struct relay_record *m, const struct relay_loc *loc,
+                         const uint32_t *states, const uint32_t *attempts, const int64_t *next)
+{
+	struct seen *s = arg;
+	(void)states, (void)attempts, (void)next;
+	if (!strcmp(m->id, "old.1")) {
+		assert_string_equal(m->sender, "s@x.example");
+		assert_string_equal(m->attrs, "");
+		assert_string_equal(m->rcpts, "a@b.example");
+		assert_int_equal(loc->len, 4);
+	} else {
+		assert_string_equal(m->id, "new.2");
+		assert_string_equal(m->sender, "t@y.example");
+		assert_string_equal(m->attrs, "account=acme pool=bulk");
+		assert_string_equal(m->rcpts, "c@d.example");
+		assert_string_equal(m->rcpts + strlen(m->rcpts) + 1, "e@f.example");
+		assert_int_equal(loc->len, 1000);
+	}
+	s->n++;
+}
+
+static void test_recovery_keeps_envelopes(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/mailrep-sched-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	static const char payload[] = "old.1\0s@x.example\0001700000000\0"
+	                              "1\0a@b.example\0hi\r\n";
+	size_t plen = sizeof payload - 1;
+	uint8_t rec[128] = {'M', 'R', 'S', '1', 'M', 0, 0, 0, (uint8_t)plen, 0, 0, 0};
+	memcpy(rec + RELAY_RECORD_HDR, payload, plen);
+	uLong crc = crc32(crc32(0L, rec + 4, 8), rec + RELAY_RECORD_HDR, (uInt)plen);
+	for (int i = 0; i < 4; i++) rec[12 + i] = (uint8_t)(crc >> (8 * i));
+	struct base_buf b;
+	base_buf_init(&b);
+	base_buf_append(&b, rec, RELAY_RECORD_HDR + plen);
+	char body[1000];
+	memset(body, 'x', sizeof body);
+	const char *rc[] = {"c@d.example", "e@f.example"};
+	relay_record_msg(&b, "new.2", "t@y.example", "account=acme pool=bulk", 1700000001, rc, 2,
+	                 body, sizeof body);
+	char path[64];
+	snprintf(path, sizeof path, "%s/seg-00000001", dir);
+	FILE *f = fopen(path, "wb");
+	assert_non_null(f);
+	assert_int_equal(fwrite(b.data, 1, b.len, f), b.len);
+	fclose(f);
+	base_buf_free(&b);
+	struct seen s = {0};
+	struct base_err err;
+	assert_int_equal(relay_spool_scan(dir, on_recovered, &s, &err), 0);
+	assert_int_equal(s.n, 2);
+	s.n = 0;
+	struct relay_spool *sp;
+	assert_int_equal(relay_spool_open(&sp, dir, on_recovered, &s, &err), 0);
+	assert_int_equal(s.n, 2);
+	relay_spool_close(sp);
+	for (int i = 1; i <= 3; i++) { /* open starts a segment of its own */
+		snprintf(path, sizeof path, "%s/seg-%08d", dir, i);
+		unlink(path);
+	}
+	assert_int_equal(rmdir(dir), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -210,6 +284,7 @@ int main(void)
 	    cmocka_unit_test(test_heap_only_due),
 	    cmocka_unit_test(test_msg_due),
 	    cmocka_unit_test(test_ctl_parse),
+	    cmocka_unit_test(test_recovery_keeps_envelopes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
