@@ -15,6 +15,7 @@
 #include "auth/auth.h"
 #include "base/base.h"
 #include "cli/cli.h"
+#include "relay/account.h"
 #include "relay/control.h"
 #include "relay/relay.h"
 
@@ -41,22 +42,39 @@ static const char relay_help[] =
     "  --suspend DURATION         rest for a destination after a 4xx greeting or 421 (5m)\n"
     "  --conn-limit N             connections per destination (10)\n"
     "  --msgs-per-conn N          messages per connection before a new one (100)\n"
+    "  --msgs-per-sec N           messages a second per site and source IP (0: no limit)\n"
+    "  --conns-per-min N          new connections a minute per site and source IP (0: no limit)\n"
+    "  --pool NAME=IP[/EHLO][*WEIGHT],...\n"
+    "                             an IP pool: source addresses, their EHLO names and\n"
+    "                             weights; repeatable (config: [pool NAME] sections)\n"
+    "  --default-pool NAME        the pool of mail that names none (default: no bind)\n"
     "  --max-size BYTES           largest message accepted (10485760)\n"
     "  --max-rcpts N              recipients per message (100)\n"
     "  --max-conns N              simultaneous inbound sessions (256)\n"
     "  --timeout DURATION         inbound idle timeout (5m)\n"
     "  --commit-delay USEC        group-commit window in microseconds (0: one loop turn)\n"
     "  --bounce-rules FILE        extra bounce classification rules, tried first\n"
-    "  -c, --config FILE          read the [relay] section of an INI file first\n"
+    "  --tls-cert FILE            certificate (PEM chain) for STARTTLS at reception\n"
+    "  --tls-key FILE             its private key (PEM; default: in the cert file)\n"
+    "  --tls-policy DOMAIN=MODE   STARTTLS when delivering: opportunistic (default),\n"
+    "                             required, verify or off; '*' for every domain; repeatable\n"
+    "  --tls-ca FILE              CA certificates for the verify policy (default: system)\n"
+    "  --auth-without-tls         offer AUTH before STARTTLS too (default: after it only)\n"
+    "  --hash-password            read a password on stdin, print its hash for [account]\n"
+    "  -c, --config FILE          read the [relay], [pool NAME], [domain NAME] and\n"
+    "                             [account NAME] sections of an INI file first\n"
     "  --debug                    verbose log on stderr\n";
 
 struct relay_cli {
 	struct relay_config c;
-	char *strs[16];
+	char *strs[32];
 	size_t nstrs;
-	int flag_routes, flag_trusted, flag_dkim;
+	int flag_routes, flag_trusted, flag_dkim, flag_pools, flag_tls_policy;
+	struct relay_accounts accounts;
 	const char *rules_file;
 };
+
+#define fail(...) cli_fail("relay", __VA_ARGS__)
 
 static const char *keep(struct relay_cli *r, const char *v)
 {
@@ -130,6 +148,37 @@ static int add_dkim(struct relay_cli *r, const char *v, struct base_err *err)
 	return 0;
 }
 
+static int add_tls_policy(struct relay_cli *r, const char *v, struct base_err *err)
+{
+	static const char *const modes[] = {"opportunistic", "off", "required", "verify"};
+	const char *eq = strchr(v, '=');
+	if (!eq || eq == v) return base_errf(err, "tls-policy '%s': expected DOMAIN=MODE", v);
+	size_t m = 0;
+	while (m < 4 && strcmp(eq + 1, modes[m])) m++;
+	if (m == 4)
+		return base_errf(
+		    err, "tls-policy '%s': mode must be opportunistic, required, verify or off", v);
+	struct relay_config *c = &r->c;
+	c->tls_policy = base_xrealloc(c->tls_policy, (c->ntls_policy + 1) * sizeof *c->tls_policy);
+	c->tls_policy[c->ntls_policy].domain = base_xstrndup(v, (size_t)(eq - v));
+	c->tls_policy[c->ntls_policy++].mode = (enum relay_tls_mode)m;
+	return 0;
+}
+
+/* `mailrep relay --hash-password`: one line from stdin, its hash on stdout. */
+static int hash_password(void)
+{
+	char pw[1024], out[RELAY_PW_HASH_MAX];
+	struct base_err err;
+	if (!fgets(pw, sizeof pw, stdin)) return fail("--hash-password: no password on stdin");
+	pw[strcspn(pw, "\r\n")] = 0;
+	if (!*pw) return fail("--hash-password: empty password");
+	if (relay_password_hash(pw, strlen(pw), RELAY_PW_ITER, out, sizeof out, &err) < 0)
+		return fail("%s", err.msg);
+	puts(out);
+	return 0;
+}
+
 static void clear_lists(struct relay_cli *r, const char *key)
 {
 	struct relay_config *c = &r->c;
@@ -141,6 +190,13 @@ static void clear_lists(struct relay_cli *r, const char *key)
 	} else if (!strcmp(key, "trusted") && !r->flag_trusted) {
 		r->flag_trusted = 1;
 		c->ntrusted = 0;
+	} else if (!strcmp(key, "pool") && !r->flag_pools) {
+		r->flag_pools = 1;
+		relay_pools_clear(c);
+	} else if (!strcmp(key, "tls-policy") && !r->flag_tls_policy) {
+		r->flag_tls_policy = 1;
+		for (size_t i = 0; i < c->ntls_policy; i++) free(c->tls_policy[i].domain);
+		c->ntls_policy = 0;
 	} else if (!strcmp(key, "dkim-key") && !r->flag_dkim) {
 		r->flag_dkim = 1;
 		for (size_t i = 0; i < c->ndkim; i++) {
@@ -170,7 +226,22 @@ static int relay_set(struct relay_cli *r, const char *key, const char *v, struct
 		c->resolver = keep(r, v);
 	else if (!strcmp(key, "bounce-rules"))
 		r->rules_file = keep(r, v);
-	else if (!strcmp(key, "route"))
+	else if (!strcmp(key, "tls-cert"))
+		c->tls_cert = keep(r, v);
+	else if (!strcmp(key, "tls-key"))
+		c->tls_key = keep(r, v);
+	else if (!strcmp(key, "tls-ca"))
+		c->tls_ca = keep(r, v);
+	else if (!strcmp(key, "tls-policy"))
+		return add_tls_policy(r, v, err);
+	else if (!strcmp(key, "auth-without-tls")) {
+		if (!strcmp(v, "yes") || !strcmp(v, "true") || !strcmp(v, "1"))
+			c->auth_without_tls = 1;
+		else if (!strcmp(v, "no") || !strcmp(v, "false") || !strcmp(v, "0"))
+			c->auth_without_tls = 0;
+		else
+			return base_errf(err, "auth-without-tls: expected yes or no, not '%s'", v);
+	} else if (!strcmp(key, "route"))
 		return add_route(r, v, err);
 	else if (!strcmp(key, "dkim-key"))
 		return add_dkim(r, v, err);
@@ -213,7 +284,9 @@ static int relay_set(struct relay_cli *r, const char *key, const char *v, struct
 		} else
 			c->commit_delay_us = u;
 	} else {
-		return base_errf(err, "unknown setting '%s'", key);
+		int k = relay_shaping_set(c, key, v, err);
+		if (k == 1) return base_errf(err, "unknown setting '%s'", key);
+		return k;
 	}
 	return 0;
 }
@@ -222,8 +295,6 @@ static int ini_cb(void *ctx, const char *key, const char *value, struct base_err
 {
 	return relay_set(ctx, key, value, err);
 }
-
-#define fail(...) cli_fail("relay", __VA_ARGS__)
 
 static int load_rules(struct relay_cli *r, struct base_err *err)
 {
@@ -270,6 +341,16 @@ int cli_relay(int argc, char **argv)
 	                                     {"csv", required_argument, NULL, O_BASE},
 	                                     {"msgs-per-conn", required_argument, NULL, O_BASE},
 	                                     {"bounce-rules", required_argument, NULL, O_BASE},
+	                                     {"msgs-per-sec", required_argument, NULL, O_BASE},
+	                                     {"conns-per-min", required_argument, NULL, O_BASE},
+	                                     {"pool", required_argument, NULL, O_BASE},
+	                                     {"default-pool", required_argument, NULL, O_BASE},
+	                                     {"tls-cert", required_argument, NULL, O_BASE},
+	                                     {"tls-key", required_argument, NULL, O_BASE},
+	                                     {"tls-ca", required_argument, NULL, O_BASE},
+	                                     {"tls-policy", required_argument, NULL, O_BASE},
+	                                     {"auth-without-tls", no_argument, NULL, 'A'},
+	                                     {"hash-password", no_argument, NULL, 'H'},
 	                                     {"config", required_argument, NULL, 'c'},
 	                                     {"debug", no_argument, NULL, 'd'},
 	                                     {"help", no_argument, NULL, 'h'},
@@ -280,10 +361,15 @@ int cli_relay(int argc, char **argv)
 	struct base_err err;
 	int rc = 0, c, idx = 0;
 	base_log_set_prefix("relay");
+	for (int i = 1; i < argc; i++)
+		if (!strcmp(argv[i], "--hash-password")) return hash_password();
 	for (int i = 1; i < argc && !rc; i++)
 		if ((!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) && i + 1 < argc &&
-		    base_ini_read(argv[i + 1], "relay", ini_cb, &r, &err) < 0)
+		    (base_ini_read(argv[i + 1], "relay", ini_cb, &r, &err) < 0 ||
+		     relay_config_sections(&r.c, argv[i + 1], &err) < 0 ||
+		     relay_accounts_load(&r.accounts, argv[i + 1], &err) < 0))
 			rc = fail("%s", err.msg);
+	r.c.accounts = &r.accounts;
 	while (!rc && (c = getopt_long(argc, argv, "hc:", opts, &idx)) != -1) {
 		switch (c) {
 		case 'h':
@@ -294,6 +380,9 @@ int cli_relay(int argc, char **argv)
 			break;
 		case 'd':
 			base_log_set_level(BASE_LOG_DEBUG);
+			break;
+		case 'A':
+			r.c.auth_without_tls = 1;
 			break;
 		case O_BASE:
 			clear_lists(&r, opts[idx].name);
@@ -308,7 +397,11 @@ int cli_relay(int argc, char **argv)
 	if (!rc && !r.c.listen) rc = fail("--listen ADDR:PORT is required");
 	if (!rc && !r.c.spool) rc = fail("--spool DIR is required");
 	if (!rc && load_rules(&r, &err) < 0) rc = fail("%s", err.msg);
-	if (!rc && !r.c.ntrusted) base_warn("no --trusted network: every client will be refused");
+	if (!rc && relay_shaping_check(&r.c, &err) < 0) rc = fail("%s", err.msg);
+	if (!rc && relay_accounts_check(&r.accounts, &r.c, &err) < 0) rc = fail("%s", err.msg);
+	if (!rc && r.c.tls_key && !r.c.tls_cert) rc = fail("--tls-key needs --tls-cert");
+	if (!rc && !r.c.ntrusted && !r.accounts.n)
+		base_warn("no --trusted network and no account: every client will be refused");
 	if (!rc && relay_run(&r.c, &err) < 0) rc = fail("%s", err.msg);
 	for (size_t i = 0; i < r.c.nroutes; i++)
 		free(r.c.routes[i].domain), free(r.c.routes[i].host);
@@ -320,7 +413,11 @@ int cli_relay(int argc, char **argv)
 	}
 	free(r.c.dkim);
 	free(r.c.trusted);
+	for (size_t i = 0; i < r.c.ntls_policy; i++) free(r.c.tls_policy[i].domain);
+	free(r.c.tls_policy);
+	relay_accounts_free(&r.accounts);
 	relay_rules_free(r.c.rules);
+	relay_shaping_free(&r.c);
 	for (size_t i = 0; i < r.nstrs; i++) free(r.strs[i]);
 	return rc < 0 ? 0 : rc;
 }
@@ -352,7 +449,7 @@ static const char queue_help[] =
     "                                         DSN to the sender (category admin)\n"
     "  retry id ID | retry domain NAME | retry all\n"
     "                                         make them due now\n"
-    "A site is a next hop as HOST:PORT.\n";
+    "A site is named with its port: a route's HOST:PORT, or MX hosts \"mx1,mx2:25\".\n";
 
 struct qdomain {
 	char *name;

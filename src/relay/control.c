@@ -452,7 +452,7 @@ int64_t relay_control_held(struct relay_ctx *x, const struct rmsg *m, const char
 		else if (h->kind == RELAY_CTL_POOL)
 			match = m->pool && !strcmp(m->pool, h->name);
 		else if (h->kind == RELAY_CTL_SITE) {
-			if (!s) s = relay_site(x, addr, site, sizeof site);
+			if (!s) s = relay_site(x, m, addr, site, sizeof site);
 			match = s && !strcmp(s, h->name);
 		}
 		(void)d;
@@ -571,7 +571,7 @@ static void do_summary(struct relay_control *c, struct base_buf *j)
 			rcpts++;
 			int def = r->attempts > 0;
 			agg_add(&dom, smtp_path_domain(r->addr), msgno, def);
-			const char *s = relay_site(x, r->addr, sb, sizeof sb);
+			const char *s = relay_site(x, m, r->addr, sb, sizeof sb);
 			agg_add(&site, s ? s : "", msgno, def);
 			agg_add(&pool, m->pool, msgno, def);
 			agg_add(&acct, m->account, msgno, def);

@@ -11,6 +11,7 @@
 #include <event2/event.h>
 
 #include "relay/relay.h"
+#include "relay/shape.h"
 
 struct rrcpt {
 	char *addr;
@@ -61,10 +62,30 @@ struct job {
 	struct job *next;
 };
 
-/* A next hop "host:port", with its limits. */
+/* Per source address of a destination (one, unbound, without a pool). */
+struct dest_src {
+	uint32_t active; /* open connections from this source */
+	int64_t swrr;    /* smooth weighted round robin state */
+	struct relay_rate msgs, conns;
+};
+
+#define DEST_ADDRS_MAX 16
+
+/* A site (a static route's next hop "host:port", or the set of MX hosts
+ * some domains share: host is then their sorted names, comma-separated)
+ * seen from one pool, with its limits. The scheduler queues jobs here;
+ * mta.c opens connections from the pool's sources to the site's
+ * addresses (pool.c, shape.c). */
 struct dest {
 	char *host;
 	uint16_t port;
+	const struct relay_pool *pool;              /* NULL: no pool, connections are not bound */
+	struct base_sockaddr addrs[DEST_ADDRS_MAX]; /* in the order to try */
+	size_t naddrs;
+	struct relay_limits lim;
+	struct dest_src *src; /* pool->nsrc of them, or one */
+	size_t nsrc;
+	struct dest_wake *wake; /* a rate limit's wait (mta.c) */
 	uint32_t active;     /* open connections (connecting included) */
 	uint32_t connecting; /* not yet asking for a job */
 	int64_t suspended_until;
@@ -74,6 +95,7 @@ struct dest {
 };
 
 struct session;
+struct dest_wake;
 struct dns_resolver;
 struct mxroute;
 struct conn;
@@ -104,6 +126,12 @@ struct relay_ctx {
 	uint64_t syncs, synced; /* group commits, and messages they acknowledged */
 	char hostname[256];
 	struct relay_name *names; /* interned account, pool... names */
+	/* Set by mta.c while it reports outcomes: the connection's source
+	 * address and peer "addr:port", for the accounting log. */
+	const char *acct_src, *acct_mx;
+	struct relay_tls *tls;       /* TLS contexts (server.c sets them up) */
+	struct relay_quota *quota;   /* per-account send counters */
+	int acct_tls;                /* the event being accounted ran over TLS */
 	struct relay_heap heap;   /* every live message not being scheduled, by due time */
 	struct relay_control *ctl; /* control.c; NULL: no control socket */
 	const char *category;      /* set while an administrator's action is accounted */
@@ -142,7 +170,8 @@ void relay_job_free(struct relay_ctx *x, struct job *j);
  * site of a recipient ("host:port", NULL while unknown); relay_admin_bounce
  * bounces one pending recipient with a DSN. */
 void relay_resched(struct relay_ctx *x, struct rmsg *m);
-const char *relay_site(struct relay_ctx *x, const char *addr, char *buf, size_t n);
+const char *relay_site(struct relay_ctx *x, const struct rmsg *m, const char *addr, char *buf,
+                       size_t n);
 void relay_admin_bounce(struct relay_ctx *x, struct rmsg *m, uint32_t idx, const char *reply);
 
 /* control.c: the control socket SPOOL/control and administrators' holds.
@@ -161,15 +190,22 @@ void relay_server_stop(struct relay_ctx *x);
 /* lookup.c */
 int relay_mx_start(struct relay_ctx *x, const char *server, struct base_err *err);
 void relay_mx_stop(struct relay_ctx *x);
-/* The next hop for a domain without a static route: 1 with *host set, 0
- * while the lookup runs, -1 with a final or transient failure in code and
+/* The site of a domain without a static route: 1 with *site (the sorted
+ * MX host names) and its addresses in the order to try (port 0), 0 while
+ * the lookup runs, -1 with a final or transient failure in code and
  * reply. */
-int relay_mx_route(struct relay_ctx *x, const char *domain, const char **host, int *code,
+int relay_mx_route(struct relay_ctx *x, const char *domain, const char **site,
+                   const struct base_sockaddr **addrs, size_t *naddrs, int *code,
                    const char **reply);
+
+/* tls.c: the STARTTLS policy for a recipient domain */
+enum relay_tls_mode relay_tls_mode_for(const struct relay_config *c, const char *domain);
 
 /* mta.c */
 void relay_mta_pump(struct relay_ctx *x, struct dest *d);
 /* Closes every delivery connection, dropping their jobs without outcome. */
 void relay_mta_shutdown(struct relay_ctx *x);
+/* Frees what mta.c keeps in a destination (its timer). */
+void relay_mta_dest_free(struct dest *d);
 
 #endif

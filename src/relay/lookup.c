@@ -1,16 +1,24 @@
 /*
  * lookup.c — MX routing for recipients without a static route: the MX
  * records of the domain through the shared DNS client (dns/, c-ares, the
- * resolver given with --resolver), the best-preference host's address,
- * and a per-domain cache of the result.
+ * resolver given with --resolver), the addresses (A and AAAA) of every MX
+ * host, and a per-domain cache of the result.
  *
- * Each domain has one entry that goes RESOLVING → READY (an address),
- * NULLMX (RFC 7505: bounce at once), NOTFOUND (the domain does not exist:
- * bounce) or TEMPFAIL (retry later). MX targets are tried in preference
- * order until one has an A record; a domain without MX records falls back
- * to its own A record (RFC 5321 5.1). Entries expire with the records' TTL
- * (at most an hour; a failure after a minute). Queries are driven from the
- * relay's event loop by a short timer while any is pending.
+ * Each domain has one entry that goes RESOLVING → READY (a site and its
+ * addresses), NULLMX (RFC 7505: bounce at once), NOTFOUND (the domain does
+ * not exist: bounce) or TEMPFAIL (retry later). Once the MX records are in,
+ * every target's A and AAAA records are asked for at once; the entry is
+ * settled when the last answer arrives. Its addresses are in MX preference
+ * order, each host's IPv4 addresses before its IPv6 ones, at most
+ * DEST_ADDRS_MAX; mta.c tries them in that order. A domain without MX
+ * records falls back to its own A/AAAA records (RFC 5321 5.1).
+ *
+ * The site is the sorted, comma-separated list of MX host names (the
+ * domain itself for the implicit MX): domains with the same MX hosts share
+ * it, and with it their connection limits, rates and suspension
+ * (KumoMTA's site_name). Entries expire with the records' TTL (at most an
+ * hour; a failure after a minute). Queries are driven from the relay's
+ * event loop by a short timer while any is pending.
  */
 #include <arpa/inet.h>
 #include <stdlib.h>
@@ -21,14 +29,33 @@
 
 enum { MX_RESOLVING, MX_READY, MX_NULLMX, MX_NOTFOUND, MX_TEMPFAIL };
 
+#define MX_TARGETS_MAX 16
+#define HOST_ADDRS_MAX 8
+
+struct mxtarget {
+	char *name;
+	struct base_sockaddr a4[HOST_ADDRS_MAX], a6[HOST_ADDRS_MAX];
+	size_t n4, n6;
+	int nxdomain;
+};
+
+struct mxquery {
+	struct mxroute *e;
+	size_t ti;
+};
+
 struct mxroute {
 	struct relay_ctx *x;
 	char *domain;
 	int state;
-	char host[64];
+	char *site;
+	struct base_sockaddr addrs[DEST_ADDRS_MAX];
+	size_t naddrs;
 	int64_t expires;
-	char **targets; /* by preference */
-	size_t ntargets, next_target;
+	struct mxtarget *targets; /* by preference */
+	struct mxquery *queries;  /* one per target */
+	size_t ntargets;
+	unsigned pending; /* address queries not answered yet */
 	uint32_t ttl;
 	struct mxroute *next;
 };
@@ -58,35 +85,95 @@ static void settle(struct mxroute *e, int state, uint32_t ttl)
 	relay_kick(e->x);
 }
 
-static void on_a(void *arg, const char *name, uint16_t type, struct dns_answer *ans);
-
-static void next_target(struct mxroute *e)
+static int by_name(const void *a, const void *b)
 {
-	struct base_err err;
-	while (e->next_target < e->ntargets) {
-		const char *t = e->targets[e->next_target++];
-		if (dns_resolver_submit(e->x->resolver, t, DNS_T_A, on_a, e, &err) == 0) {
-			arm(e->x);
-			return;
-		}
-	}
-	settle(e, MX_TEMPFAIL, 60);
+	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static void on_a(void *arg, const char *name, uint16_t type, struct dns_answer *ans)
+/* Every address query is answered: the site and its addresses. */
+static void addresses_done(struct mxroute *e)
 {
-	struct mxroute *e = arg;
-	if (ans->status == DNS_LOOKUP_OK && ans->rr[0].len == 4) {
-		inet_ntop(AF_INET, ans->rr[0].data, e->host, sizeof e->host);
-		settle(e, MX_READY, ans->rr[0].ttl < e->ttl ? ans->rr[0].ttl : e->ttl);
+	e->naddrs = 0;
+	for (size_t i = 0; i < e->ntargets; i++) {
+		struct mxtarget *t = &e->targets[i];
+		for (size_t k = 0; k < t->n4 && e->naddrs < DEST_ADDRS_MAX; k++)
+			e->addrs[e->naddrs++] = t->a4[k];
+		for (size_t k = 0; k < t->n6 && e->naddrs < DEST_ADDRS_MAX; k++)
+			e->addrs[e->naddrs++] = t->a6[k];
+	}
+	if (!e->naddrs) {
+		if (e->ntargets == 1 && !strcmp(e->targets[0].name, e->domain) &&
+		    e->targets[0].nxdomain)
+			settle(e, MX_NOTFOUND, 300);
+		else
+			settle(e, MX_TEMPFAIL, 60);
 		return;
 	}
-	if (e->ntargets == 1 && !strcmp(e->targets[0], e->domain) &&
-	    ans->status == DNS_LOOKUP_NXDOMAIN) {
-		settle(e, MX_NOTFOUND, 300);
-		return;
+	char **names = base_xcalloc(e->ntargets, sizeof *names);
+	size_t len = 1;
+	for (size_t i = 0; i < e->ntargets; i++) {
+		names[i] = e->targets[i].name;
+		len += strlen(names[i]) + 1;
 	}
-	next_target(e);
+	base_sort(names, e->ntargets, sizeof *names, by_name);
+	e->site = base_xmalloc(len);
+	e->site[0] = 0;
+	for (size_t i = 0; i < e->ntargets; i++) {
+		if (i && !strcmp(names[i], names[i - 1])) continue;
+		if (i) strcat(e->site, ",");
+		strcat(e->site, names[i]);
+	}
+	free(names);
+	settle(e, MX_READY, e->ttl);
+}
+
+static void on_addr(void *arg, const char *name, uint16_t type, struct dns_answer *ans)
+{
+	struct mxquery *q = arg;
+	struct mxroute *e = q->e;
+	if (e->x->stopping) return;
+	struct mxtarget *t = &e->targets[q->ti];
+	if (ans->status == DNS_LOOKUP_OK) {
+		for (size_t i = 0; i < ans->n; i++) {
+			struct dns_record *r = &ans->rr[i];
+			if (r->ttl < e->ttl) e->ttl = r->ttl;
+			struct base_sockaddr a;
+			memset(&a, 0, sizeof a);
+			if (type == DNS_T_A && r->len == 4 && t->n4 < HOST_ADDRS_MAX) {
+				a.family = AF_INET;
+				memcpy(a.a.v4, r->data, 4);
+				t->a4[t->n4++] = a;
+			} else if (type == DNS_T_AAAA && r->len == 16 && t->n6 < HOST_ADDRS_MAX) {
+				a.family = AF_INET6;
+				memcpy(a.a.v6, r->data, 16);
+				t->a6[t->n6++] = a;
+			}
+		}
+	} else if (ans->status == DNS_LOOKUP_NXDOMAIN) {
+		t->nxdomain = 1;
+	}
+	if (--e->pending == 0) addresses_done(e);
+}
+
+/* Asks for every target's A and AAAA records. */
+static void resolve_targets(struct mxroute *e)
+{
+	struct base_err err;
+	e->queries = base_xcalloc(e->ntargets, sizeof *e->queries);
+	e->pending = 1; /* held while submitting */
+	for (size_t i = 0; i < e->ntargets; i++) {
+		e->queries[i].e = e;
+		e->queries[i].ti = i;
+		static const uint16_t types[2] = {DNS_T_A, DNS_T_AAAA};
+		for (int k = 0; k < 2; k++) {
+			e->pending++;
+			if (dns_resolver_submit(e->x->resolver, e->targets[i].name, types[k],
+			                        on_addr, &e->queries[i], &err) < 0)
+				e->pending--;
+		}
+	}
+	arm(e->x);
+	if (--e->pending == 0) addresses_done(e);
 }
 
 static int by_pref(const void *a, const void *b)
@@ -98,6 +185,7 @@ static int by_pref(const void *a, const void *b)
 static void on_mx(void *arg, const char *name, uint16_t type, struct dns_answer *ans)
 {
 	struct mxroute *e = arg;
+	if (e->x->stopping) return;
 	e->ttl = 3600;
 	if (ans->status == DNS_LOOKUP_NXDOMAIN) {
 		settle(e, MX_NOTFOUND, 300);
@@ -106,9 +194,9 @@ static void on_mx(void *arg, const char *name, uint16_t type, struct dns_answer 
 	if (ans->status == DNS_LOOKUP_NODATA) {
 		/* no MX: the domain's own address is the implicit MX */
 		e->targets = base_xcalloc(1, sizeof *e->targets);
-		e->targets[0] = base_xstrdup(e->domain);
+		e->targets[0].name = base_xstrdup(e->domain);
 		e->ntargets = 1;
-		next_target(e);
+		resolve_targets(e);
 		return;
 	}
 	if (ans->status != DNS_LOOKUP_OK) {
@@ -120,24 +208,32 @@ static void on_mx(void *arg, const char *name, uint16_t type, struct dns_answer 
 		return;
 	}
 	base_sort(ans->rr, ans->n, sizeof *ans->rr, by_pref);
-	e->targets = base_xcalloc(ans->n, sizeof *e->targets);
-	for (size_t i = 0; i < ans->n; i++) {
+	size_t n = ans->n < MX_TARGETS_MAX ? ans->n : MX_TARGETS_MAX;
+	e->targets = base_xcalloc(n, sizeof *e->targets);
+	for (size_t i = 0; i < ans->n && e->ntargets < n; i++) {
 		if (ans->rr[i].ttl < e->ttl) e->ttl = ans->rr[i].ttl;
 		if (ans->rr[i].len && strcmp(ans->rr[i].data, "."))
-			e->targets[e->ntargets++] = base_xstrdup(ans->rr[i].data);
+			e->targets[e->ntargets++].name = base_xstrdup(ans->rr[i].data);
 	}
-	next_target(e);
+	if (!e->ntargets) {
+		settle(e, MX_TEMPFAIL, 60);
+		return;
+	}
+	resolve_targets(e);
 }
 
 static void entry_free(struct mxroute *e)
 {
-	for (size_t i = 0; i < e->ntargets; i++) free(e->targets[i]);
+	for (size_t i = 0; i < e->ntargets; i++) free(e->targets[i].name);
 	free(e->targets);
+	free(e->queries);
+	free(e->site);
 	free(e->domain);
 	free(e);
 }
 
-int relay_mx_route(struct relay_ctx *x, const char *domain, const char **host, int *code,
+int relay_mx_route(struct relay_ctx *x, const char *domain, const char **site,
+                   const struct base_sockaddr **addrs, size_t *naddrs, int *code,
                    const char **reply)
 {
 	if (!x->resolver) {
@@ -171,7 +267,9 @@ int relay_mx_route(struct relay_ctx *x, const char *domain, const char **host, i
 	}
 	switch (e->state) {
 	case MX_READY:
-		*host = e->host;
+		*site = e->site;
+		*addrs = e->addrs;
+		*naddrs = e->naddrs;
 		return 1;
 	case MX_NULLMX:
 		*code = 556;
@@ -201,13 +299,15 @@ int relay_mx_start(struct relay_ctx *x, const char *server, struct base_err *err
 
 void relay_mx_stop(struct relay_ctx *x)
 {
+	/* first the resolver: destroying it runs the pending callbacks, which
+	 * see x->stopping and leave the entries alone */
+	if (x->dns_ev) event_free(x->dns_ev);
+	if (x->resolver) dns_resolver_free(x->resolver);
+	x->dns_ev = NULL;
+	x->resolver = NULL;
 	while (x->mx) {
 		struct mxroute *e = x->mx;
 		x->mx = e->next;
 		entry_free(e);
 	}
-	if (x->dns_ev) event_free(x->dns_ev);
-	if (x->resolver) dns_resolver_free(x->resolver);
-	x->dns_ev = NULL;
-	x->resolver = NULL;
 }

@@ -116,7 +116,10 @@ static void account_csv(struct relay_ctx *x, const char *event, const struct rms
 	gmtime_r(&q, &tm);
 	strftime(t2, sizeof t2, "%Y-%m-%d %H:%M:%S+0000", &tm);
 	enhanced(reply, e, sizeof e);
-	if (d) snprintf(mta, sizeof mta, "%s:%u", d->host, d->port);
+	if (d && x->acct_mx)
+		snprintf(mta, sizeof mta, "%s", x->acct_mx);
+	else if (d)
+		snprintf(mta, sizeof mta, "%s:%u", d->host, d->port);
 	if (r) snprintf(att, sizeof att, "%u", r->attempts);
 	int expiry = !strcmp(event, "expiry");
 	char type = !strcmp(event, "delivery")    ? 'd'
@@ -142,7 +145,7 @@ static void account_csv(struct relay_ctx *x, const char *event, const struct rms
 	          : code >= 400 || code == 0 ? categorize(x, code, reply)
 	                                     : "",
 	          0);
-	csv_field(f, m->client, 0);
+	csv_field(f, r && x->acct_src ? x->acct_src : m->client, 0);
 	csv_field(f, att, 0);
 	csv_field(f, m->id, 1);
 	fflush(f);
@@ -172,11 +175,14 @@ void relay_account(struct relay_ctx *x, const char *event, const struct rmsg *m,
 	fputs(",\"account\":", f);
 	json_or_null(f, m ? m->account : NULL);
 	fputs(",\"pool\":", f);
-	json_or_null(f, m ? m->pool : NULL);
+	json_or_null(f, d && d->pool ? d->pool->name : m->pool);
 	fputs(",\"source_ip\":", f);
-	json_str(f, m->client);
+	/* a delivery attempt's: the connection's bound source address */
+	json_str(f, r && x->acct_src ? x->acct_src : m->client);
 	fputs(",\"mx\":", f);
-	if (d) {
+	if (d && x->acct_mx) {
+		json_str(f, x->acct_mx);
+	} else if (d) {
 		char hp[300];
 		snprintf(hp, sizeof hp, "%s:%u", d->host, d->port);
 		json_str(f, hp);
@@ -193,7 +199,7 @@ void relay_account(struct relay_ctx *x, const char *event, const struct rmsg *m,
 		json_str(f, !strcmp(event, "expiry") ? "expired" : categorize(x, code, reply));
 	else
 		fputs("null", f);
-	fputs(",\"tls\":false}\n", f);
+	fputs(x->acct_tls ? ",\"tls\":true}\n" : ",\"tls\":false}\n", f);
 	fflush(f);
 }
 
@@ -287,23 +293,69 @@ static void recovered(void *arg, const struct relay_record *rec, const struct re
 
 /* ---- routing -------------------------------------------------------------- */
 
-/* The destination of a recipient: 1 with *d, 0 while its MX lookup runs,
- * -1 with the failure in code and reply. */
+/* The destination of a recipient of m: its site (a static route's next hop,
+ * or the MX host set of its domain) seen from m's pool. 1 with *d, 0 while
+ * its MX lookup runs, -1 with the failure in code and reply. */
 static const struct relay_route *route_for(const struct relay_config *c, const char *domain);
-static struct dest *dest_get(struct relay_ctx *x, const char *host, uint16_t port);
+static struct dest *dest_get(struct relay_ctx *x, const char *host, uint16_t port,
+                             const struct relay_pool *pool, const struct base_sockaddr *addrs,
+                             size_t naddrs);
 
-static int dest_for(struct relay_ctx *x, const char *addr, struct dest **d, int *code,
-                    const char **reply)
+static int dest_for(struct relay_ctx *x, const struct rmsg *m, const char *addr, struct dest **d,
+                    int *code, const char **reply)
 {
 	const char *domain = smtp_path_domain(addr);
-	const struct relay_route *rt = route_for(x->cfg, domain);
-	if (rt) {
-		*d = dest_get(x, rt->host, rt->port);
-		return 1;
+	const struct relay_config *c = x->cfg;
+	const struct relay_pool *pool = relay_pool_find(c, m->pool ? m->pool : c->default_pool);
+	if (m->pool && !pool) {
+		base_warn("%s: unknown IP pool '%s': deferred", m->id, m->pool);
+		*code = 451;
+		*reply = "451 4.3.5 unknown IP pool";
+		return -1;
 	}
-	const char *host;
-	int r = relay_mx_route(x, domain, &host, code, reply);
-	if (r == 1) *d = dest_get(x, host, x->cfg->smtp_port);
+	const struct relay_route *rt = route_for(c, domain);
+	int r = 1;
+	if (rt) {
+		struct base_sockaddr a;
+		struct base_err err;
+		char hp[300];
+		snprintf(hp, sizeof hp, "%s:%u", rt->host, rt->port);
+		if (base_parse_hostport(hp, rt->port, &a, &err) < 0) {
+			*code = 451;
+			*reply = "451 4.4.0 bad next hop address";
+			return -1;
+		}
+		*d = dest_get(x, rt->host, rt->port, pool, &a, 1);
+	} else {
+		const char *site;
+		const struct base_sockaddr *addrs;
+		size_t naddrs;
+		r = relay_mx_route(x, domain, &site, &addrs, &naddrs, code, reply);
+		if (r == 1) *d = dest_get(x, site, c->smtp_port, pool, addrs, naddrs);
+	}
+	if (r == 1) {
+		/* a [domain] override applies to the site its mail goes to */
+		const struct relay_domain_limits *o = relay_domain_find(c, domain);
+		if (o) {
+			struct relay_limits *l = &(*d)->lim;
+			if (o->lim.set & RELAY_LIM_CONN) l->conn_limit = o->lim.conn_limit;
+			if (o->lim.set & RELAY_LIM_MPC) l->msgs_per_conn = o->lim.msgs_per_conn;
+			if ((o->lim.set & RELAY_LIM_MPS) &&
+			    l->msgs_per_sec != o->lim.msgs_per_sec) {
+				l->msgs_per_sec = o->lim.msgs_per_sec;
+				for (size_t i = 0; i < (*d)->nsrc; i++)
+					relay_rate_init(&(*d)->src[i].msgs, l->msgs_per_sec,
+					                1000000000ull);
+			}
+			if ((o->lim.set & RELAY_LIM_CPM) &&
+			    l->conns_per_min != o->lim.conns_per_min) {
+				l->conns_per_min = o->lim.conns_per_min;
+				for (size_t i = 0; i < (*d)->nsrc; i++)
+					relay_rate_init(&(*d)->src[i].conns, l->conns_per_min,
+					                60000000000ull);
+			}
+		}
+	}
 	return r;
 }
 
@@ -319,15 +371,39 @@ static const struct relay_route *route_for(const struct relay_config *c, const c
 	return star;
 }
 
-static struct dest *dest_get(struct relay_ctx *x, const char *host, uint16_t port)
+static struct dest *dest_get(struct relay_ctx *x, const char *host, uint16_t port,
+                             const struct relay_pool *pool, const struct base_sockaddr *addrs,
+                             size_t naddrs)
 {
-	for (struct dest *d = x->dests; d; d = d->next)
-		if (d->port == port && !strcmp(d->host, host)) return d;
-	struct dest *d = base_xcalloc(1, sizeof *d);
-	d->host = base_xstrdup(host);
-	d->port = port;
-	d->next = x->dests;
-	x->dests = d;
+	if (naddrs > DEST_ADDRS_MAX) naddrs = DEST_ADDRS_MAX;
+	struct dest *d;
+	for (d = x->dests; d; d = d->next)
+		if (d->port == port && d->pool == pool && !strcmp(d->host, host)) break;
+	if (!d) {
+		const struct relay_config *c = x->cfg;
+		d = base_xcalloc(1, sizeof *d);
+		d->host = base_xstrdup(host);
+		d->port = port;
+		d->pool = pool;
+		d->lim.conn_limit = c->conn_limit;
+		d->lim.msgs_per_conn = c->msgs_per_conn;
+		d->lim.msgs_per_sec = c->msgs_per_sec;
+		d->lim.conns_per_min = c->conns_per_min;
+		d->nsrc = pool ? pool->nsrc : 1;
+		d->src = base_xcalloc(d->nsrc, sizeof *d->src);
+		for (size_t i = 0; i < d->nsrc; i++) {
+			relay_rate_init(&d->src[i].msgs, c->msgs_per_sec, 1000000000ull);
+			relay_rate_init(&d->src[i].conns, c->conns_per_min, 60000000000ull);
+		}
+		d->next = x->dests;
+		x->dests = d;
+	}
+	/* the addresses follow the DNS (a static route's never change) */
+	for (size_t i = 0; i < naddrs; i++) {
+		d->addrs[i] = addrs[i];
+		d->addrs[i].port = port;
+	}
+	d->naddrs = naddrs;
 	return d;
 }
 
@@ -439,7 +515,7 @@ static int64_t schedule_msg(struct relay_ctx *x, struct rmsg *m, int64_t now)
 		struct dest *d;
 		int code = 0;
 		const char *why = NULL;
-		int found = dest_for(x, r->addr, &d, &code, &why);
+		int found = dest_for(x, m, r->addr, &d, &code, &why);
 		if (found == 0) { /* the MX lookup is running: look again next tick */
 			due = now;
 			continue;
@@ -463,7 +539,7 @@ static int64_t schedule_msg(struct relay_ctx *x, struct rmsg *m, int64_t now)
 			struct rrcpt *q = &m->rcpt[k];
 			if (q->state != RELAY_RCPT_PENDING || q->busy || q->next > now) continue;
 			struct dest *dq = d;
-			if (k != i && dest_for(x, q->addr, &dq, &code, &why) != 1) continue;
+			if (k != i && dest_for(x, m, q->addr, &dq, &code, &why) != 1) continue;
 			if (dq != d) continue;
 			if (k != i && relay_control_held(x, m, q->addr, d, now)) continue;
 			q->busy = 1;
@@ -518,15 +594,17 @@ void relay_resched(struct relay_ctx *x, struct rmsg *m)
 		relay_heap_update(&x->heap, m, relay_msg_due(m));
 }
 
-/* The site a recipient goes to: today its next hop "host:port"; NULL while
- * unknown (MX lookup running, or no route). The summary by site asks here
- * alone, so that a rollup of MX hosts into sites only changes this. */
-const char *relay_site(struct relay_ctx *x, const char *addr, char *buf, size_t n)
+/* The site a recipient of m goes to, as "host:port" (a static route's next
+ * hop, or its domain's MX host set "mx1,mx2:25"); NULL while unknown (MX
+ * lookup running, no route). The summary by site and site suspensions ask
+ * here alone. */
+const char *relay_site(struct relay_ctx *x, const struct rmsg *m, const char *addr, char *buf,
+                       size_t n)
 {
 	struct dest *d;
 	int code = 0;
 	const char *why = NULL;
-	if (dest_for(x, addr, &d, &code, &why) != 1) return NULL;
+	if (dest_for(x, m, addr, &d, &code, &why) != 1) return NULL;
 	snprintf(buf, n, "%s:%u", d->host, d->port);
 	return buf;
 }
@@ -800,6 +878,8 @@ int relay_run(const struct relay_config *c, struct base_err *err)
 			free(j->idx);
 			free(j);
 		}
+		relay_mta_dest_free(d);
+		free(d->src);
 		free(d->host);
 		free(d);
 	}

@@ -190,6 +190,85 @@ struct relay_dkim {
 	struct auth_dkim_key *key;
 };
 
+/* ---- IP pools and shaping (pool.c) -----------------------------------------
+ *
+ * A pool is a named set of source addresses, each with its EHLO name and a
+ * weight; a new delivery connection binds one of them, chosen by smooth
+ * weighted round robin. Limits apply per site (the MX host set a domain's
+ * mail goes to, or a static route's next hop) and per source address. */
+
+#define RELAY_POOL_SOURCES_MAX 64
+#define RELAY_POOLS_MAX        256
+#define RELAY_DOMAINS_MAX      4096
+
+struct relay_source {
+	struct base_sockaddr addr; /* port 0 */
+	char ip[48];               /* the address as text */
+	char ehlo[256];            /* "": the relay's host name */
+	uint32_t weight;           /* 1..1000 */
+};
+
+struct relay_pool {
+	char *name;
+	struct relay_source *src;
+	size_t nsrc;
+};
+
+/* Shaping limits; for a [domain NAME] override, `set` says which were given. */
+struct relay_limits {
+	uint32_t conn_limit;    /* simultaneous connections per site and source address */
+	uint32_t msgs_per_conn; /* 0: no limit */
+	uint32_t msgs_per_sec;  /* per site and source address; 0: unlimited */
+	uint32_t conns_per_min; /* new connections, per site and source address; 0: unlimited */
+	unsigned set;           /* RELAY_LIM_* bits */
+};
+enum { RELAY_LIM_CONN = 1, RELAY_LIM_MPC = 2, RELAY_LIM_MPS = 4, RELAY_LIM_CPM = 8 };
+
+struct relay_domain_limits {
+	char *domain; /* lower case */
+	struct relay_limits lim;
+};
+
+struct relay_config;
+/* "IP [ehlo=NAME] [weight=N]" (a [pool NAME] section's `source` value). */
+int relay_source_parse(struct relay_source *s, const char *spec, struct base_err *err);
+/* Adds a source to the named pool (created when new). */
+int relay_pool_add(struct relay_config *c, const char *pool, const char *spec,
+                   struct base_err *err);
+/* The flag form "NAME=IP[/EHLO][*WEIGHT],IP[/EHLO][*WEIGHT],...". */
+int relay_pool_flag(struct relay_config *c, const char *spec, struct base_err *err);
+/* Sets a [domain NAME] key (conn-limit, msgs-per-conn, msgs-per-sec,
+ * conns-per-min). */
+int relay_domain_set(struct relay_config *c, const char *domain, const char *key, const char *value,
+                     struct base_err *err);
+/* The [relay] keys for pools and shaping (pool, default-pool, msgs-per-sec,
+ * conns-per-min): 0 done, -1 error, 1 not one of them. */
+int relay_shaping_set(struct relay_config *c, const char *key, const char *value,
+                      struct base_err *err);
+/* Reads the [pool NAME] and [domain NAME] sections of an INI file. */
+int relay_config_sections(struct relay_config *c, const char *path, struct base_err *err);
+/* Checks what spans settings (default-pool names a pool). */
+int relay_shaping_check(const struct relay_config *c, struct base_err *err);
+const struct relay_pool *relay_pool_find(const struct relay_config *c, const char *name);
+const struct relay_domain_limits *relay_domain_find(const struct relay_config *c,
+                                                    const char *domain);
+/* Frees the pools only (a --pool flag replaces the file's pools). */
+void relay_pools_clear(struct relay_config *c);
+/* Frees pools, default pool and domain overrides. */
+void relay_shaping_free(struct relay_config *c);
+/* STARTTLS at delivery, per recipient domain ("*": the default). */
+enum relay_tls_mode {
+	RELAY_TLS_OPPORTUNISTIC = 0, /* when offered, no certificate check */
+	RELAY_TLS_OFF,
+	RELAY_TLS_REQUIRED, /* never plain text: no STARTTLS is a transient failure */
+	RELAY_TLS_VERIFY,   /* required, and the chain must verify */
+};
+struct relay_tls_policy {
+	char *domain;
+	enum relay_tls_mode mode;
+};
+struct relay_accounts;
+
 struct relay_config {
 	const char *listen;
 	const char *spool;
@@ -214,6 +293,21 @@ struct relay_config {
 	uint32_t timeout;          /* inbound idle timeout, seconds */
 	uint32_t commit_delay_us;  /* group-commit window; 0: commit at the end of each loop turn */
 	struct relay_rules *rules; /* bounce classification */
+	/* pool.c: IP pools, the pool of mail that names none (NULL: no bind),
+	 * rate limits (0: unlimited) and per-domain overrides */
+	struct relay_pool *pools;
+	size_t npools;
+	char *default_pool;
+	uint32_t msgs_per_sec, conns_per_min;
+	struct relay_domain_limits *domains;
+	size_t ndomains;
+	/* TLS, AUTH and accounts (server.c, tls.c, account.c) */
+	const char *tls_cert, *tls_key; /* STARTTLS at reception; NULL: not offered */
+	const char *tls_ca;             /* CA file for the verify policy; NULL: system store */
+	struct relay_tls_policy *tls_policy;
+	size_t ntls_policy;
+	int auth_without_tls;           /* offer AUTH before STARTTLS */
+	const struct relay_accounts *accounts; /* NULL or empty: no AUTH */
 };
 
 void relay_config_init(struct relay_config *c);
