@@ -132,9 +132,9 @@ struct relay_ctx {
 	struct relay_tls *tls;       /* TLS contexts (server.c sets them up) */
 	struct relay_quota *quota;   /* per-account send counters */
 	int acct_tls;                /* the event being accounted ran over TLS */
-	struct relay_heap heap;   /* every live message not being scheduled, by due time */
-	struct relay_control *ctl; /* control.c; NULL: no control socket */
-	const char *category;      /* set while an administrator's action is accounted */
+	struct relay_heap heap;      /* every live message not being scheduled, by due time */
+	struct relay_control *ctl;   /* control.c; NULL: no control socket */
+	const char *category;        /* set while an administrator's action is accounted */
 };
 
 /* A name kept once for the daemon's life (accounts and pools are few). */

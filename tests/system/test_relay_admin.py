@@ -308,3 +308,30 @@ def test_queue_offline_and_stale_socket(datadir, servers):
     assert queue(relay.spool)["source"] == "relay"
     assert queue(relay.spool, "--offline")["total"]["messages"] == 1
     stop_clean(relay)
+
+
+def test_suspend_pool_and_summary_by_pool(datadir, servers):
+    sink = start_sink(datadir)
+    servers.append(sink)
+    relay = start_relay(datadir, ["--route", "*=" + sink.hop, "--trusted", "127.0.0.1",
+                                  "--retry-schedule", "1s", "--pool", "bulk=127.0.0.1",
+                                  "--pool", "tx=127.0.0.1", "--default-pool", "tx"])
+    servers.append(relay)
+    assert queue(relay.spool, "suspend", "pool", "bulk", "1d")["ok"]
+
+    def with_pool(pool, tag):
+        return "X-Mailrep-Pool: %s\r\n" % pool + message(tag)
+
+    b = submit(relay.port, "alice@example.com", ["bob@dest.example"], with_pool("bulk", "b"))
+    t = submit(relay.port, "alice@example.com", ["bob@dest.example"], with_pool("tx", "t"))
+    d = wait_for(lambda: of(relay, "delivery"))
+    assert d and d[0]["id"] == t and d[0]["pool"] == "tx"
+    live = queue(relay.spool)
+    assert [(p["pool"], p["messages"]) for p in live["pools"]] == [("bulk", 1)]
+    assert live["suspended"][0]["kind"] == "pool" and live["suspended"][0]["name"] == "bulk"
+    time.sleep(2)
+    assert len(of(relay, "delivery")) == 1 and of(relay, "transient") == []
+    assert queue(relay.spool, "resume", "pool", "bulk")["ok"]
+    d = wait_for(lambda: len(of(relay, "delivery")) == 2 and of(relay, "delivery"))
+    assert d and d[1]["id"] == b and d[1]["pool"] == "bulk" and d[1]["attempts"] == 1
+    stop_clean(relay)
