@@ -16,6 +16,7 @@
 #include "base/base.h"
 #include "cli/cli.h"
 #include "relay/account.h"
+#include "relay/control.h"
 #include "relay/relay.h"
 
 static const char relay_help[] =
@@ -423,12 +424,32 @@ int cli_relay(int argc, char **argv)
 
 /* ---- mailrep queue ---------------------------------------------------------- */
 
+#define qfail(...) cli_fail("queue", __VA_ARGS__)
+
 static const char queue_help[] =
-    "usage: mailrep queue --spool DIR [--list] [--json]\n"
+    "usage: mailrep queue --spool DIR [--json] [--list] [--limit N] [--offline]\n"
+    "       mailrep queue --spool DIR [--json] COMMAND...\n"
     "\n"
-    "Shows what a relay's spool holds, without changing it (the relay may be\n"
-    "running): messages and pending recipients, by recipient domain; --list\n"
-    "adds every message with its pending recipients, attempts and next try.\n";
+    "Shows and manages a relay's queue. With the relay running it asks the relay\n"
+    "over its control socket (DIR/control): the summary is by domain, site, pool\n"
+    "and account, with the suspensions. Without it (or with --offline) it reads\n"
+    "the spool without changing it: the summary is by domain. --list adds every\n"
+    "message with its pending recipients, attempts and next try (--limit N: at\n"
+    "most N messages from a running relay; 1000 by default).\n"
+    "\n"
+    "Commands (they need the relay running; each is written to its accounting\n"
+    "log as an `admin` event):\n"
+    "  summary | list [N]                     as above\n"
+    "  suspend domain|site|pool NAME [DURATION|@UNIXTIME]\n"
+    "                                         hold its mail (not tried, no attempt\n"
+    "                                         counted), until resumed or for DURATION;\n"
+    "                                         kept across restarts\n"
+    "  resume domain|site|pool NAME           end a suspension\n"
+    "  bounce id ID | bounce domain NAME      bounce the pending recipients, with a\n"
+    "                                         DSN to the sender (category admin)\n"
+    "  retry id ID | retry domain NAME | retry all\n"
+    "                                         make them due now\n"
+    "A site is named with its port: a route's HOST:PORT, or MX hosts \"mx1,mx2:25\".\n";
 
 struct qdomain {
 	char *name;
@@ -507,25 +528,91 @@ static int cmp_dom(const void *a, const void *b)
 	return strcmp(x->name, y->name);
 }
 
+/* The string value of a top-level member of a control reply ("text",
+ * "message", "error"), unescaped into out; 0 if absent. Inside a JSON
+ * string a quote is always escaped, so the pattern cannot match there. */
+static int reply_field(const char *doc, const char *key, struct base_buf *out)
+{
+	char pat[32];
+	snprintf(pat, sizeof pat, "\"%s\":\"", key);
+	const char *p = strstr(doc, pat);
+	if (!p) return 0;
+	for (p += strlen(pat); *p && *p != '"'; p++) {
+		char c = *p;
+		if (c == '\\' && p[1]) {
+			p++;
+			c = *p == 'n' ? '\n' : *p == 't' ? '\t' : *p;
+			if (*p == 'u' && strlen(p) >= 5) {
+				c = (char)strtol((char[]){p[1], p[2], p[3], p[4], 0}, NULL, 16);
+				p += 4;
+			}
+		}
+		base_buf_append(out, &c, 1);
+	}
+	base_buf_append(out, "", 1);
+	return 1;
+}
+
+/* Asks the running relay; 1 answered (rc set), 0 not running. */
+static int queue_ask(const char *spool, const char *line, int json, int *rc)
+{
+	struct base_buf reply, f;
+	base_buf_init(&reply);
+	base_buf_init(&f);
+	struct base_err err;
+	int r = relay_ctl_call(spool, line, &reply, &err);
+	if (r <= 0) {
+		base_buf_free(&reply);
+		if (r < 0) *rc = qfail("%s", err.msg);
+		return r < 0;
+	}
+	base_buf_append(&reply, "", 1);
+	int ok = strstr(reply.data, "\"ok\":true") == reply.data + 1;
+	if (!ok) {
+		if (json) fputs(reply.data, stdout);
+		*rc = qfail("%s", reply_field(reply.data, "error", &f) ? f.data : reply.data);
+	} else if (json) {
+		fputs(reply.data, stdout);
+		*rc = 0;
+	} else {
+		if (reply_field(reply.data, "text", &f) || reply_field(reply.data, "message", &f))
+			fputs(f.data, stdout);
+		if (f.len > 1 && f.data[f.len - 2] != '\n') fputs("\n", stdout);
+		*rc = 0;
+	}
+	base_buf_free(&f);
+	base_buf_free(&reply);
+	return 1;
+}
+
 int cli_queue(int argc, char **argv)
 {
 	static const struct option opts[] = {{"spool", required_argument, NULL, 's'},
 	                                     {"list", no_argument, NULL, 'l'},
+	                                     {"limit", required_argument, NULL, 'n'},
+	                                     {"offline", no_argument, NULL, 'o'},
 	                                     {"json", no_argument, NULL, 'j'},
 	                                     {"help", no_argument, NULL, 'h'},
 	                                     {NULL, 0, NULL, 0}};
 	struct qview q;
 	memset(&q, 0, sizeof q);
 	q.first = 1;
-	const char *spool = NULL;
-	int c;
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	const char *spool = NULL, *limit = NULL;
+	int c, offline = 0;
+	/* "+": options first, then the command words (which may look like options) */
+	while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
 		switch (c) {
 		case 's':
 			spool = optarg;
 			break;
 		case 'l':
 			q.list = 1;
+			break;
+		case 'n':
+			limit = optarg;
+			break;
+		case 'o':
+			offline = 1;
 			break;
 		case 'j':
 			q.json = 1;
@@ -534,17 +621,42 @@ int cli_queue(int argc, char **argv)
 			fputs(queue_help, stdout);
 			return 0;
 		default:
-			return fail("see --help");
+			return qfail("see --help");
 		}
 	}
-	if (optind != argc) return fail("unexpected argument '%s'", argv[optind]);
-	if (!spool) return fail("--spool DIR is required");
+	if (!spool) return qfail("--spool DIR is required");
+	/* the request line: the command words, or summary / list */
+	char line[RELAY_CTL_LINE_MAX + 1];
+	size_t len = 0;
+	if (optind == argc)
+		len = (size_t)snprintf(line, sizeof line, "%s%s%s", q.list ? "list" : "summary",
+		                       q.list && limit ? " " : "", q.list && limit ? limit : "");
+	for (int i = optind; i < argc; i++) {
+		size_t n = strlen(argv[i]);
+		if (len + n + 1 > RELAY_CTL_LINE_MAX)
+			return qfail("command longer than %u bytes", RELAY_CTL_LINE_MAX);
+		if (len) line[len++] = ' ';
+		memcpy(line + len, argv[i], n + 1);
+		len += n;
+	}
+	struct relay_ctl_req req;
 	struct base_err err;
+	if (relay_ctl_parse(line, len, &req, &err) < 0) return qfail("%s", err.msg);
+	int view = req.op == RELAY_CTL_SUMMARY || req.op == RELAY_CTL_LIST;
+	if (req.op == RELAY_CTL_LIST) q.list = 1;
+	if (!offline || !view) {
+		int rc;
+		if (queue_ask(spool, line, q.json, &rc)) return rc;
+		if (!view)
+			return qfail(
+			    "no relay is running on %s (no answer on %s/%s): '%s' needs it", spool,
+			    spool, RELAY_CTL_SOCKET, relay_ctl_op_name(req.op));
+	}
 	if (q.json) printf("{\"messages\":[");
 	int rc = relay_spool_scan(spool, on_queued, &q, &err);
 	if (rc < 0) {
 		if (q.json) printf("]}\n");
-		return fail("%s", err.msg);
+		return qfail("%s", err.msg);
 	}
 	base_sort(q.doms, q.ndoms, sizeof *q.doms, cmp_dom);
 	char t[32] = "-";

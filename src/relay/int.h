@@ -35,7 +35,24 @@ struct rmsg {
 	uint32_t nrcpt, live, busy;
 	struct rrcpt *rcpt;
 	struct rmsg *prev, *next;
+	int64_t due;   /* scheduler: see sched.c */
+	uint32_t hidx; /* position in the scheduler's heap, RELAY_HEAP_NONE: not in it */
 };
+
+/* sched.c: the messages by due time (a binary min-heap). */
+#define RELAY_HEAP_NONE UINT32_MAX
+struct relay_heap {
+	struct rmsg **v;
+	size_t n, cap;
+};
+void relay_heap_push(struct relay_heap *h, struct rmsg *m);
+void relay_heap_remove(struct relay_heap *h, struct rmsg *m);
+/* Sets m->due and moves m into place (pushing it when not in the heap). */
+void relay_heap_update(struct relay_heap *h, struct rmsg *m, int64_t due);
+struct rmsg *relay_heap_top(const struct relay_heap *h);
+void relay_heap_free(struct relay_heap *h);
+/* The earliest `next` of m's pending recipients not in a job (INT64_MAX: none). */
+int64_t relay_msg_due(const struct rmsg *m);
 
 /* Recipients of one message going to one destination in one transaction. */
 struct job {
@@ -83,6 +100,7 @@ struct dns_resolver;
 struct mxroute;
 struct conn;
 struct evconnlistener;
+struct relay_control;
 
 struct relay_ctx {
 	const struct relay_config *cfg;
@@ -114,6 +132,9 @@ struct relay_ctx {
 	struct relay_tls *tls;       /* TLS contexts (server.c sets them up) */
 	struct relay_quota *quota;   /* per-account send counters */
 	int acct_tls;                /* the event being accounted ran over TLS */
+	struct relay_heap heap;      /* every live message not being scheduled, by due time */
+	struct relay_control *ctl;   /* control.c; NULL: no control socket */
+	const char *category;        /* set while an administrator's action is accounted */
 };
 
 /* A name kept once for the daemon's life (accounts and pools are few). */
@@ -143,6 +164,23 @@ void relay_outcome(struct relay_ctx *x, struct dest *d, struct rmsg *m, uint32_t
 void relay_suspend(struct relay_ctx *x, struct dest *d, const char *why);
 struct job *relay_job_take(struct dest *d);
 void relay_job_free(struct relay_ctx *x, struct job *j);
+
+/* Admin actions (control.c): relay_resched puts a message back in the
+ * heap at its due time (or frees it when finished); relay_site names the
+ * site of a recipient ("host:port", NULL while unknown); relay_admin_bounce
+ * bounces one pending recipient with a DSN. */
+void relay_resched(struct relay_ctx *x, struct rmsg *m);
+const char *relay_site(struct relay_ctx *x, const struct rmsg *m, const char *addr, char *buf,
+                       size_t n);
+void relay_admin_bounce(struct relay_ctx *x, struct rmsg *m, uint32_t idx, const char *reply);
+
+/* control.c: the control socket SPOOL/control and administrators' holds.
+ * relay_control_held: 0 if the recipient may be tried now, else until when
+ * it is held (INT64_MAX: until resumed). */
+int relay_control_start(struct relay_ctx *x, struct base_err *err);
+void relay_control_stop(struct relay_ctx *x);
+int64_t relay_control_held(struct relay_ctx *x, const struct rmsg *m, const char *addr,
+                           const struct dest *d, int64_t now);
 
 /* server.c */
 int relay_server_start(struct relay_ctx *x, struct base_err *err);

@@ -5,11 +5,14 @@
  * (delivered, retry, bounce, expire, suspend), DSNs, DKIM signing at
  * reception, and the accounting log.
  *
- * The scheduler is a periodic scan (every second, and at once when new
- * mail is committed or a connection frees up) over the live messages:
- * every PENDING recipient that is due, not busy and whose destination is
- * not suspended joins a job for (message, destination). Destinations then
- * open connections up to their limit (mta.c).
+ * The scheduler runs every second, and at once when new mail is committed
+ * or a connection frees up. It pops the messages that are due from a heap
+ * keyed by next-attempt time (sched.c), so its cost follows the due mail,
+ * not the queue: every PENDING recipient that is due, not busy, not held
+ * by an administrator (control.c) and whose destination is not suspended
+ * joins a job for (message, destination); the message goes back into the
+ * heap at its next due time. Destinations then open connections up to
+ * their limit (mta.c).
  */
 #include <errno.h>
 #include <signal.h>
@@ -73,6 +76,7 @@ static void enhanced(const char *reply, char *out, size_t n)
 
 static const char *categorize(struct relay_ctx *x, int code, const char *reply)
 {
+	if (x->category) return x->category; /* an administrator's action */
 	char e[16];
 	enhanced(reply, e, sizeof e);
 	return relay_classify(x->cfg->rules, code, e, reply ? reply : "");
@@ -235,6 +239,8 @@ struct rmsg *relay_queue_add(struct relay_ctx *x, const char *id, const char *se
 	if (x->msgs) x->msgs->prev = m;
 	x->msgs = m;
 	x->nmsgs++;
+	m->hidx = RELAY_HEAP_NONE;
+	relay_heap_update(&x->heap, m, 0);
 	return m;
 }
 
@@ -247,6 +253,7 @@ static void msg_drop(struct relay_ctx *x, struct rmsg *m)
 		x->msgs = m->next;
 	if (m->next) m->next->prev = m->prev;
 	x->nmsgs--;
+	relay_heap_remove(&x->heap, m);
 	for (uint32_t i = 0; i < m->nrcpt; i++) free(m->rcpt[i].addr);
 	free(m->rcpt);
 	free(m->sender);
@@ -281,6 +288,7 @@ static void recovered(void *arg, const struct relay_record *rec, const struct re
 		m->rcpt[i].next = next[i];
 		if (states[i] == RELAY_RCPT_PENDING) m->live++;
 	}
+	relay_heap_update(&x->heap, m, relay_msg_due(m));
 }
 
 /* ---- routing -------------------------------------------------------------- */
@@ -478,61 +486,139 @@ void relay_job_free(struct relay_ctx *x, struct job *j)
 	m->busy--;
 	free(j->idx);
 	free(j);
-	if (m->live == 0 && m->busy == 0) msg_free(x, m);
+	if (m->live == 0 && m->busy == 0)
+		msg_free(x, m);
+	else
+		relay_heap_update(&x->heap, m, relay_msg_due(m));
 	relay_kick(x);
 }
 
 /* ---- the scheduler ---------------------------------------------------------- */
 
+/* Makes the jobs of one message that is due; returns when it is due again
+ * (INT64_MAX: when a job ends), or -1 when the message was freed. */
+static int64_t schedule_msg(struct relay_ctx *x, struct rmsg *m, int64_t now)
+{
+	if (m->live == 0) {
+		if (m->busy) return INT64_MAX;
+		msg_free(x, m);
+		return -1;
+	}
+	int64_t due = INT64_MAX;
+	for (uint32_t i = 0; i < m->nrcpt; i++) {
+		struct rrcpt *r = &m->rcpt[i];
+		if (r->state != RELAY_RCPT_PENDING || r->busy) continue;
+		if (r->next > now) {
+			if (r->next < due) due = r->next;
+			continue;
+		}
+		struct dest *d;
+		int code = 0;
+		const char *why = NULL;
+		int found = dest_for(x, m, r->addr, &d, &code, &why);
+		if (found == 0) { /* the MX lookup is running: look again next tick */
+			due = now;
+			continue;
+		}
+		if (found < 0) {
+			relay_outcome(x, NULL, m, i, code, why);
+			if (r->state == RELAY_RCPT_PENDING && r->next < due) due = r->next;
+			continue;
+		}
+		int64_t held = relay_control_held(x, m, r->addr, d, now);
+		if (!held && d->suspended_until > now) held = d->suspended_until;
+		if (held) {
+			if (held < due) due = held;
+			continue;
+		}
+		/* gather every due recipient of m for d into one job */
+		struct job *j = base_xcalloc(1, sizeof *j);
+		j->m = m;
+		j->idx = base_xcalloc(m->nrcpt, sizeof *j->idx);
+		for (uint32_t k = i; k < m->nrcpt; k++) {
+			struct rrcpt *q = &m->rcpt[k];
+			if (q->state != RELAY_RCPT_PENDING || q->busy || q->next > now) continue;
+			struct dest *dq = d;
+			if (k != i && dest_for(x, m, q->addr, &dq, &code, &why) != 1) continue;
+			if (dq != d) continue;
+			if (k != i && relay_control_held(x, m, q->addr, d, now)) continue;
+			q->busy = 1;
+			j->idx[j->n++] = k;
+		}
+		m->busy++;
+		if (d->tail)
+			d->tail->next = j;
+		else
+			d->head = j;
+		d->tail = j;
+		d->njobs++;
+	}
+	if (m->live == 0 && m->busy == 0) {
+		msg_free(x, m);
+		return -1;
+	}
+	return due;
+}
+
 static void schedule(struct relay_ctx *x)
 {
 	int64_t now = base_now();
-	struct rmsg *next;
-	for (struct rmsg *m = x->msgs; m; m = next) {
-		next = m->next;
-		if (m->live == 0) {
-			if (m->busy == 0) msg_free(x, m);
+	struct rmsg *m, **again = NULL; /* still due: back into the heap after the tick */
+	size_t nagain = 0, capagain = 0;
+	while ((m = relay_heap_top(&x->heap)) && m->due <= now) {
+		relay_heap_remove(&x->heap, m);
+		int64_t due = schedule_msg(x, m, now);
+		if (due < 0) continue;
+		if (due > now) {
+			relay_heap_update(&x->heap, m, due);
 			continue;
 		}
-		for (uint32_t i = 0; i < m->nrcpt; i++) {
-			struct rrcpt *r = &m->rcpt[i];
-			if (r->state != RELAY_RCPT_PENDING || r->busy || r->next > now) continue;
-			struct dest *d;
-			int code = 0;
-			const char *why = NULL;
-			int found = dest_for(x, m, r->addr, &d, &code, &why);
-			if (found == 0) continue; /* the MX lookup is running */
-			if (found < 0) {
-				relay_outcome(x, NULL, m, i, code, why);
-				continue;
-			}
-			if (d->suspended_until > now) continue;
-			/* gather every due recipient of m for d into one job */
-			struct job *j = base_xcalloc(1, sizeof *j);
-			j->m = m;
-			j->idx = base_xcalloc(m->nrcpt, sizeof *j->idx);
-			for (uint32_t k = i; k < m->nrcpt; k++) {
-				struct rrcpt *q = &m->rcpt[k];
-				if (q->state != RELAY_RCPT_PENDING || q->busy || q->next > now)
-					continue;
-				struct dest *dq = d;
-				if (k != i && dest_for(x, m, q->addr, &dq, &code, &why) != 1)
-					continue;
-				if (dq != d) continue;
-				q->busy = 1;
-				j->idx[j->n++] = k;
-			}
-			m->busy++;
-			if (d->tail)
-				d->tail->next = j;
-			else
-				d->head = j;
-			d->tail = j;
-			d->njobs++;
+		if (nagain == capagain) {
+			capagain = capagain ? 2 * capagain : 16;
+			again = base_xrealloc(again, capagain * sizeof *again);
 		}
-		if (m->live == 0 && m->busy == 0) msg_free(x, m);
+		m->due = due;
+		again[nagain++] = m;
 	}
+	for (size_t i = 0; i < nagain; i++) relay_heap_push(&x->heap, again[i]);
+	free(again);
 	for (struct dest *d = x->dests; d; d = d->next) relay_mta_pump(x, d);
+}
+
+/* Puts a message back at its due time after an administrator changed it. */
+void relay_resched(struct relay_ctx *x, struct rmsg *m)
+{
+	if (m->live == 0 && m->busy == 0)
+		msg_free(x, m);
+	else
+		relay_heap_update(&x->heap, m, relay_msg_due(m));
+}
+
+/* The site a recipient of m goes to, as "host:port" (a static route's next
+ * hop, or its domain's MX host set "mx1,mx2:25"); NULL while unknown (MX
+ * lookup running, no route). The summary by site and site suspensions ask
+ * here alone. */
+const char *relay_site(struct relay_ctx *x, const struct rmsg *m, const char *addr, char *buf,
+                       size_t n)
+{
+	struct dest *d;
+	int code = 0;
+	const char *why = NULL;
+	if (dest_for(x, m, addr, &d, &code, &why) != 1) return NULL;
+	snprintf(buf, n, "%s:%u", d->host, d->port);
+	return buf;
+}
+
+/* An administrator bounces one pending recipient: a final outcome in the
+ * spool, a `bounce` event of category `admin`, and a DSN to the sender. */
+void relay_admin_bounce(struct relay_ctx *x, struct rmsg *m, uint32_t idx, const char *reply)
+{
+	finish(x, m, idx, RELAY_RCPT_BOUNCED);
+	x->category = "admin";
+	relay_account(x, "bounce", m, &m->rcpt[idx], NULL, 550, reply);
+	x->category = NULL;
+	dsn(x, m, idx, NULL, reply, 0);
+	relay_commit_soon(x);
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)
@@ -762,6 +848,7 @@ int relay_run(const struct relay_config *c, struct base_err *err)
 	evsignal_add(sigint, NULL);
 	int rc = relay_mx_start(&x, c->resolver, err);
 	if (rc == 0) rc = relay_server_start(&x, err);
+	if (rc == 0) rc = relay_control_start(&x, err);
 	if (rc == 0) {
 		relay_kick(&x);
 		event_base_dispatch(x.base);
@@ -771,6 +858,7 @@ int relay_run(const struct relay_config *c, struct base_err *err)
 		base_info("group commit: %llu messages acknowledged in %llu syncs",
 		          (unsigned long long)x.synced, (unsigned long long)x.syncs);
 	}
+	relay_control_stop(&x);
 	relay_server_stop(&x);
 	relay_mta_shutdown(&x);
 	relay_mx_stop(&x);
@@ -781,6 +869,7 @@ int relay_run(const struct relay_config *c, struct base_err *err)
 	event_free(x.commit_ev);
 	/* the queue stays in the spool for the next start */
 	while (x.msgs) msg_drop(&x, x.msgs);
+	relay_heap_free(&x.heap);
 	while (x.dests) {
 		struct dest *d = x.dests;
 		x.dests = d->next;

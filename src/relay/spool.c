@@ -347,6 +347,22 @@ static void index_msg(struct recovery *rv, struct pending_msg *m)
 	*find_slot(rv, m->rec.id) = (size_t)(m - rv->msgs) + 1;
 }
 
+/* Whether p, if it points into the block of n bytes at rec, points into
+ * its first keep bytes. */
+static int below(const char *p, const uint8_t *rec, size_t n, size_t keep)
+{
+	uintptr_t v = (uintptr_t)p, b = (uintptr_t)rec;
+	return v < b || v >= b + n || v < b + keep;
+}
+
+/* Points *p, if it pointed into the old block of n bytes at old, to the
+ * same offset in the block now at rec ("" constants stay as they are). */
+static void rebase(const char **p, uintptr_t old, size_t n, const uint8_t *rec)
+{
+	uintptr_t v = (uintptr_t)*p;
+	if (v >= old && v < old + n) *p = (const char *)rec + (v - old);
+}
+
 /* Reads one segment's records; cuts a torn tail off. */
 static int recover_segment(struct relay_spool *sp, uint32_t no, struct recovery *rv, int readonly,
                            struct base_err *err)
@@ -394,6 +410,19 @@ static int recover_segment(struct relay_spool *sp, uint32_t no, struct recovery 
 			m->loc = (struct relay_loc){.seg = no,
 			                            .off = off + m->rec.body_off,
 			                            .len = (uint32_t)m->rec.body_len};
+			/* keep the envelope only: the body stays on disk, so that
+			 * recovering a large spool needs no more memory than the
+			 * queue it rebuilds */
+			size_t keep = m->rec.body_off;
+			if (keep < (size_t)n && below(m->rec.sender, rec, n, keep) &&
+			    below(m->rec.attrs, rec, n, keep) &&
+			    below(m->rec.rcpts, rec, n, keep)) {
+				uintptr_t old = (uintptr_t)rec;
+				m->payload = rec = base_xrealloc(rec, keep);
+				rebase(&m->rec.sender, old, keep, rec);
+				rebase(&m->rec.attrs, old, keep, rec);
+				rebase(&m->rec.rcpts, old, keep, rec);
+			}
 			m->states = base_xcalloc(r.nrcpt, sizeof *m->states);
 			m->attempts = base_xcalloc(r.nrcpt, sizeof *m->attempts);
 			m->next = base_xcalloc(r.nrcpt, sizeof *m->next);
