@@ -26,7 +26,8 @@ static const char relay_help[] =
     "\n"
     "  --listen ADDR:PORT         where to accept SMTP submissions\n"
     "  --spool DIR                the spool directory (created if missing)\n"
-    "  --route DOMAIN=HOST:PORT   next hop for a domain ('*' for every domain); repeatable\n"
+    "  --route DOMAIN=HOST:PORT   next hop for a domain ('*' for every domain); HOST is an\n"
+    "                             IP address or a host name (needs --resolver); repeatable\n"
     "  --trusted CIDR             a client network allowed to relay; repeatable (default: none)\n"
     "  --resolver HOST:PORT       DNS server for MX lookups of domains without a route\n"
     "  --smtp-port N              port of the MX hosts (25)\n"
@@ -91,14 +92,65 @@ static int parse_u32(const char *v, uint32_t max, uint32_t *out)
 	return 0;
 }
 
+/* A route's next hop given as NAME[:PORT]: 1 with the name (lower case)
+ * and port, 0 when it is not a valid host name and port. */
+static int route_host_name(const char *hp, char *name, size_t n, uint16_t *port)
+{
+	const char *colon = strrchr(hp, ':');
+	size_t len = colon ? (size_t)(colon - hp) : strlen(hp);
+	if (len == 0 || len > 253 || len >= n) return 0;
+	unsigned long p = 25;
+	if (colon) {
+		char *end;
+		if (!colon[1] || colon[1] == '-' || colon[1] == '+') return 0;
+		p = strtoul(colon + 1, &end, 10);
+		if (*end || p == 0 || p > 65535) return 0;
+	}
+	size_t label = 0;
+	int alpha = 0; /* the label has a non-digit: a last label must (not an address) */
+	for (size_t i = 0; i < len; i++) {
+		char ch = hp[i];
+		if (ch == '.') {
+			if (!label || hp[i - 1] == '-') return 0;
+			label = 0;
+			alpha = 0;
+		} else if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		           (ch >= '0' && ch <= '9') || (ch == '-' && label)) {
+			if (++label > 63) return 0;
+			alpha |= ch < '0' || ch > '9';
+		} else {
+			return 0;
+		}
+		name[i] = ch >= 'A' && ch <= 'Z' ? (char)(ch - 'A' + 'a') : ch;
+	}
+	if (!label || !alpha || hp[len - 1] == '-') return 0;
+	name[len] = 0;
+	*port = (uint16_t)p;
+	return 1;
+}
+
 static int add_route(struct relay_cli *r, const char *v, struct base_err *err)
 {
 	const char *eq = strchr(v, '=');
 	if (!eq || eq == v) return base_errf(err, "route '%s': expected DOMAIN=HOST:PORT", v);
 	struct base_sockaddr a;
-	if (base_parse_hostport(eq + 1, 25, &a, err) < 0)
-		return base_errf(err, "route '%s': next hop must be an IP address and port", v);
 	struct relay_config *c = &r->c;
+	char name[256];
+	uint16_t nport;
+	if (base_parse_hostport(eq + 1, 25, &a, err) < 0) {
+		if (!route_host_name(eq + 1, name, sizeof name, &nport))
+			return base_errf(err,
+			                 "route '%s': next hop must be an IP address or a host name, "
+			                 "with an optional :PORT",
+			                 v);
+		c->routes = base_xrealloc(c->routes, (c->nroutes + 1) * sizeof *c->routes);
+		struct relay_route *rt = &c->routes[c->nroutes++];
+		rt->domain = base_xstrndup(v, (size_t)(eq - v));
+		rt->host = base_xstrdup(name);
+		rt->port = nport;
+		rt->name = 1;
+		return 0;
+	}
 	c->routes = base_xrealloc(c->routes, (c->nroutes + 1) * sizeof *c->routes);
 	struct relay_route *rt = &c->routes[c->nroutes++];
 	rt->domain = base_xstrndup(v, (size_t)(eq - v));
@@ -120,6 +172,7 @@ static int add_route(struct relay_cli *r, const char *v, struct base_err *err)
 		rt->host = base_xstrdup(host);
 	}
 	rt->port = a.port;
+	rt->name = 0;
 	return 0;
 }
 
@@ -397,6 +450,7 @@ int cli_relay(int argc, char **argv)
 	if (!rc && !r.c.spool) rc = fail("--spool DIR is required");
 	if (!rc && load_rules(&r, &err) < 0) rc = fail("%s", err.msg);
 	if (!rc && relay_shaping_check(&r.c, &err) < 0) rc = fail("%s", err.msg);
+	if (!rc && relay_routes_check(&r.c, &err) < 0) rc = fail("%s", err.msg);
 	if (!rc && relay_accounts_check(&r.accounts, &r.c, &err) < 0) rc = fail("%s", err.msg);
 	if (!rc && r.c.tls_key && !r.c.tls_cert) rc = fail("--tls-key needs --tls-cert");
 	if (!rc && !r.c.ntrusted && !r.accounts.n)

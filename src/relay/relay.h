@@ -180,8 +180,9 @@ const char *relay_classify(const struct relay_rules *r, int code, const char *en
 
 struct relay_route {
 	char *domain; /* "*" for every domain */
-	char *host;
+	char *host;   /* an IP address ("[v6]" for IPv6), or a host name when `name` */
 	uint16_t port;
+	int name; /* host is a name, resolved (A and AAAA) through --resolver */
 };
 
 struct auth_dkim_key;
@@ -313,5 +314,7 @@ struct relay_config {
 void relay_config_init(struct relay_config *c);
 /* Runs until SIGTERM/SIGINT. */
 int relay_run(const struct relay_config *c, struct base_err *err);
+/* Checks that host-name routes have a resolver: 0 or -1 with err. */
+int relay_routes_check(const struct relay_config *c, struct base_err *err);
 
 #endif
