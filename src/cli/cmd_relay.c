@@ -92,43 +92,6 @@ static int parse_u32(const char *v, uint32_t max, uint32_t *out)
 	return 0;
 }
 
-/* A route's next hop given as NAME[:PORT]: 1 with the name (lower case)
- * and port, 0 when it is not a valid host name and port. */
-static int route_host_name(const char *hp, char *name, size_t n, uint16_t *port)
-{
-	const char *colon = strrchr(hp, ':');
-	size_t len = colon ? (size_t)(colon - hp) : strlen(hp);
-	if (len == 0 || len > 253 || len >= n) return 0;
-	unsigned long p = 25;
-	if (colon) {
-		char *end;
-		if (!colon[1] || colon[1] == '-' || colon[1] == '+') return 0;
-		p = strtoul(colon + 1, &end, 10);
-		if (*end || p == 0 || p > 65535) return 0;
-	}
-	size_t label = 0;
-	int alpha = 0; /* the label has a non-digit: a last label must (not an address) */
-	for (size_t i = 0; i < len; i++) {
-		char ch = hp[i];
-		if (ch == '.') {
-			if (!label || hp[i - 1] == '-') return 0;
-			label = 0;
-			alpha = 0;
-		} else if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-		           (ch >= '0' && ch <= '9') || (ch == '-' && label)) {
-			if (++label > 63) return 0;
-			alpha |= ch < '0' || ch > '9';
-		} else {
-			return 0;
-		}
-		name[i] = ch >= 'A' && ch <= 'Z' ? (char)(ch - 'A' + 'a') : ch;
-	}
-	if (!label || !alpha || hp[len - 1] == '-') return 0;
-	name[len] = 0;
-	*port = (uint16_t)p;
-	return 1;
-}
-
 static int add_route(struct relay_cli *r, const char *v, struct base_err *err)
 {
 	const char *eq = strchr(v, '=');
@@ -138,11 +101,12 @@ static int add_route(struct relay_cli *r, const char *v, struct base_err *err)
 	char name[256];
 	uint16_t nport;
 	if (base_parse_hostport(eq + 1, 25, &a, err) < 0) {
-		if (!route_host_name(eq + 1, name, sizeof name, &nport))
-			return base_errf(err,
-			                 "route '%s': next hop must be an IP address or a host name, "
-			                 "with an optional :PORT",
-			                 v);
+		if (!relay_route_host_parse(eq + 1, name, sizeof name, &nport))
+			return base_errf(
+			    err,
+			    "route '%s': next hop must be an IP address or a host name, "
+			    "with an optional :PORT",
+			    v);
 		c->routes = base_xrealloc(c->routes, (c->nroutes + 1) * sizeof *c->routes);
 		struct relay_route *rt = &c->routes[c->nroutes++];
 		rt->domain = base_xstrndup(v, (size_t)(eq - v));

@@ -350,6 +350,41 @@ int relay_host_route(struct relay_ctx *x, const char *host, const struct relay_h
 	}
 }
 
+int relay_route_host_parse(const char *hp, char *name, size_t n, uint16_t *port)
+{
+	const char *colon = strrchr(hp, ':');
+	size_t len = colon ? (size_t)(colon - hp) : strlen(hp);
+	if (len == 0 || len > 253 || len >= n) return 0;
+	unsigned long p = 25;
+	if (colon) {
+		char *end;
+		if (!colon[1] || colon[1] == '-' || colon[1] == '+') return 0;
+		p = strtoul(colon + 1, &end, 10);
+		if (*end || p == 0 || p > 65535) return 0;
+	}
+	size_t label = 0;
+	int alpha = 0; /* the label has a non-digit: a last label must (not an address) */
+	for (size_t i = 0; i < len; i++) {
+		char ch = hp[i];
+		if (ch == '.') {
+			if (!label || hp[i - 1] == '-') return 0;
+			label = 0;
+			alpha = 0;
+		} else if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		           (ch >= '0' && ch <= '9') || (ch == '-' && label)) {
+			if (++label > 63) return 0;
+			alpha |= ch < '0' || ch > '9';
+		} else {
+			return 0;
+		}
+		name[i] = ch >= 'A' && ch <= 'Z' ? (char)(ch - 'A' + 'a') : ch;
+	}
+	if (!label || !alpha || hp[len - 1] == '-') return 0;
+	name[len] = 0;
+	*port = (uint16_t)p;
+	return 1;
+}
+
 int relay_routes_check(const struct relay_config *c, struct base_err *err)
 {
 	for (size_t i = 0; i < c->nroutes; i++)

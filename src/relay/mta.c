@@ -42,10 +42,10 @@
  * 4.7.5; never plain text), verify (required, the chain must verify and
  * the certificate must match the host name the address came from: the MX
  * host, or a static route's host name; an IP-address route checks the
- * chain only), off. SNI carries that name whenever there is one. After the handshake the client says EHLO again. Every job is
- * checked against its own domain's policy before it is sent: one that
- * needs TLS the connection does not have fails transiently, and the
- * others go on.
+ * chain only), off. SNI carries that name whenever there is one. After
+ * the handshake the client says EHLO again. Every job is checked against
+ * its own domain's policy before it is sent: one that needs TLS the
+ * connection does not have fails transiently, and the others go on.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -699,7 +699,8 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 			/* say why the certificate was refused, and for which name */
 			const char *nm = c->names[c->ai];
 			snprintf(e, sizeof e, "certificate not accepted: %s%s%s",
-			         X509_verify_cert_error_string(vr), nm ? " for " : "", nm ? nm : "");
+			         X509_verify_cert_error_string(vr), nm ? " for " : "",
+			         nm ? nm : "");
 		}
 		if (what & BEV_EVENT_TIMEOUT) snprintf(e, sizeof e, "timeout");
 		base_warn("TLS handshake with %s failed: %s", c->peer, e);
@@ -730,7 +731,8 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 		if (c->st == C_CONNECT || (what & BEV_EVENT_TIMEOUT)) {
 			/* refused or timed out: new connections skip it for a while */
 			relay_addr_dead(c->x, &c->addrs[c->ai]);
-			base_debug("%s: %s, skipped for %d s", c->peer, why + 4, RELAY_DEAD_SECONDS);
+			base_debug("%s: %s, skipped for %d s", c->peer, why + 4,
+			           RELAY_DEAD_SECONDS);
 		}
 		next_addr(c, 0, why);
 		return;

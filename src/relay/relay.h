@@ -185,6 +185,12 @@ struct relay_route {
 	int name; /* host is a name, resolved (A and AAAA) through --resolver */
 };
 
+/* A route's next hop given as NAME[:PORT] (port 25 when absent): 1 with the
+ * name in lower case (letters, digits, hyphens, dots; at most 253 bytes,
+ * labels of 1 to 63, a last label that is not all digits) and the port, 0
+ * when hp is not that. name has room for n bytes. */
+int relay_route_host_parse(const char *hp, char *name, size_t n, uint16_t *port);
+
 struct auth_dkim_key;
 struct relay_dkim {
 	char *domain, *selector;
