@@ -27,7 +27,8 @@ static const char relay_help[] =
     "\n"
     "  --listen ADDR:PORT         where to accept SMTP submissions\n"
     "  --spool DIR                the spool directory (created if missing)\n"
-    "  --route DOMAIN=HOST:PORT   next hop for a domain ('*' for every domain); repeatable\n"
+    "  --route DOMAIN=HOST:PORT   next hop for a domain ('*' for every domain); HOST is an\n"
+    "                             IP address or a host name (needs --resolver); repeatable\n"
     "  --trusted CIDR             a client network allowed to relay; repeatable (default: none)\n"
     "  --resolver HOST:PORT       DNS server for MX lookups of domains without a route\n"
     "  --smtp-port N              port of the MX hosts (25)\n"
@@ -97,9 +98,24 @@ static int add_route(struct relay_cli *r, const char *v, struct base_err *err)
 	const char *eq = strchr(v, '=');
 	if (!eq || eq == v) return base_errf(err, "route '%s': expected DOMAIN=HOST:PORT", v);
 	struct base_sockaddr a;
-	if (base_parse_hostport(eq + 1, 25, &a, err) < 0)
-		return base_errf(err, "route '%s': next hop must be an IP address and port", v);
 	struct relay_config *c = &r->c;
+	char name[256];
+	uint16_t nport;
+	if (base_parse_hostport(eq + 1, 25, &a, err) < 0) {
+		if (!relay_route_host_parse(eq + 1, name, sizeof name, &nport))
+			return base_errf(
+			    err,
+			    "route '%s': next hop must be an IP address or a host name, "
+			    "with an optional :PORT",
+			    v);
+		c->routes = base_xrealloc(c->routes, (c->nroutes + 1) * sizeof *c->routes);
+		struct relay_route *rt = &c->routes[c->nroutes++];
+		rt->domain = base_xstrndup(v, (size_t)(eq - v));
+		rt->host = base_xstrdup(name);
+		rt->port = nport;
+		rt->name = 1;
+		return 0;
+	}
 	c->routes = base_xrealloc(c->routes, (c->nroutes + 1) * sizeof *c->routes);
 	struct relay_route *rt = &c->routes[c->nroutes++];
 	rt->domain = base_xstrndup(v, (size_t)(eq - v));
@@ -121,6 +137,7 @@ static int add_route(struct relay_cli *r, const char *v, struct base_err *err)
 		rt->host = base_xstrdup(host);
 	}
 	rt->port = a.port;
+	rt->name = 0;
 	return 0;
 }
 
@@ -398,6 +415,7 @@ int cli_relay(int argc, char **argv)
 	if (!rc && !r.c.spool) rc = fail("--spool DIR is required");
 	if (!rc && load_rules(&r, &err) < 0) rc = fail("%s", err.msg);
 	if (!rc && relay_shaping_check(&r.c, &err) < 0) rc = fail("%s", err.msg);
+	if (!rc && relay_routes_check(&r.c, &err) < 0) rc = fail("%s", err.msg);
 	if (!rc && relay_accounts_check(&r.accounts, &r.c, &err) < 0) rc = fail("%s", err.msg);
 	if (!rc && r.c.tls_key && !r.c.tls_cert) rc = fail("--tls-key needs --tls-cert");
 	if (!rc && !r.c.ntrusted && !r.accounts.n)

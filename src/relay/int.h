@@ -71,6 +71,18 @@ struct dest_src {
 
 #define DEST_ADDRS_MAX 16
 
+/* A site's next hops in MX preference order (lookup.c): each address with
+ * the host name it came from (the MX host, or a static route's host name;
+ * NULL for an IP next hop), which the verify TLS policy checks the
+ * certificate against, and its MX preference (mta.c shuffles hosts of
+ * equal preference). */
+struct relay_hops {
+	struct base_sockaddr addrs[DEST_ADDRS_MAX];
+	const char *names[DEST_ADDRS_MAX];
+	uint32_t prefs[DEST_ADDRS_MAX];
+	size_t n;
+};
+
 /* A site (a static route's next hop "host:port", or the set of MX hosts
  * some domains share: host is then their sorted names, comma-separated)
  * seen from one pool, with its limits. The scheduler queues jobs here;
@@ -82,6 +94,8 @@ struct dest {
 	const struct relay_pool *pool;              /* NULL: no pool, connections are not bound */
 	struct base_sockaddr addrs[DEST_ADDRS_MAX]; /* in the order to try */
 	size_t naddrs;
+	char *names[DEST_ADDRS_MAX]; /* of addrs: relay_hops.names, owned (mta.c frees) */
+	uint32_t prefs[DEST_ADDRS_MAX];
 	struct relay_limits lim;
 	struct dest_src *src; /* pool->nsrc of them, or one */
 	size_t nsrc;
@@ -122,6 +136,7 @@ struct relay_ctx {
 	struct dns_resolver *resolver; /* MX lookups; NULL without --resolver */
 	struct event *dns_ev;
 	struct mxroute *mx;
+	struct relay_dead *dead; /* addresses that refused or timed out (lookup.c) */
 	uint64_t seq;
 	uint64_t syncs, synced; /* group commits, and messages they acknowledged */
 	char hostname[256];
@@ -191,12 +206,21 @@ void relay_server_stop(struct relay_ctx *x);
 int relay_mx_start(struct relay_ctx *x, const char *server, struct base_err *err);
 void relay_mx_stop(struct relay_ctx *x);
 /* The site of a domain without a static route: 1 with *site (the sorted
- * MX host names) and its addresses in the order to try (port 0), 0 while
+ * MX host names) and its next hops in preference order (port 0), 0 while
  * the lookup runs, -1 with a final or transient failure in code and
  * reply. */
 int relay_mx_route(struct relay_ctx *x, const char *domain, const char **site,
-                   const struct base_sockaddr **addrs, size_t *naddrs, int *code,
-                   const char **reply);
+                   const struct relay_hops **hops, int *code, const char **reply);
+/* The addresses (A and AAAA, cached by TTL) of a static route's host name:
+ * as relay_mx_route, every hop named host. */
+int relay_host_route(struct relay_ctx *x, const char *host, const struct relay_hops **hops,
+                     int *code, const char **reply);
+/* Memory of dead addresses (address and port): one that refused the
+ * connection or timed out is skipped by new connections for
+ * RELAY_DEAD_SECONDS, unless every address of the site is dead. */
+#define RELAY_DEAD_SECONDS 60
+void relay_addr_dead(struct relay_ctx *x, const struct base_sockaddr *a);
+int relay_addr_is_dead(struct relay_ctx *x, const struct base_sockaddr *a);
 
 /* tls.c: the STARTTLS policy for a recipient domain */
 enum relay_tls_mode relay_tls_mode_for(const struct relay_config *c, const char *domain);

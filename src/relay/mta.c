@@ -29,14 +29,23 @@
  * one it waits on a timer (C_WAIT), which is neither a failure nor an
  * attempt.
  *
+ * Address order: each connection takes the site's addresses in MX
+ * preference order, with the hosts of equal preference in a random order
+ * drawn for that connection (RFC 5321 5.1; a host's own addresses keep
+ * their order, IPv4 first). Addresses that refused a connection or timed
+ * out in the last RELAY_DEAD_SECONDS are left out (lookup.c remembers
+ * them), unless all of the site's addresses are: then all are tried.
+ *
  * STARTTLS follows the --tls-policy of the first waiting job's recipient
  * domain: opportunistic (when offered, no certificate check), required
  * (no STARTTLS or a failed handshake fails the jobs transiently with
- * 4.7.5; never plain text), verify (required, and the chain must verify),
- * off. After the handshake the client says EHLO again. Every job is
- * checked against its own domain's policy before it is sent: one that
- * needs TLS the connection does not have fails transiently, and the
- * others go on.
+ * 4.7.5; never plain text), verify (required, the chain must verify and
+ * the certificate must match the host name the address came from: the MX
+ * host, or a static route's host name; an IP-address route checks the
+ * chain only), off. SNI carries that name whenever there is one. After
+ * the handshake the client says EHLO again. Every job is checked against
+ * its own domain's policy before it is sent: one that needs TLS the
+ * connection does not have fails transiently, and the others go on.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -97,6 +106,7 @@ struct conn {
 	size_t si;                      /* d->src index */
 	const struct relay_source *src; /* NULL: not bound */
 	struct base_sockaddr addrs[DEST_ADDRS_MAX];
+	char *names[DEST_ADDRS_MAX]; /* the host name of each (NULL: an IP next hop), owned */
 	size_t naddrs, ai;           /* addresses to try, the one being tried */
 	unsigned greet4xx, greet5xx; /* greetings refused, over all addresses */
 	int last_code, code4xx;
@@ -126,6 +136,7 @@ static void conn_free(struct conn *c)
 	c->d->active--;
 	c->d->src[c->si].active--;
 	if (c->wait) event_free(c->wait);
+	for (size_t i = 0; i < c->naddrs; i++) free(c->names[i]);
 	base_buf_free(&c->reply);
 	if (c->bev) bufferevent_free(c->bev);
 	free(c);
@@ -236,6 +247,15 @@ static void start_tls(struct conn *c)
 {
 	SSL_CTX *ctx = c->mode == RELAY_TLS_VERIFY ? c->x->tls->verify : c->x->tls->client;
 	SSL *ssl = SSL_new(ctx);
+	const char *name = c->names[c->ai];
+	if (ssl && name) {
+		/* SNI, and with verify the certificate must be for this name */
+		if (SSL_set_tlsext_host_name(ssl, name) != 1 ||
+		    (c->mode == RELAY_TLS_VERIFY && SSL_set1_host(ssl, name) != 1)) {
+			SSL_free(ssl);
+			ssl = NULL;
+		}
+	}
 	struct bufferevent *tb =
 	    ssl ? bufferevent_openssl_filter_new(c->x->base, c->bev, ssl,
 	                                         BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE)
@@ -607,6 +627,7 @@ static int attempt(struct conn *c, char *why, size_t n)
 	set_timeout(c, T_CONNECT);
 	if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&ss, (int)len) < 0) {
 		snprintf(why, n, "000 connection refused");
+		relay_addr_dead(c->x, a);
 		return -1;
 	}
 	return 0;
@@ -672,6 +693,15 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 		unsigned long code = bufferevent_get_openssl_error(bev);
 		if (code) ERR_error_string_n(code, e, sizeof e);
 		while (bufferevent_get_openssl_error(bev)) continue;
+		SSL *ssl = bufferevent_openssl_get_ssl(bev);
+		long vr = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+		if (c->mode == RELAY_TLS_VERIFY && vr != X509_V_OK) {
+			/* say why the certificate was refused, and for which name */
+			const char *nm = c->names[c->ai];
+			snprintf(e, sizeof e, "certificate not accepted: %s%s%s",
+			         X509_verify_cert_error_string(vr), nm ? " for " : "",
+			         nm ? nm : "");
+		}
 		if (what & BEV_EVENT_TIMEOUT) snprintf(e, sizeof e, "timeout");
 		base_warn("TLS handshake with %s failed: %s", c->peer, e);
 		snprintf(why, sizeof why, "451 4.7.5 TLS handshake failed: %s", e);
@@ -698,10 +728,66 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 	                  : c->st == C_CONNECT     ? "000 connection refused"
 	                                           : "000 connection lost";
 	if (c->st == C_CONNECT || c->st == C_GREETING) {
+		if (c->st == C_CONNECT || (what & BEV_EVENT_TIMEOUT)) {
+			/* refused or timed out: new connections skip it for a while */
+			relay_addr_dead(c->x, &c->addrs[c->ai]);
+			base_debug("%s: %s, skipped for %d s", c->peer, why + 4,
+			           RELAY_DEAD_SECONDS);
+		}
 		next_addr(c, 0, why);
 		return;
 	}
 	conn_fail(c, 0, why);
+}
+
+/* c's addresses: the site's of the source's family, live ones only when
+ * any is live, hosts of equal preference shuffled (see the top). */
+static void order_addrs(struct conn *c)
+{
+	const struct dest *d = c->d;
+	size_t idx[DEST_ADDRS_MAX], n = 0, live = 0;
+	uint32_t key[DEST_ADDRS_MAX];
+	unsigned char dead[DEST_ADDRS_MAX];
+	for (size_t i = 0; i < d->naddrs && n < DEST_ADDRS_MAX; i++) {
+		if (c->src && d->addrs[i].family != c->src->addr.family) continue;
+		dead[n] = (unsigned char)relay_addr_is_dead(c->x, &d->addrs[i]);
+		live += !dead[n];
+		/* one random key per host: its addresses stay together */
+		size_t p = n ? idx[n - 1] : 0;
+		int same_host = n && d->prefs[i] == d->prefs[p] && d->names[i] && d->names[p] &&
+		                !strcmp(d->names[i], d->names[p]);
+		key[n] = same_host ? key[n - 1] : arc4random();
+		idx[n++] = i;
+	}
+	/* insertion sort by (preference, key), stable */
+	for (size_t i = 1; i < n; i++) {
+		size_t v = idx[i];
+		uint32_t k = key[i];
+		unsigned char dv = dead[i];
+		size_t j = i;
+		while (j > 0 && (d->prefs[idx[j - 1]] > d->prefs[v] ||
+		                 (d->prefs[idx[j - 1]] == d->prefs[v] && key[j - 1] > k))) {
+			idx[j] = idx[j - 1];
+			key[j] = key[j - 1];
+			dead[j] = dead[j - 1];
+			j--;
+		}
+		idx[j] = v;
+		key[j] = k;
+		dead[j] = dv;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (live && dead[i]) {
+			char t[64];
+			struct sockaddr_storage ss;
+			base_sockaddr_to(&d->addrs[idx[i]], &ss);
+			sockaddr_text(&ss, t, sizeof t, 1);
+			base_debug("%s: skipped, it refused or timed out recently", t);
+			continue;
+		}
+		c->addrs[c->naddrs] = d->addrs[idx[i]];
+		c->names[c->naddrs++] = d->names[idx[i]] ? base_xstrdup(d->names[idx[i]]) : NULL;
+	}
 }
 
 static void conn_open(struct relay_ctx *x, struct dest *d, size_t si)
@@ -719,9 +805,7 @@ static void conn_open(struct relay_ctx *x, struct dest *d, size_t si)
 	c->next = x->clist;
 	if (x->clist) x->clist->prev = c;
 	x->clist = c;
-	for (size_t i = 0; i < d->naddrs; i++)
-		if (!c->src || d->addrs[i].family == c->src->addr.family)
-			c->addrs[c->naddrs++] = d->addrs[i];
+	order_addrs(c);
 	if (!c->naddrs) {
 		conn_fail(c, 0, "000 no next hop address");
 		return;
@@ -816,6 +900,10 @@ void relay_mta_pump(struct relay_ctx *x, struct dest *d)
 
 void relay_mta_dest_free(struct dest *d)
 {
+	for (size_t i = 0; i < d->naddrs; i++) {
+		free(d->names[i]);
+		d->names[i] = NULL;
+	}
 	if (!d->wake) return;
 	event_free(d->wake->ev);
 	free(d->wake);

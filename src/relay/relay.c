@@ -298,8 +298,7 @@ static void recovered(void *arg, const struct relay_record *rec, const struct re
  * its MX lookup runs, -1 with the failure in code and reply. */
 static const struct relay_route *route_for(const struct relay_config *c, const char *domain);
 static struct dest *dest_get(struct relay_ctx *x, const char *host, uint16_t port,
-                             const struct relay_pool *pool, const struct base_sockaddr *addrs,
-                             size_t naddrs);
+                             const struct relay_pool *pool, const struct relay_hops *h);
 
 static int dest_for(struct relay_ctx *x, const struct rmsg *m, const char *addr, struct dest **d,
                     int *code, const char **reply)
@@ -315,23 +314,27 @@ static int dest_for(struct relay_ctx *x, const struct rmsg *m, const char *addr,
 	}
 	const struct relay_route *rt = route_for(c, domain);
 	int r = 1;
-	if (rt) {
-		struct base_sockaddr a;
+	if (rt && rt->name) {
+		/* a host name: its addresses, checked by verify against the name */
+		const struct relay_hops *h;
+		r = relay_host_route(x, rt->host, &h, code, reply);
+		if (r == 1) *d = dest_get(x, rt->host, rt->port, pool, h);
+	} else if (rt) {
+		struct relay_hops h = {.n = 1};
 		struct base_err err;
 		char hp[300];
 		snprintf(hp, sizeof hp, "%s:%u", rt->host, rt->port);
-		if (base_parse_hostport(hp, rt->port, &a, &err) < 0) {
+		if (base_parse_hostport(hp, rt->port, &h.addrs[0], &err) < 0) {
 			*code = 451;
 			*reply = "451 4.4.0 bad next hop address";
 			return -1;
 		}
-		*d = dest_get(x, rt->host, rt->port, pool, &a, 1);
+		*d = dest_get(x, rt->host, rt->port, pool, &h);
 	} else {
 		const char *site;
-		const struct base_sockaddr *addrs;
-		size_t naddrs;
-		r = relay_mx_route(x, domain, &site, &addrs, &naddrs, code, reply);
-		if (r == 1) *d = dest_get(x, site, c->smtp_port, pool, addrs, naddrs);
+		const struct relay_hops *h;
+		r = relay_mx_route(x, domain, &site, &h, code, reply);
+		if (r == 1) *d = dest_get(x, site, c->smtp_port, pool, h);
 	}
 	if (r == 1) {
 		/* a [domain] override applies to the site its mail goes to */
@@ -372,10 +375,9 @@ static const struct relay_route *route_for(const struct relay_config *c, const c
 }
 
 static struct dest *dest_get(struct relay_ctx *x, const char *host, uint16_t port,
-                             const struct relay_pool *pool, const struct base_sockaddr *addrs,
-                             size_t naddrs)
+                             const struct relay_pool *pool, const struct relay_hops *h)
 {
-	if (naddrs > DEST_ADDRS_MAX) naddrs = DEST_ADDRS_MAX;
+	size_t naddrs = h->n < DEST_ADDRS_MAX ? h->n : DEST_ADDRS_MAX;
 	struct dest *d;
 	for (d = x->dests; d; d = d->next)
 		if (d->port == port && d->pool == pool && !strcmp(d->host, host)) break;
@@ -400,8 +402,18 @@ static struct dest *dest_get(struct relay_ctx *x, const char *host, uint16_t por
 	}
 	/* the addresses follow the DNS (a static route's never change) */
 	for (size_t i = 0; i < naddrs; i++) {
-		d->addrs[i] = addrs[i];
+		d->addrs[i] = h->addrs[i];
 		d->addrs[i].port = port;
+		d->prefs[i] = h->prefs[i];
+		const char *nm = h->names[i];
+		if (!nm || !d->names[i] || strcmp(nm, d->names[i])) {
+			free(d->names[i]);
+			d->names[i] = nm ? base_xstrdup(nm) : NULL;
+		}
+	}
+	for (size_t i = naddrs; i < d->naddrs; i++) {
+		free(d->names[i]);
+		d->names[i] = NULL;
 	}
 	d->naddrs = naddrs;
 	return d;

@@ -180,9 +180,16 @@ const char *relay_classify(const struct relay_rules *r, int code, const char *en
 
 struct relay_route {
 	char *domain; /* "*" for every domain */
-	char *host;
+	char *host;   /* an IP address ("[v6]" for IPv6), or a host name when `name` */
 	uint16_t port;
+	int name; /* host is a name, resolved (A and AAAA) through --resolver */
 };
+
+/* A route's next hop given as NAME[:PORT] (port 25 when absent): 1 with the
+ * name in lower case (letters, digits, hyphens, dots; at most 253 bytes,
+ * labels of 1 to 63, a last label that is not all digits) and the port, 0
+ * when hp is not that. name has room for n bytes. */
+int relay_route_host_parse(const char *hp, char *name, size_t n, uint16_t *port);
 
 struct auth_dkim_key;
 struct relay_dkim {
@@ -313,5 +320,7 @@ struct relay_config {
 void relay_config_init(struct relay_config *c);
 /* Runs until SIGTERM/SIGINT. */
 int relay_run(const struct relay_config *c, struct base_err *err);
+/* Checks that host-name routes have a resolver: 0 or -1 with err. */
+int relay_routes_check(const struct relay_config *c, struct base_err *err);
 
 #endif

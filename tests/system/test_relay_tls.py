@@ -7,7 +7,8 @@ handshake is logged with the client's IP and the relay keeps serving.
 
 Delivery: a relay delivers to a second mailrep relay that has a
 certificate, under the policies required, opportunistic, verify and off,
-and the tls field of the accounting events on both sides tells the truth;
+verify checking the MX host's (or a named route's) name against the
+certificate, and the tls field of the accounting events on both sides tells the truth;
 with policy required towards smtp-sink (which offers no STARTTLS) the mail
 is deferred with 4.7.5 and never sent in plain text."""
 import os
@@ -22,10 +23,10 @@ from relay_util import (events, message, sink_files, start_relay, start_sink, st
                         submit, wait_for)
 
 
-def tls_relay(datadir, servers, extra=(), sub="rx"):
+def tls_relay(datadir, servers, extra=(), sub="rx", name="relay.test"):
     d = os.path.join(datadir, sub)
     os.makedirs(d, exist_ok=True)
-    cert, key = make_cert(d)
+    cert, key = make_cert(d, name=name)
     sink = start_sink(d)
     servers.append(sink)
     relay = start_relay(d, ["--trusted", "127.0.0.1/32", "--route", "*=" + sink.hop,
@@ -223,3 +224,51 @@ def test_policy_required_towards_a_plain_server_defers(datadir, servers):
     assert all(b"X-Rcpt-Args: <bob@dest.example>" not in f for f in files)
     assert [d["rcpt"] for d in deliveries(a)] == ["carol@other.example"]
     stop_clean(a)
+
+
+def test_policy_verify_checks_the_mx_host_name(datadir, servers):
+    """Relay B has a certificate for mx.tls.example (and IP 127.0.0.1),
+    and relay A trusts exactly that certificate, so the chain verifies for
+    every domain below; only the name differs. right.example's MX is
+    mx.tls.example: delivered over TLS. wrong.example's MX,
+    other.wrong.example, has B's address but not its name: deferred with
+    4.7.5, nothing delivered. The same for static routes naming a host."""
+    from knot import soa, start_knot
+    b, sink, cert = tls_relay(datadir, servers, sub="b", name="mx.tls.example")
+    zones = {
+        "tls.example": soa("tls.example") + "mx A 127.0.0.1\n",
+        "right.example": soa("right.example") + "@ MX 10 mx.tls.example.\n",
+        "wrong.example": soa("wrong.example") + "@ MX 10 other\nother A 127.0.0.1\n",
+    }
+    knot = start_knot(datadir, zones)
+    servers.append(knot)
+    a_dir = os.path.join(datadir, "a")
+    os.makedirs(a_dir, exist_ok=True)
+    a = start_relay(a_dir, ["--trusted", "127.0.0.1/32", "--resolver", knot.resolver,
+                            "--smtp-port", str(b.port), "--retry-schedule", "1h",
+                            "--route", "routed.example=mx.tls.example:%d" % b.port,
+                            "--route", "misrouted.example=other.wrong.example:%d" % b.port,
+                            "--tls-policy", "*=verify", "--tls-ca", cert])
+    servers.append(a)
+    for rcpt in ("bob@right.example", "carol@wrong.example", "dave@routed.example",
+                 "erin@misrouted.example"):
+        submit(a.port, "alice@example.com", [rcpt], data=message(rcpt))
+    ok = wait_for(lambda: len(deliveries(a)) == 2 and deliveries(a))
+    assert ok, a.output()
+    assert sorted(e["rcpt"] for e in ok) == ["bob@right.example", "dave@routed.example"]
+    assert all(e["tls"] is True and e["mx"] == "127.0.0.1:%d" % b.port for e in ok), ok
+    t = wait_for(lambda: len(deliveries(a, "transient")) == 2 and deliveries(a, "transient"))
+    assert t, a.output()
+    assert sorted(e["rcpt"] for e in t) == ["carol@wrong.example", "erin@misrouted.example"]
+    for e in t:
+        assert e["code"] == 451 and "4.7.5" in e["reply"], e
+        assert "hostname mismatch" in e["reply"] and "other.wrong.example" in e["reply"], e
+    assert wait_for(lambda: len(deliveries(b)) == 2), b.output()
+    time.sleep(0.5)
+    assert len([e for e in events(b) if e["event"] == "reception"]) == 2
+    assert sorted(e["rcpt"] for e in deliveries(b)) == ["bob@right.example",
+                                                        "dave@routed.example"]
+    files = sink_files(sink)
+    assert len(files) == 2 and all(b"wrong.example>" not in f for f in files), files
+    stop_clean(a)
+    stop_clean(b)
