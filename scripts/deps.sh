@@ -6,7 +6,7 @@ set -eu
 PKGS="build-essential cmake pkg-config clang libclang-rt-14-dev
 libssl-dev libc-ares-dev libevent-dev libsqlite3-dev zlib1g-dev libpsl-dev libcmocka-dev
 python3 python3-pytest python3-dnspython python3-yaml
-rbldnsd knot knot-dnsutils dnsperf swaks postfix openssl"
+rbldnsd knot knot-dnsutils dnsperf swaks libnet-ssleay-perl postfix openssl"
 
 missing=""
 for p in $PKGS; do

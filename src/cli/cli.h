@@ -23,5 +23,6 @@ int cli_dkim(int argc, char **argv);
 int cli_check(int argc, char **argv);
 int cli_relay(int argc, char **argv);
 int cli_queue(int argc, char **argv);
+int cli_send(int argc, char **argv);
 
 #endif

@@ -15,6 +15,8 @@
 #include "auth/auth.h"
 #include "base/base.h"
 #include "cli/cli.h"
+#include "relay/account.h"
+#include "relay/control.h"
 #include "relay/relay.h"
 
 static const char relay_help[] =
@@ -25,7 +27,8 @@ static const char relay_help[] =
     "\n"
     "  --listen ADDR:PORT         where to accept SMTP submissions\n"
     "  --spool DIR                the spool directory (created if missing)\n"
-    "  --route DOMAIN=HOST:PORT   next hop for a domain ('*' for every domain); repeatable\n"
+    "  --route DOMAIN=HOST:PORT   next hop for a domain ('*' for every domain); HOST is an\n"
+    "                             IP address or a host name (needs --resolver); repeatable\n"
     "  --trusted CIDR             a client network allowed to relay; repeatable (default: none)\n"
     "  --resolver HOST:PORT       DNS server for MX lookups of domains without a route\n"
     "  --smtp-port N              port of the MX hosts (25)\n"
@@ -40,22 +43,39 @@ static const char relay_help[] =
     "  --suspend DURATION         rest for a destination after a 4xx greeting or 421 (5m)\n"
     "  --conn-limit N             connections per destination (10)\n"
     "  --msgs-per-conn N          messages per connection before a new one (100)\n"
+    "  --msgs-per-sec N           messages a second per site and source IP (0: no limit)\n"
+    "  --conns-per-min N          new connections a minute per site and source IP (0: no limit)\n"
+    "  --pool NAME=IP[/EHLO][*WEIGHT],...\n"
+    "                             an IP pool: source addresses, their EHLO names and\n"
+    "                             weights; repeatable (config: [pool NAME] sections)\n"
+    "  --default-pool NAME        the pool of mail that names none (default: no bind)\n"
     "  --max-size BYTES           largest message accepted (10485760)\n"
     "  --max-rcpts N              recipients per message (100)\n"
     "  --max-conns N              simultaneous inbound sessions (256)\n"
     "  --timeout DURATION         inbound idle timeout (5m)\n"
     "  --commit-delay USEC        group-commit window in microseconds (0: one loop turn)\n"
     "  --bounce-rules FILE        extra bounce classification rules, tried first\n"
-    "  -c, --config FILE          read the [relay] section of an INI file first\n"
+    "  --tls-cert FILE            certificate (PEM chain) for STARTTLS at reception\n"
+    "  --tls-key FILE             its private key (PEM; default: in the cert file)\n"
+    "  --tls-policy DOMAIN=MODE   STARTTLS when delivering: opportunistic (default),\n"
+    "                             required, verify or off; '*' for every domain; repeatable\n"
+    "  --tls-ca FILE              CA certificates for the verify policy (default: system)\n"
+    "  --auth-without-tls         offer AUTH before STARTTLS too (default: after it only)\n"
+    "  --hash-password            read a password on stdin, print its hash for [account]\n"
+    "  -c, --config FILE          read the [relay], [pool NAME], [domain NAME] and\n"
+    "                             [account NAME] sections of an INI file first\n"
     "  --debug                    verbose log on stderr\n";
 
 struct relay_cli {
 	struct relay_config c;
-	char *strs[16];
+	char *strs[32];
 	size_t nstrs;
-	int flag_routes, flag_trusted, flag_dkim;
+	int flag_routes, flag_trusted, flag_dkim, flag_pools, flag_tls_policy;
+	struct relay_accounts accounts;
 	const char *rules_file;
 };
+
+#define fail(...) cli_fail("relay", __VA_ARGS__)
 
 static const char *keep(struct relay_cli *r, const char *v)
 {
@@ -78,9 +98,24 @@ static int add_route(struct relay_cli *r, const char *v, struct base_err *err)
 	const char *eq = strchr(v, '=');
 	if (!eq || eq == v) return base_errf(err, "route '%s': expected DOMAIN=HOST:PORT", v);
 	struct base_sockaddr a;
-	if (base_parse_hostport(eq + 1, 25, &a, err) < 0)
-		return base_errf(err, "route '%s': next hop must be an IP address and port", v);
 	struct relay_config *c = &r->c;
+	char name[256];
+	uint16_t nport;
+	if (base_parse_hostport(eq + 1, 25, &a, err) < 0) {
+		if (!relay_route_host_parse(eq + 1, name, sizeof name, &nport))
+			return base_errf(
+			    err,
+			    "route '%s': next hop must be an IP address or a host name, "
+			    "with an optional :PORT",
+			    v);
+		c->routes = base_xrealloc(c->routes, (c->nroutes + 1) * sizeof *c->routes);
+		struct relay_route *rt = &c->routes[c->nroutes++];
+		rt->domain = base_xstrndup(v, (size_t)(eq - v));
+		rt->host = base_xstrdup(name);
+		rt->port = nport;
+		rt->name = 1;
+		return 0;
+	}
 	c->routes = base_xrealloc(c->routes, (c->nroutes + 1) * sizeof *c->routes);
 	struct relay_route *rt = &c->routes[c->nroutes++];
 	rt->domain = base_xstrndup(v, (size_t)(eq - v));
@@ -102,6 +137,7 @@ static int add_route(struct relay_cli *r, const char *v, struct base_err *err)
 		rt->host = base_xstrdup(host);
 	}
 	rt->port = a.port;
+	rt->name = 0;
 	return 0;
 }
 
@@ -129,6 +165,37 @@ static int add_dkim(struct relay_cli *r, const char *v, struct base_err *err)
 	return 0;
 }
 
+static int add_tls_policy(struct relay_cli *r, const char *v, struct base_err *err)
+{
+	static const char *const modes[] = {"opportunistic", "off", "required", "verify"};
+	const char *eq = strchr(v, '=');
+	if (!eq || eq == v) return base_errf(err, "tls-policy '%s': expected DOMAIN=MODE", v);
+	size_t m = 0;
+	while (m < 4 && strcmp(eq + 1, modes[m])) m++;
+	if (m == 4)
+		return base_errf(
+		    err, "tls-policy '%s': mode must be opportunistic, required, verify or off", v);
+	struct relay_config *c = &r->c;
+	c->tls_policy = base_xrealloc(c->tls_policy, (c->ntls_policy + 1) * sizeof *c->tls_policy);
+	c->tls_policy[c->ntls_policy].domain = base_xstrndup(v, (size_t)(eq - v));
+	c->tls_policy[c->ntls_policy++].mode = (enum relay_tls_mode)m;
+	return 0;
+}
+
+/* `mailrep relay --hash-password`: one line from stdin, its hash on stdout. */
+static int hash_password(void)
+{
+	char pw[1024], out[RELAY_PW_HASH_MAX];
+	struct base_err err;
+	if (!fgets(pw, sizeof pw, stdin)) return fail("--hash-password: no password on stdin");
+	pw[strcspn(pw, "\r\n")] = 0;
+	if (!*pw) return fail("--hash-password: empty password");
+	if (relay_password_hash(pw, strlen(pw), RELAY_PW_ITER, out, sizeof out, &err) < 0)
+		return fail("%s", err.msg);
+	puts(out);
+	return 0;
+}
+
 static void clear_lists(struct relay_cli *r, const char *key)
 {
 	struct relay_config *c = &r->c;
@@ -140,6 +207,13 @@ static void clear_lists(struct relay_cli *r, const char *key)
 	} else if (!strcmp(key, "trusted") && !r->flag_trusted) {
 		r->flag_trusted = 1;
 		c->ntrusted = 0;
+	} else if (!strcmp(key, "pool") && !r->flag_pools) {
+		r->flag_pools = 1;
+		relay_pools_clear(c);
+	} else if (!strcmp(key, "tls-policy") && !r->flag_tls_policy) {
+		r->flag_tls_policy = 1;
+		for (size_t i = 0; i < c->ntls_policy; i++) free(c->tls_policy[i].domain);
+		c->ntls_policy = 0;
 	} else if (!strcmp(key, "dkim-key") && !r->flag_dkim) {
 		r->flag_dkim = 1;
 		for (size_t i = 0; i < c->ndkim; i++) {
@@ -169,7 +243,22 @@ static int relay_set(struct relay_cli *r, const char *key, const char *v, struct
 		c->resolver = keep(r, v);
 	else if (!strcmp(key, "bounce-rules"))
 		r->rules_file = keep(r, v);
-	else if (!strcmp(key, "route"))
+	else if (!strcmp(key, "tls-cert"))
+		c->tls_cert = keep(r, v);
+	else if (!strcmp(key, "tls-key"))
+		c->tls_key = keep(r, v);
+	else if (!strcmp(key, "tls-ca"))
+		c->tls_ca = keep(r, v);
+	else if (!strcmp(key, "tls-policy"))
+		return add_tls_policy(r, v, err);
+	else if (!strcmp(key, "auth-without-tls")) {
+		if (!strcmp(v, "yes") || !strcmp(v, "true") || !strcmp(v, "1"))
+			c->auth_without_tls = 1;
+		else if (!strcmp(v, "no") || !strcmp(v, "false") || !strcmp(v, "0"))
+			c->auth_without_tls = 0;
+		else
+			return base_errf(err, "auth-without-tls: expected yes or no, not '%s'", v);
+	} else if (!strcmp(key, "route"))
 		return add_route(r, v, err);
 	else if (!strcmp(key, "dkim-key"))
 		return add_dkim(r, v, err);
@@ -212,7 +301,9 @@ static int relay_set(struct relay_cli *r, const char *key, const char *v, struct
 		} else
 			c->commit_delay_us = u;
 	} else {
-		return base_errf(err, "unknown setting '%s'", key);
+		int k = relay_shaping_set(c, key, v, err);
+		if (k == 1) return base_errf(err, "unknown setting '%s'", key);
+		return k;
 	}
 	return 0;
 }
@@ -221,8 +312,6 @@ static int ini_cb(void *ctx, const char *key, const char *value, struct base_err
 {
 	return relay_set(ctx, key, value, err);
 }
-
-#define fail(...) cli_fail("relay", __VA_ARGS__)
 
 static int load_rules(struct relay_cli *r, struct base_err *err)
 {
@@ -269,6 +358,16 @@ int cli_relay(int argc, char **argv)
 	                                     {"csv", required_argument, NULL, O_BASE},
 	                                     {"msgs-per-conn", required_argument, NULL, O_BASE},
 	                                     {"bounce-rules", required_argument, NULL, O_BASE},
+	                                     {"msgs-per-sec", required_argument, NULL, O_BASE},
+	                                     {"conns-per-min", required_argument, NULL, O_BASE},
+	                                     {"pool", required_argument, NULL, O_BASE},
+	                                     {"default-pool", required_argument, NULL, O_BASE},
+	                                     {"tls-cert", required_argument, NULL, O_BASE},
+	                                     {"tls-key", required_argument, NULL, O_BASE},
+	                                     {"tls-ca", required_argument, NULL, O_BASE},
+	                                     {"tls-policy", required_argument, NULL, O_BASE},
+	                                     {"auth-without-tls", no_argument, NULL, 'A'},
+	                                     {"hash-password", no_argument, NULL, 'H'},
 	                                     {"config", required_argument, NULL, 'c'},
 	                                     {"debug", no_argument, NULL, 'd'},
 	                                     {"help", no_argument, NULL, 'h'},
@@ -279,10 +378,15 @@ int cli_relay(int argc, char **argv)
 	struct base_err err;
 	int rc = 0, c, idx = 0;
 	base_log_set_prefix("relay");
+	for (int i = 1; i < argc; i++)
+		if (!strcmp(argv[i], "--hash-password")) return hash_password();
 	for (int i = 1; i < argc && !rc; i++)
 		if ((!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) && i + 1 < argc &&
-		    base_ini_read(argv[i + 1], "relay", ini_cb, &r, &err) < 0)
+		    (base_ini_read(argv[i + 1], "relay", ini_cb, &r, &err) < 0 ||
+		     relay_config_sections(&r.c, argv[i + 1], &err) < 0 ||
+		     relay_accounts_load(&r.accounts, argv[i + 1], &err) < 0))
 			rc = fail("%s", err.msg);
+	r.c.accounts = &r.accounts;
 	while (!rc && (c = getopt_long(argc, argv, "hc:", opts, &idx)) != -1) {
 		switch (c) {
 		case 'h':
@@ -293,6 +397,9 @@ int cli_relay(int argc, char **argv)
 			break;
 		case 'd':
 			base_log_set_level(BASE_LOG_DEBUG);
+			break;
+		case 'A':
+			r.c.auth_without_tls = 1;
 			break;
 		case O_BASE:
 			clear_lists(&r, opts[idx].name);
@@ -307,7 +414,12 @@ int cli_relay(int argc, char **argv)
 	if (!rc && !r.c.listen) rc = fail("--listen ADDR:PORT is required");
 	if (!rc && !r.c.spool) rc = fail("--spool DIR is required");
 	if (!rc && load_rules(&r, &err) < 0) rc = fail("%s", err.msg);
-	if (!rc && !r.c.ntrusted) base_warn("no --trusted network: every client will be refused");
+	if (!rc && relay_shaping_check(&r.c, &err) < 0) rc = fail("%s", err.msg);
+	if (!rc && relay_routes_check(&r.c, &err) < 0) rc = fail("%s", err.msg);
+	if (!rc && relay_accounts_check(&r.accounts, &r.c, &err) < 0) rc = fail("%s", err.msg);
+	if (!rc && r.c.tls_key && !r.c.tls_cert) rc = fail("--tls-key needs --tls-cert");
+	if (!rc && !r.c.ntrusted && !r.accounts.n)
+		base_warn("no --trusted network and no account: every client will be refused");
 	if (!rc && relay_run(&r.c, &err) < 0) rc = fail("%s", err.msg);
 	for (size_t i = 0; i < r.c.nroutes; i++)
 		free(r.c.routes[i].domain), free(r.c.routes[i].host);
@@ -319,19 +431,43 @@ int cli_relay(int argc, char **argv)
 	}
 	free(r.c.dkim);
 	free(r.c.trusted);
+	for (size_t i = 0; i < r.c.ntls_policy; i++) free(r.c.tls_policy[i].domain);
+	free(r.c.tls_policy);
+	relay_accounts_free(&r.accounts);
 	relay_rules_free(r.c.rules);
+	relay_shaping_free(&r.c);
 	for (size_t i = 0; i < r.nstrs; i++) free(r.strs[i]);
 	return rc < 0 ? 0 : rc;
 }
 
 /* ---- mailrep queue ---------------------------------------------------------- */
 
+#define qfail(...) cli_fail("queue", __VA_ARGS__)
+
 static const char queue_help[] =
-    "usage: mailrep queue --spool DIR [--list] [--json]\n"
+    "usage: mailrep queue --spool DIR [--json] [--list] [--limit N] [--offline]\n"
+    "       mailrep queue --spool DIR [--json] COMMAND...\n"
     "\n"
-    "Shows what a relay's spool holds, without changing it (the relay may be\n"
-    "running): messages and pending recipients, by recipient domain; --list\n"
-    "adds every message with its pending recipients, attempts and next try.\n";
+    "Shows and manages a relay's queue. With the relay running it asks the relay\n"
+    "over its control socket (DIR/control): the summary is by domain, site, pool\n"
+    "and account, with the suspensions. Without it (or with --offline) it reads\n"
+    "the spool without changing it: the summary is by domain. --list adds every\n"
+    "message with its pending recipients, attempts and next try (--limit N: at\n"
+    "most N messages from a running relay; 1000 by default).\n"
+    "\n"
+    "Commands (they need the relay running; each is written to its accounting\n"
+    "log as an `admin` event):\n"
+    "  summary | list [N]                     as above\n"
+    "  suspend domain|site|pool NAME [DURATION|@UNIXTIME]\n"
+    "                                         hold its mail (not tried, no attempt\n"
+    "                                         counted), until resumed or for DURATION;\n"
+    "                                         kept across restarts\n"
+    "  resume domain|site|pool NAME           end a suspension\n"
+    "  bounce id ID | bounce domain NAME      bounce the pending recipients, with a\n"
+    "                                         DSN to the sender (category admin)\n"
+    "  retry id ID | retry domain NAME | retry all\n"
+    "                                         make them due now\n"
+    "A site is named with its port: a route's HOST:PORT, or MX hosts \"mx1,mx2:25\".\n";
 
 struct qdomain {
 	char *name;
@@ -410,25 +546,91 @@ static int cmp_dom(const void *a, const void *b)
 	return strcmp(x->name, y->name);
 }
 
+/* The string value of a top-level member of a control reply ("text",
+ * "message", "error"), unescaped into out; 0 if absent. Inside a JSON
+ * string a quote is always escaped, so the pattern cannot match there. */
+static int reply_field(const char *doc, const char *key, struct base_buf *out)
+{
+	char pat[32];
+	snprintf(pat, sizeof pat, "\"%s\":\"", key);
+	const char *p = strstr(doc, pat);
+	if (!p) return 0;
+	for (p += strlen(pat); *p && *p != '"'; p++) {
+		char c = *p;
+		if (c == '\\' && p[1]) {
+			p++;
+			c = *p == 'n' ? '\n' : *p == 't' ? '\t' : *p;
+			if (*p == 'u' && strlen(p) >= 5) {
+				c = (char)strtol((char[]){p[1], p[2], p[3], p[4], 0}, NULL, 16);
+				p += 4;
+			}
+		}
+		base_buf_append(out, &c, 1);
+	}
+	base_buf_append(out, "", 1);
+	return 1;
+}
+
+/* Asks the running relay; 1 answered (rc set), 0 not running. */
+static int queue_ask(const char *spool, const char *line, int json, int *rc)
+{
+	struct base_buf reply, f;
+	base_buf_init(&reply);
+	base_buf_init(&f);
+	struct base_err err;
+	int r = relay_ctl_call(spool, line, &reply, &err);
+	if (r <= 0) {
+		base_buf_free(&reply);
+		if (r < 0) *rc = qfail("%s", err.msg);
+		return r < 0;
+	}
+	base_buf_append(&reply, "", 1);
+	int ok = strstr(reply.data, "\"ok\":true") == reply.data + 1;
+	if (!ok) {
+		if (json) fputs(reply.data, stdout);
+		*rc = qfail("%s", reply_field(reply.data, "error", &f) ? f.data : reply.data);
+	} else if (json) {
+		fputs(reply.data, stdout);
+		*rc = 0;
+	} else {
+		if (reply_field(reply.data, "text", &f) || reply_field(reply.data, "message", &f))
+			fputs(f.data, stdout);
+		if (f.len > 1 && f.data[f.len - 2] != '\n') fputs("\n", stdout);
+		*rc = 0;
+	}
+	base_buf_free(&f);
+	base_buf_free(&reply);
+	return 1;
+}
+
 int cli_queue(int argc, char **argv)
 {
 	static const struct option opts[] = {{"spool", required_argument, NULL, 's'},
 	                                     {"list", no_argument, NULL, 'l'},
+	                                     {"limit", required_argument, NULL, 'n'},
+	                                     {"offline", no_argument, NULL, 'o'},
 	                                     {"json", no_argument, NULL, 'j'},
 	                                     {"help", no_argument, NULL, 'h'},
 	                                     {NULL, 0, NULL, 0}};
 	struct qview q;
 	memset(&q, 0, sizeof q);
 	q.first = 1;
-	const char *spool = NULL;
-	int c;
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	const char *spool = NULL, *limit = NULL;
+	int c, offline = 0;
+	/* "+": options first, then the command words (which may look like options) */
+	while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
 		switch (c) {
 		case 's':
 			spool = optarg;
 			break;
 		case 'l':
 			q.list = 1;
+			break;
+		case 'n':
+			limit = optarg;
+			break;
+		case 'o':
+			offline = 1;
 			break;
 		case 'j':
 			q.json = 1;
@@ -437,17 +639,42 @@ int cli_queue(int argc, char **argv)
 			fputs(queue_help, stdout);
 			return 0;
 		default:
-			return fail("see --help");
+			return qfail("see --help");
 		}
 	}
-	if (optind != argc) return fail("unexpected argument '%s'", argv[optind]);
-	if (!spool) return fail("--spool DIR is required");
+	if (!spool) return qfail("--spool DIR is required");
+	/* the request line: the command words, or summary / list */
+	char line[RELAY_CTL_LINE_MAX + 1];
+	size_t len = 0;
+	if (optind == argc)
+		len = (size_t)snprintf(line, sizeof line, "%s%s%s", q.list ? "list" : "summary",
+		                       q.list && limit ? " " : "", q.list && limit ? limit : "");
+	for (int i = optind; i < argc; i++) {
+		size_t n = strlen(argv[i]);
+		if (len + n + 1 > RELAY_CTL_LINE_MAX)
+			return qfail("command longer than %u bytes", RELAY_CTL_LINE_MAX);
+		if (len) line[len++] = ' ';
+		memcpy(line + len, argv[i], n + 1);
+		len += n;
+	}
+	struct relay_ctl_req req;
 	struct base_err err;
+	if (relay_ctl_parse(line, len, &req, &err) < 0) return qfail("%s", err.msg);
+	int view = req.op == RELAY_CTL_SUMMARY || req.op == RELAY_CTL_LIST;
+	if (req.op == RELAY_CTL_LIST) q.list = 1;
+	if (!offline || !view) {
+		int rc;
+		if (queue_ask(spool, line, q.json, &rc)) return rc;
+		if (!view)
+			return qfail(
+			    "no relay is running on %s (no answer on %s/%s): '%s' needs it", spool,
+			    spool, RELAY_CTL_SOCKET, relay_ctl_op_name(req.op));
+	}
 	if (q.json) printf("{\"messages\":[");
 	int rc = relay_spool_scan(spool, on_queued, &q, &err);
 	if (rc < 0) {
 		if (q.json) printf("]}\n");
-		return fail("%s", err.msg);
+		return qfail("%s", err.msg);
 	}
 	base_sort(q.doms, q.ndoms, sizeof *q.doms, cmp_dom);
 	char t[32] = "-";

@@ -38,6 +38,7 @@ static const struct subcommand commands[] = {
 	{"check", cli_check, "check a domain, an IP (DNSBLs, PTR), a mail server or a message"},
 	{"relay", cli_relay, "outbound relay: sign, spool durably, deliver, retry, bounce"},
 	{"queue", cli_queue, "show what a relay's spool holds, by domain or message"},
+	{"send", cli_send, "submit a message on stdin to a relay over SMTP, like sendmail"},
 };
 
 static void usage(FILE *f)

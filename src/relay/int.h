@@ -11,6 +11,7 @@
 #include <event2/event.h>
 
 #include "relay/relay.h"
+#include "relay/shape.h"
 
 struct rrcpt {
 	char *addr;
@@ -26,12 +27,32 @@ struct rmsg {
 	char id[RELAY_ID_MAX + 1];
 	char *sender;
 	char client[64]; /* source IP of the submitting client ("" if recovered) */
+	/* From the spool record's attributes, interned (relay_intern); NULL:
+	 * none. The account that submitted it, and the IP pool it goes out of. */
+	const char *account, *pool;
 	int64_t received;
 	struct relay_loc loc;
 	uint32_t nrcpt, live, busy;
 	struct rrcpt *rcpt;
 	struct rmsg *prev, *next;
+	int64_t due;   /* scheduler: see sched.c */
+	uint32_t hidx; /* position in the scheduler's heap, RELAY_HEAP_NONE: not in it */
 };
+
+/* sched.c: the messages by due time (a binary min-heap). */
+#define RELAY_HEAP_NONE UINT32_MAX
+struct relay_heap {
+	struct rmsg **v;
+	size_t n, cap;
+};
+void relay_heap_push(struct relay_heap *h, struct rmsg *m);
+void relay_heap_remove(struct relay_heap *h, struct rmsg *m);
+/* Sets m->due and moves m into place (pushing it when not in the heap). */
+void relay_heap_update(struct relay_heap *h, struct rmsg *m, int64_t due);
+struct rmsg *relay_heap_top(const struct relay_heap *h);
+void relay_heap_free(struct relay_heap *h);
+/* The earliest `next` of m's pending recipients not in a job (INT64_MAX: none). */
+int64_t relay_msg_due(const struct rmsg *m);
 
 /* Recipients of one message going to one destination in one transaction. */
 struct job {
@@ -41,10 +62,44 @@ struct job {
 	struct job *next;
 };
 
-/* A next hop "host:port", with its limits. */
+/* Per source address of a destination (one, unbound, without a pool). */
+struct dest_src {
+	uint32_t active; /* open connections from this source */
+	int64_t swrr;    /* smooth weighted round robin state */
+	struct relay_rate msgs, conns;
+};
+
+#define DEST_ADDRS_MAX 16
+
+/* A site's next hops in MX preference order (lookup.c): each address with
+ * the host name it came from (the MX host, or a static route's host name;
+ * NULL for an IP next hop), which the verify TLS policy checks the
+ * certificate against, and its MX preference (mta.c shuffles hosts of
+ * equal preference). */
+struct relay_hops {
+	struct base_sockaddr addrs[DEST_ADDRS_MAX];
+	const char *names[DEST_ADDRS_MAX];
+	uint32_t prefs[DEST_ADDRS_MAX];
+	size_t n;
+};
+
+/* A site (a static route's next hop "host:port", or the set of MX hosts
+ * some domains share: host is then their sorted names, comma-separated)
+ * seen from one pool, with its limits. The scheduler queues jobs here;
+ * mta.c opens connections from the pool's sources to the site's
+ * addresses (pool.c, shape.c). */
 struct dest {
 	char *host;
 	uint16_t port;
+	const struct relay_pool *pool;              /* NULL: no pool, connections are not bound */
+	struct base_sockaddr addrs[DEST_ADDRS_MAX]; /* in the order to try */
+	size_t naddrs;
+	char *names[DEST_ADDRS_MAX]; /* of addrs: relay_hops.names, owned (mta.c frees) */
+	uint32_t prefs[DEST_ADDRS_MAX];
+	struct relay_limits lim;
+	struct dest_src *src; /* pool->nsrc of them, or one */
+	size_t nsrc;
+	struct dest_wake *wake; /* a rate limit's wait (mta.c) */
 	uint32_t active;     /* open connections (connecting included) */
 	uint32_t connecting; /* not yet asking for a job */
 	int64_t suspended_until;
@@ -53,21 +108,23 @@ struct dest {
 	struct dest *next;
 };
 
-/* A unit of blocking work for a pool (work.c): run() on a worker thread,
- * then done() on the loop thread. Embedded in what it works for. */
-struct relay_job {
-	void (*run)(struct relay_job *j);
-	void (*done)(struct relay_job *j);
-	int ran; /* 0 when done() comes from relay_pool_free without a run */
-	struct relay_job *next;
+/* A unit of blocking work for a worker pool (work.c): run() on a worker
+ * thread, then done() on the loop thread. Embedded in what it works for. */
+struct relay_work {
+	void (*run)(struct relay_work *w);
+	void (*done)(struct relay_work *w);
+	int ran; /* 0 when done() comes from relay_workers_free without a run */
+	struct relay_work *next;
 };
-struct relay_pool;
+struct relay_workers;
 
 struct session;
+struct dest_wake;
 struct dns_resolver;
 struct mxroute;
 struct conn;
 struct evconnlistener;
+struct relay_control;
 
 struct relay_ctx {
 	const struct relay_config *cfg;
@@ -81,10 +138,10 @@ struct relay_ctx {
 	struct event *tick, *commit_ev;
 	struct session **waiting; /* sessions whose message awaits the commit */
 	size_t nwaiting, capwaiting;
-	struct relay_pool *signers; /* DKIM signing, one thread per core */
-	struct relay_pool *syncer;  /* the group commit's fdatasync, one thread */
-	struct relay_job *sync_job; /* the commit in flight; NULL: none */
-	int commit_again;           /* a commit was asked for while one ran */
+	struct relay_workers *signers; /* DKIM signing, one thread per core */
+	struct relay_workers *syncer;  /* the group commit's fdatasync, one thread */
+	struct relay_work *sync_work;  /* the commit in flight; NULL: none */
+	int commit_again;              /* a commit was asked for while one ran */
 	uint32_t sessions;
 	struct session *slist; /* inbound sessions */
 	struct evconnlistener *listener;
@@ -93,16 +150,37 @@ struct relay_ctx {
 	struct dns_resolver *resolver; /* MX lookups; NULL without --resolver */
 	struct event *dns_ev;
 	struct mxroute *mx;
+	struct relay_dead *dead; /* addresses that refused or timed out (lookup.c) */
 	uint64_t seq;
 	uint64_t syncs, synced; /* group commits, and messages they acknowledged */
 	char hostname[256];
+	struct relay_name *names; /* interned account, pool... names */
+	/* Set by mta.c while it reports outcomes: the connection's source
+	 * address and peer "addr:port", for the accounting log. */
+	const char *acct_src, *acct_mx;
+	struct relay_tls *tls;       /* TLS contexts (server.c sets them up) */
+	struct relay_quota *quota;   /* per-account send counters */
+	int acct_tls;                /* the event being accounted ran over TLS */
+	struct relay_heap heap;      /* every live message not being scheduled, by due time */
+	struct relay_control *ctl;   /* control.c; NULL: no control socket */
+	const char *category;        /* set while an administrator's action is accounted */
+};
+
+/* A name kept once for the daemon's life (accounts and pools are few). */
+struct relay_name {
+	struct relay_name *next;
+	char s[];
 };
 
 /* relay.c */
 void relay_id_new(struct relay_ctx *x, char *out);
+/* attrs: the message's spool attributes (account=, pool=), "" for none. */
 struct rmsg *relay_queue_add(struct relay_ctx *x, const char *id, const char *sender,
-                             const char *client, int64_t received, const struct relay_loc *loc,
-                             const char *const *rcpts, uint32_t nrcpt);
+                             const char *attrs, const char *client, int64_t received,
+                             const struct relay_loc *loc, const char *const *rcpts,
+                             uint32_t nrcpt);
+/* The interned copy of s (NULL for NULL or ""). */
+const char *relay_intern(struct relay_ctx *x, const char *s);
 void relay_kick(struct relay_ctx *x);
 void relay_commit_soon(struct relay_ctx *x);
 int relay_sign(struct relay_ctx *x, struct base_buf *msg, struct base_err *err);
@@ -116,12 +194,30 @@ void relay_suspend(struct relay_ctx *x, struct dest *d, const char *why);
 struct job *relay_job_take(struct dest *d);
 void relay_job_free(struct relay_ctx *x, struct job *j);
 
+/* Admin actions (control.c): relay_resched puts a message back in the
+ * heap at its due time (or frees it when finished); relay_site names the
+ * site of a recipient ("host:port", NULL while unknown); relay_admin_bounce
+ * bounces one pending recipient with a DSN. */
+void relay_resched(struct relay_ctx *x, struct rmsg *m);
+const char *relay_site(struct relay_ctx *x, const struct rmsg *m, const char *addr, char *buf,
+                       size_t n);
+void relay_admin_bounce(struct relay_ctx *x, struct rmsg *m, uint32_t idx, const char *reply);
+
+/* control.c: the control socket SPOOL/control and administrators' holds.
+ * relay_control_held: 0 if the recipient may be tried now, else until when
+ * it is held (INT64_MAX: until resumed). */
+int relay_control_start(struct relay_ctx *x, struct base_err *err);
+void relay_control_stop(struct relay_ctx *x);
+int64_t relay_control_held(struct relay_ctx *x, const struct rmsg *m, const char *addr,
+                           const struct dest *d, int64_t now);
+
 /* work.c */
-struct relay_pool *relay_pool_new(struct event_base *base, unsigned nthreads, struct base_err *err);
-void relay_pool_submit(struct relay_pool *p, struct relay_job *j);
-/* Joins the threads, then calls done() for every job not yet done. */
-void relay_pool_free(struct relay_pool *p);
-unsigned relay_pool_cores(void);
+struct relay_workers *relay_workers_new(struct event_base *base, unsigned nthreads,
+                                        struct base_err *err);
+void relay_workers_submit(struct relay_workers *p, struct relay_work *w);
+/* Joins the threads, then calls done() for every piece of work not yet done. */
+void relay_workers_free(struct relay_workers *p);
+unsigned relay_workers_cores(void);
 
 /* server.c */
 int relay_server_start(struct relay_ctx *x, struct base_err *err);
@@ -131,15 +227,31 @@ void relay_server_stop(struct relay_ctx *x);
 /* lookup.c */
 int relay_mx_start(struct relay_ctx *x, const char *server, struct base_err *err);
 void relay_mx_stop(struct relay_ctx *x);
-/* The next hop for a domain without a static route: 1 with *host set, 0
- * while the lookup runs, -1 with a final or transient failure in code and
+/* The site of a domain without a static route: 1 with *site (the sorted
+ * MX host names) and its next hops in preference order (port 0), 0 while
+ * the lookup runs, -1 with a final or transient failure in code and
  * reply. */
-int relay_mx_route(struct relay_ctx *x, const char *domain, const char **host, int *code,
-                   const char **reply);
+int relay_mx_route(struct relay_ctx *x, const char *domain, const char **site,
+                   const struct relay_hops **hops, int *code, const char **reply);
+/* The addresses (A and AAAA, cached by TTL) of a static route's host name:
+ * as relay_mx_route, every hop named host. */
+int relay_host_route(struct relay_ctx *x, const char *host, const struct relay_hops **hops,
+                     int *code, const char **reply);
+/* Memory of dead addresses (address and port): one that refused the
+ * connection or timed out is skipped by new connections for
+ * RELAY_DEAD_SECONDS, unless every address of the site is dead. */
+#define RELAY_DEAD_SECONDS 60
+void relay_addr_dead(struct relay_ctx *x, const struct base_sockaddr *a);
+int relay_addr_is_dead(struct relay_ctx *x, const struct base_sockaddr *a);
+
+/* tls.c: the STARTTLS policy for a recipient domain */
+enum relay_tls_mode relay_tls_mode_for(const struct relay_config *c, const char *domain);
 
 /* mta.c */
 void relay_mta_pump(struct relay_ctx *x, struct dest *d);
 /* Closes every delivery connection, dropping their jobs without outcome. */
 void relay_mta_shutdown(struct relay_ctx *x);
+/* Frees what mta.c keeps in a destination (its timer). */
+void relay_mta_dest_free(struct dest *d);
 
 #endif

@@ -1,16 +1,38 @@
 /*
  * lookup.c — MX routing for recipients without a static route: the MX
  * records of the domain through the shared DNS client (dns/, c-ares, the
- * resolver given with --resolver), the best-preference host's address,
- * and a per-domain cache of the result.
+ * resolver given with --resolver), the addresses (A and AAAA) of every MX
+ * host, and a per-domain cache of the result.
  *
- * Each domain has one entry that goes RESOLVING → READY (an address),
- * NULLMX (RFC 7505: bounce at once), NOTFOUND (the domain does not exist:
- * bounce) or TEMPFAIL (retry later). MX targets are tried in preference
- * order until one has an A record; a domain without MX records falls back
- * to its own A record (RFC 5321 5.1). Entries expire with the records' TTL
- * (at most an hour; a failure after a minute). Queries are driven from the
- * relay's event loop by a short timer while any is pending.
+ * Each domain has one entry that goes RESOLVING → READY (a site and its
+ * addresses), NULLMX (RFC 7505: bounce at once), NOTFOUND (the domain does
+ * not exist: bounce) or TEMPFAIL (retry later). Once the MX records are in,
+ * every target's A and AAAA records are asked for at once; the entry is
+ * settled when the last answer arrives. Its addresses are in MX preference
+ * order, each host's IPv4 addresses before its IPv6 ones, at most
+ * DEST_ADDRS_MAX; mta.c tries them in that order. A domain without MX
+ * records falls back to its own A/AAAA records (RFC 5321 5.1).
+ *
+ * The site is the sorted, comma-separated list of MX host names (the
+ * domain itself for the implicit MX): domains with the same MX hosts share
+ * it, and with it their connection limits, rates and suspension
+ * (KumoMTA's site_name). Entries expire with the records' TTL (at most an
+ * hour; a failure after a minute). Queries are driven from the relay's
+ * event loop by a short timer while any is pending.
+ *
+ * Every address keeps the name of the MX host it came from and that host's
+ * preference (struct relay_hops): the verify TLS policy checks the
+ * certificate against the name, and mta.c shuffles hosts of equal
+ * preference for each connection (RFC 5321 5.1).
+ *
+ * A static route may name a host instead of an IP address: its A and AAAA
+ * records are looked up and cached the same way (an entry of kind HOST,
+ * one target, no MX query).
+ *
+ * Dead addresses: an address (and port) that refused a connection or timed
+ * out is remembered for RELAY_DEAD_SECONDS in a small table (DEAD_MAX
+ * entries; when full, the entry that ends first is replaced), and new
+ * connections skip it while the site has another address (mta.c).
  */
 #include <arpa/inet.h>
 #include <stdlib.h>
@@ -21,14 +43,36 @@
 
 enum { MX_RESOLVING, MX_READY, MX_NULLMX, MX_NOTFOUND, MX_TEMPFAIL };
 
+#define MX_TARGETS_MAX 16
+#define HOST_ADDRS_MAX 8
+
+struct mxtarget {
+	char *name;
+	uint32_t pref;
+	struct base_sockaddr a4[HOST_ADDRS_MAX], a6[HOST_ADDRS_MAX];
+	size_t n4, n6;
+	int nxdomain;
+};
+
+struct mxquery {
+	struct mxroute *e;
+	size_t ti;
+};
+
+enum { KIND_MX, KIND_HOST };
+
 struct mxroute {
 	struct relay_ctx *x;
-	char *domain;
+	char *domain; /* or the route's host name (KIND_HOST) */
+	int kind;
 	int state;
-	char host[64];
+	char *site;
+	struct relay_hops hops;
 	int64_t expires;
-	char **targets; /* by preference */
-	size_t ntargets, next_target;
+	struct mxtarget *targets; /* by preference */
+	struct mxquery *queries;  /* one per target */
+	size_t ntargets;
+	unsigned pending; /* address queries not answered yet */
 	uint32_t ttl;
 	struct mxroute *next;
 };
@@ -58,35 +102,97 @@ static void settle(struct mxroute *e, int state, uint32_t ttl)
 	relay_kick(e->x);
 }
 
-static void on_a(void *arg, const char *name, uint16_t type, struct dns_answer *ans);
-
-static void next_target(struct mxroute *e)
+static int by_name(const void *a, const void *b)
 {
-	struct base_err err;
-	while (e->next_target < e->ntargets) {
-		const char *t = e->targets[e->next_target++];
-		if (dns_resolver_submit(e->x->resolver, t, DNS_T_A, on_a, e, &err) == 0) {
-			arm(e->x);
-			return;
-		}
-	}
-	settle(e, MX_TEMPFAIL, 60);
+	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static void on_a(void *arg, const char *name, uint16_t type, struct dns_answer *ans)
+/* Every address query is answered: the site and its addresses. */
+static void addresses_done(struct mxroute *e)
 {
-	struct mxroute *e = arg;
-	if (ans->status == DNS_LOOKUP_OK && ans->rr[0].len == 4) {
-		inet_ntop(AF_INET, ans->rr[0].data, e->host, sizeof e->host);
-		settle(e, MX_READY, ans->rr[0].ttl < e->ttl ? ans->rr[0].ttl : e->ttl);
+	struct relay_hops *h = &e->hops;
+	h->n = 0;
+	for (size_t i = 0; i < e->ntargets; i++) {
+		struct mxtarget *t = &e->targets[i];
+		for (size_t k = 0; k < t->n4 + t->n6 && h->n < DEST_ADDRS_MAX; k++) {
+			h->addrs[h->n] = k < t->n4 ? t->a4[k] : t->a6[k - t->n4];
+			h->names[h->n] = t->name;
+			h->prefs[h->n++] = t->pref;
+		}
+	}
+	if (!h->n) {
+		if (e->ntargets == 1 && !strcmp(e->targets[0].name, e->domain) &&
+		    e->targets[0].nxdomain)
+			settle(e, MX_NOTFOUND, 300);
+		else
+			settle(e, MX_TEMPFAIL, 60);
 		return;
 	}
-	if (e->ntargets == 1 && !strcmp(e->targets[0], e->domain) &&
-	    ans->status == DNS_LOOKUP_NXDOMAIN) {
-		settle(e, MX_NOTFOUND, 300);
-		return;
+	char **names = base_xcalloc(e->ntargets, sizeof *names);
+	size_t len = 1;
+	for (size_t i = 0; i < e->ntargets; i++) {
+		names[i] = e->targets[i].name;
+		len += strlen(names[i]) + 1;
 	}
-	next_target(e);
+	base_sort(names, e->ntargets, sizeof *names, by_name);
+	e->site = base_xmalloc(len);
+	e->site[0] = 0;
+	for (size_t i = 0; i < e->ntargets; i++) {
+		if (i && !strcmp(names[i], names[i - 1])) continue;
+		if (i) strcat(e->site, ",");
+		strcat(e->site, names[i]);
+	}
+	free(names);
+	settle(e, MX_READY, e->ttl);
+}
+
+static void on_addr(void *arg, const char *name, uint16_t type, struct dns_answer *ans)
+{
+	struct mxquery *q = arg;
+	struct mxroute *e = q->e;
+	if (e->x->stopping) return;
+	struct mxtarget *t = &e->targets[q->ti];
+	if (ans->status == DNS_LOOKUP_OK) {
+		for (size_t i = 0; i < ans->n; i++) {
+			struct dns_record *r = &ans->rr[i];
+			if (r->ttl < e->ttl) e->ttl = r->ttl;
+			struct base_sockaddr a;
+			memset(&a, 0, sizeof a);
+			if (type == DNS_T_A && r->len == 4 && t->n4 < HOST_ADDRS_MAX) {
+				a.family = AF_INET;
+				memcpy(a.a.v4, r->data, 4);
+				t->a4[t->n4++] = a;
+			} else if (type == DNS_T_AAAA && r->len == 16 && t->n6 < HOST_ADDRS_MAX) {
+				a.family = AF_INET6;
+				memcpy(a.a.v6, r->data, 16);
+				t->a6[t->n6++] = a;
+			}
+		}
+	} else if (ans->status == DNS_LOOKUP_NXDOMAIN) {
+		t->nxdomain = 1;
+	}
+	if (--e->pending == 0) addresses_done(e);
+}
+
+/* Asks for every target's A and AAAA records. */
+static void resolve_targets(struct mxroute *e)
+{
+	struct base_err err;
+	e->queries = base_xcalloc(e->ntargets, sizeof *e->queries);
+	e->pending = 1; /* held while submitting */
+	for (size_t i = 0; i < e->ntargets; i++) {
+		e->queries[i].e = e;
+		e->queries[i].ti = i;
+		static const uint16_t types[2] = {DNS_T_A, DNS_T_AAAA};
+		for (int k = 0; k < 2; k++) {
+			e->pending++;
+			if (dns_resolver_submit(e->x->resolver, e->targets[i].name, types[k],
+			                        on_addr, &e->queries[i], &err) < 0)
+				e->pending--;
+		}
+	}
+	arm(e->x);
+	if (--e->pending == 0) addresses_done(e);
 }
 
 static int by_pref(const void *a, const void *b)
@@ -98,6 +204,7 @@ static int by_pref(const void *a, const void *b)
 static void on_mx(void *arg, const char *name, uint16_t type, struct dns_answer *ans)
 {
 	struct mxroute *e = arg;
+	if (e->x->stopping) return;
 	e->ttl = 3600;
 	if (ans->status == DNS_LOOKUP_NXDOMAIN) {
 		settle(e, MX_NOTFOUND, 300);
@@ -106,9 +213,9 @@ static void on_mx(void *arg, const char *name, uint16_t type, struct dns_answer 
 	if (ans->status == DNS_LOOKUP_NODATA) {
 		/* no MX: the domain's own address is the implicit MX */
 		e->targets = base_xcalloc(1, sizeof *e->targets);
-		e->targets[0] = base_xstrdup(e->domain);
+		e->targets[0].name = base_xstrdup(e->domain);
 		e->ntargets = 1;
-		next_target(e);
+		resolve_targets(e);
 		return;
 	}
 	if (ans->status != DNS_LOOKUP_OK) {
@@ -120,35 +227,39 @@ static void on_mx(void *arg, const char *name, uint16_t type, struct dns_answer 
 		return;
 	}
 	base_sort(ans->rr, ans->n, sizeof *ans->rr, by_pref);
-	e->targets = base_xcalloc(ans->n, sizeof *e->targets);
-	for (size_t i = 0; i < ans->n; i++) {
+	size_t n = ans->n < MX_TARGETS_MAX ? ans->n : MX_TARGETS_MAX;
+	e->targets = base_xcalloc(n, sizeof *e->targets);
+	for (size_t i = 0; i < ans->n && e->ntargets < n; i++) {
 		if (ans->rr[i].ttl < e->ttl) e->ttl = ans->rr[i].ttl;
-		if (ans->rr[i].len && strcmp(ans->rr[i].data, "."))
-			e->targets[e->ntargets++] = base_xstrdup(ans->rr[i].data);
+		if (ans->rr[i].len && strcmp(ans->rr[i].data, ".")) {
+			e->targets[e->ntargets].pref = ans->rr[i].pref;
+			e->targets[e->ntargets++].name = base_xstrdup(ans->rr[i].data);
+		}
 	}
-	next_target(e);
+	if (!e->ntargets) {
+		settle(e, MX_TEMPFAIL, 60);
+		return;
+	}
+	resolve_targets(e);
 }
 
 static void entry_free(struct mxroute *e)
 {
-	for (size_t i = 0; i < e->ntargets; i++) free(e->targets[i]);
+	for (size_t i = 0; i < e->ntargets; i++) free(e->targets[i].name);
 	free(e->targets);
+	free(e->queries);
+	free(e->site);
 	free(e->domain);
 	free(e);
 }
 
-int relay_mx_route(struct relay_ctx *x, const char *domain, const char **host, int *code,
-                   const char **reply)
+/* The cache entry of (kind, name), started when missing or expired. */
+static struct mxroute *entry_get(struct relay_ctx *x, int kind, const char *name)
 {
-	if (!x->resolver) {
-		*code = 451;
-		*reply = "451 4.4.0 no route to the domain";
-		return -1;
-	}
 	struct mxroute **pp = &x->mx, *e;
 	int64_t now = base_now();
 	for (; (e = *pp); pp = &e->next) {
-		if (base_strcasecmp_ascii(e->domain, domain)) continue;
+		if (e->kind != kind || base_strcasecmp_ascii(e->domain, name)) continue;
 		if (e->state != MX_RESOLVING && e->expires <= now) {
 			*pp = e->next;
 			entry_free(e);
@@ -156,22 +267,43 @@ int relay_mx_route(struct relay_ctx *x, const char *domain, const char **host, i
 		}
 		break;
 	}
-	if (!e) {
-		e = base_xcalloc(1, sizeof *e);
-		e->x = x;
-		e->domain = base_xstrdup(domain);
-		e->state = MX_RESOLVING;
-		e->next = x->mx;
-		x->mx = e;
-		struct base_err err;
-		if (dns_resolver_submit(x->resolver, domain, DNS_T_MX, on_mx, e, &err) < 0)
-			settle(e, MX_NOTFOUND, 300);
-		else
-			arm(x);
+	if (e) return e;
+	e = base_xcalloc(1, sizeof *e);
+	e->x = x;
+	e->domain = base_xstrdup(name);
+	e->kind = kind;
+	e->state = MX_RESOLVING;
+	e->next = x->mx;
+	x->mx = e;
+	if (kind == KIND_HOST) {
+		e->ttl = 3600;
+		e->targets = base_xcalloc(1, sizeof *e->targets);
+		e->targets[0].name = base_xstrdup(name);
+		e->ntargets = 1;
+		resolve_targets(e);
+		return e;
 	}
+	struct base_err err;
+	if (dns_resolver_submit(x->resolver, name, DNS_T_MX, on_mx, e, &err) < 0)
+		settle(e, MX_NOTFOUND, 300);
+	else
+		arm(x);
+	return e;
+}
+
+int relay_mx_route(struct relay_ctx *x, const char *domain, const char **site,
+                   const struct relay_hops **hops, int *code, const char **reply)
+{
+	if (!x->resolver) {
+		*code = 451;
+		*reply = "451 4.4.0 no route to the domain";
+		return -1;
+	}
+	struct mxroute *e = entry_get(x, KIND_MX, domain);
 	switch (e->state) {
 	case MX_READY:
-		*host = e->host;
+		*site = e->site;
+		*hops = &e->hops;
 		return 1;
 	case MX_NULLMX:
 		*code = 556;
@@ -190,8 +322,123 @@ int relay_mx_route(struct relay_ctx *x, const char *domain, const char **host, i
 	}
 }
 
+int relay_host_route(struct relay_ctx *x, const char *host, const struct relay_hops **hops,
+                     int *code, const char **reply)
+{
+	if (!x->resolver) {
+		/* refused at start (relay_routes_check); kept for safety */
+		*code = 451;
+		*reply = "451 4.4.0 no resolver for the route's host name";
+		return -1;
+	}
+	struct mxroute *e = entry_get(x, KIND_HOST, host);
+	switch (e->state) {
+	case MX_READY:
+		*hops = &e->hops;
+		return 1;
+	case MX_RESOLVING:
+		return 0;
+	case MX_NOTFOUND:
+		/* the configuration is the thing to fix: deferred, never bounced */
+		*code = 451;
+		*reply = "451 4.4.4 the route's next hop host does not exist";
+		return -1;
+	default:
+		*code = 451;
+		*reply = "451 4.4.3 lookup of the route's next hop host failed";
+		return -1;
+	}
+}
+
+int relay_route_host_parse(const char *hp, char *name, size_t n, uint16_t *port)
+{
+	const char *colon = strrchr(hp, ':');
+	size_t len = colon ? (size_t)(colon - hp) : strlen(hp);
+	if (len == 0 || len > 253 || len >= n) return 0;
+	unsigned long p = 25;
+	if (colon) {
+		char *end;
+		if (!colon[1] || colon[1] == '-' || colon[1] == '+') return 0;
+		p = strtoul(colon + 1, &end, 10);
+		if (*end || p == 0 || p > 65535) return 0;
+	}
+	size_t label = 0;
+	int alpha = 0; /* the label has a non-digit: a last label must (not an address) */
+	for (size_t i = 0; i < len; i++) {
+		char ch = hp[i];
+		if (ch == '.') {
+			if (!label || hp[i - 1] == '-') return 0;
+			label = 0;
+			alpha = 0;
+		} else if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		           (ch >= '0' && ch <= '9') || (ch == '-' && label)) {
+			if (++label > 63) return 0;
+			alpha |= ch < '0' || ch > '9';
+		} else {
+			return 0;
+		}
+		name[i] = ch >= 'A' && ch <= 'Z' ? (char)(ch - 'A' + 'a') : ch;
+	}
+	if (!label || !alpha || hp[len - 1] == '-') return 0;
+	name[len] = 0;
+	*port = (uint16_t)p;
+	return 1;
+}
+
+int relay_routes_check(const struct relay_config *c, struct base_err *err)
+{
+	for (size_t i = 0; i < c->nroutes; i++)
+		if (c->routes[i].name && !c->resolver)
+			return base_errf(err,
+			                 "route %s=%s:%u: a host name as next hop needs --resolver "
+			                 "(or give an IP address)",
+			                 c->routes[i].domain, c->routes[i].host, c->routes[i].port);
+	return 0;
+}
+
+/* ---- dead addresses ------------------------------------------------------- */
+
+#define DEAD_MAX 256
+
+struct relay_dead {
+	struct base_sockaddr a;
+	int64_t until;
+};
+
+static int same_addr(const struct base_sockaddr *a, const struct base_sockaddr *b)
+{
+	if (a->family != b->family || a->port != b->port) return 0;
+	return a->family == AF_INET ? !memcmp(a->a.v4, b->a.v4, 4) : !memcmp(a->a.v6, b->a.v6, 16);
+}
+
+void relay_addr_dead(struct relay_ctx *x, const struct base_sockaddr *a)
+{
+	if (!x->dead) return;
+	struct relay_dead *slot = NULL;
+	for (size_t i = 0; i < DEAD_MAX; i++) {
+		struct relay_dead *d = &x->dead[i];
+		if (d->until && same_addr(&d->a, a)) {
+			slot = d;
+			break;
+		}
+		if (!slot || d->until < slot->until) slot = d;
+	}
+	slot->a = *a;
+	slot->until = base_now() + RELAY_DEAD_SECONDS;
+}
+
+int relay_addr_is_dead(struct relay_ctx *x, const struct base_sockaddr *a)
+{
+	if (!x->dead) return 0;
+	int64_t now = base_now();
+	for (size_t i = 0; i < DEAD_MAX; i++)
+		if (x->dead[i].until > now && same_addr(&x->dead[i].a, a)) return 1;
+	return 0;
+}
+
 int relay_mx_start(struct relay_ctx *x, const char *server, struct base_err *err)
 {
+	x->dead = base_xcalloc(DEAD_MAX, sizeof *x->dead);
 	if (!server) return 0;
 	struct dns_resolver_config rc = {.server = server};
 	if (dns_resolver_new(&x->resolver, &rc, err) < 0) return -1;
@@ -201,13 +448,17 @@ int relay_mx_start(struct relay_ctx *x, const char *server, struct base_err *err
 
 void relay_mx_stop(struct relay_ctx *x)
 {
+	/* first the resolver: destroying it runs the pending callbacks, which
+	 * see x->stopping and leave the entries alone */
+	if (x->dns_ev) event_free(x->dns_ev);
+	if (x->resolver) dns_resolver_free(x->resolver);
+	x->dns_ev = NULL;
+	x->resolver = NULL;
 	while (x->mx) {
 		struct mxroute *e = x->mx;
 		x->mx = e->next;
 		entry_free(e);
 	}
-	if (x->dns_ev) event_free(x->dns_ev);
-	if (x->resolver) dns_resolver_free(x->resolver);
-	x->dns_ev = NULL;
-	x->resolver = NULL;
+	free(x->dead);
+	x->dead = NULL;
 }

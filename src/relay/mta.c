@@ -4,7 +4,8 @@
  * its limit while jobs wait; each connection reads the greeting, says EHLO
  * (HELO when EHLO is refused), then takes jobs one after another (connection
  * reuse) until none is left, waits up to IDLE_LINGER seconds for another
- * (relay_mta_pump gives new jobs to idle connections first), and QUITs.
+ * (relay_mta_pump gives new jobs to idle connections first, when their TLS
+ * state suits the job), and QUITs.
  *
  * A job is one transaction: MAIL, one RCPT per recipient, DATA, the body,
  * and the final dot. With PIPELINING the commands up to DATA go out in one
@@ -15,17 +16,53 @@
  * Outcomes go back to relay.c per recipient: 2xx delivered, 5xx bounce,
  * anything else (4xx, lost connection, timeout) transient. A 4xx greeting
  * or a 421 suspends the destination.
+ *
+ * Opening a connection (pools and shaping): a destination is a site seen
+ * from one pool. Its pump picks a source address of the pool by smooth
+ * weighted round robin among those under the site's connection limit and
+ * new-connection rate (shape.c) and of an address family the site has;
+ * the connection binds that address and says its EHLO name. It then tries
+ * the site's addresses in order (MX preference, IPv4 before IPv6 per host):
+ * a refused connection, a timeout, a lost connection or a 4xx/5xx greeting
+ * moves on to the next address. When none is left, the outcome is: a
+ * suspension when any address greeted 4xx, a bounce (of the waiting jobs)
+ * when every address greeted 5xx, else a transient failure. Before each
+ * job a connection takes a token from its source's message rate; without
+ * one it waits on a timer (C_WAIT), which is neither a failure nor an
+ * attempt.
+ *
+ * Address order: each connection takes the site's addresses in MX
+ * preference order, with the hosts of equal preference in a random order
+ * drawn for that connection (RFC 5321 5.1; a host's own addresses keep
+ * their order, IPv4 first). Addresses that refused a connection or timed
+ * out in the last RELAY_DEAD_SECONDS are left out (lookup.c remembers
+ * them), unless all of the site's addresses are: then all are tried.
+ *
+ * STARTTLS follows the --tls-policy of the first waiting job's recipient
+ * domain: opportunistic (when offered, no certificate check), required
+ * (no STARTTLS or a failed handshake fails the jobs transiently with
+ * 4.7.5; never plain text), verify (required, the chain must verify and
+ * the certificate must match the host name the address came from: the MX
+ * host, or a static route's host name; an IP-address route checks the
+ * chain only), off. SNI carries that name whenever there is one. After
+ * the handshake the client says EHLO again. Every job is checked against
+ * its own domain's policy before it is sent: one that needs TLS the
+ * connection does not have fails transiently, and the others go on.
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <netinet/in.h>
+#include <openssl/err.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "relay/int.h"
+#include "relay/tls.h"
 #include "smtp/smtp.h"
 
 #define REPLY_LINE_MAX  2048
@@ -46,7 +83,18 @@
  * one of them would pay for a new connection, greeting and EHLO. */
 #define IDLE_LINGER 2
 
-enum cstate { C_CONNECT, C_GREETING, C_EHLO, C_HELO, C_IDLE, C_TX, C_RSET, C_QUIT };
+enum cstate {
+	C_CONNECT,
+	C_GREETING,
+	C_EHLO,
+	C_HELO,
+	C_STARTTLS,
+	C_IDLE,
+	C_TX,
+	C_RSET,
+	C_QUIT,
+	C_WAIT
+};
 
 struct conn {
 	struct relay_ctx *x;
@@ -56,6 +104,10 @@ struct conn {
 	int esmtp, pipelining, counted_connecting;
 	int in_read, dead; /* see on_read */
 	uint32_t jobs;     /* transactions started on this connection */
+	/* STARTTLS: offered in the last EHLO; handshake running; in TLS (with
+	 * a verified chain); the policy the connection was opened for */
+	int starttls, handshake, tls, verified;
+	enum relay_tls_mode mode;
 	/* the reply being read */
 	struct base_buf reply;
 	unsigned lines;
@@ -69,8 +121,22 @@ struct conn {
 	int *rcpt_code;
 	char **rcpt_reply;
 	uint32_t accepted;
+	/* where from and to (pools and failover) */
+	size_t si;                      /* d->src index */
+	const struct relay_source *src; /* NULL: not bound */
+	struct base_sockaddr addrs[DEST_ADDRS_MAX];
+	char *names[DEST_ADDRS_MAX]; /* the host name of each (NULL: an IP next hop), owned */
+	size_t naddrs, ai;           /* addresses to try, the one being tried */
+	unsigned greet4xx, greet5xx; /* greetings refused, over all addresses */
+	int last_code, code4xx;
+	char last_why[256], why4xx[256];        /* the last failure, the last 4xx greeting */
+	char src_ip[48], peer[64], peer4xx[64]; /* of the current attempt */
+	struct event *wait;                     /* C_WAIT: the message rate's timer */
 	struct conn *prev, *next;
 };
+
+static void on_read(struct bufferevent *bev, void *arg);
+static void on_event(struct bufferevent *bev, short what, void *arg);
 
 static void conn_free(struct conn *c)
 {
@@ -87,6 +153,9 @@ static void conn_free(struct conn *c)
 	if (c->next) c->next->prev = c->prev;
 	if (c->counted_connecting) c->d->connecting--;
 	c->d->active--;
+	c->d->src[c->si].active--;
+	if (c->wait) event_free(c->wait);
+	for (size_t i = 0; i < c->naddrs; i++) free(c->names[i]);
 	base_buf_free(&c->reply);
 	if (c->bev) bufferevent_free(c->bev);
 	free(c);
@@ -130,6 +199,8 @@ static void tx_report(struct conn *c, int code, const char *why)
 {
 	struct job *j = c->job;
 	if (!j) return;
+	c->x->acct_src = c->src_ip[0] ? c->src_ip : NULL;
+	c->x->acct_mx = c->peer[0] ? c->peer : NULL;
 	for (uint32_t i = 0; i < j->n; i++) {
 		int rc = code;
 		const char *rr = why;
@@ -139,8 +210,11 @@ static void tx_report(struct conn *c, int code, const char *why)
 			rc = c->rcpt_code[i], rr = c->rcpt_reply[i];
 		else if (c->data_code && c->data_code != 354)
 			rc = c->data_code, rr = c->data_reply;
+		c->x->acct_tls = c->tls;
 		relay_outcome(c->x, c->d, j->m, j->idx[i], rc, rr);
+		c->x->acct_tls = 0;
 	}
+	c->x->acct_src = c->x->acct_mx = NULL;
 	tx_clear(c);
 	relay_job_free(c->x, j);
 }
@@ -154,8 +228,8 @@ static void conn_fail(struct conn *c, int code, const char *why)
 	struct dest *d = c->d;
 	int had_job = c->job != NULL;
 	if (had_job) tx_report(c, code, why);
-	if (!had_job &&
-	    (c->st == C_CONNECT || c->st == C_GREETING || c->st == C_EHLO || c->st == C_HELO)) {
+	if (!had_job && (c->st == C_CONNECT || c->st == C_GREETING || c->st == C_EHLO ||
+	                 c->st == C_HELO || c->st == C_STARTTLS)) {
 		struct job *j;
 		while ((j = relay_job_take(d))) {
 			c->job = j;
@@ -169,6 +243,56 @@ static void conn_fail(struct conn *c, int code, const char *why)
 }
 
 static void start_tx(struct conn *c);
+static const char *ehlo_name(const struct conn *c);
+static void next_addr(struct conn *c, int code, const char *why);
+
+static void on_wait(evutil_socket_t fd, short what, void *arg);
+
+static enum relay_tls_mode job_mode(struct conn *c, const struct job *j)
+{
+	const char *dom = j ? smtp_path_domain(j->m->rcpt[j->idx[0]].addr) : "*";
+	return relay_tls_mode_for(c->x->cfg, dom);
+}
+
+static int tls_ok(struct conn *c, const struct job *j)
+{
+	enum relay_tls_mode m = job_mode(c, j);
+	return m < RELAY_TLS_REQUIRED || (c->tls && (m != RELAY_TLS_VERIFY || c->verified));
+}
+
+/* After the 220 to STARTTLS: an OpenSSL filter on the socket's
+ * bufferevent; anything the server sent before the handshake is dropped. */
+static void start_tls(struct conn *c)
+{
+	SSL_CTX *ctx = c->mode == RELAY_TLS_VERIFY ? c->x->tls->verify : c->x->tls->client;
+	SSL *ssl = SSL_new(ctx);
+	const char *name = c->names[c->ai];
+	if (ssl && name) {
+		/* SNI, and with verify the certificate must be for this name */
+		if (SSL_set_tlsext_host_name(ssl, name) != 1 ||
+		    (c->mode == RELAY_TLS_VERIFY && SSL_set1_host(ssl, name) != 1)) {
+			SSL_free(ssl);
+			ssl = NULL;
+		}
+	}
+	struct bufferevent *tb =
+	    ssl ? bufferevent_openssl_filter_new(c->x->base, c->bev, ssl,
+	                                         BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE)
+	        : NULL;
+	if (!tb) {
+		if (ssl) SSL_free(ssl);
+		conn_fail(c, 451, "451 4.7.5 TLS not available locally");
+		return;
+	}
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	evbuffer_drain(in, evbuffer_get_length(in));
+	c->bev = tb;
+	c->handshake = 1;
+	bufferevent_openssl_set_allow_dirty_shutdown(tb, 1);
+	bufferevent_setcb(tb, on_read, NULL, on_event, c);
+	bufferevent_enable(tb, EV_READ | EV_WRITE);
+	set_timeout(c, T_GREET);
+}
 
 static void next_job(struct conn *c)
 {
@@ -176,10 +300,33 @@ static void next_job(struct conn *c)
 		c->counted_connecting = 0;
 		c->d->connecting--;
 	}
-	uint32_t limit = c->x->cfg->msgs_per_conn;
+	uint32_t limit = c->d->lim.msgs_per_conn;
 	int stop =
 	    c->x->stopping || c->d->suspended_until > base_now() || (limit && c->jobs >= limit);
+	if (!stop && c->d->head) {
+		int64_t w = relay_rate_take(&c->d->src[c->si].msgs, (int64_t)base_mono_ns());
+		if (w > 0) {
+			/* the message rate: wait for the next token, not a failure */
+			if (!c->wait) c->wait = evtimer_new(c->x->base, on_wait, c);
+			struct timeval tv = {(time_t)(w / 1000000000),
+			                     (suseconds_t)(w % 1000000000 / 1000)};
+			c->st = C_WAIT;
+			set_timeout(c, T_MAIL);
+			evtimer_add(c->wait, &tv);
+			return;
+		}
+	}
 	struct job *j = stop ? NULL : relay_job_take(c->d);
+	while (j && !tls_ok(c, j)) {
+		/* its domain needs TLS this connection does not have */
+		c->job = j;
+		c->rcpt_code = base_xcalloc(j->n, sizeof *c->rcpt_code);
+		c->rcpt_reply = base_xcalloc(j->n, sizeof *c->rcpt_reply);
+		tx_report(c, 451,
+		          c->tls ? "451 4.7.5 TLS certificate not verified, and the policy is verify"
+		                 : "451 4.7.5 STARTTLS not available, and TLS is required by policy");
+		j = relay_job_take(c->d);
+	}
 	if (!j && !stop && c->st != C_IDLE) {
 		c->st = C_IDLE;
 		set_timeout(c, IDLE_LINGER);
@@ -194,6 +341,11 @@ static void next_job(struct conn *c)
 	c->job = j;
 	c->jobs++;
 	start_tx(c);
+}
+
+static void on_wait(evutil_socket_t fd, short what, void *arg)
+{
+	next_job(arg);
 }
 
 static void send_step(struct conn *c, uint32_t k)
@@ -330,33 +482,31 @@ static void on_reply(struct conn *c, int code, const char *text)
 	case C_GREETING:
 		if (code >= 200 && code < 300) {
 			c->st = C_EHLO;
-			send_line(c, "EHLO %s", c->x->hostname);
+			send_line(c, "EHLO %s", ehlo_name(c));
 			set_timeout(c, T_GREET);
-		} else if (code >= 400 && code < 500) {
-			/* back off: no new connection for a while */
-			struct job *j = relay_job_take(c->d);
-			if (j) {
-				c->job = j;
-				c->rcpt_code = base_xcalloc(j->n, sizeof *c->rcpt_code);
-				c->rcpt_reply = base_xcalloc(j->n, sizeof *c->rcpt_reply);
-				tx_report(c, code, text);
-			}
-			relay_suspend(c->x, c->d, text);
-			conn_free(c);
 		} else {
-			conn_fail(c, code, text);
+			next_addr(c, code, text);
 		}
 		break;
 	case C_EHLO:
 		if (code >= 200 && code < 300) {
 			c->esmtp = 1;
+			if (!c->tls) {
+				c->mode = job_mode(c, c->d->head);
+				if (c->starttls && c->mode != RELAY_TLS_OFF) {
+					c->st = C_STARTTLS;
+					send_line(c, "STARTTLS");
+					set_timeout(c, T_GREET);
+					break;
+				}
+			}
 			next_job(c);
 		} else if (code == 421) {
 			relay_suspend(c->x, c->d, text);
 			conn_free(c);
 		} else {
 			c->st = C_HELO;
-			send_line(c, "HELO %s", c->x->hostname);
+			send_line(c, "HELO %s", ehlo_name(c));
 		}
 		break;
 	case C_HELO:
@@ -364,6 +514,12 @@ static void on_reply(struct conn *c, int code, const char *text)
 			next_job(c);
 		else
 			conn_fail(c, code, text);
+		break;
+	case C_STARTTLS:
+		if (code == 220)
+			start_tls(c);
+		else
+			next_job(c); /* refused: jobs that need TLS fail there */
 		break;
 	case C_TX:
 		on_tx_reply(c, code, text);
@@ -404,6 +560,8 @@ static void on_read(struct bufferevent *bev, void *arg)
 		c->code = code;
 		if (c->st == C_EHLO && !base_strcasecmp_ascii(text, "PIPELINING"))
 			c->pipelining = 1;
+		if (c->st == C_EHLO && c->lines > 1 && !base_strcasecmp_ascii(text, "STARTTLS"))
+			c->starttls = 1;
 		if (c->lines == 1) {
 			c->reply.len = 0;
 			base_buf_append(&c->reply, line, n > 512 ? 512 : n);
@@ -420,19 +578,167 @@ static void on_read(struct bufferevent *bev, void *arg)
 			conn_free(c);
 			return;
 		}
+		if (c->bev != bev) return; /* the next address, or STARTTLS's layer */
+	}
+}
+
+static const char *ehlo_name(const struct conn *c)
+{
+	return c->src && c->src->ehlo[0] ? c->src->ehlo : c->x->hostname;
+}
+
+static void sockaddr_text(const struct sockaddr_storage *ss, char *out, size_t n, int port)
+{
+	char ip[INET6_ADDRSTRLEN] = "?";
+	unsigned p = 0;
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+		inet_ntop(AF_INET, &a->sin_addr, ip, sizeof ip);
+		p = ntohs(a->sin_port);
+	} else if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+		inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
+		p = ntohs(a->sin6_port);
+	}
+	if (!port)
+		snprintf(out, n, "%s", ip);
+	else if (ss->ss_family == AF_INET6)
+		snprintf(out, n, "[%s]:%u", ip, p);
+	else
+		snprintf(out, n, "%s:%u", ip, p);
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg);
+
+/* Starts connecting to c->addrs[c->ai] from c's source: 0, or -1 with why
+ * (the attempt failed at once). */
+static int attempt(struct conn *c, char *why, size_t n)
+{
+	const struct base_sockaddr *a = &c->addrs[c->ai];
+	struct sockaddr_storage ss;
+	socklen_t len = base_sockaddr_to(a, &ss);
+	sockaddr_text(&ss, c->peer, sizeof c->peer, 1);
+	/* the bound address; an unbound one is known once connected */
+	snprintf(c->src_ip, sizeof c->src_ip, "%s", c->src ? c->src->ip : "");
+	c->st = C_CONNECT;
+	c->lines = 0;
+	c->esmtp = c->pipelining = 0;
+	if (c->bev) bufferevent_free(c->bev);
+	c->bev = NULL;
+	int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(why, n, "000 socket: %s", strerror(errno));
+		return -1;
+	}
+	if (c->src) {
+		struct sockaddr_storage sa;
+		socklen_t sl = base_sockaddr_to(&c->src->addr, &sa);
+#ifdef IP_BIND_ADDRESS_NO_PORT
+		int one = 1;
+		(void)setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+#endif
+		if (bind(fd, (struct sockaddr *)&sa, sl) < 0) {
+			snprintf(why, n, "000 cannot bind source address %s: %s", c->src->ip,
+			         strerror(errno));
+			base_warn("pool %s: %s", c->d->pool ? c->d->pool->name : "-", why + 4);
+			close(fd);
+			return -1;
+		}
+	}
+	c->bev = bufferevent_socket_new(c->x->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	bufferevent_setcb(c->bev, on_read, NULL, on_event, c);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	set_timeout(c, T_CONNECT);
+	if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&ss, (int)len) < 0) {
+		snprintf(why, n, "000 connection refused");
+		relay_addr_dead(c->x, a);
+		return -1;
+	}
+	return 0;
+}
+
+/* The attempt at the current address failed (code 0: at the connection
+ * level, else the greeting's reply): the next address, or the outcome when
+ * none is left. */
+static void next_addr(struct conn *c, int code, const char *why)
+{
+	if (code >= 400 && code < 500) {
+		c->greet4xx++;
+		c->code4xx = code;
+		snprintf(c->why4xx, sizeof c->why4xx, "%s", why);
+		memcpy(c->peer4xx, c->peer, sizeof c->peer4xx);
+	}
+	if (code >= 500) c->greet5xx++;
+	c->last_code = code;
+	snprintf(c->last_why, sizeof c->last_why, "%s", why);
+	char w[256];
+	while (c->ai + 1 < c->naddrs) {
+		base_info("%s: %s; trying the next address", c->peer, c->last_why);
+		c->ai++;
+		if (attempt(c, w, sizeof w) == 0) return;
+		c->last_code = 0;
+		snprintf(c->last_why, sizeof c->last_why, "%s", w);
+	}
+	if (c->greet4xx) {
+		/* back off: no new connection for a while; one job carries the
+		 * refusal as its attempt, the others wait without one */
+		struct job *j = relay_job_take(c->d);
+		if (j) {
+			c->job = j;
+			c->rcpt_code = base_xcalloc(j->n, sizeof *c->rcpt_code);
+			c->rcpt_reply = base_xcalloc(j->n, sizeof *c->rcpt_reply);
+			memcpy(c->peer, c->peer4xx, sizeof c->peer); /* who said it */
+			tx_report(c, c->code4xx, c->why4xx);
+		}
+		relay_suspend(c->x, c->d, c->why4xx);
+		conn_free(c);
+	} else if (c->greet5xx == c->naddrs) {
+		conn_fail(c, c->last_code, c->last_why);
+	} else {
+		conn_fail(c, 0, c->last_code ? "000 no address took the connection" : c->last_why);
 	}
 }
 
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
 	struct conn *c = arg;
-	if (what & BEV_EVENT_CONNECTED) {
-		c->st = C_GREETING;
-		set_timeout(c, T_GREET);
+	if (c->handshake) {
+		if (what & BEV_EVENT_CONNECTED) {
+			c->handshake = 0;
+			c->tls = 1;
+			c->verified = c->mode == RELAY_TLS_VERIFY;
+			c->st = C_EHLO;
+			c->pipelining = c->starttls = 0;
+			send_line(c, "EHLO %s", ehlo_name(c));
+			set_timeout(c, T_GREET);
+			return;
+		}
+		char e[256] = "connection closed during the handshake", why[320];
+		unsigned long code = bufferevent_get_openssl_error(bev);
+		if (code) ERR_error_string_n(code, e, sizeof e);
+		while (bufferevent_get_openssl_error(bev)) continue;
+		SSL *ssl = bufferevent_openssl_get_ssl(bev);
+		long vr = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+		if (c->mode == RELAY_TLS_VERIFY && vr != X509_V_OK) {
+			/* say why the certificate was refused, and for which name */
+			const char *nm = c->names[c->ai];
+			snprintf(e, sizeof e, "certificate not accepted: %s%s%s",
+			         X509_verify_cert_error_string(vr), nm ? " for " : "",
+			         nm ? nm : "");
+		}
+		if (what & BEV_EVENT_TIMEOUT) snprintf(e, sizeof e, "timeout");
+		base_warn("TLS handshake with %s failed: %s", c->peer, e);
+		snprintf(why, sizeof why, "451 4.7.5 TLS handshake failed: %s", e);
+		conn_fail(c, 451, why);
 		return;
 	}
-	if (c->st == C_QUIT) {
-		conn_free(c);
+	if (what & BEV_EVENT_CONNECTED) {
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof ss;
+		if (getsockname(bufferevent_getfd(bev), (struct sockaddr *)&ss, &sl) == 0)
+			sockaddr_text(&ss, c->src_ip, sizeof c->src_ip, 0);
+		c->st = C_GREETING;
+		set_timeout(c, T_GREET);
 		return;
 	}
 	if (c->st == C_IDLE && what & BEV_EVENT_TIMEOUT) {
@@ -443,48 +749,203 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 		bufferevent_enable(c->bev, EV_READ);
 		return;
 	}
+	if (c->st == C_QUIT || c->st == C_WAIT || c->st == C_IDLE) {
+		/* nothing in hand: the peer closed an idle connection */
+		struct relay_ctx *x = c->x;
+		conn_free(c);
+		relay_kick(x);
+		return;
+	}
 	const char *why = what & BEV_EVENT_TIMEOUT ? "000 timeout"
 	                  : c->st == C_CONNECT     ? "000 connection refused"
 	                                           : "000 connection lost";
+	if (c->st == C_CONNECT || c->st == C_GREETING) {
+		if (c->st == C_CONNECT || (what & BEV_EVENT_TIMEOUT)) {
+			/* refused or timed out: new connections skip it for a while */
+			relay_addr_dead(c->x, &c->addrs[c->ai]);
+			base_debug("%s: %s, skipped for %d s", c->peer, why + 4,
+			           RELAY_DEAD_SECONDS);
+		}
+		next_addr(c, 0, why);
+		return;
+	}
 	conn_fail(c, 0, why);
 }
 
-static void conn_open(struct relay_ctx *x, struct dest *d)
+/* c's addresses: the site's of the source's family, live ones only when
+ * any is live, hosts of equal preference shuffled (see the top). */
+static void order_addrs(struct conn *c)
 {
-	struct base_sockaddr a;
-	struct base_err err;
-	char hp[300];
-	snprintf(hp, sizeof hp, "%s:%u", d->host, d->port);
+	const struct dest *d = c->d;
+	size_t idx[DEST_ADDRS_MAX], n = 0, live = 0;
+	uint32_t key[DEST_ADDRS_MAX];
+	unsigned char dead[DEST_ADDRS_MAX];
+	for (size_t i = 0; i < d->naddrs && n < DEST_ADDRS_MAX; i++) {
+		if (c->src && d->addrs[i].family != c->src->addr.family) continue;
+		dead[n] = (unsigned char)relay_addr_is_dead(c->x, &d->addrs[i]);
+		live += !dead[n];
+		/* one random key per host: its addresses stay together */
+		size_t p = n ? idx[n - 1] : 0;
+		int same_host = n && d->prefs[i] == d->prefs[p] && d->names[i] && d->names[p] &&
+		                !strcmp(d->names[i], d->names[p]);
+		key[n] = same_host ? key[n - 1] : arc4random();
+		idx[n++] = i;
+	}
+	/* insertion sort by (preference, key), stable */
+	for (size_t i = 1; i < n; i++) {
+		size_t v = idx[i];
+		uint32_t k = key[i];
+		unsigned char dv = dead[i];
+		size_t j = i;
+		while (j > 0 && (d->prefs[idx[j - 1]] > d->prefs[v] ||
+		                 (d->prefs[idx[j - 1]] == d->prefs[v] && key[j - 1] > k))) {
+			idx[j] = idx[j - 1];
+			key[j] = key[j - 1];
+			dead[j] = dead[j - 1];
+			j--;
+		}
+		idx[j] = v;
+		key[j] = k;
+		dead[j] = dv;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (live && dead[i]) {
+			char t[64];
+			struct sockaddr_storage ss;
+			base_sockaddr_to(&d->addrs[idx[i]], &ss);
+			sockaddr_text(&ss, t, sizeof t, 1);
+			base_debug("%s: skipped, it refused or timed out recently", t);
+			continue;
+		}
+		c->addrs[c->naddrs] = d->addrs[idx[i]];
+		c->names[c->naddrs++] = d->names[idx[i]] ? base_xstrdup(d->names[idx[i]]) : NULL;
+	}
+}
+
+static void conn_open(struct relay_ctx *x, struct dest *d, size_t si)
+{
 	struct conn *c = base_xcalloc(1, sizeof *c);
 	c->x = x;
 	c->d = d;
+	c->si = si;
+	c->src = d->pool ? &d->pool->src[si] : NULL;
 	d->active++;
 	d->connecting++;
+	d->src[si].active++;
 	c->counted_connecting = 1;
 	base_buf_init(&c->reply);
 	c->next = x->clist;
 	if (x->clist) x->clist->prev = c;
 	x->clist = c;
-	c->bev = bufferevent_socket_new(x->base, -1, BEV_OPT_CLOSE_ON_FREE);
-	bufferevent_setcb(c->bev, on_read, NULL, on_event, c);
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-	set_timeout(c, T_CONNECT);
-	if (base_parse_hostport(hp, 25, &a, &err) < 0) {
-		conn_fail(c, 0, "000 bad next hop address");
+	order_addrs(c);
+	if (!c->naddrs) {
+		conn_fail(c, 0, "000 no next hop address");
 		return;
 	}
-	struct sockaddr_storage ss;
-	int len = (int)base_sockaddr_to(&a, &ss);
-	if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&ss, len) < 0)
-		conn_fail(c, 0, "000 connection refused");
+	char w[256];
+	if (attempt(c, w, sizeof w) < 0) next_addr(c, 0, w);
+}
+
+struct dest_wake {
+	struct relay_ctx *x;
+	struct dest *d;
+	struct event *ev;
+};
+
+static void on_wake(evutil_socket_t fd, short what, void *arg)
+{
+	struct dest_wake *w = arg;
+	relay_mta_pump(w->x, w->d);
+}
+
+/* Fails the waiting jobs of d transiently (an attempt each). */
+static void fail_waiting(struct relay_ctx *x, struct dest *d, const char *why)
+{
+	struct job *j;
+	while ((j = relay_job_take(d))) {
+		for (uint32_t i = 0; i < j->n; i++) relay_outcome(x, d, j->m, j->idx[i], 451, why);
+		relay_job_free(x, j);
+	}
 }
 
 void relay_mta_pump(struct relay_ctx *x, struct dest *d)
 {
 	if (x->stopping || d->suspended_until > base_now()) return;
-	for (struct conn *c = x->clist; c && d->njobs; c = c->next)
-		if (c->d == d && c->st == C_IDLE) next_job(c);
-	while (d->njobs > d->connecting && d->active < x->cfg->conn_limit) conn_open(x, d);
+	/* idle connections first, when their TLS state suits the next job */
+	struct conn *cn;
+	for (struct conn *c = x->clist; c && d->head; c = cn) {
+		cn = c->next;
+		if (c->d == d && c->st == C_IDLE && tls_ok(c, d->head)) next_job(c);
+	}
+	int64_t now = (int64_t)base_mono_ns(), wait = 0;
+	uint32_t weight[RELAY_POOL_SOURCES_MAX];
+	int64_t cur[RELAY_POOL_SOURCES_MAX];
+	unsigned char ok[RELAY_POOL_SOURCES_MAX];
+	size_t n = d->nsrc < RELAY_POOL_SOURCES_MAX ? d->nsrc : RELAY_POOL_SOURCES_MAX;
+	while (d->njobs > d->connecting) {
+		int usable = 0;
+		for (size_t i = 0; i < n; i++) {
+			const struct relay_source *s = d->pool ? &d->pool->src[i] : NULL;
+			struct dest_src *ds = &d->src[i];
+			int fam = !s;
+			for (size_t k = 0; !fam && k < d->naddrs; k++)
+				fam = d->addrs[k].family == s->addr.family;
+			usable |= fam;
+			ok[i] = 0;
+			weight[i] = s ? s->weight : 1;
+			cur[i] = ds->swrr;
+			if (!fam || ds->active >= d->lim.conn_limit) continue;
+			/* a new connection needs a connection token, and is of use
+			 * only when a message may go now */
+			int64_t w1 = relay_rate_wait(&ds->conns, now);
+			int64_t w2 = relay_rate_wait(&ds->msgs, now);
+			int64_t w = w1 > w2 ? w1 : w2;
+			if (w > 0) {
+				if (!wait || w < wait) wait = w;
+				continue;
+			}
+			ok[i] = 1;
+		}
+		if (!usable && d->naddrs) {
+			base_warn("pool %s has no source address of an address family of %s",
+			          d->pool ? d->pool->name : "-", d->host);
+			fail_waiting(x, d,
+			             "451 4.4.0 no source address of the site's address family");
+			return;
+		}
+		long pick = relay_swrr_pick(weight, cur, ok, n);
+		if (pick < 0) break;
+		for (size_t i = 0; i < n; i++) d->src[i].swrr = cur[i];
+		relay_rate_take(&d->src[pick].conns, now);
+		conn_open(x, d, (size_t)pick);
+	}
+	if (wait > 0 && d->njobs > d->connecting) {
+		if (!d->wake) {
+			d->wake = base_xcalloc(1, sizeof *d->wake);
+			d->wake->x = x;
+			d->wake->d = d;
+			d->wake->ev = evtimer_new(x->base, on_wake, d->wake);
+		}
+		if (!evtimer_pending(d->wake->ev, NULL)) {
+			/* rounded up to the next millisecond */
+			wait += 1000000;
+			struct timeval tv = {(time_t)(wait / 1000000000),
+			                     (suseconds_t)(wait % 1000000000 / 1000)};
+			evtimer_add(d->wake->ev, &tv);
+		}
+	}
+}
+
+void relay_mta_dest_free(struct dest *d)
+{
+	for (size_t i = 0; i < d->naddrs; i++) {
+		free(d->names[i]);
+		d->names[i] = NULL;
+	}
+	if (!d->wake) return;
+	event_free(d->wake->ev);
+	free(d->wake);
+	d->wake = NULL;
 }
 
 void relay_mta_shutdown(struct relay_ctx *x)

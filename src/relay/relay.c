@@ -5,11 +5,14 @@
  * (delivered, retry, bounce, expire, suspend), DSNs, DKIM signing at
  * reception, and the accounting log.
  *
- * The scheduler is a periodic scan (every second, and at once when new
- * mail is committed or a connection frees up) over the live messages:
- * every PENDING recipient that is due, not busy and whose destination is
- * not suspended joins a job for (message, destination). Destinations then
- * open connections up to their limit (mta.c).
+ * The scheduler runs every second, and at once when new mail is committed
+ * or a connection frees up. It pops the messages that are due from a heap
+ * keyed by next-attempt time (sched.c), so its cost follows the due mail,
+ * not the queue: every PENDING recipient that is due, not busy, not held
+ * by an administrator (control.c) and whose destination is not suspended
+ * joins a job for (message, destination); the message goes back into the
+ * heap at its next due time. Destinations then open connections up to
+ * their limit (mta.c).
  */
 #include <errno.h>
 #include <signal.h>
@@ -48,6 +51,14 @@ static void json_str(FILE *f, const char *s)
 	base_json_fputs(f, s ? s : "");
 }
 
+static void json_or_null(FILE *f, const char *s)
+{
+	if (s)
+		base_json_fputs(f, s);
+	else
+		fputs("null", f);
+}
+
 /* The enhanced status code at the start of a reply text ("5.1.1 ..."). */
 static void enhanced(const char *reply, char *out, size_t n)
 {
@@ -65,6 +76,7 @@ static void enhanced(const char *reply, char *out, size_t n)
 
 static const char *categorize(struct relay_ctx *x, int code, const char *reply)
 {
+	if (x->category) return x->category; /* an administrator's action */
 	char e[16];
 	enhanced(reply, e, sizeof e);
 	return relay_classify(x->cfg->rules, code, e, reply ? reply : "");
@@ -104,7 +116,10 @@ static void account_csv(struct relay_ctx *x, const char *event, const struct rms
 	gmtime_r(&q, &tm);
 	strftime(t2, sizeof t2, "%Y-%m-%d %H:%M:%S+0000", &tm);
 	enhanced(reply, e, sizeof e);
-	if (d) snprintf(mta, sizeof mta, "%s:%u", d->host, d->port);
+	if (d && x->acct_mx)
+		snprintf(mta, sizeof mta, "%s", x->acct_mx);
+	else if (d)
+		snprintf(mta, sizeof mta, "%s:%u", d->host, d->port);
 	if (r) snprintf(att, sizeof att, "%u", r->attempts);
 	int expiry = !strcmp(event, "expiry");
 	char type = !strcmp(event, "delivery")    ? 'd'
@@ -130,7 +145,7 @@ static void account_csv(struct relay_ctx *x, const char *event, const struct rms
 	          : code >= 400 || code == 0 ? categorize(x, code, reply)
 	                                     : "",
 	          0);
-	csv_field(f, m->client, 0);
+	csv_field(f, r && x->acct_src ? x->acct_src : m->client, 0);
 	csv_field(f, att, 0);
 	csv_field(f, m->id, 1);
 	fflush(f);
@@ -157,10 +172,17 @@ void relay_account(struct relay_ctx *x, const char *event, const struct rmsg *m,
 	} else {
 		fprintf(f, ",\"rcpts\":%u", m->nrcpt);
 	}
-	fputs(",\"account\":null,\"pool\":null,\"source_ip\":", f);
-	json_str(f, m->client);
+	fputs(",\"account\":", f);
+	json_or_null(f, m ? m->account : NULL);
+	fputs(",\"pool\":", f);
+	json_or_null(f, d && d->pool ? d->pool->name : m->pool);
+	fputs(",\"source_ip\":", f);
+	/* a delivery attempt's: the connection's bound source address */
+	json_str(f, r && x->acct_src ? x->acct_src : m->client);
 	fputs(",\"mx\":", f);
-	if (d) {
+	if (d && x->acct_mx) {
+		json_str(f, x->acct_mx);
+	} else if (d) {
 		char hp[300];
 		snprintf(hp, sizeof hp, "%s:%u", d->host, d->port);
 		json_str(f, hp);
@@ -177,18 +199,35 @@ void relay_account(struct relay_ctx *x, const char *event, const struct rmsg *m,
 		json_str(f, !strcmp(event, "expiry") ? "expired" : categorize(x, code, reply));
 	else
 		fputs("null", f);
-	fputs(",\"tls\":false}\n", f);
+	fputs(x->acct_tls ? ",\"tls\":true}\n" : ",\"tls\":false}\n", f);
 	fflush(f);
 }
 
 /* ---- the queue -------------------------------------------------------------- */
 
+const char *relay_intern(struct relay_ctx *x, const char *s)
+{
+	if (!s || !*s) return NULL;
+	for (struct relay_name *n = x->names; n; n = n->next)
+		if (!strcmp(n->s, s)) return n->s;
+	size_t len = strlen(s);
+	struct relay_name *n = base_xmalloc(sizeof *n + len + 1);
+	memcpy(n->s, s, len + 1);
+	n->next = x->names;
+	x->names = n;
+	return n->s;
+}
+
 struct rmsg *relay_queue_add(struct relay_ctx *x, const char *id, const char *sender,
-                             const char *client, int64_t received, const struct relay_loc *loc,
-                             const char *const *rcpts, uint32_t nrcpt)
+                             const char *attrs, const char *client, int64_t received,
+                             const struct relay_loc *loc, const char *const *rcpts,
+                             uint32_t nrcpt)
 {
 	struct rmsg *m = base_xcalloc(1, sizeof *m);
 	snprintf(m->id, sizeof m->id, "%s", id);
+	char v[RELAY_ATTRS_MAX + 1];
+	if (relay_attr_get(attrs, "account", v, sizeof v)) m->account = relay_intern(x, v);
+	if (relay_attr_get(attrs, "pool", v, sizeof v)) m->pool = relay_intern(x, v);
 	m->sender = base_xstrdup(sender);
 	snprintf(m->client, sizeof m->client, "%s", client ? client : "");
 	m->received = received;
@@ -200,6 +239,8 @@ struct rmsg *relay_queue_add(struct relay_ctx *x, const char *id, const char *se
 	if (x->msgs) x->msgs->prev = m;
 	x->msgs = m;
 	x->nmsgs++;
+	m->hidx = RELAY_HEAP_NONE;
+	relay_heap_update(&x->heap, m, 0);
 	return m;
 }
 
@@ -212,6 +253,7 @@ static void msg_drop(struct relay_ctx *x, struct rmsg *m)
 		x->msgs = m->next;
 	if (m->next) m->next->prev = m->prev;
 	x->nmsgs--;
+	relay_heap_remove(&x->heap, m);
 	for (uint32_t i = 0; i < m->nrcpt; i++) free(m->rcpt[i].addr);
 	free(m->rcpt);
 	free(m->sender);
@@ -236,7 +278,8 @@ static void recovered(void *arg, const struct relay_record *rec, const struct re
 		p += strlen(p) + 1;
 	}
 	struct rmsg *m =
-	    relay_queue_add(x, rec->id, rec->sender, "", rec->received, loc, rc, rec->nrcpt);
+	    relay_queue_add(x, rec->id, rec->sender, rec->attrs, "", rec->received, loc, rc,
+	                    rec->nrcpt);
 	free(rc);
 	m->live = 0;
 	for (uint32_t i = 0; i < rec->nrcpt; i++) {
@@ -245,27 +288,77 @@ static void recovered(void *arg, const struct relay_record *rec, const struct re
 		m->rcpt[i].next = next[i];
 		if (states[i] == RELAY_RCPT_PENDING) m->live++;
 	}
+	relay_heap_update(&x->heap, m, relay_msg_due(m));
 }
 
 /* ---- routing -------------------------------------------------------------- */
 
-/* The destination of a recipient: 1 with *d, 0 while its MX lookup runs,
- * -1 with the failure in code and reply. */
+/* The destination of a recipient of m: its site (a static route's next hop,
+ * or the MX host set of its domain) seen from m's pool. 1 with *d, 0 while
+ * its MX lookup runs, -1 with the failure in code and reply. */
 static const struct relay_route *route_for(const struct relay_config *c, const char *domain);
-static struct dest *dest_get(struct relay_ctx *x, const char *host, uint16_t port);
+static struct dest *dest_get(struct relay_ctx *x, const char *host, uint16_t port,
+                             const struct relay_pool *pool, const struct relay_hops *h);
 
-static int dest_for(struct relay_ctx *x, const char *addr, struct dest **d, int *code,
-                    const char **reply)
+static int dest_for(struct relay_ctx *x, const struct rmsg *m, const char *addr, struct dest **d,
+                    int *code, const char **reply)
 {
 	const char *domain = smtp_path_domain(addr);
-	const struct relay_route *rt = route_for(x->cfg, domain);
-	if (rt) {
-		*d = dest_get(x, rt->host, rt->port);
-		return 1;
+	const struct relay_config *c = x->cfg;
+	const struct relay_pool *pool = relay_pool_find(c, m->pool ? m->pool : c->default_pool);
+	if (m->pool && !pool) {
+		base_warn("%s: unknown IP pool '%s': deferred", m->id, m->pool);
+		*code = 451;
+		*reply = "451 4.3.5 unknown IP pool";
+		return -1;
 	}
-	const char *host;
-	int r = relay_mx_route(x, domain, &host, code, reply);
-	if (r == 1) *d = dest_get(x, host, x->cfg->smtp_port);
+	const struct relay_route *rt = route_for(c, domain);
+	int r = 1;
+	if (rt && rt->name) {
+		/* a host name: its addresses, checked by verify against the name */
+		const struct relay_hops *h;
+		r = relay_host_route(x, rt->host, &h, code, reply);
+		if (r == 1) *d = dest_get(x, rt->host, rt->port, pool, h);
+	} else if (rt) {
+		struct relay_hops h = {.n = 1};
+		struct base_err err;
+		char hp[300];
+		snprintf(hp, sizeof hp, "%s:%u", rt->host, rt->port);
+		if (base_parse_hostport(hp, rt->port, &h.addrs[0], &err) < 0) {
+			*code = 451;
+			*reply = "451 4.4.0 bad next hop address";
+			return -1;
+		}
+		*d = dest_get(x, rt->host, rt->port, pool, &h);
+	} else {
+		const char *site;
+		const struct relay_hops *h;
+		r = relay_mx_route(x, domain, &site, &h, code, reply);
+		if (r == 1) *d = dest_get(x, site, c->smtp_port, pool, h);
+	}
+	if (r == 1) {
+		/* a [domain] override applies to the site its mail goes to */
+		const struct relay_domain_limits *o = relay_domain_find(c, domain);
+		if (o) {
+			struct relay_limits *l = &(*d)->lim;
+			if (o->lim.set & RELAY_LIM_CONN) l->conn_limit = o->lim.conn_limit;
+			if (o->lim.set & RELAY_LIM_MPC) l->msgs_per_conn = o->lim.msgs_per_conn;
+			if ((o->lim.set & RELAY_LIM_MPS) &&
+			    l->msgs_per_sec != o->lim.msgs_per_sec) {
+				l->msgs_per_sec = o->lim.msgs_per_sec;
+				for (size_t i = 0; i < (*d)->nsrc; i++)
+					relay_rate_init(&(*d)->src[i].msgs, l->msgs_per_sec,
+					                1000000000ull);
+			}
+			if ((o->lim.set & RELAY_LIM_CPM) &&
+			    l->conns_per_min != o->lim.conns_per_min) {
+				l->conns_per_min = o->lim.conns_per_min;
+				for (size_t i = 0; i < (*d)->nsrc; i++)
+					relay_rate_init(&(*d)->src[i].conns, l->conns_per_min,
+					                60000000000ull);
+			}
+		}
+	}
 	return r;
 }
 
@@ -281,15 +374,48 @@ static const struct relay_route *route_for(const struct relay_config *c, const c
 	return star;
 }
 
-static struct dest *dest_get(struct relay_ctx *x, const char *host, uint16_t port)
+static struct dest *dest_get(struct relay_ctx *x, const char *host, uint16_t port,
+                             const struct relay_pool *pool, const struct relay_hops *h)
 {
-	for (struct dest *d = x->dests; d; d = d->next)
-		if (d->port == port && !strcmp(d->host, host)) return d;
-	struct dest *d = base_xcalloc(1, sizeof *d);
-	d->host = base_xstrdup(host);
-	d->port = port;
-	d->next = x->dests;
-	x->dests = d;
+	size_t naddrs = h->n < DEST_ADDRS_MAX ? h->n : DEST_ADDRS_MAX;
+	struct dest *d;
+	for (d = x->dests; d; d = d->next)
+		if (d->port == port && d->pool == pool && !strcmp(d->host, host)) break;
+	if (!d) {
+		const struct relay_config *c = x->cfg;
+		d = base_xcalloc(1, sizeof *d);
+		d->host = base_xstrdup(host);
+		d->port = port;
+		d->pool = pool;
+		d->lim.conn_limit = c->conn_limit;
+		d->lim.msgs_per_conn = c->msgs_per_conn;
+		d->lim.msgs_per_sec = c->msgs_per_sec;
+		d->lim.conns_per_min = c->conns_per_min;
+		d->nsrc = pool ? pool->nsrc : 1;
+		d->src = base_xcalloc(d->nsrc, sizeof *d->src);
+		for (size_t i = 0; i < d->nsrc; i++) {
+			relay_rate_init(&d->src[i].msgs, c->msgs_per_sec, 1000000000ull);
+			relay_rate_init(&d->src[i].conns, c->conns_per_min, 60000000000ull);
+		}
+		d->next = x->dests;
+		x->dests = d;
+	}
+	/* the addresses follow the DNS (a static route's never change) */
+	for (size_t i = 0; i < naddrs; i++) {
+		d->addrs[i] = h->addrs[i];
+		d->addrs[i].port = port;
+		d->prefs[i] = h->prefs[i];
+		const char *nm = h->names[i];
+		if (!nm || !d->names[i] || strcmp(nm, d->names[i])) {
+			free(d->names[i]);
+			d->names[i] = nm ? base_xstrdup(nm) : NULL;
+		}
+	}
+	for (size_t i = naddrs; i < d->naddrs; i++) {
+		free(d->names[i]);
+		d->names[i] = NULL;
+	}
+	d->naddrs = naddrs;
 	return d;
 }
 
@@ -372,60 +498,139 @@ void relay_job_free(struct relay_ctx *x, struct job *j)
 	m->busy--;
 	free(j->idx);
 	free(j);
-	if (m->live == 0 && m->busy == 0) msg_free(x, m);
+	if (m->live == 0 && m->busy == 0)
+		msg_free(x, m);
+	else
+		relay_heap_update(&x->heap, m, relay_msg_due(m));
 	relay_kick(x);
 }
 
 /* ---- the scheduler ---------------------------------------------------------- */
 
+/* Makes the jobs of one message that is due; returns when it is due again
+ * (INT64_MAX: when a job ends), or -1 when the message was freed. */
+static int64_t schedule_msg(struct relay_ctx *x, struct rmsg *m, int64_t now)
+{
+	if (m->live == 0) {
+		if (m->busy) return INT64_MAX;
+		msg_free(x, m);
+		return -1;
+	}
+	int64_t due = INT64_MAX;
+	for (uint32_t i = 0; i < m->nrcpt; i++) {
+		struct rrcpt *r = &m->rcpt[i];
+		if (r->state != RELAY_RCPT_PENDING || r->busy) continue;
+		if (r->next > now) {
+			if (r->next < due) due = r->next;
+			continue;
+		}
+		struct dest *d;
+		int code = 0;
+		const char *why = NULL;
+		int found = dest_for(x, m, r->addr, &d, &code, &why);
+		if (found == 0) { /* the MX lookup is running: look again next tick */
+			due = now;
+			continue;
+		}
+		if (found < 0) {
+			relay_outcome(x, NULL, m, i, code, why);
+			if (r->state == RELAY_RCPT_PENDING && r->next < due) due = r->next;
+			continue;
+		}
+		int64_t held = relay_control_held(x, m, r->addr, d, now);
+		if (!held && d->suspended_until > now) held = d->suspended_until;
+		if (held) {
+			if (held < due) due = held;
+			continue;
+		}
+		/* gather every due recipient of m for d into one job */
+		struct job *j = base_xcalloc(1, sizeof *j);
+		j->m = m;
+		j->idx = base_xcalloc(m->nrcpt, sizeof *j->idx);
+		for (uint32_t k = i; k < m->nrcpt; k++) {
+			struct rrcpt *q = &m->rcpt[k];
+			if (q->state != RELAY_RCPT_PENDING || q->busy || q->next > now) continue;
+			struct dest *dq = d;
+			if (k != i && dest_for(x, m, q->addr, &dq, &code, &why) != 1) continue;
+			if (dq != d) continue;
+			if (k != i && relay_control_held(x, m, q->addr, d, now)) continue;
+			q->busy = 1;
+			j->idx[j->n++] = k;
+		}
+		m->busy++;
+		if (d->tail)
+			d->tail->next = j;
+		else
+			d->head = j;
+		d->tail = j;
+		d->njobs++;
+	}
+	if (m->live == 0 && m->busy == 0) {
+		msg_free(x, m);
+		return -1;
+	}
+	return due;
+}
+
 static void schedule(struct relay_ctx *x)
 {
 	int64_t now = base_now();
-	struct rmsg *next;
-	for (struct rmsg *m = x->msgs; m; m = next) {
-		next = m->next;
-		if (m->live == 0) {
-			if (m->busy == 0) msg_free(x, m);
+	struct rmsg *m, **again = NULL; /* still due: back into the heap after the tick */
+	size_t nagain = 0, capagain = 0;
+	while ((m = relay_heap_top(&x->heap)) && m->due <= now) {
+		relay_heap_remove(&x->heap, m);
+		int64_t due = schedule_msg(x, m, now);
+		if (due < 0) continue;
+		if (due > now) {
+			relay_heap_update(&x->heap, m, due);
 			continue;
 		}
-		for (uint32_t i = 0; i < m->nrcpt; i++) {
-			struct rrcpt *r = &m->rcpt[i];
-			if (r->state != RELAY_RCPT_PENDING || r->busy || r->next > now) continue;
-			struct dest *d;
-			int code = 0;
-			const char *why = NULL;
-			int found = dest_for(x, r->addr, &d, &code, &why);
-			if (found == 0) continue; /* the MX lookup is running */
-			if (found < 0) {
-				relay_outcome(x, NULL, m, i, code, why);
-				continue;
-			}
-			if (d->suspended_until > now) continue;
-			/* gather every due recipient of m for d into one job */
-			struct job *j = base_xcalloc(1, sizeof *j);
-			j->m = m;
-			j->idx = base_xcalloc(m->nrcpt, sizeof *j->idx);
-			for (uint32_t k = i; k < m->nrcpt; k++) {
-				struct rrcpt *q = &m->rcpt[k];
-				if (q->state != RELAY_RCPT_PENDING || q->busy || q->next > now)
-					continue;
-				struct dest *dq = d;
-				if (k != i && dest_for(x, q->addr, &dq, &code, &why) != 1) continue;
-				if (dq != d) continue;
-				q->busy = 1;
-				j->idx[j->n++] = k;
-			}
-			m->busy++;
-			if (d->tail)
-				d->tail->next = j;
-			else
-				d->head = j;
-			d->tail = j;
-			d->njobs++;
+		if (nagain == capagain) {
+			capagain = capagain ? 2 * capagain : 16;
+			again = base_xrealloc(again, capagain * sizeof *again);
 		}
-		if (m->live == 0 && m->busy == 0) msg_free(x, m);
+		m->due = due;
+		again[nagain++] = m;
 	}
+	for (size_t i = 0; i < nagain; i++) relay_heap_push(&x->heap, again[i]);
+	free(again);
 	for (struct dest *d = x->dests; d; d = d->next) relay_mta_pump(x, d);
+}
+
+/* Puts a message back at its due time after an administrator changed it. */
+void relay_resched(struct relay_ctx *x, struct rmsg *m)
+{
+	if (m->live == 0 && m->busy == 0)
+		msg_free(x, m);
+	else
+		relay_heap_update(&x->heap, m, relay_msg_due(m));
+}
+
+/* The site a recipient of m goes to, as "host:port" (a static route's next
+ * hop, or its domain's MX host set "mx1,mx2:25"); NULL while unknown (MX
+ * lookup running, no route). The summary by site and site suspensions ask
+ * here alone. */
+const char *relay_site(struct relay_ctx *x, const struct rmsg *m, const char *addr, char *buf,
+                       size_t n)
+{
+	struct dest *d;
+	int code = 0;
+	const char *why = NULL;
+	if (dest_for(x, m, addr, &d, &code, &why) != 1) return NULL;
+	snprintf(buf, n, "%s:%u", d->host, d->port);
+	return buf;
+}
+
+/* An administrator bounces one pending recipient: a final outcome in the
+ * spool, a `bounce` event of category `admin`, and a DSN to the sender. */
+void relay_admin_bounce(struct relay_ctx *x, struct rmsg *m, uint32_t idx, const char *reply)
+{
+	finish(x, m, idx, RELAY_RCPT_BOUNCED);
+	x->category = "admin";
+	relay_account(x, "bounce", m, &m->rcpt[idx], NULL, 550, reply);
+	x->category = NULL;
+	dsn(x, m, idx, NULL, reply, 0);
+	relay_commit_soon(x);
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)
@@ -448,27 +653,27 @@ void relay_kick(struct relay_ctx *x)
  * when this one ends. So a 250 still comes only after a sync that began
  * after the message was written. */
 struct commit {
-	struct relay_job job;
+	struct relay_work work;
 	struct relay_ctx *x;
 	struct relay_spool_sync *sync;
 	struct session **batch;
 	size_t n;
 };
 
-static void commit_run(struct relay_job *j)
+static void commit_run(struct relay_work *j)
 {
 	struct commit *c = (struct commit *)j;
 	relay_spool_commit_run(c->sync);
 }
 
-static void commit_done(struct relay_job *j)
+static void commit_done(struct relay_work *j)
 {
 	struct commit *c = (struct commit *)j;
 	struct relay_ctx *x = c->x;
 	struct base_err err;
 	int ok = relay_spool_commit_end(c->sync, &err) == 0 && j->ran;
 	if (!ok && j->ran) base_error("%s", err.msg);
-	x->sync_job = NULL;
+	x->sync_work = NULL;
 	x->syncs += j->ran;
 	if (ok) x->synced += c->n;
 	if (!x->stopping)
@@ -485,21 +690,21 @@ static void commit_done(struct relay_job *j)
 static void on_commit(evutil_socket_t fd, short what, void *arg)
 {
 	struct relay_ctx *x = arg;
-	if (x->sync_job) {
+	if (x->sync_work) {
 		x->commit_again = 1; /* the running commit starts the next */
 		return;
 	}
 	struct commit *c = base_xcalloc(1, sizeof *c);
-	c->job.run = commit_run;
-	c->job.done = commit_done;
+	c->work.run = commit_run;
+	c->work.done = commit_done;
 	c->x = x;
 	c->batch = x->waiting;
 	c->n = x->nwaiting;
 	x->waiting = NULL;
 	x->nwaiting = x->capwaiting = 0;
 	c->sync = relay_spool_commit_begin(x->spool);
-	x->sync_job = &c->job;
-	relay_pool_submit(x->syncer, &c->job);
+	x->sync_work = &c->work;
+	relay_workers_submit(x->syncer, &c->work);
 }
 
 void relay_commit_soon(struct relay_ctx *x)
@@ -636,12 +841,12 @@ static void dsn(struct relay_ctx *x, struct rmsg *m, uint32_t idx, struct dest *
 	base_buf_free(&orig);
 	const char *rc[1] = {m->sender};
 	struct relay_loc loc;
-	if (relay_spool_add(x->spool, id, "", now, rc, 1, b.data, b.len, &loc, &err) < 0) {
+	if (relay_spool_add(x->spool, id, "", "", now, rc, 1, b.data, b.len, &loc, &err) < 0) {
 		base_error("DSN for %s: %s", m->id, err.msg);
 	} else {
 		/* the DSN is as durable as the state record that led to it: the
 		 * next commit covers both */
-		struct rmsg *n = relay_queue_add(x, id, "", "", now, &loc, rc, 1);
+		struct rmsg *n = relay_queue_add(x, id, "", "", "", now, &loc, rc, 1);
 		relay_account(x, "reception", n, NULL, NULL, 0, "DSN");
 		relay_commit_soon(x);
 	}
@@ -697,20 +902,22 @@ int relay_run(const struct relay_config *c, struct base_err *err)
 	evsignal_add(sigterm, NULL);
 	evsignal_add(sigint, NULL);
 	int rc = 0;
-	x.syncer = relay_pool_new(x.base, 1, err);
+	x.syncer = relay_workers_new(x.base, 1, err);
 	if (!x.syncer) rc = -1;
-	if (rc == 0 && c->ndkim && !(x.signers = relay_pool_new(x.base, relay_pool_cores(), err)))
+	if (rc == 0 && c->ndkim &&
+	    !(x.signers = relay_workers_new(x.base, relay_workers_cores(), err)))
 		rc = -1;
 	if (rc == 0) rc = relay_mx_start(&x, c->resolver, err);
 	if (rc == 0) rc = relay_server_start(&x, err);
+	if (rc == 0) rc = relay_control_start(&x, err);
 	if (rc == 0) {
 		relay_kick(&x);
 		event_base_dispatch(x.base);
 	}
-	/* no job runs past this point; sessions they held are freed below */
+	/* no work runs past this point; sessions it held are freed below */
 	x.stopping = 1;
-	relay_pool_free(x.signers);
-	relay_pool_free(x.syncer);
+	relay_workers_free(x.signers);
+	relay_workers_free(x.syncer);
 	if (rc == 0) {
 		/* whatever is written is made durable before leaving */
 		struct base_err e2;
@@ -718,6 +925,7 @@ int relay_run(const struct relay_config *c, struct base_err *err)
 		base_info("group commit: %llu messages acknowledged in %llu syncs",
 		          (unsigned long long)x.synced, (unsigned long long)x.syncs);
 	}
+	relay_control_stop(&x);
 	relay_server_stop(&x);
 	relay_mta_shutdown(&x);
 	relay_mx_stop(&x);
@@ -728,6 +936,7 @@ int relay_run(const struct relay_config *c, struct base_err *err)
 	event_free(x.commit_ev);
 	/* the queue stays in the spool for the next start */
 	while (x.msgs) msg_drop(&x, x.msgs);
+	relay_heap_free(&x.heap);
 	while (x.dests) {
 		struct dest *d = x.dests;
 		x.dests = d->next;
@@ -736,10 +945,17 @@ int relay_run(const struct relay_config *c, struct base_err *err)
 			free(j->idx);
 			free(j);
 		}
+		relay_mta_dest_free(d);
+		free(d->src);
 		free(d->host);
 		free(d);
 	}
 	free(x.waiting);
+	while (x.names) {
+		struct relay_name *n = x.names;
+		x.names = n->next;
+		free(n);
+	}
 	event_base_free(x.base);
 	relay_spool_close(x.spool);
 	if (x.log) fclose(x.log);

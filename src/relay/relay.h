@@ -22,14 +22,20 @@
  * holds records:
  *
  *   offset 0  "MRS1"            magic
- *          4  type              'M' message, 'S' recipient state
+ *          4  type              'N' message, 'S' recipient state ('M': a
+ *                               message without attributes, as written
+ *                               before attributes existed; still read)
  *          5  3 zero bytes
  *          8  u32 LE            payload length (<= RELAY_RECORD_MAX)
  *         12  u32 LE            CRC-32 of bytes 4..11 and of the payload
  *         16  payload
  *
- * 'M' payload: id NUL sender NUL received NUL nrcpt NUL rcpt_1 NUL ... rcpt_n
- *              NUL, then the message (CRLF lines, DKIM-Signature first).
+ * 'N' payload: id NUL sender NUL received NUL attrs NUL nrcpt NUL rcpt_1 NUL
+ *              ... rcpt_n NUL, then the message (CRLF lines, DKIM-Signature
+ *              first). attrs: "key=value" words separated by single spaces,
+ *              printable ASCII, at most RELAY_ATTRS_MAX bytes ("account=acme
+ *              pool=bulk"); may be empty.
+ * 'M' payload: the same without attrs.
  * 'S' payload: id NUL rcpt-index NUL state NUL attempts NUL next-attempt NUL
  *              (decimal numbers; state is one of enum relay_rcpt_state).
  */
@@ -37,6 +43,7 @@
 #define RELAY_RECORD_MAX (64u << 20)
 #define RELAY_ID_MAX     32
 #define RELAY_RCPT_MAX   1000
+#define RELAY_ATTRS_MAX  1024
 
 enum relay_rcpt_state {
 	RELAY_RCPT_PENDING = 0, /* to be (re)tried at `next` */
@@ -46,10 +53,11 @@ enum relay_rcpt_state {
 };
 
 struct relay_record {
-	char type; /* 'M' or 'S' */
+	char type; /* 'M' (a message, whether written as 'M' or 'N') or 'S' */
 	char id[RELAY_ID_MAX + 1];
 	/* 'M' */
 	const char *sender; /* into the payload; NUL-terminated */
+	const char *attrs;  /* into the payload ("" for an 'M' record) */
 	int64_t received;
 	uint32_t nrcpt;
 	const char *rcpts; /* nrcpt NUL-terminated strings one after another */
@@ -67,9 +75,16 @@ struct relay_record {
  * magic, bad checksum, bad payload) giving the byte offset in the record. */
 int relay_record_parse(const uint8_t *buf, size_t len, struct relay_record *r,
                        struct base_err *err);
-/* Appends an encoded 'M' record to out. */
-void relay_record_msg(struct base_buf *out, const char *id, const char *sender, int64_t received,
-                      const char *const *rcpts, uint32_t nrcpt, const char *body, size_t body_len);
+/* Appends an encoded message ('N') record to out; attrs as above. */
+void relay_record_msg(struct base_buf *out, const char *id, const char *sender, const char *attrs,
+                      int64_t received, const char *const *rcpts, uint32_t nrcpt,
+                      const char *body, size_t body_len);
+/* Whether attrs (as above) are well formed: key=value words, single
+ * spaces, printable ASCII, bounded. */
+int relay_attrs_valid(const char *attrs);
+/* The value of `key` in attrs, copied to out (n bytes): 1 if present, 0
+ * if not (out is then ""). */
+int relay_attr_get(const char *attrs, const char *key, char *out, size_t n);
 /* Appends an encoded 'S' record to out. */
 void relay_record_state(struct base_buf *out, const char *id, uint32_t rcpt_index, uint32_t state,
                         uint32_t attempts, int64_t next);
@@ -99,7 +114,8 @@ void relay_spool_close(struct relay_spool *sp);
 int relay_spool_scan(const char *dir, relay_recover_cb cb, void *arg, struct base_err *err);
 /* Writes (without syncing) a message record; on failure (ENOSPC...) the
  * segment is cut back so nothing partial remains. */
-int relay_spool_add(struct relay_spool *sp, const char *id, const char *sender, int64_t received,
+int relay_spool_add(struct relay_spool *sp, const char *id, const char *sender, const char *attrs,
+                    int64_t received,
                     const char *const *rcpts, uint32_t nrcpt, const char *body, size_t body_len,
                     struct relay_loc *loc, struct base_err *err);
 /* Writes (without syncing) a recipient state record. */
@@ -176,15 +192,101 @@ const char *relay_classify(const struct relay_rules *r, int code, const char *en
 
 struct relay_route {
 	char *domain; /* "*" for every domain */
-	char *host;
+	char *host;   /* an IP address ("[v6]" for IPv6), or a host name when `name` */
 	uint16_t port;
+	int name; /* host is a name, resolved (A and AAAA) through --resolver */
 };
+
+/* A route's next hop given as NAME[:PORT] (port 25 when absent): 1 with the
+ * name in lower case (letters, digits, hyphens, dots; at most 253 bytes,
+ * labels of 1 to 63, a last label that is not all digits) and the port, 0
+ * when hp is not that. name has room for n bytes. */
+int relay_route_host_parse(const char *hp, char *name, size_t n, uint16_t *port);
 
 struct auth_dkim_key;
 struct relay_dkim {
 	char *domain, *selector;
 	struct auth_dkim_key *key;
 };
+
+/* ---- IP pools and shaping (pool.c) -----------------------------------------
+ *
+ * A pool is a named set of source addresses, each with its EHLO name and a
+ * weight; a new delivery connection binds one of them, chosen by smooth
+ * weighted round robin. Limits apply per site (the MX host set a domain's
+ * mail goes to, or a static route's next hop) and per source address. */
+
+#define RELAY_POOL_SOURCES_MAX 64
+#define RELAY_POOLS_MAX        256
+#define RELAY_DOMAINS_MAX      4096
+
+struct relay_source {
+	struct base_sockaddr addr; /* port 0 */
+	char ip[48];               /* the address as text */
+	char ehlo[256];            /* "": the relay's host name */
+	uint32_t weight;           /* 1..1000 */
+};
+
+struct relay_pool {
+	char *name;
+	struct relay_source *src;
+	size_t nsrc;
+};
+
+/* Shaping limits; for a [domain NAME] override, `set` says which were given. */
+struct relay_limits {
+	uint32_t conn_limit;    /* simultaneous connections per site and source address */
+	uint32_t msgs_per_conn; /* 0: no limit */
+	uint32_t msgs_per_sec;  /* per site and source address; 0: unlimited */
+	uint32_t conns_per_min; /* new connections, per site and source address; 0: unlimited */
+	unsigned set;           /* RELAY_LIM_* bits */
+};
+enum { RELAY_LIM_CONN = 1, RELAY_LIM_MPC = 2, RELAY_LIM_MPS = 4, RELAY_LIM_CPM = 8 };
+
+struct relay_domain_limits {
+	char *domain; /* lower case */
+	struct relay_limits lim;
+};
+
+struct relay_config;
+/* "IP [ehlo=NAME] [weight=N]" (a [pool NAME] section's `source` value). */
+int relay_source_parse(struct relay_source *s, const char *spec, struct base_err *err);
+/* Adds a source to the named pool (created when new). */
+int relay_pool_add(struct relay_config *c, const char *pool, const char *spec,
+                   struct base_err *err);
+/* The flag form "NAME=IP[/EHLO][*WEIGHT],IP[/EHLO][*WEIGHT],...". */
+int relay_pool_flag(struct relay_config *c, const char *spec, struct base_err *err);
+/* Sets a [domain NAME] key (conn-limit, msgs-per-conn, msgs-per-sec,
+ * conns-per-min). */
+int relay_domain_set(struct relay_config *c, const char *domain, const char *key, const char *value,
+                     struct base_err *err);
+/* The [relay] keys for pools and shaping (pool, default-pool, msgs-per-sec,
+ * conns-per-min): 0 done, -1 error, 1 not one of them. */
+int relay_shaping_set(struct relay_config *c, const char *key, const char *value,
+                      struct base_err *err);
+/* Reads the [pool NAME] and [domain NAME] sections of an INI file. */
+int relay_config_sections(struct relay_config *c, const char *path, struct base_err *err);
+/* Checks what spans settings (default-pool names a pool). */
+int relay_shaping_check(const struct relay_config *c, struct base_err *err);
+const struct relay_pool *relay_pool_find(const struct relay_config *c, const char *name);
+const struct relay_domain_limits *relay_domain_find(const struct relay_config *c,
+                                                    const char *domain);
+/* Frees the pools only (a --pool flag replaces the file's pools). */
+void relay_pools_clear(struct relay_config *c);
+/* Frees pools, default pool and domain overrides. */
+void relay_shaping_free(struct relay_config *c);
+/* STARTTLS at delivery, per recipient domain ("*": the default). */
+enum relay_tls_mode {
+	RELAY_TLS_OPPORTUNISTIC = 0, /* when offered, no certificate check */
+	RELAY_TLS_OFF,
+	RELAY_TLS_REQUIRED, /* never plain text: no STARTTLS is a transient failure */
+	RELAY_TLS_VERIFY,   /* required, and the chain must verify */
+};
+struct relay_tls_policy {
+	char *domain;
+	enum relay_tls_mode mode;
+};
+struct relay_accounts;
 
 struct relay_config {
 	const char *listen;
@@ -210,10 +312,27 @@ struct relay_config {
 	uint32_t timeout;          /* inbound idle timeout, seconds */
 	uint32_t commit_delay_us;  /* group-commit window; 0: commit at the end of each loop turn */
 	struct relay_rules *rules; /* bounce classification */
+	/* pool.c: IP pools, the pool of mail that names none (NULL: no bind),
+	 * rate limits (0: unlimited) and per-domain overrides */
+	struct relay_pool *pools;
+	size_t npools;
+	char *default_pool;
+	uint32_t msgs_per_sec, conns_per_min;
+	struct relay_domain_limits *domains;
+	size_t ndomains;
+	/* TLS, AUTH and accounts (server.c, tls.c, account.c) */
+	const char *tls_cert, *tls_key; /* STARTTLS at reception; NULL: not offered */
+	const char *tls_ca;             /* CA file for the verify policy; NULL: system store */
+	struct relay_tls_policy *tls_policy;
+	size_t ntls_policy;
+	int auth_without_tls;           /* offer AUTH before STARTTLS */
+	const struct relay_accounts *accounts; /* NULL or empty: no AUTH */
 };
 
 void relay_config_init(struct relay_config *c);
 /* Runs until SIGTERM/SIGINT. */
 int relay_run(const struct relay_config *c, struct base_err *err);
+/* Checks that host-name routes have a resolver: 0 or -1 with err. */
+int relay_routes_check(const struct relay_config *c, struct base_err *err);
 
 #endif

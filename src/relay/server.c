@@ -9,28 +9,47 @@
  * paths that would need a second routing step (%-hack, source routes,
  * quoted local parts, several '@') are refused for everybody.
  *
- * At the end of DATA the message gets a Received field, is DKIM-signed,
- * and written to the spool; the session then stops reading and waits for
+ * At the end of DATA the message gets a Received field, is DKIM-signed on
+ * a signing thread (work.c; the session stops reading meanwhile, the loop
+ * serves the others), and written to the spool; the session waits for
  * the group commit (relay.c), which answers 250 for every message it made
  * durable, or 451 if the sync failed. A failed write (full disk) answers
  * 452 and leaves nothing behind.
+ *
+ * STARTTLS (RFC 3207) is offered when a certificate is configured; the
+ * handshake runs in an OpenSSL filter bufferevent stacked on the socket's,
+ * and everything the client sent before it (buffered input, HELO, AUTH) is
+ * forgotten, so nothing pipelined behind STARTTLS in plain text is ever
+ * executed (CVE-2011-0411). AUTH PLAIN and LOGIN (RFC 4954) check the
+ * [account] passwords; an authenticated session relays like a trusted
+ * network, within its account's send limits (account.c), and its mail
+ * carries account= and pool= attributes.
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/listener.h>
 #include <netinet/in.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 
+#include "relay/account.h"
 #include "relay/int.h"
+#include "relay/tls.h"
 #include "smtp/smtp.h"
 
 #define DATA_LINE_MAX 65536 /* lenient beyond RFC 5321's 1000, but bounded */
 #define MAX_ERRORS    10
+#define MAX_AUTH_FAIL 3 /* failed AUTH attempts before the session is closed */
+
+enum astep { A_NONE, A_PLAIN, A_USER, A_PASS }; /* waiting for a SASL response */
 
 /* S_SIGN: the message is on a signing thread (work.c); S_WAIT: it is in
  * the spool, waiting for the commit. In both the session does not read,
@@ -53,7 +72,17 @@ struct session {
 	int too_big, errors;
 	char id[RELAY_ID_MAX + 1];
 	struct relay_loc loc;
-	struct relay_job sign; /* signing off the loop; data belongs to it meanwhile */
+	/* spool attributes of the message in progress ("account=... pool=..."),
+	 * set once the transaction knows them; "" for none */
+	char attrs[RELAY_ATTRS_MAX + 1];
+	int tls, handshake;            /* in TLS; TLS handshake running */
+	const struct relay_acct *acct; /* authenticated as; NULL: not */
+	enum astep auth_step;
+	int auth_fails;
+	char auth_user[256];
+	struct event *linger; /* closing over TLS: waits for the socket's output */
+	int lingered;
+	struct relay_work sign; /* signing off the loop; data belongs to it meanwhile */
 	int sign_rc;
 	struct base_err sign_err;
 	struct session *prev, *next;
@@ -92,14 +121,33 @@ static void session_free(struct session *s)
 	if (s->next) s->next->prev = s->prev;
 	x->sessions--;
 	tx_reset(s);
+	if (s->linger) event_free(s->linger);
 	bufferevent_free(s->bev);
 	free(s);
 }
 
+static void on_linger(evutil_socket_t fd, short what, void *arg);
+
 static void on_drained(struct bufferevent *bev, void *arg)
 {
 	struct session *s = arg;
-	if (evbuffer_get_length(bufferevent_get_output(bev)) == 0) session_free(s);
+	if (evbuffer_get_length(bufferevent_get_output(bev))) return;
+	/* over TLS the last records may still wait in the socket's bufferevent */
+	struct bufferevent *u = bufferevent_get_underlying(bev);
+	if (u && evbuffer_get_length(bufferevent_get_output(u)) && s->lingered < 50) {
+		if (!s->linger) s->linger = evtimer_new(s->x->base, on_linger, s);
+		struct timeval tv = {0, 20000};
+		s->lingered++; /* bounds the wait to about a second */
+		evtimer_add(s->linger, &tv);
+		return;
+	}
+	session_free(s);
+}
+
+static void on_linger(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+	on_drained(s->bev, s);
 }
 
 /* Sends what is queued, then closes. */
@@ -117,6 +165,12 @@ static int error_count(struct session *s)
 	reply(s, "421 4.7.0 %s too many errors, closing", s->x->hostname);
 	close_after_reply(s);
 	return 1;
+}
+
+static int auth_offered(const struct session *s)
+{
+	const struct relay_accounts *as = s->x->cfg->accounts;
+	return as && as->n && (s->tls || s->x->cfg->auth_without_tls);
 }
 
 static void cmd_ehlo(struct session *s, const struct smtp_command *c)
@@ -138,6 +192,8 @@ static void cmd_ehlo(struct session *s, const struct smtp_command *c)
 	reply(s, "250-PIPELINING");
 	reply(s, "250-8BITMIME");
 	reply(s, "250-ENHANCEDSTATUSCODES");
+	if (s->x->tls->server && !s->tls) reply(s, "250-STARTTLS");
+	if (auth_offered(s)) reply(s, "250-AUTH PLAIN LOGIN");
 	reply(s, "250 SMTPUTF8");
 }
 
@@ -177,7 +233,7 @@ static void cmd_rcpt(struct session *s, const struct smtp_command *c)
 		error_count(s);
 		return;
 	}
-	if (!s->trusted) {
+	if (!s->trusted && !s->acct) {
 		reply(s, "554 5.7.1 <%s>: relay access denied", c->path);
 		error_count(s);
 		return;
@@ -189,6 +245,14 @@ static void cmd_rcpt(struct session *s, const struct smtp_command *c)
 	}
 	if (s->nrcpt >= s->x->cfg->max_rcpts || s->nrcpt >= RELAY_RCPT_MAX) {
 		reply(s, "452 4.5.3 too many recipients");
+		return;
+	}
+	const char *which;
+	uint32_t limit;
+	if (s->acct && relay_quota_check(s->x->quota, s->acct, base_now(), s->nrcpt + 1, &which,
+	                                  &limit) < 0) {
+		reply(s, "452 4.7.1 account %s: %s limit of %u recipients reached, try again later",
+		      s->acct->name, which, limit);
 		return;
 	}
 	s->rcpts = base_xrealloc(s->rcpts, (s->nrcpt + 1) * sizeof *s->rcpts);
@@ -211,14 +275,93 @@ static void cmd_data(struct session *s)
 	relay_id_new(s->x, s->id);
 	base_buf_init(&s->data);
 	base_buf_printf(
-	    &s->data, "Received: from %s ([%s])\r\n\tby %s (mailrep) with %s id %s;\r\n\t%s\r\n",
-	    s->helo_name, s->ip, s->x->hostname, s->esmtp ? "ESMTP" : "SMTP", s->id, date);
+	    &s->data,
+	    "Received: from %s ([%s])\r\n\tby %s (mailrep) with %s%s%s id %s;\r\n\t%s\r\n",
+	    s->helo_name, s->ip, s->x->hostname, s->esmtp ? "ESMTP" : "SMTP",
+	    s->esmtp && s->tls ? "S" : "", s->esmtp && s->acct ? "A" : "", s->id, date);
 	s->st = S_DATA;
 	reply(s, "354 End data with <CR><LF>.<CR><LF>");
 }
 
-/* After signing: writes the message to the spool and waits for the commit
- * (1), or answers the failure (0). */
+/* Takes the X-Mailrep-Pool field(s) out of the message's header section
+ * (with their continuation lines) and copies the first one's value to
+ * pool. Returns 1 found, 0 none, -1 a value that is not a pool name. */
+static int take_pool_header(struct base_buf *b, char *pool, size_t n)
+{
+	static const char name[] = "x-mailrep-pool:";
+	size_t nl = sizeof name - 1, p = 0;
+	int found = 0, bad = 0;
+	while (p < b->len) {
+		const char *line = b->data + p;
+		const char *eol = memchr(line, '\n', b->len - p);
+		size_t end = eol ? (size_t)(eol - b->data) + 1 : b->len;
+		if (end - p <= 2 && (line[0] == '\r' || line[0] == '\n')) break; /* body */
+		if (end - p < nl || strncasecmp(line, name, nl)) {
+			p = end;
+			continue;
+		}
+		size_t fend = end; /* the field with its continuation lines */
+		while (fend < b->len && (b->data[fend] == ' ' || b->data[fend] == '\t')) {
+			const char *e2 = memchr(b->data + fend, '\n', b->len - fend);
+			fend = e2 ? (size_t)(e2 - b->data) + 1 : b->len;
+		}
+		if (!found) {
+			const char *v = line + nl, *ve = b->data + end;
+			while (v < ve && (*v == ' ' || *v == '\t')) v++;
+			while (ve > v && (ve[-1] == '\r' || ve[-1] == '\n' || ve[-1] == ' ' ||
+			                  ve[-1] == '\t'))
+				ve--;
+			size_t vl = (size_t)(ve - v);
+			found = 1;
+			if (vl >= n || fend != end) {
+				bad = 1;
+			} else {
+				memcpy(pool, v, vl);
+				pool[vl] = 0;
+				bad = !relay_name_valid(pool);
+			}
+		}
+		memmove(b->data + p, b->data + fend, b->len - fend);
+		b->len -= fend - p;
+	}
+	return bad ? -1 : found;
+}
+
+/* The message's IP pool: the client's X-Mailrep-Pool header (an account
+ * may name only its own pools; a trusted network any), else the account's
+ * pool, else --default-pool. Fills s->attrs; -1 after a 550. */
+static int choose_pool(struct session *s)
+{
+	char pool[RELAY_NAME_MAX + 1] = "";
+	int h = take_pool_header(&s->data, pool, sizeof pool);
+	if (h < 0) {
+		reply(s, "550 5.7.1 malformed X-Mailrep-Pool header");
+		return -1;
+	}
+	if (h && s->acct && !relay_acct_may_use_pool(s->acct, pool)) {
+		reply(s, "550 5.7.1 account %s may not send from pool %s", s->acct->name, pool);
+		return -1;
+	}
+	if (h && !relay_pool_find(s->x->cfg, pool)) {
+		reply(s, "550 5.7.1 no IP pool named %s", pool);
+		return -1;
+	}
+	if (!h && s->acct && s->acct->pool)
+		snprintf(pool, sizeof pool, "%s", s->acct->pool);
+	else if (!h && s->x->cfg->default_pool)
+		snprintf(pool, sizeof pool, "%s", s->x->cfg->default_pool);
+	s->attrs[0] = 0;
+	if (s->acct)
+		snprintf(s->attrs, sizeof s->attrs, "account=%s%s", s->acct->name,
+		         *pool ? " " : "");
+	if (*pool)
+		snprintf(s->attrs + strlen(s->attrs), sizeof s->attrs - strlen(s->attrs), "pool=%s",
+		         pool);
+	return 0;
+}
+
+/* After signing: counts the message against its account, writes it to the
+ * spool and waits for the commit (1), or answers the failure (0). */
 static int store(struct session *s)
 {
 	struct relay_ctx *x = s->x;
@@ -229,8 +372,27 @@ static int store(struct session *s)
 		tx_reset(s);
 		return 0;
 	}
-	if (relay_spool_add(x->spool, s->id, s->sender, base_now(), (const char *const *)s->rcpts,
-	                    s->nrcpt, s->data.data, s->data.len, &s->loc, &err) < 0) {
+	/* checked again: other sessions of the account may have been counted
+	 * while this one was being signed */
+	const char *which;
+	uint32_t limit;
+	if (s->acct &&
+	    relay_quota_check(x->quota, s->acct, base_now(), s->nrcpt, &which, &limit) < 0) {
+		reply(s, "451 4.7.1 account %s: %s limit of %u recipients reached, try again later",
+		      s->acct->name, which, limit);
+		tx_reset(s);
+		return 0;
+	}
+	/* counted (durably) before the message can be acknowledged */
+	if (s->acct && relay_quota_add(x->quota, s->acct, base_now(), s->nrcpt, &err) < 0) {
+		base_error("%s", err.msg);
+		reply(s, "451 4.3.0 the send count could not be recorded, try again later");
+		tx_reset(s);
+		return 0;
+	}
+	if (relay_spool_add(x->spool, s->id, s->sender, s->attrs, base_now(),
+	                    (const char *const *)s->rcpts, s->nrcpt, s->data.data, s->data.len,
+	                    &s->loc, &err) < 0) {
 		base_error("%s", err.msg);
 		reply(s, "452 4.3.1 insufficient system storage");
 		tx_reset(s);
@@ -249,7 +411,7 @@ static int store(struct session *s)
 }
 
 /* On a signing thread: touches only the session's message and the config. */
-static void sign_run(struct relay_job *j)
+static void sign_run(struct relay_work *j)
 {
 	struct session *s = (struct session *)((char *)j - offsetof(struct session, sign));
 	s->sign_rc = relay_sign(s->x, &s->data, &s->sign_err);
@@ -257,7 +419,7 @@ static void sign_run(struct relay_job *j)
 
 static void on_read(struct bufferevent *bev, void *arg);
 
-static void sign_done(struct relay_job *j)
+static void sign_done(struct relay_work *j)
 {
 	struct session *s = (struct session *)((char *)j - offsetof(struct session, sign));
 	if (s->x->stopping) return; /* relay_server_stop frees it */
@@ -281,12 +443,25 @@ static void end_data(struct session *s)
 		tx_reset(s);
 		return;
 	}
+	if (choose_pool(s) < 0) {
+		tx_reset(s);
+		return;
+	}
+	const char *which;
+	uint32_t limit;
+	if (s->acct &&
+	    relay_quota_check(x->quota, s->acct, base_now(), s->nrcpt, &which, &limit) < 0) {
+		reply(s, "451 4.7.1 account %s: %s limit of %u recipients reached, try again later",
+		      s->acct->name, which, limit);
+		tx_reset(s);
+		return;
+	}
 	if (x->signers) {
 		s->st = S_SIGN;
 		bufferevent_disable(s->bev, EV_READ);
 		s->sign.run = sign_run;
 		s->sign.done = sign_done;
-		relay_pool_submit(x->signers, &s->sign);
+		relay_workers_submit(x->signers, &s->sign);
 		return;
 	}
 	s->sign_rc = relay_sign(x, &s->data, &s->sign_err);
@@ -310,10 +485,174 @@ static void data_line(struct session *s, const char *line, size_t n)
 	base_buf_append(&s->data, "\r\n", 2);
 }
 
+static void on_event(struct bufferevent *bev, short what, void *arg);
+
+/* STARTTLS: the 220 goes out in plain text, then an OpenSSL filter is
+ * stacked on the socket's bufferevent. Input already buffered behind the
+ * command is dropped, and the session starts over (RFC 3207 4.2). */
+static void cmd_starttls(struct session *s, size_t arg_len)
+{
+	if (arg_len) {
+		reply(s, "501 5.5.4 STARTTLS takes no argument");
+		error_count(s);
+		return;
+	}
+	SSL *ssl = SSL_new(s->x->tls->server);
+	struct bufferevent *tb =
+	    ssl ? bufferevent_openssl_filter_new(s->x->base, s->bev, ssl, BUFFEREVENT_SSL_ACCEPTING,
+	                                         BEV_OPT_CLOSE_ON_FREE)
+	        : NULL;
+	if (!tb) {
+		if (ssl) SSL_free(ssl);
+		reply(s, "454 4.7.0 TLS not available");
+		return;
+	}
+	/* the filter owns the socket's bufferevent now; the 220 queued on it
+	 * before any TLS record goes out first */
+	evbuffer_add_printf(bufferevent_get_output(s->bev), "220 2.0.0 Ready to start TLS\r\n");
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+	evbuffer_drain(in, evbuffer_get_length(in));
+	s->bev = tb;
+	s->handshake = 1;
+	tx_reset(s);
+	s->helo = s->esmtp = 0;
+	strcpy(s->helo_name, "unknown");
+	s->acct = NULL;
+	bufferevent_openssl_set_allow_dirty_shutdown(tb, 1);
+	bufferevent_setcb(tb, on_read, NULL, on_event, s);
+	struct timeval tv = {s->x->cfg->timeout, 0};
+	bufferevent_set_timeouts(tb, &tv, &tv);
+	bufferevent_enable(tb, EV_READ | EV_WRITE);
+}
+
+static void auth_finish(struct session *s, const char *user, const char *pw, size_t pwlen)
+{
+	const struct relay_acct *a = relay_accounts_find(s->x->cfg->accounts, user);
+	/* a password check even for an unknown user: the same time either way */
+	int ok = relay_password_verify(a ? a->hash : NULL, pw, pwlen) && a;
+	if (ok) {
+		s->acct = a;
+		base_info("%s: authenticated as %s", s->ip, a->name);
+		reply(s, "235 2.7.0 authentication successful");
+		return;
+	}
+	char shown[64];
+	snprintf(shown, sizeof shown, "%s", user);
+	for (char *p = shown; *p; p++)
+		if ((unsigned char)*p < 0x21 || (unsigned char)*p > 0x7e) *p = '?';
+	base_warn("%s: authentication failed for '%s'", s->ip, shown);
+	reply(s, "535 5.7.8 authentication credentials invalid");
+	if (++s->auth_fails >= MAX_AUTH_FAIL) {
+		reply(s, "421 4.7.0 %s too many failed authentications, closing", s->x->hostname);
+		close_after_reply(s);
+	}
+}
+
+static void auth_plain(struct session *s, const uint8_t *dec, size_t len)
+{
+	char user[256], pw[256];
+	if (relay_sasl_plain(dec, len, user, sizeof user, pw, sizeof pw) < 0) {
+		reply(s, "501 5.5.2 malformed AUTH PLAIN response");
+		error_count(s);
+		return;
+	}
+	auth_finish(s, user, pw, strlen(pw));
+	OPENSSL_cleanse(pw, sizeof pw);
+}
+
+/* A SASL response line (base64, or "*" to cancel). */
+static void auth_line(struct session *s, const char *line, size_t n)
+{
+	enum astep step = s->auth_step;
+	s->auth_step = A_NONE;
+	if (n == 1 && line[0] == '*') {
+		reply(s, "501 5.0.0 authentication cancelled");
+		return;
+	}
+	uint8_t dec[512];
+	long k = relay_b64_decode(line, n, dec, sizeof dec - 1);
+	if (k < 0) {
+		reply(s, "501 5.5.2 malformed base64 in the AUTH response");
+		error_count(s);
+		return;
+	}
+	dec[k] = 0;
+	if (step == A_PLAIN) {
+		auth_plain(s, dec, (size_t)k);
+	} else if (step == A_USER) {
+		if (!k || memchr(dec, 0, (size_t)k) || (size_t)k >= sizeof s->auth_user) {
+			reply(s, "501 5.5.2 malformed user name");
+			error_count(s);
+			return;
+		}
+		memcpy(s->auth_user, dec, (size_t)k + 1);
+		s->auth_step = A_PASS;
+		reply(s, "334 UGFzc3dvcmQ6");
+	} else {
+		auth_finish(s, s->auth_user, (const char *)dec, (size_t)k);
+	}
+	OPENSSL_cleanse(dec, sizeof dec);
+}
+
+static void cmd_auth(struct session *s, const char *arg, size_t n)
+{
+	const struct relay_accounts *as = s->x->cfg->accounts;
+	if (!as || !as->n) {
+		reply(s, "502 5.5.1 AUTH not available");
+		error_count(s);
+		return;
+	}
+	if (!s->tls && !s->x->cfg->auth_without_tls) {
+		reply(s, "538 5.7.11 encryption required for requested authentication mechanism");
+		error_count(s);
+		return;
+	}
+	if (!s->helo || !s->esmtp || s->acct || s->sender) {
+		reply(s, "503 5.5.1 %s",
+		      s->acct     ? "already authenticated"
+		      : s->sender ? "AUTH not allowed during a mail transaction"
+		                  : "EHLO first");
+		error_count(s);
+		return;
+	}
+	const char *sp = memchr(arg, ' ', n);
+	size_t ml = sp ? (size_t)(sp - arg) : n;
+	const char *init = sp ? sp + 1 : NULL;
+	size_t il = sp ? n - ml - 1 : 0;
+	if (ml == 5 && !strncasecmp(arg, "PLAIN", 5)) {
+		if (!init) {
+			s->auth_step = A_PLAIN;
+			reply(s, "334 ");
+		} else {
+			s->auth_step = A_PLAIN;
+			auth_line(s, init, il);
+		}
+	} else if (ml == 5 && !strncasecmp(arg, "LOGIN", 5)) {
+		s->auth_step = init ? A_USER : A_NONE;
+		if (init)
+			auth_line(s, init, il);
+		else {
+			s->auth_step = A_USER;
+			reply(s, "334 VXNlcm5hbWU6");
+		}
+	} else {
+		reply(s, "504 5.5.4 unrecognized authentication mechanism");
+		error_count(s);
+	}
+}
+
 static void command(struct session *s, const char *line, size_t n)
 {
 	struct smtp_command c;
 	struct base_err err;
+	if (s->auth_step != A_NONE) {
+		auth_line(s, line, n);
+		return;
+	}
+	if (n >= 4 && !strncasecmp(line, "AUTH", 4) && (n == 4 || line[4] == ' ')) {
+		cmd_auth(s, n > 5 ? line + 5 : "", n > 5 ? n - 5 : 0);
+		return;
+	}
 	if (smtp_parse_command(line, n, &c, &err) < 0) {
 		reply(s, "501 %s", err.msg);
 		error_count(s);
@@ -351,6 +690,11 @@ static void command(struct session *s, const char *line, size_t n)
 		close_after_reply(s);
 		break;
 	case SMTP_STARTTLS:
+		if (s->x->tls->server && !s->tls) {
+			cmd_starttls(s, c.arg_len);
+			break;
+		}
+		/* fall through */
 	case SMTP_BDAT:
 	case SMTP_UNKNOWN:
 	default:
@@ -384,12 +728,31 @@ static void on_read(struct bufferevent *bev, void *arg)
 			command(s, line, n);
 		}
 		free(line);
+		if (s->bev != bev) return; /* STARTTLS: the TLS layer reads from now on */
 	}
 }
 
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
 	struct session *s = arg;
+	if (what & BEV_EVENT_CONNECTED) {
+		/* the TLS handshake is done */
+		s->handshake = 0;
+		s->tls = 1;
+		SSL *ssl = bufferevent_openssl_get_ssl(bev);
+		base_debug("%s: TLS %s %s", s->ip, SSL_get_version(ssl), SSL_get_cipher_name(ssl));
+		return;
+	}
+	if (s->handshake) {
+		char e[256] = "connection closed during the handshake";
+		unsigned long code = bufferevent_get_openssl_error(bev);
+		if (code) ERR_error_string_n(code, e, sizeof e);
+		while (bufferevent_get_openssl_error(bev)) continue;
+		base_warn("TLS handshake with %s failed: %s", s->ip,
+		          what & BEV_EVENT_TIMEOUT ? "timeout" : e);
+		session_free(s);
+		return;
+	}
 	if (s->st == S_WAIT || s->st == S_SIGN) {
 		/* the commit or the signing job still owns the session; it frees it */
 		s->gone = 1;
@@ -407,9 +770,11 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 void relay_server_committed(struct relay_ctx *x, struct session *s, int ok, const char *why)
 {
 	if (ok) {
-		struct rmsg *m = relay_queue_add(x, s->id, s->sender, s->ip, base_now(), &s->loc,
-		                                 (const char *const *)s->rcpts, s->nrcpt);
+		struct rmsg *m = relay_queue_add(x, s->id, s->sender, s->attrs, s->ip, base_now(),
+		                                 &s->loc, (const char *const *)s->rcpts, s->nrcpt);
+		x->acct_tls = s->tls;
 		relay_account(x, "reception", m, NULL, NULL, 250, NULL);
+		x->acct_tls = 0;
 	}
 	if (s->gone) {
 		session_free(s);
@@ -466,6 +831,14 @@ int relay_server_start(struct relay_ctx *x, struct base_err *err)
 {
 	struct base_sockaddr a;
 	if (base_parse_hostport(x->cfg->listen, 25, &a, err) < 0) return -1;
+	x->tls = base_xcalloc(1, sizeof *x->tls);
+	if (relay_tls_init(x->tls, x->cfg->tls_cert, x->cfg->tls_key, x->cfg->tls_ca, err) < 0)
+		return -1;
+	if (x->cfg->accounts && x->cfg->accounts->n) {
+		char path[4096];
+		snprintf(path, sizeof path, "%s/limits", x->cfg->spool);
+		if (relay_quota_open(&x->quota, path, err) < 0) return -1;
+	}
 	struct sockaddr_storage ss;
 	socklen_t len = base_sockaddr_to(&a, &ss);
 	x->listener = evconnlistener_new_bind(x->base, on_accept, x,
@@ -482,4 +855,9 @@ void relay_server_stop(struct relay_ctx *x)
 	x->listener = NULL;
 	while (x->slist) session_free(x->slist);
 	x->nwaiting = 0;
+	if (x->tls) relay_tls_free(x->tls);
+	free(x->tls);
+	x->tls = NULL;
+	relay_quota_close(x->quota);
+	x->quota = NULL;
 }

@@ -95,12 +95,13 @@ static void record_end(struct base_buf *out, size_t start)
 	put_u32(h + 12, (uint32_t)crc);
 }
 
-void relay_record_msg(struct base_buf *out, const char *id, const char *sender, int64_t received,
-                      const char *const *rcpts, uint32_t nrcpt, const char *body, size_t body_len)
+void relay_record_msg(struct base_buf *out, const char *id, const char *sender, const char *attrs,
+                      int64_t received, const char *const *rcpts, uint32_t nrcpt,
+                      const char *body, size_t body_len)
 {
-	size_t start = record_begin(out, 'M');
-	base_buf_printf(out, "%s%c%s%c%lld%c%u%c", id, 0, sender, 0, (long long)received, 0, nrcpt,
-	                0);
+	size_t start = record_begin(out, 'N');
+	base_buf_printf(out, "%s%c%s%c%lld%c%s%c%u%c", id, 0, sender, 0, (long long)received, 0,
+	                attrs ? attrs : "", 0, nrcpt, 0);
 	for (uint32_t i = 0; i < nrcpt; i++) base_buf_append(out, rcpts[i], strlen(rcpts[i]) + 1);
 	base_buf_append(out, body, body_len);
 	record_end(out, start);
@@ -113,6 +114,40 @@ void relay_record_state(struct base_buf *out, const char *id, uint32_t rcpt_inde
 	base_buf_printf(out, "%s%c%u%c%u%c%u%c%lld%c", id, 0, rcpt_index, 0, state, 0, attempts, 0,
 	                (long long)next, 0);
 	record_end(out, start);
+}
+
+int relay_attrs_valid(const char *attrs)
+{
+	size_t n = strlen(attrs);
+	if (n > RELAY_ATTRS_MAX) return 0;
+	if (!n) return 1;
+	const char *w = attrs;
+	for (;;) {
+		const char *e = strchr(w, ' ');
+		size_t len = e ? (size_t)(e - w) : strlen(w);
+		const char *eq = memchr(w, '=', len);
+		if (!len || !eq || eq == w) return 0;
+		for (size_t i = 0; i < len; i++)
+			if ((unsigned char)w[i] <= 0x20 || (unsigned char)w[i] >= 0x7f) return 0;
+		if (!e) return 1;
+		w = e + 1;
+	}
+}
+
+int relay_attr_get(const char *attrs, const char *key, char *out, size_t n)
+{
+	size_t kl = strlen(key);
+	if (n) *out = 0;
+	for (const char *w = attrs; w && *w;) {
+		const char *e = strchr(w, ' ');
+		size_t len = e ? (size_t)(e - w) : strlen(w);
+		if (len > kl && !strncmp(w, key, kl) && w[kl] == '=') {
+			if (n) snprintf(out, n, "%.*s", (int)(len - kl - 1), w + kl + 1);
+			return 1;
+		}
+		w = e ? e + 1 : NULL;
+	}
+	return 0;
 }
 
 /* ---- record parsing ------------------------------------------------------ */
@@ -154,7 +189,8 @@ int relay_record_parse(const uint8_t *buf, size_t len, struct relay_record *r, s
 	memset(r, 0, sizeof *r);
 	if (len < RELAY_RECORD_HDR) return 0;
 	if (memcmp(buf, "MRS1", 4)) return base_errf(err, "byte 0: bad record magic");
-	if (buf[4] != 'M' && buf[4] != 'S') return base_errf(err, "byte 4: unknown record type");
+	if (buf[4] != 'M' && buf[4] != 'N' && buf[4] != 'S')
+		return base_errf(err, "byte 4: unknown record type");
 	if (buf[5] || buf[6] || buf[7]) return base_errf(err, "byte 5: reserved bytes not zero");
 	uint32_t plen = get_u32(buf + 8);
 	if (plen > RELAY_RECORD_MAX)
@@ -164,7 +200,7 @@ int relay_record_parse(const uint8_t *buf, size_t len, struct relay_record *r, s
 	uLong crc = crc32(0L, buf + 4, 8);
 	crc = crc32(crc, p, plen);
 	if ((uint32_t)crc != get_u32(buf + 12)) return base_errf(err, "byte 12: checksum mismatch");
-	r->type = (char)buf[4];
+	r->type = buf[4] == 'N' ? 'M' : (char)buf[4];
 	size_t off = 0;
 	const char *id = field(p, plen, &off, RELAY_ID_MAX);
 	if (!valid_id(id))
@@ -179,6 +215,13 @@ int relay_record_parse(const uint8_t *buf, size_t len, struct relay_record *r, s
 			return base_errf(err, "byte %zu: bad reception time",
 			                 RELAY_RECORD_HDR + off);
 		r->received = (int64_t)v;
+		r->attrs = "";
+		if (buf[4] == 'N') {
+			r->attrs = field(p, plen, &off, RELAY_ATTRS_MAX);
+			if (!r->attrs || !relay_attrs_valid(r->attrs))
+				return base_errf(err, "byte %zu: bad attributes",
+				                 RELAY_RECORD_HDR + off);
+		}
 		if (number(field(p, plen, &off, 10), RELAY_RCPT_MAX, &v) < 0 || v == 0)
 			return base_errf(err, "byte %zu: bad recipient count",
 			                 RELAY_RECORD_HDR + off);
@@ -314,6 +357,22 @@ static void index_msg(struct recovery *rv, struct pending_msg *m)
 	*find_slot(rv, m->rec.id) = (size_t)(m - rv->msgs) + 1;
 }
 
+/* Whether p, if it points into the block of n bytes at rec, points into
+ * its first keep bytes. */
+static int below(const char *p, const uint8_t *rec, size_t n, size_t keep)
+{
+	uintptr_t v = (uintptr_t)p, b = (uintptr_t)rec;
+	return v < b || v >= b + n || v < b + keep;
+}
+
+/* Points *p, if it pointed into the old block of n bytes at old, to the
+ * same offset in the block now at rec ("" constants stay as they are). */
+static void rebase(const char **p, uintptr_t old, size_t n, const uint8_t *rec)
+{
+	uintptr_t v = (uintptr_t)*p;
+	if (v >= old && v < old + n) *p = (const char *)rec + (v - old);
+}
+
 /* Reads one segment's records; cuts a torn tail off. */
 static int recover_segment(struct relay_spool *sp, uint32_t no, struct recovery *rv, int readonly,
                            struct base_err *err)
@@ -361,6 +420,19 @@ static int recover_segment(struct relay_spool *sp, uint32_t no, struct recovery 
 			m->loc = (struct relay_loc){.seg = no,
 			                            .off = off + m->rec.body_off,
 			                            .len = (uint32_t)m->rec.body_len};
+			/* keep the envelope only: the body stays on disk, so that
+			 * recovering a large spool needs no more memory than the
+			 * queue it rebuilds */
+			size_t keep = m->rec.body_off;
+			if (keep < (size_t)n && below(m->rec.sender, rec, n, keep) &&
+			    below(m->rec.attrs, rec, n, keep) &&
+			    below(m->rec.rcpts, rec, n, keep)) {
+				uintptr_t old = (uintptr_t)rec;
+				m->payload = rec = base_xrealloc(rec, keep);
+				rebase(&m->rec.sender, old, keep, rec);
+				rebase(&m->rec.attrs, old, keep, rec);
+				rebase(&m->rec.rcpts, old, keep, rec);
+			}
 			m->states = base_xcalloc(r.nrcpt, sizeof *m->states);
 			m->attempts = base_xcalloc(r.nrcpt, sizeof *m->attempts);
 			m->next = base_xcalloc(r.nrcpt, sizeof *m->next);
@@ -515,14 +587,17 @@ static int append(struct relay_spool *sp, uint64_t *at, struct base_err *err)
 	return 0;
 }
 
-int relay_spool_add(struct relay_spool *sp, const char *id, const char *sender, int64_t received,
-                    const char *const *rcpts, uint32_t nrcpt, const char *body, size_t body_len,
-                    struct relay_loc *loc, struct base_err *err)
+int relay_spool_add(struct relay_spool *sp, const char *id, const char *sender, const char *attrs,
+                    int64_t received, const char *const *rcpts, uint32_t nrcpt,
+                    const char *body, size_t body_len, struct relay_loc *loc,
+                    struct base_err *err)
 {
-	if (body_len > RELAY_RECORD_MAX - 4096 || nrcpt == 0 || nrcpt > RELAY_RCPT_MAX)
+	if (body_len > RELAY_RECORD_MAX - 8192 || nrcpt == 0 || nrcpt > RELAY_RCPT_MAX)
 		return base_errf(err, "message too large or bad recipient count");
+	if (!attrs) attrs = "";
+	if (!relay_attrs_valid(attrs)) return base_errf(err, "bad message attributes '%s'", attrs);
 	sp->scratch.len = 0;
-	relay_record_msg(&sp->scratch, id, sender, received, rcpts, nrcpt, body, body_len);
+	relay_record_msg(&sp->scratch, id, sender, attrs, received, rcpts, nrcpt, body, body_len);
 	uint64_t at;
 	if (append(sp, &at, err) < 0) return -1;
 	loc->seg = cur(sp)->no;

@@ -4,19 +4,19 @@
  * (an RSA-2048 signature costs about 0.3 ms of CPU) on one thread per core,
  * and the spool's group-commit fdatasync on a thread of its own.
  *
- * A job is submitted from the loop thread; a worker takes it from the
- * pool's FIFO and calls its run() (which must touch nothing the loop
- * thread touches meanwhile), puts it on the pool's done list and, when that
- * list was empty, writes the pool's eventfd. The loop thread's event on
- * that eventfd takes the whole done list and calls each job's done(), in
+ * A work item (struct relay_work) is submitted from the loop thread; a
+ * worker takes it from the pool's FIFO and calls its run() (which must
+ * touch nothing the loop thread touches meanwhile), puts it on the pool's
+ * done list and, when that list was empty, writes the pool's eventfd. The loop thread's event on
+ * that eventfd takes the whole done list and calls each item's done(), in
  * the order they finished. So run() is the only code that runs off the
  * loop, and done() is where results meet the rest of the relay.
  *
- * Invariants (under the pool's mutex): a job is on at most one of the two
+ * Invariants (under the pool's mutex): an item is on at most one of the two
  * lists; the eventfd holds a wake-up whenever the done list is non-empty
- * and the loop has not taken it yet. relay_pool_free() joins the threads
- * and then calls done() once for every job it still holds, run or not
- * (j->ran says which), so jobs can always release what they own.
+ * and the loop has not taken it yet. relay_workers_free() joins the threads
+ * and then calls done() once for every item it still holds, run or not
+ * (w->ran says which), so items can always release what they own.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -27,11 +27,11 @@
 
 #include "relay/int.h"
 
-struct relay_pool {
+struct relay_workers {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	struct relay_job *todo, *todo_tail; /* FIFO, oldest first */
-	struct relay_job *done;             /* newest first */
+	struct relay_work *todo, *todo_tail; /* FIFO, oldest first */
+	struct relay_work *done;             /* newest first */
 	int stop;
 	int efd;
 	struct event *ev;
@@ -41,12 +41,12 @@ struct relay_pool {
 
 static void *worker(void *arg)
 {
-	struct relay_pool *p = arg;
+	struct relay_workers *p = arg;
 	pthread_mutex_lock(&p->mu);
 	for (;;) {
 		while (!p->todo && !p->stop) pthread_cond_wait(&p->cv, &p->mu);
 		if (p->stop) break;
-		struct relay_job *j = p->todo;
+		struct relay_work *j = p->todo;
 		p->todo = j->next;
 		if (!p->todo) p->todo_tail = NULL;
 		pthread_mutex_unlock(&p->mu);
@@ -66,11 +66,11 @@ static void *worker(void *arg)
 }
 
 /* Reverses a newest-first list into finishing order. */
-static struct relay_job *reverse(struct relay_job *j)
+static struct relay_work *reverse(struct relay_work *j)
 {
-	struct relay_job *r = NULL;
+	struct relay_work *r = NULL;
 	while (j) {
-		struct relay_job *n = j->next;
+		struct relay_work *n = j->next;
 		j->next = r;
 		r = j;
 		j = n;
@@ -80,31 +80,32 @@ static struct relay_job *reverse(struct relay_job *j)
 
 static void on_done(evutil_socket_t fd, short what, void *arg)
 {
-	struct relay_pool *p = arg;
+	struct relay_workers *p = arg;
 	uint64_t v;
 	if (read(p->efd, &v, sizeof v) < 0 && errno != EAGAIN)
 		base_warn("pool: eventfd: %s", strerror(errno));
 	pthread_mutex_lock(&p->mu);
-	struct relay_job *j = reverse(p->done);
+	struct relay_work *j = reverse(p->done);
 	p->done = NULL;
 	pthread_mutex_unlock(&p->mu);
 	while (j) {
-		struct relay_job *n = j->next;
+		struct relay_work *n = j->next;
 		j->next = NULL;
 		j->done(j);
 		j = n;
 	}
 }
 
-struct relay_pool *relay_pool_new(struct event_base *base, unsigned nthreads, struct base_err *err)
+struct relay_workers *relay_workers_new(struct event_base *base, unsigned nthreads,
+                                        struct base_err *err)
 {
-	struct relay_pool *p = base_xcalloc(1, sizeof *p);
+	struct relay_workers *p = base_xcalloc(1, sizeof *p);
 	pthread_mutex_init(&p->mu, NULL);
 	pthread_cond_init(&p->cv, NULL);
 	p->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (p->efd < 0) {
 		base_errf(err, "eventfd: %s", strerror(errno));
-		relay_pool_free(p);
+		relay_workers_free(p);
 		return NULL;
 	}
 	p->ev = event_new(base, p->efd, EV_READ | EV_PERSIST, on_done, p);
@@ -114,7 +115,7 @@ struct relay_pool *relay_pool_new(struct event_base *base, unsigned nthreads, st
 		int e = pthread_create(&p->threads[i], NULL, worker, p);
 		if (e) {
 			base_errf(err, "pthread_create: %s", strerror(e));
-			relay_pool_free(p);
+			relay_workers_free(p);
 			return NULL;
 		}
 		p->nthreads++;
@@ -122,7 +123,7 @@ struct relay_pool *relay_pool_new(struct event_base *base, unsigned nthreads, st
 	return p;
 }
 
-void relay_pool_submit(struct relay_pool *p, struct relay_job *j)
+void relay_workers_submit(struct relay_workers *p, struct relay_work *j)
 {
 	j->next = NULL;
 	j->ran = 0;
@@ -136,7 +137,7 @@ void relay_pool_submit(struct relay_pool *p, struct relay_job *j)
 	pthread_mutex_unlock(&p->mu);
 }
 
-void relay_pool_free(struct relay_pool *p)
+void relay_workers_free(struct relay_workers *p)
 {
 	if (!p) return;
 	pthread_mutex_lock(&p->mu);
@@ -144,9 +145,9 @@ void relay_pool_free(struct relay_pool *p)
 	pthread_cond_broadcast(&p->cv);
 	pthread_mutex_unlock(&p->mu);
 	for (unsigned i = 0; i < p->nthreads; i++) pthread_join(p->threads[i], NULL);
-	/* every job still held gets its done(): finished ones first */
-	struct relay_job *j = reverse(p->done);
-	struct relay_job *last = j;
+	/* every item still held gets its done(): finished ones first */
+	struct relay_work *j = reverse(p->done);
+	struct relay_work *last = j;
 	while (last && last->next) last = last->next;
 	if (last)
 		last->next = p->todo;
@@ -154,7 +155,7 @@ void relay_pool_free(struct relay_pool *p)
 		j = p->todo;
 	p->done = p->todo = p->todo_tail = NULL;
 	while (j) {
-		struct relay_job *n = j->next;
+		struct relay_work *n = j->next;
 		j->next = NULL;
 		j->done(j);
 		j = n;
@@ -167,7 +168,7 @@ void relay_pool_free(struct relay_pool *p)
 	free(p);
 }
 
-unsigned relay_pool_cores(void)
+unsigned relay_workers_cores(void)
 {
 	long n = sysconf(_SC_NPROCESSORS_ONLN);
 	return n < 1 ? 1 : n > 16 ? 16 : (unsigned)n;

@@ -18,6 +18,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <zlib.h>
+
 #include "relay/relay.h"
 
 static void test_record_roundtrip(void **state)
@@ -26,7 +28,7 @@ static void test_record_roundtrip(void **state)
 	struct base_buf b;
 	base_buf_init(&b);
 	const char *rc[] = {"a@example.com", "b@example.org"};
-	relay_record_msg(&b, "abc.1", "s@example.net", 1700000000, rc, 2,
+	relay_record_msg(&b, "abc.1", "s@example.net", "account=acme pool=bulk", 1700000000, rc, 2,
 	                 "Subject: x\r\n\r\nhi\r\n", 19);
 	relay_record_state(&b, "abc.1", 1, RELAY_RCPT_PENDING, 3, 1700000600);
 	struct relay_record r;
@@ -36,6 +38,14 @@ static void test_record_roundtrip(void **state)
 	assert_int_equal(r.type, 'M');
 	assert_string_equal(r.id, "abc.1");
 	assert_string_equal(r.sender, "s@example.net");
+	assert_string_equal(r.attrs, "account=acme pool=bulk");
+	char v[16];
+	assert_int_equal(relay_attr_get(r.attrs, "pool", v, sizeof v), 1);
+	assert_string_equal(v, "bulk");
+	assert_int_equal(relay_attr_get(r.attrs, "account", v, sizeof v), 1);
+	assert_string_equal(v, "acme");
+	assert_int_equal(relay_attr_get(r.attrs, "acc", v, sizeof v), 0);
+	assert_string_equal(v, "");
 	assert_int_equal(r.received, 1700000000);
 	assert_int_equal(r.nrcpt, 2);
 	assert_string_equal(r.rcpts, "a@example.com");
@@ -63,6 +73,43 @@ static void test_record_roundtrip(void **state)
 	base_buf_free(&b);
 }
 
+/* A message record as written before attributes existed ('M', no attrs
+ * field) is still read, with empty attributes. */
+static void test_record_without_attrs(void **state)
+{
+	(void)state;
+	static const char payload[] = "old.1\0s@x.example\0001700000000\0" "1\0a@b.example\0hi\r\n";
+	size_t plen = sizeof payload - 1;
+	uint8_t rec[128] = {'M', 'R', 'S', '1', 'M', 0, 0, 0, (uint8_t)plen, 0, 0, 0};
+	memcpy(rec + RELAY_RECORD_HDR, payload, plen);
+	uLong crc = crc32(crc32(0L, rec + 4, 8), rec + RELAY_RECORD_HDR, (uInt)plen);
+	for (int i = 0; i < 4; i++) rec[12 + i] = (uint8_t)(crc >> (8 * i));
+	struct relay_record r;
+	struct base_err err;
+	assert_int_equal(relay_record_parse(rec, RELAY_RECORD_HDR + plen, &r, &err),
+	                 (int)(RELAY_RECORD_HDR + plen));
+	assert_int_equal(r.type, 'M');
+	assert_string_equal(r.attrs, "");
+	assert_string_equal(r.sender, "s@x.example");
+	assert_int_equal(r.nrcpt, 1);
+	assert_int_equal(r.body_len, 4);
+	/* attributes must be key=value words */
+	assert_true(relay_attrs_valid(""));
+	assert_true(relay_attrs_valid("a=1 b=2"));
+	assert_false(relay_attrs_valid("a=1  b=2"));
+	assert_false(relay_attrs_valid("a"));
+	assert_false(relay_attrs_valid("=x"));
+	assert_false(relay_attrs_valid("a=1 "));
+	assert_false(relay_attrs_valid("a=\x01"));
+	struct base_buf b;
+	base_buf_init(&b);
+	const char *rc[] = {"a@example.com"};
+	relay_record_msg(&b, "id1", "s@x", "bad attrs", 1, rc, 1, "", 0);
+	assert_int_equal(relay_record_parse((const uint8_t *)b.data, b.len, &r, &err), -1);
+	assert_non_null(strstr(err.msg, "attributes"));
+	base_buf_free(&b);
+}
+
 static void test_record_bounds(void **state)
 {
 	(void)state;
@@ -70,7 +117,7 @@ static void test_record_bounds(void **state)
 	base_buf_init(&b);
 	const char *rc[] = {"a@example.com"};
 	/* a bad id is refused even with a valid checksum */
-	relay_record_msg(&b, "bad/id", "s@x", 1, rc, 1, "", 0);
+	relay_record_msg(&b, "bad/id", "s@x", "", 1, rc, 1, "", 0);
 	struct relay_record r;
 	struct base_err err;
 	assert_int_equal(relay_record_parse((const uint8_t *)b.data, b.len, &r, &err), -1);
@@ -126,8 +173,8 @@ static void test_spool_recovery(void **state)
 	const char *rc[] = {"a@example.com", "b@example.org"};
 	struct relay_loc l1, l2;
 	assert_int_equal(
-	    relay_spool_add(sp, "m1", "s@x.example", 10, rc, 2, "body one\r\n", 10, &l1, &err), 0);
-	assert_int_equal(relay_spool_add(sp, "m2", "", 11, rc, 1, "body two\r\n", 10, &l2, &err),
+	    relay_spool_add(sp, "m1", "s@x.example", "", 10, rc, 2, "body one\r\n", 10, &l1, &err), 0);
+	assert_int_equal(relay_spool_add(sp, "m2", "", "pool=tx", 11, rc, 1, "body two\r\n", 10, &l2, &err),
 	                 0);
 	assert_int_equal(relay_spool_state(sp, "m1", 0, RELAY_RCPT_DELIVERED, 1, 0, &err), 0);
 	assert_int_equal(relay_spool_state(sp, "m1", 1, RELAY_RCPT_PENDING, 2, 999, &err), 0);
@@ -283,6 +330,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_record_roundtrip), cmocka_unit_test(test_record_bounds),
+	    cmocka_unit_test(test_record_without_attrs),
 	    cmocka_unit_test(test_spool_recovery),   cmocka_unit_test(test_schedule),
 	    cmocka_unit_test(test_check_rcpt),       cmocka_unit_test(test_classify),
 	};

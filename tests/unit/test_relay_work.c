@@ -19,7 +19,7 @@
 #include "relay/int.h"
 
 struct tjob {
-	struct relay_job job; /* first: the pool hands back this pointer */
+	struct relay_work job; /* first: the pool hands back this pointer */
 	pthread_t loop;
 	int ran_off_loop, done_on_loop, dones;
 	int *left;
@@ -27,7 +27,7 @@ struct tjob {
 	struct event_base *base;
 };
 
-static void tjob_run(struct relay_job *j)
+static void tjob_run(struct relay_work *j)
 {
 	struct tjob *t = (struct tjob *)j;
 	if (t->gate) {
@@ -37,7 +37,7 @@ static void tjob_run(struct relay_job *j)
 	t->ran_off_loop = !pthread_equal(pthread_self(), t->loop);
 }
 
-static void tjob_done(struct relay_job *j)
+static void tjob_done(struct relay_work *j)
 {
 	struct tjob *t = (struct tjob *)j;
 	t->done_on_loop = pthread_equal(pthread_self(), t->loop);
@@ -50,7 +50,7 @@ static void test_pool_runs_off_the_loop_and_returns(void **state)
 	(void)state;
 	struct event_base *base = event_base_new();
 	struct base_err err;
-	struct relay_pool *p = relay_pool_new(base, 3, &err);
+	struct relay_workers *p = relay_workers_new(base, 3, &err);
 	assert_non_null(p);
 	enum { N = 300 };
 	struct tjob *jobs = calloc(N, sizeof *jobs);
@@ -60,7 +60,7 @@ static void test_pool_runs_off_the_loop_and_returns(void **state)
 		                        .loop = pthread_self(),
 		                        .left = &left,
 		                        .base = base};
-		relay_pool_submit(p, &jobs[i].job);
+		relay_workers_submit(p, &jobs[i].job);
 	}
 	struct timeval limit = {20, 0};
 	event_base_loopexit(base, &limit);
@@ -72,7 +72,7 @@ static void test_pool_runs_off_the_loop_and_returns(void **state)
 		assert_int_equal(jobs[i].dones, 1);
 		assert_int_equal(jobs[i].job.ran, 1);
 	}
-	relay_pool_free(p);
+	relay_workers_free(p);
 	for (int i = 0; i < N; i++) assert_int_equal(jobs[i].dones, 1); /* not twice */
 	free(jobs);
 	event_base_free(base);
@@ -83,7 +83,7 @@ static void test_pool_free_returns_every_job(void **state)
 	(void)state;
 	struct event_base *base = event_base_new();
 	struct base_err err;
-	struct relay_pool *p = relay_pool_new(base, 1, &err);
+	struct relay_workers *p = relay_workers_new(base, 1, &err);
 	assert_non_null(p);
 	pthread_mutex_t gate = PTHREAD_MUTEX_INITIALIZER;
 	pthread_mutex_lock(&gate);
@@ -95,12 +95,12 @@ static void test_pool_free_returns_every_job(void **state)
 		                        .loop = pthread_self(),
 		                        .left = &left,
 		                        .gate = i == 0 ? &gate : NULL};
-		relay_pool_submit(p, &jobs[i].job);
+		relay_workers_submit(p, &jobs[i].job);
 	}
 	usleep(50000); /* the one worker is now stuck in the first job */
 	pthread_mutex_unlock(&gate);
 	/* the loop never ran: freeing the pool hands back all six, run or not */
-	relay_pool_free(p);
+	relay_workers_free(p);
 	assert_int_equal(left, 0);
 	assert_int_equal(jobs[0].job.ran, 1);
 	int unrun = 0;
@@ -126,7 +126,7 @@ static void add(struct relay_spool *sp, const char *id)
 	const char *rc[] = {"a@example.com"};
 	struct relay_loc loc;
 	struct base_err err;
-	assert_int_equal(relay_spool_add(sp, id, "s@example.net", 1700000000, rc, 1,
+	assert_int_equal(relay_spool_add(sp, id, "s@example.net", "", 1700000000, rc, 1,
 	                                 "Subject: x\r\n\r\nhi\r\n", 19, &loc, &err),
 	                 0);
 }

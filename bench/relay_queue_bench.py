@@ -1,0 +1,148 @@
+#!/usr/bin/python3
+"""relay_queue_bench.py — the relay with a large deferred queue.
+
+smtp-source injects N small messages (many sessions, from 127.0.0.1, a
+trusted network) into `mailrep relay`, whose only next hop is a closed port,
+so every message stays queued (deferred). Reported:
+  - RSS growth of the relay per queued message (bodies are on disk);
+  - the spool's size on disk;
+  - the injection rate;
+  - the restart: time from start until the whole spool is recovered and
+    the relay accepts connections again, and its RSS per message then;
+  - the cost of one `mailrep queue` summary over the control socket.
+The spool is deleted at the end.
+
+Usage: bench/relay_queue_bench.py [--bin build/mailrep] [-n N] [--sessions S]
+"""
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+SMTP_SOURCE = "/usr/sbin/smtp-source"
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def wait_port(port, proc, timeout=3600):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit("relay exited with %s" % proc.returncode)
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.01)
+    raise SystemExit("relay did not listen on %d" % port)
+
+
+def du(path):
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(root, f)).st_blocks * 512
+            except OSError:
+                pass
+    return total
+
+
+def queue_summary(binary, spool):
+    t = time.time()
+    q = subprocess.run([binary, "queue", "--spool", spool, "--json"], capture_output=True,
+                       timeout=600)
+    if q.returncode != 0:
+        raise SystemExit("mailrep queue failed: %s" % q.stderr.decode())
+    import json
+    doc = json.loads(q.stdout)
+    return doc, time.time() - t
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", default="build/mailrep")
+    ap.add_argument("-n", type=int, default=1000000)
+    ap.add_argument("--sessions", type=int, default=50)
+    ap.add_argument("--size", type=int, default=300, help="message size in bytes")
+    ap.add_argument("--dir", default=None, help="where the spool goes (default: a temp dir)")
+    a = ap.parse_args()
+    binary = os.path.abspath(a.bin)
+    work = tempfile.mkdtemp(prefix="relayq-", dir=a.dir)
+    spool = os.path.join(work, "spool")
+    port, closed = free_port(), free_port()
+    argv = [binary, "relay", "--listen", "127.0.0.1:%d" % port, "--spool", spool,
+            "--route", "*=127.0.0.1:%d" % closed, "--trusted", "127.0.0.0/8",
+            "--hostname", "bench.test", "--max-conns", str(a.sessions + 16)]
+    out = open(os.path.join(work, "relay.out"), "ab")
+    relay = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_port(port, relay)
+        time.sleep(0.5)
+        before = rss_kb(relay.pid)
+        t0 = time.time()
+        subprocess.run([SMTP_SOURCE, "-s", str(a.sessions), "-m", str(a.n), "-l", str(a.size),
+                        "-f", "sender@example.com", "-t", "rcpt@dest.example",
+                        "127.0.0.1:%d" % port], check=True, stdout=subprocess.DEVNULL)
+        inject = time.time() - t0
+        time.sleep(2)  # the first (refused) attempts of the last messages
+        after = rss_kb(relay.pid)
+        doc, qsecs = queue_summary(binary, spool)
+        queued = doc["total"]["messages"]
+        print("relay queue: %d messages injected in %.1f s (%.0f msg/s, %d sessions, %d-byte "
+              "messages); %d queued" % (a.n, inject, a.n / inject, a.sessions, a.size, queued))
+        print("relay queue: RSS %d kB -> %d kB: %.0f bytes per queued message"
+              % (before, after, (after - before) * 1024.0 / max(queued, 1)))
+        print("relay queue: spool %.1f MB on disk (%.0f bytes per message)"
+              % (du(spool) / 1e6, du(spool) / max(queued, 1)))
+        print("relay queue: `mailrep queue` summary over the control socket: %.2f s" % qsecs)
+        sys.stdout.flush()
+        if queued != a.n:
+            print("relay queue: WARNING: %d messages expected in the queue" % a.n)
+        relay.send_signal(signal.SIGTERM)
+        relay.wait(timeout=600)
+        t0 = time.time()
+        relay = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        wait_port(port, relay)
+        restart = time.time() - t0
+        rss = rss_kb(relay.pid)
+        print("relay queue: restart with %d messages: listening again after %.2f s, RSS %d kB "
+              "(%.0f bytes per message over the empty relay's %d kB)"
+              % (queued, restart, rss, (rss - before) * 1024.0 / max(queued, 1), before))
+        doc, qsecs = queue_summary(binary, spool)
+        if doc["total"]["messages"] != queued:
+            print("relay queue: WARNING: %d messages after the restart"
+                  % doc["total"]["messages"])
+        relay.send_signal(signal.SIGTERM)
+        relay.wait(timeout=600)
+        if relay.returncode != 0:
+            print("relay queue: WARNING: relay exited with %d" % relay.returncode)
+    finally:
+        if relay.poll() is None:
+            relay.kill()
+            relay.wait()
+        out.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

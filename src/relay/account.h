@@ -1,0 +1,98 @@
+/*
+ * account.h — submission accounts of the relay: the [account NAME]
+ * sections of the config file (password hash, send limits, IP pools), the
+ * password hash format, the SASL PLAIN decoding, and the durable per-account
+ * send counters. Included by the CLI (to load accounts and hash passwords)
+ * and by the reception stage.
+ */
+#ifndef MAILREP_RELAY_ACCOUNT_H
+#define MAILREP_RELAY_ACCOUNT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/base.h"
+
+#define RELAY_NAME_MAX 64 /* account and pool names: [A-Za-z0-9._-] */
+
+struct relay_acct {
+	char *name;
+	char *hash;        /* "$pbkdf2-sha256$ITER$SALT$HASH" (base64 without padding) */
+	uint32_t per_hour; /* recipients per clock hour; 0: no limit */
+	uint32_t per_day;  /* recipients per UTC day; 0: no limit */
+	char *pool;        /* the default pool of its mail; NULL: none */
+	char **pools;      /* further pools it may choose by header */
+	size_t npools;
+};
+
+struct relay_accounts {
+	struct relay_acct *a;
+	size_t n;
+};
+
+/* Reads every [account NAME] section of an INI file (keys: password,
+ * per-hour, per-day, pool, pools). Errors name file:line. An account
+ * without a password is refused. */
+int relay_accounts_load(struct relay_accounts *out, const char *path, struct base_err *err);
+void relay_accounts_free(struct relay_accounts *a);
+/* Checks that every pool an account names is configured ([pool NAME] or
+ * --pool). */
+struct relay_config;
+int relay_accounts_check(const struct relay_accounts *a, const struct relay_config *c,
+                         struct base_err *err);
+const struct relay_acct *relay_accounts_find(const struct relay_accounts *a, const char *name);
+/* Whether an account may send from a pool (its pool, or one of its pools). */
+int relay_acct_may_use_pool(const struct relay_acct *a, const char *pool);
+/* Whether s is a valid account or pool name. */
+int relay_name_valid(const char *s);
+
+/* ---- passwords -------------------------------------------------------------
+ *
+ * PBKDF2-HMAC-SHA256 (OpenSSL), a 16-byte random salt, RELAY_PW_ITER
+ * iterations by default, written "$pbkdf2-sha256$ITER$SALT$HASH" with
+ * SALT and HASH in unpadded standard base64. */
+#define RELAY_PW_ITER     100000
+#define RELAY_PW_HASH_MAX 128
+int relay_password_hash(const char *pw, size_t len, uint32_t iter, char *out, size_t n,
+                        struct base_err *err);
+/* 1 if pw matches hash, 0 if not (also for a malformed hash). With hash
+ * NULL it does the same work against a dummy and returns 0, so that an
+ * unknown user costs as much time as a wrong password. */
+int relay_password_verify(const char *hash, const char *pw, size_t len);
+/* Whether a hash string is in the format above (used at load). */
+int relay_password_hash_valid(const char *hash);
+
+/* ---- SASL ------------------------------------------------------------------ */
+
+/* Strict base64 decoding (padding optional, no whitespace). Returns the
+ * decoded length, or -1 if malformed or longer than n. */
+long relay_b64_decode(const char *in, size_t len, uint8_t *out, size_t n);
+void relay_b64_encode(const uint8_t *in, size_t len, char *out, size_t n, int pad);
+/* Splits a decoded PLAIN response "authzid NUL authcid NUL passwd" into
+ * user and password (copied, NUL-terminated). An authzid other than empty
+ * or the authcid is refused. Returns 0 or -1. */
+int relay_sasl_plain(const uint8_t *in, size_t len, char *user, size_t ulen, char *pw,
+                     size_t pwlen);
+
+/* ---- send limits -------------------------------------------------------------
+ *
+ * Counters of recipients accepted per account in the current clock hour
+ * and UTC day, kept in a small state file (one line per account:
+ * "NAME HOUR-START HOUR-COUNT DAY-START DAY-COUNT") that is rewritten
+ * atomically (write, fsync, rename, fsync of the directory) every time a
+ * count grows, before the message is acknowledged. */
+struct relay_quota;
+int relay_quota_open(struct relay_quota **out, const char *path, struct base_err *err);
+void relay_quota_close(struct relay_quota *l);
+/* Whether n more recipients fit: 0 yes, else -1 with *which "hourly" or
+ * "daily" and *limit set. */
+int relay_quota_check(struct relay_quota *l, const struct relay_acct *a, int64_t now, uint32_t n,
+                       const char **which, uint32_t *limit);
+/* Counts n recipients and makes the counts durable. */
+int relay_quota_add(struct relay_quota *l, const struct relay_acct *a, int64_t now, uint32_t n,
+                     struct base_err *err);
+/* The parser of one state file line (for tests and the fuzzer). */
+int relay_quota_parse_line(const char *line, char *name, size_t nlen, int64_t *hs, uint32_t *hc,
+                            int64_t *ds, uint32_t *dc);
+
+#endif
