@@ -1,7 +1,7 @@
 # mailrep — top-level entry points. CMake does the building underneath.
 #   make          build build/mailrep
 #   make test     install missing packages, build (plain and ASan/UBSan), run every test
-#   make demo     install missing packages, build, run the DNSBL demo on loopback
+#   make demo     install missing packages, build, run the DNSBL and relay demo on loopback
 #   make bench    every benchmark against its real peer (not part of make test)
 #   make fuzz     run every libFuzzer target for FUZZ_SECONDS each
 

@@ -1,6 +1,8 @@
 #!/bin/sh
 # `make demo`: serve the sample zones with mailrep dnsbl on a loopback port
-# and show real queries against it with kdig.
+# and show real queries against it with kdig; record a spamtrap hit and
+# serve the listing live; then relay a message through mailrep relay (DKIM
+# signed, spooled, delivered to smtp-sink) and verify its signature.
 set -eu
 BIN=${1:-build/mailrep}
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -102,3 +104,50 @@ ql 44.33.22.11.live.bl.example TXT
 echo
 echo "\$ mailrep lookup --db bl.db 11.22.33.44"
 "$BIN" lookup --db "$DATA/bl.db" 11.22.33.44 | sed 's/^/    /'
+
+# ---- the sending side: relay, DKIM, delivery, accounting ----------------------
+KPORT=$((PORT + 3))
+SPORT=$((PORT + 4))
+RPORT=$((PORT + 5))
+echo
+echo "== the sending side: mailrep relay signs, spools and delivers; smtp-sink receives"
+mkdir -p "$DATA/sink" "$DATA/spool"
+chmod 777 "$DATA/sink"
+"$BIN" dkim keygen --type ed25519 --selector demo --domain example.com \
+	--out "$DATA/dkim.pem" >"$DATA/dkim.txt"
+# publish the key with mailrep dnsbl's generic dataset, so the signature can be checked
+sed -n 's/^demo\._domainkey\.example\.com\. IN TXT ( "\(.*\)" )$/demo TXT \1/p' "$DATA/dkim.txt" >"$DATA/keys"
+chmod 644 "$DATA/keys"
+"$BIN" dnsbl -n -b "127.0.0.1/$KPORT" -u nobody _domainkey.example.com:generic:"$DATA/keys" \
+	>"$DATA/keys.log" 2>&1 &
+PIDS="$PIDS $!"
+/usr/sbin/smtp-sink -u nobody -d "$DATA/sink/m." "127.0.0.1:$SPORT" 10 >"$DATA/sink.log" 2>&1 &
+PIDS="$PIDS $!"
+"$BIN" relay --listen "127.0.0.1:$RPORT" --spool "$DATA/spool" --trusted 127.0.0.1/32 \
+	--route "*=127.0.0.1:$SPORT" --dkim-key "example.com=demo:$DATA/dkim.pem" \
+	--log "$DATA/accounting.jsonl" --hostname relay.example.com >"$DATA/relay.log" 2>&1 &
+PIDS="$PIDS $!"
+i=0
+until grep -q "listening" "$DATA/relay.log" 2>/dev/null; do
+	i=$((i + 1)); [ $i -gt 50 ] && { echo "relay did not start:"; cat "$DATA/relay.log"; exit 1; }
+	sleep 0.1
+done
+echo
+echo "\$ mailrep send --server 127.0.0.1:$RPORT -f news@example.com reader@dest.example < message"
+printf 'From: News <news@example.com>\r\nTo: reader@dest.example\r\nSubject: Hello from the demo\r\n\r\nThis message was signed, spooled durably and delivered.\r\n' |
+	"$BIN" send --server "127.0.0.1:$RPORT" -f news@example.com reader@dest.example | sed "s/^/    /"
+i=0
+until grep -q '"event":"delivery"' "$DATA/accounting.jsonl" 2>/dev/null; do
+	i=$((i + 1)); [ $i -gt 100 ] && { echo "not delivered:"; cat "$DATA/relay.log"; exit 1; }
+	sleep 0.1
+done
+echo
+echo "\$ cat accounting.jsonl    # one JSON line per event"
+sed 's/^/    /' "$DATA/accounting.jsonl"
+echo
+echo "\$ mailrep dkim verify --resolver 127.0.0.1:$KPORT < the message smtp-sink received"
+sleep 0.3
+MSG=$(ls "$DATA"/sink/m.* | head -1)
+# smtp-sink's dump holds the envelope first; the message starts at its first header
+sed -n '/^DKIM-Signature:/,$p' "$MSG" >"$DATA/delivered.eml"
+"$BIN" dkim verify --resolver "127.0.0.1:$KPORT" <"$DATA/delivered.eml" | sed 's/^/    /'
