@@ -220,3 +220,55 @@ def test_failures_at_different_times_get_a_dsn_each(datadir, servers):
     time.sleep(1.0)
     assert len(sink_files(good)) == 2
     stop_clean(relay)
+
+
+def test_dsn_held_for_a_busy_recipient_survives_kill_9(datadir, servers):
+    """bob's 5xx comes while carol's transaction (to a receiver that takes
+    30 s to answer the final dot) is still under way: the DSN waits for it.
+    A kill -9 in that window loses nothing: bob is still pending in the
+    spool, so after the restart he is tried again, bounces again, and his
+    DSN goes out (at least once)."""
+    import signal
+    from relay_util import CountingSink
+    bad = start_sink(datadir, ["-f", "RCPT"])
+    good = start_sink(datadir)
+    servers += [bad, good]
+    slow = CountingSink(delay=30)
+    try:
+        args = ["--route", "dest.example=" + bad.hop,
+                "--route", "slow.example=127.0.0.1:%d" % slow.port,
+                "--route", "example.com=" + good.hop,
+                "--trusted", "127.0.0.1", "--retry-schedule", "1s"]
+        relay = start_relay(datadir, args)
+        servers.append(relay)
+        submit(relay.port, "alice@example.com", ["bob@dest.example", "carol@slow.example"],
+               message("held"))
+        assert wait_for(lambda: of(relay, "bounce"))
+        assert wait_for(lambda: slow.messages == 0 and any(
+            c.startswith(b"RCPT TO:<carol") for c in slow.commands))
+        time.sleep(2.0)  # commits and ticks go by: the DSN still waits for carol
+        assert sink_files(good) == []
+        relay.proc.send_signal(signal.SIGKILL)
+        relay.proc.wait()
+        relay.log.close()
+        servers.remove(relay)
+    finally:
+        slow.stop()
+    fast = start_sink(datadir)
+    servers.append(fast)
+    args[3] = "slow.example=" + fast.hop
+    relay2 = start_relay(datadir, args, spool=relay.spool, name="relay2")
+    servers.append(relay2)
+    dsn = wait_for(lambda: sink_files(good), timeout=20)
+    assert dsn and len(dsn) == 1
+    blocks = dsn_blocks(dsn[0])
+    assert len(blocks) == 1 and b"bob@dest.example" in blocks[0]
+    assert wait_for(lambda: rcpts_of_sink(fast) == ["carol@slow.example"])
+    time.sleep(1.0)
+    assert len(sink_files(good)) == 1
+    stop_clean(relay2)
+
+
+def rcpts_of_sink(sink):
+    return [line.split(b"<")[1].split(b">")[0].decode() for f in sink_files(sink)
+            for line in f.split(b"\n") if line.startswith(b"X-Rcpt-Args: <")]
