@@ -273,7 +273,7 @@ def test_control_socket_mode_and_refusals(datadir, servers):
     r = json.loads(ask(relay.spool, b"summary"))
     assert r["ok"] is False and "not ended by a newline" in r["error"]
     q = queue(relay.spool, "suspend", "id", "x", check=False)
-    assert q.returncode != 0 and b"kind must be domain, site or pool" in q.stderr
+    assert q.returncode != 0 and b"kind must be domain, site, pool or account" in q.stderr
     # still serving, and no admin event for refused requests
     assert json.loads(ask(relay.spool, b"summary\r\n"))["ok"] is True
     assert of(relay, "admin") == []
