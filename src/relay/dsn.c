@@ -123,8 +123,7 @@ void relay_dsn_flush(struct relay_ctx *x, struct rmsg *m)
 	                h, m->sender, date, id, h, id, h, id, h);
 	if (n == 1)
 		base_buf_printf(&b, "Your message to <%s> could not be delivered%s.\r\n",
-		                m->rcpt[m->owed->idx].addr,
-		                expired ? " before it expired" : "");
+		                m->rcpt[m->owed->idx].addr, expired ? " before it expired" : "");
 	else
 		base_buf_printf(&b,
 		                "Your message could not be delivered to these %u recipients%s:\r\n",
