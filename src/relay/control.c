@@ -37,7 +37,7 @@
 /* ---- the protocol ------------------------------------------------------- */
 
 static const char *const op_names[] = {"summary", "list", "suspend", "resume", "bounce", "retry"};
-static const char *const kind_names[] = {"", "domain", "site", "pool", "id", "all"};
+static const char *const kind_names[] = {"", "domain", "site", "pool", "id", "all", "account"};
 
 const char *relay_ctl_op_name(enum relay_ctl_op op)
 {
@@ -120,10 +120,11 @@ int relay_ctl_parse(const char *line, size_t len, struct relay_ctl_req *q, struc
 	q->kind = (enum relay_ctl_kind)k;
 	int holds = q->op == RELAY_CTL_SUSPEND || q->op == RELAY_CTL_RESUME;
 	if (holds && q->kind != RELAY_CTL_DOMAIN && q->kind != RELAY_CTL_SITE &&
-	    q->kind != RELAY_CTL_POOL)
-		return base_errf(err, "%s: kind must be domain, site or pool", opn);
-	if (q->op == RELAY_CTL_BOUNCE && q->kind != RELAY_CTL_ID && q->kind != RELAY_CTL_DOMAIN)
-		return base_errf(err, "bounce: kind must be id or domain");
+	    q->kind != RELAY_CTL_POOL && q->kind != RELAY_CTL_ACCOUNT)
+		return base_errf(err, "%s: kind must be domain, site, pool or account", opn);
+	if (q->op == RELAY_CTL_BOUNCE && q->kind != RELAY_CTL_ID && q->kind != RELAY_CTL_DOMAIN &&
+	    q->kind != RELAY_CTL_ACCOUNT)
+		return base_errf(err, "bounce: kind must be id, domain or account");
 	if (q->op == RELAY_CTL_RETRY && q->kind != RELAY_CTL_ID && q->kind != RELAY_CTL_DOMAIN &&
 	    q->kind != RELAY_CTL_ALL)
 		return base_errf(err, "retry: kind must be id, domain or all");
@@ -451,6 +452,8 @@ int64_t relay_control_held(struct relay_ctx *x, const struct rmsg *m, const char
 			match = name_eq(smtp_path_domain(addr), h->name);
 		else if (h->kind == RELAY_CTL_POOL)
 			match = m->pool && !strcmp(m->pool, h->name);
+		else if (h->kind == RELAY_CTL_ACCOUNT)
+			match = m->account && !strcmp(m->account, h->name);
 		else if (h->kind == RELAY_CTL_SITE) {
 			if (!s) s = relay_site(x, m, addr, site, sizeof site);
 			match = s && !strcmp(s, h->name);
@@ -671,6 +674,7 @@ static int selects(const struct relay_ctl_req *q, const struct rmsg *m, const st
 {
 	if (q->kind == RELAY_CTL_ALL) return 1;
 	if (q->kind == RELAY_CTL_ID) return !strcmp(m->id, q->name);
+	if (q->kind == RELAY_CTL_ACCOUNT) return m->account && !strcmp(m->account, q->name);
 	return name_eq(smtp_path_domain(r->addr), q->name);
 }
 

@@ -9,9 +9,9 @@
  *
  *   summary                                   counts by domain, site, pool, account
  *   list [LIMIT]                              the messages (LIMIT: 1000 by default)
- *   suspend domain|site|pool NAME [DURATION|@UNIXTIME]   hold mail (no attempts)
- *   resume domain|site|pool NAME
- *   bounce id ID | bounce domain NAME         final bounce with a DSN to the sender
+ *   suspend domain|site|pool|account NAME [DURATION|@UNIXTIME]   hold mail
+ *   resume domain|site|pool|account NAME
+ *   bounce id|domain|account NAME             final bounce with a DSN to the sender
  *   retry id ID | retry domain NAME | retry all          due now
  *
  * Every reply has "ok" (true or false); a refusal has "error". The file
@@ -45,6 +45,7 @@ enum relay_ctl_kind {
 	RELAY_CTL_POOL,
 	RELAY_CTL_ID,
 	RELAY_CTL_ALL,
+	RELAY_CTL_ACCOUNT, /* the account that submitted the mail (AUTH) */
 };
 
 struct relay_ctl_req {

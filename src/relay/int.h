@@ -37,6 +37,7 @@ struct rmsg {
 	struct rmsg *prev, *next;
 	int64_t due;   /* scheduler: see sched.c */
 	uint32_t hidx; /* position in the scheduler's heap, RELAY_HEAP_NONE: not in it */
+	struct relay_dsn_item *owed; /* final failures awaiting the message's DSN (dsn.c) */
 };
 
 /* sched.c: the messages by due time (a binary min-heap). */
@@ -210,6 +211,16 @@ int relay_control_start(struct relay_ctx *x, struct base_err *err);
 void relay_control_stop(struct relay_ctx *x);
 int64_t relay_control_held(struct relay_ctx *x, const struct rmsg *m, const char *addr,
                            const struct dest *d, int64_t now);
+
+/* dsn.c: one DSN per message. relay_dsn_owe makes recipient idx final
+ * (state BOUNCED or EXPIRED) in memory and keeps its failure for the DSN
+ * (null sender: final in the spool at once, no DSN); relay_dsn_flush
+ * writes the DSN listing every failure kept, then their final states;
+ * relay_dsn_discard forgets them (shutdown: they stay pending on disk). */
+void relay_dsn_owe(struct relay_ctx *x, struct rmsg *m, uint32_t idx, uint32_t state,
+                   const struct dest *d, const char *reply);
+void relay_dsn_flush(struct relay_ctx *x, struct rmsg *m);
+void relay_dsn_discard(struct rmsg *m);
 
 /* work.c */
 struct relay_workers *relay_workers_new(struct event_base *base, unsigned nthreads,

@@ -39,9 +39,11 @@
  * them), unless all of the site's addresses are: then all are tried.
  *
  * STARTTLS follows the --tls-policy of the first waiting job's recipient
- * domain: opportunistic (when offered, no certificate check), required
- * (no STARTTLS or a failed handshake fails the jobs transiently with
- * 4.7.5; never plain text), verify (required, the chain must verify and
+ * domain: opportunistic (when offered, no certificate check; a failed
+ * handshake reconnects to the same address in plain text), required
+ * (never plain text: a failed handshake moves on to the site's next
+ * address, and with none left, or without STARTTLS, the jobs fail
+ * transiently with 4.7.5), verify (required, the chain must verify and
  * the certificate must match the host name the address came from: the MX
  * host, or a static route's host name; an IP-address route checks the
  * chain only), off. SNI carries that name whenever there is one. After
@@ -107,6 +109,7 @@ struct conn {
 	/* STARTTLS: offered in the last EHLO; handshake running; in TLS (with
 	 * a verified chain); the policy the connection was opened for */
 	int starttls, handshake, tls, verified;
+	int plain; /* this address again without STARTTLS, after a failed handshake */
 	enum relay_tls_mode mode;
 	/* the reply being read */
 	struct base_buf reply;
@@ -493,7 +496,8 @@ static void on_reply(struct conn *c, int code, const char *text)
 			c->esmtp = 1;
 			if (!c->tls) {
 				c->mode = job_mode(c, c->d->head);
-				if (c->starttls && c->mode != RELAY_TLS_OFF) {
+				if (c->starttls && c->mode != RELAY_TLS_OFF &&
+				    !(c->plain && c->mode == RELAY_TLS_OPPORTUNISTIC)) {
 					c->st = C_STARTTLS;
 					send_line(c, "STARTTLS");
 					set_timeout(c, T_GREET);
@@ -675,6 +679,7 @@ static void next_addr(struct conn *c, int code, const char *why)
 	while (c->ai + 1 < c->naddrs) {
 		base_info("%s: %s; trying the next address", c->peer, c->last_why);
 		c->ai++;
+		c->plain = 0;
 		if (attempt(c, w, sizeof w) == 0) return;
 		c->last_code = 0;
 		snprintf(c->last_why, sizeof c->last_why, "%s", w);
@@ -697,6 +702,27 @@ static void next_addr(struct conn *c, int code, const char *why)
 	} else {
 		conn_fail(c, 0, c->last_code ? "000 no address took the connection" : c->last_why);
 	}
+}
+
+/* A failed STARTTLS handshake: under opportunistic, the same address again
+ * in plain text (as Postfix does with smtp_tls_security_level = may);
+ * under required and verify, the site's next address; with none left the
+ * jobs fail transiently with why (4.7.5). Not remembered as dead: the
+ * address takes connections. */
+static void tls_failed(struct conn *c, const char *why)
+{
+	char w[256];
+	c->handshake = c->tls = c->verified = c->starttls = 0;
+	if (c->mode == RELAY_TLS_OPPORTUNISTIC && !c->plain) {
+		base_info("%s: retrying in plain text (opportunistic TLS)", c->peer);
+		c->plain = 1;
+		if (attempt(c, w, sizeof w) < 0) next_addr(c, 0, w);
+		return;
+	}
+	if (c->ai + 1 < c->naddrs)
+		next_addr(c, 0, why);
+	else
+		conn_fail(c, 451, why);
 }
 
 static void on_event(struct bufferevent *bev, short what, void *arg)
@@ -729,7 +755,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 		if (what & BEV_EVENT_TIMEOUT) snprintf(e, sizeof e, "timeout");
 		base_warn("TLS handshake with %s failed: %s", c->peer, e);
 		snprintf(why, sizeof why, "451 4.7.5 TLS handshake failed: %s", e);
-		conn_fail(c, 451, why);
+		tls_failed(c, why);
 		return;
 	}
 	if (what & BEV_EVENT_CONNECTED) {

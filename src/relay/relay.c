@@ -254,6 +254,7 @@ static void msg_drop(struct relay_ctx *x, struct rmsg *m)
 	if (m->next) m->next->prev = m->prev;
 	x->nmsgs--;
 	relay_heap_remove(&x->heap, m);
+	relay_dsn_discard(m);
 	for (uint32_t i = 0; i < m->nrcpt; i++) free(m->rcpt[i].addr);
 	free(m->rcpt);
 	free(m->sender);
@@ -263,6 +264,7 @@ static void msg_drop(struct relay_ctx *x, struct rmsg *m)
 /* Frees a finished message and lets the spool reclaim its segment. */
 static void msg_free(struct relay_ctx *x, struct rmsg *m)
 {
+	relay_dsn_flush(x, m); /* normally done already, when its last job ended */
 	relay_spool_release(x->spool, m->loc.seg);
 	msg_drop(x, m);
 }
@@ -421,9 +423,6 @@ static struct dest *dest_get(struct relay_ctx *x, const char *host, uint16_t por
 
 /* ---- outcomes ------------------------------------------------------------- */
 
-static void dsn(struct relay_ctx *x, struct rmsg *m, uint32_t idx, struct dest *d,
-                const char *reply, int expired);
-
 static void finish(struct relay_ctx *x, struct rmsg *m, uint32_t idx, uint32_t state)
 {
 	struct rrcpt *r = &m->rcpt[idx];
@@ -444,13 +443,11 @@ void relay_outcome(struct relay_ctx *x, struct dest *d, struct rmsg *m, uint32_t
 		finish(x, m, idx, RELAY_RCPT_DELIVERED);
 		relay_account(x, "delivery", m, r, d, code, reply);
 	} else if (code >= 500) {
-		finish(x, m, idx, RELAY_RCPT_BOUNCED);
+		relay_dsn_owe(x, m, idx, RELAY_RCPT_BOUNCED, d, reply);
 		relay_account(x, "bounce", m, r, d, code, reply);
-		dsn(x, m, idx, d, reply, 0);
 	} else if (now - m->received >= (int64_t)x->cfg->schedule.max_age) {
-		finish(x, m, idx, RELAY_RCPT_EXPIRED);
+		relay_dsn_owe(x, m, idx, RELAY_RCPT_EXPIRED, d, reply);
 		relay_account(x, "expiry", m, r, d, code, reply);
-		dsn(x, m, idx, d, reply, 1);
 	} else {
 		r->next =
 		    relay_schedule_next(&x->cfg->schedule, r->attempts, now, (uint32_t)random());
@@ -498,6 +495,7 @@ void relay_job_free(struct relay_ctx *x, struct job *j)
 	m->busy--;
 	free(j->idx);
 	free(j);
+	if (m->busy == 0) relay_dsn_flush(x, m); /* the attempt cycle is over */
 	if (m->live == 0 && m->busy == 0)
 		msg_free(x, m);
 	else
@@ -565,6 +563,7 @@ static int64_t schedule_msg(struct relay_ctx *x, struct rmsg *m, int64_t now)
 		d->tail = j;
 		d->njobs++;
 	}
+	if (m->busy == 0) relay_dsn_flush(x, m); /* failures without a job (no route) */
 	if (m->live == 0 && m->busy == 0) {
 		msg_free(x, m);
 		return -1;
@@ -600,6 +599,7 @@ static void schedule(struct relay_ctx *x)
 /* Puts a message back at its due time after an administrator changed it. */
 void relay_resched(struct relay_ctx *x, struct rmsg *m)
 {
+	if (m->busy == 0) relay_dsn_flush(x, m);
 	if (m->live == 0 && m->busy == 0)
 		msg_free(x, m);
 	else
@@ -621,15 +621,15 @@ const char *relay_site(struct relay_ctx *x, const struct rmsg *m, const char *ad
 	return buf;
 }
 
-/* An administrator bounces one pending recipient: a final outcome in the
- * spool, a `bounce` event of category `admin`, and a DSN to the sender. */
+/* An administrator bounces one pending recipient: a final outcome, a
+ * `bounce` event of category `admin`, and the sender's DSN when the caller
+ * reschedules the message (relay_resched: one DSN for all its recipients). */
 void relay_admin_bounce(struct relay_ctx *x, struct rmsg *m, uint32_t idx, const char *reply)
 {
-	finish(x, m, idx, RELAY_RCPT_BOUNCED);
+	relay_dsn_owe(x, m, idx, RELAY_RCPT_BOUNCED, NULL, reply);
 	x->category = "admin";
 	relay_account(x, "bounce", m, &m->rcpt[idx], NULL, 550, reply);
 	x->category = NULL;
-	dsn(x, m, idx, NULL, reply, 0);
 	relay_commit_soon(x);
 }
 
@@ -788,71 +788,6 @@ int relay_sign(struct relay_ctx *x, struct base_buf *msg, struct base_err *err)
 	return 0;
 }
 
-/* ---- DSN (RFC 3464) ------------------------------------------------------------ */
-
-static void dsn(struct relay_ctx *x, struct rmsg *m, uint32_t idx, struct dest *d,
-                const char *reply, int expired)
-{
-	if (!m->sender[0]) return; /* never bounce a bounce */
-	struct base_buf orig, b;
-	base_buf_init(&orig);
-	base_buf_init(&b);
-	struct base_err err;
-	if (relay_spool_read(x->spool, &m->loc, &orig, &err) < 0) base_warn("DSN: %s", err.msg);
-	char id[RELAY_ID_MAX + 1], e[16], date[64];
-	relay_id_new(x, id);
-	enhanced(reply, e, sizeof e);
-	if (!e[0]) snprintf(e, sizeof e, "%s", expired ? "4.4.7" : "5.0.0");
-	time_t now = base_now();
-	struct tm tm;
-	gmtime_r(&now, &tm);
-	strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S +0000", &tm);
-	const char *h = x->hostname;
-	base_buf_printf(&b,
-	                "From: Mail Delivery System <MAILER-DAEMON@%s>\r\n"
-	                "To: <%s>\r\n"
-	                "Subject: Undelivered Mail Returned to Sender\r\n"
-	                "Date: %s\r\n"
-	                "Message-ID: <%s@%s>\r\n"
-	                "Auto-Submitted: auto-replied\r\n"
-	                "MIME-Version: 1.0\r\n"
-	                "Content-Type: multipart/report; report-type=delivery-status;\r\n"
-	                "\tboundary=\"%s/%s\"\r\n\r\n"
-	                "This is a MIME-encapsulated message.\r\n\r\n"
-	                "--%s/%s\r\n"
-	                "Content-Type: text/plain; charset=us-ascii\r\n\r\n"
-	                "Your message to <%s> could not be delivered%s.\r\n\r\n"
-	                "--%s/%s\r\n"
-	                "Content-Type: message/delivery-status\r\n\r\n"
-	                "Reporting-MTA: dns; %s\r\n"
-	                "X-Mailrep-Queue-ID: %s\r\n\r\n"
-	                "Final-Recipient: rfc822; %s\r\n"
-	                "Action: failed\r\n"
-	                "Status: %s\r\n",
-	                h, m->sender, date, id, h, id, h, id, h, m->rcpt[idx].addr,
-	                expired ? " before it expired" : "", id, h, h, m->id, m->rcpt[idx].addr, e);
-	if (d) base_buf_printf(&b, "Remote-MTA: dns; %s\r\n", d->host);
-	if (reply) base_buf_printf(&b, "Diagnostic-Code: smtp; %s\r\n", reply);
-	base_buf_printf(&b, "\r\n--%s/%s\r\nContent-Type: text/rfc822-headers\r\n\r\n", id, h);
-	/* the original header section */
-	const char *hend = strstr(orig.data ? orig.data : "", "\r\n\r\n");
-	if (hend) base_buf_append(&b, orig.data, (size_t)(hend - orig.data) + 2);
-	base_buf_printf(&b, "\r\n--%s/%s--\r\n", id, h);
-	base_buf_free(&orig);
-	const char *rc[1] = {m->sender};
-	struct relay_loc loc;
-	if (relay_spool_add(x->spool, id, "", "", now, rc, 1, b.data, b.len, &loc, &err) < 0) {
-		base_error("DSN for %s: %s", m->id, err.msg);
-	} else {
-		/* the DSN is as durable as the state record that led to it: the
-		 * next commit covers both */
-		struct rmsg *n = relay_queue_add(x, id, "", "", "", now, &loc, rc, 1);
-		relay_account(x, "reception", n, NULL, NULL, 0, "DSN");
-		relay_commit_soon(x);
-	}
-	base_buf_free(&b);
-}
-
 /* ---- running ------------------------------------------------------------------- */
 
 static void on_signal(evutil_socket_t fd, short what, void *arg)
@@ -918,6 +853,8 @@ int relay_run(const struct relay_config *c, struct base_err *err)
 	x.stopping = 1;
 	relay_workers_free(x.signers);
 	relay_workers_free(x.syncer);
+	/* DSNs still owed (their message's jobs end without outcome below) */
+	for (struct rmsg *m = x.msgs; m; m = m->next) relay_dsn_flush(&x, m);
 	if (rc == 0) {
 		/* whatever is written is made durable before leaving */
 		struct base_err e2;

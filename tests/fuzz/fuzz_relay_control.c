@@ -37,7 +37,7 @@ static void one(const char *line, size_t len)
 	case RELAY_CTL_SUSPEND:
 	case RELAY_CTL_RESUME: {
 		if (q.kind != RELAY_CTL_DOMAIN && q.kind != RELAY_CTL_SITE &&
-		    q.kind != RELAY_CTL_POOL)
+		    q.kind != RELAY_CTL_POOL && q.kind != RELAY_CTL_ACCOUNT)
 			abort();
 		if (!n || (q.until && q.secs) || q.until < 0) abort();
 		if (q.op == RELAY_CTL_RESUME) break;
@@ -56,7 +56,10 @@ static void one(const char *line, size_t len)
 		break;
 	}
 	case RELAY_CTL_BOUNCE:
-		if ((q.kind != RELAY_CTL_ID && q.kind != RELAY_CTL_DOMAIN) || !n) abort();
+		if ((q.kind != RELAY_CTL_ID && q.kind != RELAY_CTL_DOMAIN &&
+		     q.kind != RELAY_CTL_ACCOUNT) ||
+		    !n)
+			abort();
 		break;
 	case RELAY_CTL_RETRY:
 		if (q.kind == RELAY_CTL_ALL

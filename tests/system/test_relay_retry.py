@@ -145,3 +145,130 @@ def test_421_in_session_suspends_destination(datadir, servers):
         stop_clean(relay)
     finally:
         sink.stop()
+
+
+def dsn_blocks(text):
+    """The per-recipient blocks of a DSN's message/delivery-status part
+    (smtp-sink's dumps end lines with LF)."""
+    text = text.replace(b"\r\n", b"\n")
+    part = text.split(b"Content-Type: message/delivery-status", 1)[1]
+    part = part.split(b"Content-Type: text/rfc822-headers", 1)[0]
+    return [b for b in part.split(b"\n\n") if b"Final-Recipient:" in b]
+
+
+def test_one_dsn_per_message_listing_every_failed_recipient(datadir, servers):
+    # smtp-sink -f RCPT refuses every recipient of the transaction with a 5xx
+    bad = start_sink(datadir, ["-f", "RCPT"])
+    good = start_sink(datadir)
+    servers += [bad, good]
+    relay = start_relay(datadir, ["--route", "dest.example=" + bad.hop,
+                                  "--route", "other.example=" + bad.hop,
+                                  "--route", "example.com=" + good.hop,
+                                  "--trusted", "127.0.0.1", "--retry-schedule", "1s"])
+    servers.append(relay)
+    rcpts = ["bob@dest.example", "carol@dest.example", "dave@dest.example",
+             "erin@other.example"]
+    qid = submit(relay.port, "alice@example.com", rcpts, message("several"))
+    assert wait_for(lambda: len(of(relay, "bounce")) == 4)
+    dsn = wait_for(lambda: sink_files(good))
+    time.sleep(1.5)  # a second DSN would have come by now
+    dsn = sink_files(good)
+    assert len(dsn) == 1, "one DSN for the message, not one per recipient"
+    text = dsn[0]
+    assert b"X-Mail-Args: <>" in text and b"X-Rcpt-Args: <alice@example.com>" in text
+    assert b"X-Mailrep-Queue-ID: " + qid.encode() in text
+    blocks = dsn_blocks(text)
+    assert [b.split(b"Final-Recipient: rfc822; ")[1].split(b"\n")[0] for b in blocks] == \
+        [r.encode() for r in rcpts]
+    for b in blocks:
+        assert b"Action: failed" in b and b"Status: 5." in b and b"Diagnostic-Code: smtp; 5" in b
+    assert b"could not be delivered to these 4 recipients" in text
+    assert b"Message-ID: <several@example.com>" in text
+    # one reception event for the one DSN
+    assert len([e for e in of(relay, "reception") if e["sender"] == ""]) == 1
+    stop_clean(relay)
+
+
+def test_failures_at_different_times_get_a_dsn_each(datadir, servers):
+    """One domain refuses at once (5xx), the other defers until the message
+    expires: the first attempt cycle ends with the 5xx reported alone, and
+    the expiry later gets a DSN of its own (as documented in RELAY.md)."""
+    bad = start_sink(datadir, ["-f", "RCPT"])
+    grey = start_sink(datadir, ["-r", "RCPT"])
+    good = start_sink(datadir)
+    servers += [bad, grey, good]
+    relay = start_relay(datadir, ["--route", "dest.example=" + bad.hop,
+                                  "--route", "grey.example=" + grey.hop,
+                                  "--route", "example.com=" + good.hop,
+                                  "--trusted", "127.0.0.1", "--retry-schedule", "1s",
+                                  "--max-age", "4s"])
+    servers.append(relay)
+    submit(relay.port, "alice@example.com",
+           ["bob@dest.example", "carol@grey.example", "dan@dest.example"], message("split"))
+    first = wait_for(lambda: sink_files(good))
+    assert len(first) == 1
+    blocks = dsn_blocks(first[0])
+    assert len(blocks) == 2 and all(b"@dest.example" in b and b"Status: 5." in b for b in blocks)
+    assert b"carol@grey.example" not in first[0]
+    assert wait_for(lambda: of(relay, "expiry"), timeout=20)
+    both = wait_for(lambda: len(sink_files(good)) == 2 and sink_files(good))
+    second = [t for t in both if b"carol@grey.example" in t]
+    assert len(second) == 1
+    blocks = dsn_blocks(second[0])
+    assert len(blocks) == 1 and b"Status: 4." in blocks[0] and b"before it expired" in second[0]
+    assert b"dest.example" not in blocks[0]
+    time.sleep(1.0)
+    assert len(sink_files(good)) == 2
+    stop_clean(relay)
+
+
+def test_dsn_held_for_a_busy_recipient_survives_kill_9(datadir, servers):
+    """bob's 5xx comes while carol's transaction (to a receiver that takes
+    30 s to answer the final dot) is still under way: the DSN waits for it.
+    A kill -9 in that window loses nothing: bob is still pending in the
+    spool, so after the restart he is tried again, bounces again, and his
+    DSN goes out (at least once)."""
+    import signal
+    from relay_util import CountingSink
+    bad = start_sink(datadir, ["-f", "RCPT"])
+    good = start_sink(datadir)
+    servers += [bad, good]
+    slow = CountingSink(delay=30)
+    try:
+        args = ["--route", "dest.example=" + bad.hop,
+                "--route", "slow.example=127.0.0.1:%d" % slow.port,
+                "--route", "example.com=" + good.hop,
+                "--trusted", "127.0.0.1", "--retry-schedule", "1s"]
+        relay = start_relay(datadir, args)
+        servers.append(relay)
+        submit(relay.port, "alice@example.com", ["bob@dest.example", "carol@slow.example"],
+               message("held"))
+        assert wait_for(lambda: of(relay, "bounce"))
+        assert wait_for(lambda: slow.messages == 0 and any(
+            c.startswith(b"RCPT TO:<carol") for c in slow.commands))
+        time.sleep(2.0)  # commits and ticks go by: the DSN still waits for carol
+        assert sink_files(good) == []
+        relay.proc.send_signal(signal.SIGKILL)
+        relay.proc.wait()
+        relay.log.close()
+        servers.remove(relay)
+    finally:
+        slow.stop()
+    fast = start_sink(datadir)
+    servers.append(fast)
+    args[3] = "slow.example=" + fast.hop
+    relay2 = start_relay(datadir, args, spool=relay.spool, name="relay2")
+    servers.append(relay2)
+    dsn = wait_for(lambda: sink_files(good), timeout=20)
+    assert dsn and len(dsn) == 1
+    blocks = dsn_blocks(dsn[0])
+    assert len(blocks) == 1 and b"bob@dest.example" in blocks[0]
+    assert wait_for(lambda: rcpts_of_sink(fast) == ["carol@slow.example"])
+    time.sleep(1.0)
+    assert len(sink_files(good)) == 1
+    stop_clean(relay2)
+
+
+def rcpts_of_sink(sink):
+    return [line.split(b"<")[1].split(b">")[0].decode() for f in sink_files(sink)
+            for line in f.split(b"\n") if line.startswith(b"X-Rcpt-Args: <")]

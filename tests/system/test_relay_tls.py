@@ -272,3 +272,132 @@ def test_policy_verify_checks_the_mx_host_name(datadir, servers):
     assert len(files) == 2 and all(b"wrong.example>" not in f for f in files), files
     stop_clean(a)
     stop_clean(b)
+
+
+class BrokenTLSServer:
+    """An SMTP server on 127.0.0.2 that offers STARTTLS, answers it with 220
+    and then sends garbage instead of a TLS handshake. Without STARTTLS it
+    takes mail in plain text (what an opportunistic client falls back to)."""
+
+    def __init__(self, port):
+        import threading
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.2", port))
+        self.sock.listen(16)
+        self.connections = 0
+        self.starttls = 0
+        self.rcpts = []  # accepted in plain text
+        self.messages = 0
+        self.stopping = False
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        while not self.stopping:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            try:
+                self.session(c)
+            except OSError:
+                pass
+            c.close()
+
+    def session(self, c):
+        c.settimeout(10)
+        f = c.makefile("rb")
+        c.sendall(b"220 broken.test ESMTP\r\n")
+        data = False
+        while True:
+            line = f.readline()
+            if not line:
+                return
+            if data:
+                if line == b".\r\n":
+                    data = False
+                    self.messages += 1
+                    c.sendall(b"250 2.0.0 Ok\r\n")
+                continue
+            cmd = line.strip().upper()
+            if cmd.startswith(b"EHLO"):
+                c.sendall(b"250-broken.test\r\n250-PIPELINING\r\n250 STARTTLS\r\n")
+            elif cmd == b"STARTTLS":
+                self.starttls += 1
+                c.sendall(b"220 2.0.0 Ready to start TLS\r\n")
+                c.sendall(b"this is not a TLS server hello\r\n" * 4)
+                time.sleep(0.2)
+                return
+            elif cmd.startswith(b"RCPT TO:"):
+                self.rcpts.append(line[8:].strip().decode())
+                c.sendall(b"250 2.1.5 Ok\r\n")
+            elif cmd == b"DATA":
+                data = True
+                c.sendall(b"354 go ahead\r\n")
+            elif cmd == b"QUIT":
+                c.sendall(b"221 2.0.0 Bye\r\n")
+                return
+            else:
+                c.sendall(b"250 2.0.0 Ok\r\n")
+
+    def stop(self):
+        self.stopping = True
+        self.sock.close()
+
+
+def test_failed_handshake_moves_on_or_falls_back_to_plain_text(datadir, servers):
+    """MX hosts on 127.0.0.2 fail every STARTTLS handshake; relay B on
+    127.0.0.1 (same port) does TLS. Under required, failover.example
+    (broken MX first, B second) is delivered by B over TLS; only.example,
+    whose one MX is broken, is deferred with 4.7.5 and nothing is sent to
+    it. Under opportunistic, opp.example's broken MX gets the mail again on
+    a new connection in plain text, without STARTTLS."""
+    from knot import soa, start_knot
+    b, sink, cert = tls_relay(datadir, servers, sub="b", name="mx.tls.example")
+    broken = BrokenTLSServer(b.port)
+    try:
+        zones = {
+            "tls.example": soa("tls.example") + "mx A 127.0.0.1\nbad1 A 127.0.0.2\n"
+            "bad2 A 127.0.0.2\nbad3 A 127.0.0.2\n",
+            "failover.example": soa("failover.example") +
+            "@ MX 10 bad1.tls.example.\n@ MX 20 mx.tls.example.\n",
+            "only.example": soa("only.example") + "@ MX 10 bad2.tls.example.\n",
+            "opp.example": soa("opp.example") + "@ MX 10 bad3.tls.example.\n",
+        }
+        knot = start_knot(datadir, zones)
+        servers.append(knot)
+        a_dir = os.path.join(datadir, "a")
+        os.makedirs(a_dir, exist_ok=True)
+        a = start_relay(a_dir, ["--trusted", "127.0.0.1/32", "--resolver", knot.resolver,
+                                "--smtp-port", str(b.port), "--retry-schedule", "1h",
+                                "--tls-policy", "*=required",
+                                "--tls-policy", "opp.example=opportunistic"])
+        servers.append(a)
+        submit(a.port, "alice@example.com", ["bob@failover.example"], data=message("fo"))
+        ok = wait_for(lambda: deliveries(a))
+        assert ok, a.output()
+        assert ok[0]["tls"] is True and ok[0]["mx"] == "127.0.0.1:%d" % b.port, ok
+        assert broken.starttls == 1 and broken.rcpts == []
+        assert wait_for(lambda: len(sink_files(sink)) == 1), b.output()
+
+        submit(a.port, "alice@example.com", ["carol@only.example"], data=message("only"))
+        t = wait_for(lambda: deliveries(a, "transient"))
+        assert t, a.output()
+        assert t[0]["rcpt"] == "carol@only.example" and t[0]["code"] == 451, t
+        assert "4.7.5 TLS handshake failed" in t[0]["reply"], t
+        assert broken.starttls == 2 and broken.rcpts == []
+
+        submit(a.port, "alice@example.com", ["dave@opp.example"], data=message("opp"))
+        ok = wait_for(lambda: len(deliveries(a)) == 2 and deliveries(a))
+        assert ok, a.output()
+        assert ok[1]["rcpt"] == "dave@opp.example" and ok[1]["tls"] is False
+        assert ok[1]["mx"] == "127.0.0.2:%d" % b.port
+        assert broken.starttls == 3 and broken.rcpts == ["<dave@opp.example>"]
+        assert broken.messages == 1 and broken.connections == 4
+        assert "retrying in plain text" in a.output()
+        stop_clean(a)
+        stop_clean(b)
+    finally:
+        broken.stop()

@@ -160,6 +160,14 @@ static void test_ctl_parse(void **state)
 	assert_int_equal(q.kind, RELAY_CTL_ID);
 	assert_int_equal(parse("retry all", &q, &err), 0);
 	assert_int_equal(q.kind, RELAY_CTL_ALL);
+	assert_int_equal(parse("suspend account Acme 2h", &q, &err), 0);
+	assert_int_equal(q.kind, RELAY_CTL_ACCOUNT);
+	assert_string_equal(q.name, "Acme"); /* account names keep their case */
+	assert_int_equal(q.secs, 7200);
+	assert_int_equal(parse("resume account acme", &q, &err), 0);
+	assert_int_equal(parse("bounce account acme", &q, &err), 0);
+	assert_int_equal(q.op, RELAY_CTL_BOUNCE);
+	assert_int_equal(q.kind, RELAY_CTL_ACCOUNT);
 	assert_int_equal(parse("retry domain x.example", &q, &err), 0);
 
 	static const struct {
@@ -172,15 +180,16 @@ static void test_ctl_parse(void **state)
 	    {"list 99999999999", "LIMIT"},
 	    {"list -1", "LIMIT"},
 	    {"suspend", "what?"},
-	    {"suspend id x", "domain, site or pool"},
+	    {"suspend id x", "domain, site, pool or account"},
 	    {"suspend domain", "NAME is missing"},
 	    {"suspend domain a.example 0", "duration"},
 	    {"suspend domain a.example soon", "duration"},
 	    {"suspend domain a.example @", "bad time"},
 	    {"suspend domain a.example 1h extra", "too many"},
 	    {"resume domain a.example 1h", "too many"},
-	    {"bounce all", "id or domain"},
-	    {"bounce site a:25", "id or domain"},
+	    {"bounce all", "id, domain or account"},
+	    {"bounce site a:25", "id, domain or account"},
+	    {"retry account acme", "id, domain or all"},
 	    {"retry pool bulk", "id, domain or all"},
 	    {"retry all x", "no name"},
 	    {"retry  all", "stray space"},
