@@ -323,7 +323,7 @@ struct relay_quota_snap {
 };
 
 int relay_quota_parse_line(const char *line, char *name, size_t nlen, int64_t *hs, uint32_t *hc,
-                            int64_t *ds, uint32_t *dc)
+                           int64_t *ds, uint32_t *dc)
 {
 	const char *sp = strchr(line, ' ');
 	if (!sp || (size_t)(sp - line) >= nlen) return -1;
@@ -406,7 +406,7 @@ int relay_quota_open(struct relay_quota **out, const char *path, struct base_err
 		}
 		if (l->n >= 100000 ||
 		    relay_quota_parse_line(line, c.name, sizeof c.name, &c.hour_start, &c.hour_n,
-		                            &c.day_start, &c.day_n) < 0) {
+		                           &c.day_start, &c.day_n) < 0) {
 			base_errf(err, "%s:%lu: bad send-limit counter line", path, lineno);
 			fclose(f);
 			relay_quota_close(l);
@@ -435,7 +435,7 @@ static void roll(struct lcount *c, int64_t now)
 }
 
 int relay_quota_check(struct relay_quota *l, const struct relay_acct *a, int64_t now, uint32_t n,
-                       const char **which, uint32_t *limit)
+                      const char **which, uint32_t *limit)
 {
 	struct lcount z, *c = lfind(l, a->name, 0);
 	if (!c) {
@@ -480,8 +480,8 @@ void relay_quota_add(struct relay_quota *l, const struct relay_acct *a, int64_t 
 int relay_quota_recover(struct relay_quota *l, const char *account, int64_t received, int64_t now,
                         uint32_t n, uint32_t seg, uint64_t off)
 {
-	if (!account || !relay_name_valid(account) || l->recount < 0 ||
-	    !after_mark(l, seg, off) || l->n >= 100000)
+	if (!account || !relay_name_valid(account) || l->recount < 0 || !after_mark(l, seg, off) ||
+	    l->n >= 100000)
 		return 0;
 	struct lcount *c = lfind(l, account, 1);
 	roll(c, now);
@@ -591,8 +591,8 @@ static int authc_mac(const struct relay_authc *c, const char *user, const char *
 	return ok ? 0 : -1;
 }
 
-const struct relay_acct *relay_authc_find(struct relay_authc *c, const char *user,
-                                          const char *pw, size_t len, int64_t now)
+const struct relay_acct *relay_authc_find(struct relay_authc *c, const char *user, const char *pw,
+                                          size_t len, int64_t now)
 {
 	uint8_t mac[32];
 	if (!c || authc_mac(c, user, pw, len, mac) < 0) return NULL;

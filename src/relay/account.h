@@ -106,7 +106,7 @@ void relay_quota_close(struct relay_quota *l);
 /* Whether n more recipients fit: 0 yes, else -1 with *which "hourly" or
  * "daily" and *limit set. */
 int relay_quota_check(struct relay_quota *l, const struct relay_acct *a, int64_t now, uint32_t n,
-                       const char **which, uint32_t *limit);
+                      const char **which, uint32_t *limit);
 /* Counts n recipients of a message just written to the spool at seg/off
  * (in memory; the next group commit makes it durable). */
 void relay_quota_add(struct relay_quota *l, const struct relay_acct *a, int64_t now, uint32_t n,
@@ -131,7 +131,7 @@ int relay_quota_end(struct relay_quota *l, struct relay_quota_snap *q, struct ba
 /* Parsers of one state file line (for tests and the fuzzer): a count
  * line, and the mark line. 0 or -1. */
 int relay_quota_parse_line(const char *line, char *name, size_t nlen, int64_t *hs, uint32_t *hc,
-                            int64_t *ds, uint32_t *dc);
+                           int64_t *ds, uint32_t *dc);
 int relay_quota_parse_mark(const char *line, uint32_t *seg, uint64_t *off);
 
 /* ---- the authentication cache ---------------------------------------------
@@ -152,8 +152,8 @@ struct relay_authc *relay_authc_new(void);
 void relay_authc_free(struct relay_authc *c);
 /* The account cached for user and pw at time now (seconds, monotonic),
  * NULL if none. */
-const struct relay_acct *relay_authc_find(struct relay_authc *c, const char *user,
-                                          const char *pw, size_t len, int64_t now);
+const struct relay_acct *relay_authc_find(struct relay_authc *c, const char *user, const char *pw,
+                                          size_t len, int64_t now);
 void relay_authc_put(struct relay_authc *c, const struct relay_acct *a, const char *user,
                      const char *pw, size_t len, int64_t now);
 

@@ -652,7 +652,9 @@ void relay_kick(struct relay_ctx *x)
  * answer. While it runs the loop goes on reading and writing; sessions
  * whose message is written meanwhile wait for the next commit, which starts
  * when this one ends. So a 250 still comes only after a sync that began
- * after the message was written. */
+ * after the message was written. The send counters, when they changed,
+ * are written on the same thread before the sync (account.h), so the 250
+ * also waits for the counts that include the message. */
 struct commit {
 	struct relay_work work;
 	struct relay_ctx *x;

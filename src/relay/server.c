@@ -264,8 +264,8 @@ static void cmd_rcpt(struct session *s, const struct smtp_command *c)
 	}
 	const char *which;
 	uint32_t limit;
-	if (s->acct && relay_quota_check(s->x->quota, s->acct, base_now(), s->nrcpt + 1, &which,
-	                                  &limit) < 0) {
+	if (s->acct &&
+	    relay_quota_check(s->x->quota, s->acct, base_now(), s->nrcpt + 1, &which, &limit) < 0) {
 		reply(s, "452 4.7.1 account %s: %s limit of %u recipients reached, try again later",
 		      s->acct->name, which, limit);
 		return;
@@ -570,8 +570,8 @@ static void check_run(struct relay_work *j)
 {
 	struct session *s = (struct session *)((char *)j - offsetof(struct session, check));
 	/* a password check even for an unknown user: the same time either way */
-	s->check_ok = relay_password_verify(s->check_acct ? s->check_acct->hash : NULL,
-	                                    s->check_pw, s->check_pwlen) &&
+	s->check_ok = relay_password_verify(s->check_acct ? s->check_acct->hash : NULL, s->check_pw,
+	                                    s->check_pwlen) &&
 	              s->check_acct;
 }
 
@@ -914,8 +914,9 @@ static int quota_recover(struct relay_ctx *x, struct base_err *err)
 	uint64_t off = 0;
 	for (const struct rmsg *m = x->msgs; m; m = m->next) {
 		if (m->account)
-			n += (uint32_t)relay_quota_recover(x->quota, m->account, m->received, base_now(),
-			                                   m->nrcpt, m->loc.seg, m->loc.off);
+			n += (uint32_t)relay_quota_recover(x->quota, m->account, m->received,
+			                                   base_now(), m->nrcpt, m->loc.seg,
+			                                   m->loc.off);
 		if (m->loc.seg > seg || (m->loc.seg == seg && m->loc.off > off))
 			seg = m->loc.seg, off = m->loc.off;
 	}

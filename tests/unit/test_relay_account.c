@@ -319,8 +319,8 @@ static void test_limits_recount_after_the_mark(void **state)
 	uint64_t off;
 	assert_int_equal(relay_quota_parse_mark("@spool 7 123", &seg, &off), 0);
 	assert_true(seg == 7 && off == 123);
-	const char *badm[] = {"@spool", "@spool 7", "@spool 7 1 2", "@spool -1 2", "@spool 7  2",
-	                      "@spoolx 7 2", "@spool 99999999999 2"};
+	const char *badm[] = {"@spool",      "@spool 7",    "@spool 7 1 2",        "@spool -1 2",
+	                      "@spool 7  2", "@spoolx 7 2", "@spool 99999999999 2"};
 	for (size_t i = 0; i < sizeof badm / sizeof badm[0]; i++)
 		assert_int_equal(relay_quota_parse_mark(badm[i], &seg, &off), -1);
 }
@@ -335,10 +335,10 @@ static void test_auth_cache(void **state)
 	assert_null(relay_authc_find(c, "acme", "pw", 2, t));
 	relay_authc_put(c, &a, "acme", "pw", 2, t);
 	assert_ptr_equal(relay_authc_find(c, "acme", "pw", 2, t + 1), &a);
-	assert_null(relay_authc_find(c, "acme", "pW", 2, t + 1));   /* another password */
-	assert_null(relay_authc_find(c, "acme", "pw!", 3, t + 1));  /* longer */
-	assert_null(relay_authc_find(c, "acmep", "w", 1, t + 1));   /* the split moved */
-	assert_null(relay_authc_find(c, "zeta", "pw", 2, t + 1));   /* another user */
+	assert_null(relay_authc_find(c, "acme", "pW", 2, t + 1));  /* another password */
+	assert_null(relay_authc_find(c, "acme", "pw!", 3, t + 1)); /* longer */
+	assert_null(relay_authc_find(c, "acmep", "w", 1, t + 1));  /* the split moved */
+	assert_null(relay_authc_find(c, "zeta", "pw", 2, t + 1));  /* another user */
 	/* expires RELAY_AUTHC_TTL seconds after the check */
 	assert_ptr_equal(relay_authc_find(c, "acme", "pw", 2, t + RELAY_AUTHC_TTL - 1), &a);
 	assert_null(relay_authc_find(c, "acme", "pw", 2, t + RELAY_AUTHC_TTL));
@@ -355,8 +355,7 @@ static void test_auth_cache(void **state)
 	assert_ptr_equal(relay_authc_find(c, "acme", "pw0", 3, t + 20), &a);
 	/* the same credentials again renew their entry, not a second one */
 	relay_authc_put(c, &a, "acme", "pw0", 3, t + 100);
-	assert_ptr_equal(relay_authc_find(c, "acme", "pw0", 3, t + 100 + RELAY_AUTHC_TTL - 1),
-	                 &a);
+	assert_ptr_equal(relay_authc_find(c, "acme", "pw0", 3, t + 100 + RELAY_AUTHC_TTL - 1), &a);
 	relay_authc_free(c);
 	relay_authc_free(NULL);
 	assert_null(relay_authc_find(NULL, "acme", "pw", 2, t));
@@ -368,8 +367,8 @@ static void test_limits_parse_line(void **state)
 	char n[RELAY_NAME_MAX + 1];
 	int64_t hs, ds;
 	uint32_t hc, dc;
-	assert_int_equal(
-	    relay_quota_parse_line("acme 3600 5 0 7", n, sizeof n, &hs, &hc, &ds, &dc), 0);
+	assert_int_equal(relay_quota_parse_line("acme 3600 5 0 7", n, sizeof n, &hs, &hc, &ds, &dc),
+	                 0);
 	assert_string_equal(n, "acme");
 	assert_true(hs == 3600 && hc == 5 && ds == 0 && dc == 7);
 	const char *bad[] = {"",
