@@ -1,9 +1,10 @@
 /*
  * account.h — submission accounts of the relay: the [account NAME]
  * sections of the config file (password hash, send limits, IP pools), the
- * password hash format, the SASL PLAIN decoding, and the durable per-account
- * send counters. Included by the CLI (to load accounts and hash passwords)
- * and by the reception stage.
+ * password hash format, the SASL PLAIN decoding, the durable per-account
+ * send counters, and the cache of recent successful password checks.
+ * Included by the CLI (to load accounts and hash passwords), by the
+ * reception stage and by the group commit (relay.c).
  */
 #ifndef MAILREP_RELAY_ACCOUNT_H
 #define MAILREP_RELAY_ACCOUNT_H
