@@ -5,14 +5,22 @@
  *
  * Limits count recipients (as ESPs bill), in fixed windows: the current
  * clock hour and the current UTC day. The counters live in memory and in
- * a state file that is rewritten atomically before a message is
- * acknowledged, so neither a restart nor kill -9 can hand out more than the
- * limit (a crash between the write and the acknowledgement can only
- * count a message that was not accepted: the error is on the safe side).
+ * a state file that the group commit rewrites atomically before the
+ * spool's sync, so no message is acknowledged before the counts that
+ * include it are durable; a message written to the spool but not yet in
+ * the file is recognised at start by its place after the file's mark and
+ * counted then (invariant in account.h). So neither a restart nor kill -9
+ * can hand out more than the limit; a crash can only count a message that
+ * was not acknowledged (the error is on the safe side).
+ *
+ * The authentication cache (end of file) remembers recent successful
+ * password checks under a keyed hash, so that a client opening many
+ * connections does not pay the PBKDF2 on each.
  */
 #include <errno.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -299,10 +307,23 @@ struct relay_quota {
 	char *path;
 	struct lcount *c;
 	size_t n;
+	/* the counts include every spool message at or before seg/off */
+	uint32_t mark_seg;
+	uint64_t mark_off;
+	int recount; /* 0: messages found at start are counted only after the mark; -1: none */
+	int dirty;   /* changed since the last snapshot */
+};
+
+/* What one group commit writes: the file's new contents. */
+struct relay_quota_snap {
+	char *path;
+	struct base_buf b;
+	int failed; /* 0, or the write failed with err */
+	struct base_err err;
 };
 
 int relay_quota_parse_line(const char *line, char *name, size_t nlen, int64_t *hs, uint32_t *hc,
-                            int64_t *ds, uint32_t *dc)
+                           int64_t *ds, uint32_t *dc)
 {
 	const char *sp = strchr(line, ' ');
 	if (!sp || (size_t)(sp - line) >= nlen) return -1;
@@ -322,6 +343,23 @@ int relay_quota_parse_line(const char *line, char *name, size_t nlen, int64_t *h
 	*hc = (uint32_t)v[1];
 	*ds = (int64_t)v[2];
 	*dc = (uint32_t)v[3];
+	return 0;
+}
+
+#define MARK "@spool "
+
+int relay_quota_parse_mark(const char *line, uint32_t *seg, uint64_t *off)
+{
+	if (strncmp(line, MARK, strlen(MARK))) return -1;
+	const char *p = line + strlen(MARK);
+	uint64_t s, o;
+	int k = base_parse_uint(p, UINT32_MAX, &s);
+	if (k <= 0 || p[k] != ' ') return -1;
+	p += k + 1;
+	k = base_parse_uint(p, (uint64_t)1 << 48, &o);
+	if (k <= 0 || p[k]) return -1;
+	*seg = (uint32_t)s;
+	*off = o;
 	return 0;
 }
 
@@ -347,15 +385,28 @@ int relay_quota_open(struct relay_quota **out, const char *path, struct base_err
 		relay_quota_close(l);
 		return -1;
 	}
+	/* no file: every message found in the spool is counted (mark 0/0);
+	 * a file without a mark: none is */
+	l->recount = f ? -1 : 0;
 	char line[256];
 	unsigned long lineno = 0;
 	while (f && fgets(line, sizeof line, f)) {
 		lineno++;
 		line[strcspn(line, "\n")] = 0;
 		struct lcount c;
+		if (lineno == 1 && line[0] == '@') {
+			if (relay_quota_parse_mark(line, &l->mark_seg, &l->mark_off) < 0) {
+				base_errf(err, "%s:%lu: bad spool mark line", path, lineno);
+				fclose(f);
+				relay_quota_close(l);
+				return -1;
+			}
+			l->recount = 0;
+			continue;
+		}
 		if (l->n >= 100000 ||
 		    relay_quota_parse_line(line, c.name, sizeof c.name, &c.hour_start, &c.hour_n,
-		                            &c.day_start, &c.day_n) < 0) {
+		                           &c.day_start, &c.day_n) < 0) {
 			base_errf(err, "%s:%lu: bad send-limit counter line", path, lineno);
 			fclose(f);
 			relay_quota_close(l);
@@ -384,7 +435,7 @@ static void roll(struct lcount *c, int64_t now)
 }
 
 int relay_quota_check(struct relay_quota *l, const struct relay_acct *a, int64_t now, uint32_t n,
-                       const char **which, uint32_t *limit)
+                      const char **which, uint32_t *limit)
 {
 	struct lcount z, *c = lfind(l, a->name, 0);
 	if (!c) {
@@ -405,20 +456,180 @@ int relay_quota_check(struct relay_quota *l, const struct relay_acct *a, int64_t
 	return 0;
 }
 
-int relay_quota_add(struct relay_quota *l, const struct relay_acct *a, int64_t now, uint32_t n,
-                     struct base_err *err)
+static int after_mark(const struct relay_quota *l, uint32_t seg, uint64_t off)
+{
+	return seg > l->mark_seg || (seg == l->mark_seg && off > l->mark_off);
+}
+
+static uint32_t sat_add(uint32_t a, uint32_t b)
+{
+	return a > UINT32_MAX - b ? UINT32_MAX : a + b;
+}
+
+void relay_quota_add(struct relay_quota *l, const struct relay_acct *a, int64_t now, uint32_t n,
+                     uint32_t seg, uint64_t off)
 {
 	struct lcount *c = lfind(l, a->name, 1);
 	roll(c, now);
-	c->hour_n += n;
-	c->day_n += n;
-	struct base_buf b;
-	base_buf_init(&b);
+	c->hour_n = sat_add(c->hour_n, n);
+	c->day_n = sat_add(c->day_n, n);
+	if (after_mark(l, seg, off)) l->mark_seg = seg, l->mark_off = off;
+	l->dirty = 1;
+}
+
+int relay_quota_recover(struct relay_quota *l, const char *account, int64_t received, int64_t now,
+                        uint32_t n, uint32_t seg, uint64_t off)
+{
+	if (!account || !relay_name_valid(account) || l->recount < 0 || !after_mark(l, seg, off) ||
+	    l->n >= 100000)
+		return 0;
+	struct lcount *c = lfind(l, account, 1);
+	roll(c, now);
+	/* only the windows it was received in; a message from an earlier
+	 * hour or day no longer counts there */
+	if (received >= c->hour_start) c->hour_n = sat_add(c->hour_n, n);
+	if (received >= c->day_start) c->day_n = sat_add(c->day_n, n);
+	l->dirty = 1;
+	return 1;
+}
+
+static void serialize(const struct relay_quota *l, struct base_buf *b)
+{
+	base_buf_printf(b, MARK "%u %llu\n", l->mark_seg, (unsigned long long)l->mark_off);
 	for (size_t i = 0; i < l->n; i++)
-		base_buf_printf(&b, "%s %lld %u %lld %u\n", l->c[i].name,
+		base_buf_printf(b, "%s %lld %u %lld %u\n", l->c[i].name,
 		                (long long)l->c[i].hour_start, l->c[i].hour_n,
 		                (long long)l->c[i].day_start, l->c[i].day_n);
-	int r = base_write_file_atomic(l->path, b.data ? b.data : "", b.len, err);
+}
+
+int relay_quota_save(struct relay_quota *l, uint32_t seg, uint64_t off, struct base_err *err)
+{
+	l->mark_seg = seg;
+	l->mark_off = off;
+	l->recount = 0;
+	struct base_buf b;
+	base_buf_init(&b);
+	serialize(l, &b);
+	int r = base_write_file_atomic(l->path, b.data, b.len, err);
 	base_buf_free(&b);
+	if (r == 0) l->dirty = 0;
 	return r;
+}
+
+struct relay_quota_snap *relay_quota_snapshot(struct relay_quota *l)
+{
+	if (!l || !l->dirty) return NULL;
+	struct relay_quota_snap *q = base_xcalloc(1, sizeof *q);
+	q->path = base_xstrdup(l->path);
+	base_buf_init(&q->b);
+	serialize(l, &q->b);
+	l->dirty = 0;
+	return q;
+}
+
+void relay_quota_write(struct relay_quota_snap *q)
+{
+	if (base_write_file_atomic(q->path, q->b.data, q->b.len, &q->err) < 0) q->failed = 1;
+}
+
+int relay_quota_end(struct relay_quota *l, struct relay_quota_snap *q, struct base_err *err)
+{
+	int r = 0;
+	if (q->failed) {
+		l->dirty = 1; /* the next commit tries again */
+		*err = q->err;
+		r = -1;
+	}
+	free(q->path);
+	base_buf_free(&q->b);
+	free(q);
+	return r;
+}
+
+/* ---- the authentication cache --------------------------------------------------- */
+
+struct authc_entry {
+	const struct relay_acct *acct; /* NULL: free */
+	uint8_t mac[32];
+	int64_t expires;
+};
+
+struct relay_authc {
+	uint8_t key[32];
+	struct authc_entry e[RELAY_AUTHC_N];
+};
+
+struct relay_authc *relay_authc_new(void)
+{
+	struct relay_authc *c = base_xcalloc(1, sizeof *c);
+	if (RAND_bytes(c->key, sizeof c->key) != 1) {
+		free(c);
+		return NULL; /* no cache: every check runs in full */
+	}
+	return c;
+}
+
+void relay_authc_free(struct relay_authc *c)
+{
+	if (!c) return;
+	OPENSSL_cleanse(c, sizeof *c);
+	free(c);
+}
+
+static int authc_mac(const struct relay_authc *c, const char *user, const char *pw, size_t len,
+                     uint8_t *out)
+{
+	uint8_t msg[1024];
+	size_t ul = strlen(user);
+	if (ul + 1 + len > sizeof msg) return -1;
+	memcpy(msg, user, ul + 1); /* with the NUL: "ab"+"c" differs from "a"+"bc" */
+	memcpy(msg + ul + 1, pw, len);
+	unsigned int ml = 0;
+	int ok = HMAC(EVP_sha256(), c->key, sizeof c->key, msg, ul + 1 + len, out, &ml) != NULL &&
+	         ml == 32;
+	OPENSSL_cleanse(msg, sizeof msg);
+	return ok ? 0 : -1;
+}
+
+const struct relay_acct *relay_authc_find(struct relay_authc *c, const char *user, const char *pw,
+                                          size_t len, int64_t now)
+{
+	uint8_t mac[32];
+	if (!c || authc_mac(c, user, pw, len, mac) < 0) return NULL;
+	const struct relay_acct *found = NULL;
+	for (size_t i = 0; i < RELAY_AUTHC_N; i++) {
+		struct authc_entry *e = &c->e[i];
+		if (!e->acct) continue;
+		if (e->expires <= now) {
+			e->acct = NULL;
+			continue;
+		}
+		if (CRYPTO_memcmp(e->mac, mac, sizeof mac) == 0 && !strcmp(e->acct->name, user))
+			found = e->acct;
+	}
+	return found;
+}
+
+void relay_authc_put(struct relay_authc *c, const struct relay_acct *a, const char *user,
+                     const char *pw, size_t len, int64_t now)
+{
+	uint8_t mac[32];
+	if (!c || authc_mac(c, user, pw, len, mac) < 0) return;
+	/* the same entry again, else a free or expired one, else the oldest */
+	struct authc_entry *v = &c->e[0];
+	for (size_t i = 0; i < RELAY_AUTHC_N; i++) {
+		struct authc_entry *e = &c->e[i];
+		if (e->acct && !CRYPTO_memcmp(e->mac, mac, sizeof mac)) {
+			v = e;
+			break;
+		}
+		if (!e->acct || e->expires <= now) {
+			if (v->acct && v->expires > now) v = e;
+		} else if (v->acct && v->expires > now && e->expires < v->expires) {
+			v = e;
+		}
+	}
+	v->acct = a;
+	memcpy(v->mac, mac, sizeof mac);
+	v->expires = now + RELAY_AUTHC_TTL;
 }

@@ -126,6 +126,7 @@ struct mxroute;
 struct conn;
 struct evconnlistener;
 struct relay_control;
+struct relay_authc;
 
 struct relay_ctx {
 	const struct relay_config *cfg;
@@ -165,6 +166,7 @@ struct relay_ctx {
 	struct relay_heap heap;      /* every live message not being scheduled, by due time */
 	struct relay_control *ctl;   /* control.c; NULL: no control socket */
 	const char *category;        /* set while an administrator's action is accounted */
+	struct relay_authc *authc;   /* recent successful AUTH checks (account.h); NULL: none */
 };
 
 /* A name kept once for the daemon's life (accounts and pools are few). */

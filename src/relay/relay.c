@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "auth/auth.h"
+#include "relay/account.h"
 #include "relay/int.h"
 #include "smtp/smtp.h"
 
@@ -651,11 +652,14 @@ void relay_kick(struct relay_ctx *x)
  * answer. While it runs the loop goes on reading and writing; sessions
  * whose message is written meanwhile wait for the next commit, which starts
  * when this one ends. So a 250 still comes only after a sync that began
- * after the message was written. */
+ * after the message was written. The send counters, when they changed,
+ * are written on the same thread before the sync (account.h), so the 250
+ * also waits for the counts that include the message. */
 struct commit {
 	struct relay_work work;
 	struct relay_ctx *x;
 	struct relay_spool_sync *sync;
+	struct relay_quota_snap *quota; /* send counters to write first; NULL: unchanged */
 	struct session **batch;
 	size_t n;
 };
@@ -663,6 +667,7 @@ struct commit {
 static void commit_run(struct relay_work *j)
 {
 	struct commit *c = (struct commit *)j;
+	if (c->quota) relay_quota_write(c->quota);
 	relay_spool_commit_run(c->sync);
 }
 
@@ -673,6 +678,11 @@ static void commit_done(struct relay_work *j)
 	struct base_err err;
 	int ok = relay_spool_commit_end(c->sync, &err) == 0 && j->ran;
 	if (!ok && j->ran) base_error("%s", err.msg);
+	/* no 250 before the counts covering the batch are durable too */
+	if (c->quota && relay_quota_end(x->quota, c->quota, &err) < 0) {
+		base_error("%s", err.msg);
+		ok = 0;
+	}
 	x->sync_work = NULL;
 	x->syncs += j->ran;
 	if (ok) x->synced += c->n;
@@ -703,6 +713,7 @@ static void on_commit(evutil_socket_t fd, short what, void *arg)
 	x->waiting = NULL;
 	x->nwaiting = x->capwaiting = 0;
 	c->sync = relay_spool_commit_begin(x->spool);
+	c->quota = relay_quota_snapshot(x->quota);
 	x->sync_work = &c->work;
 	relay_workers_submit(x->syncer, &c->work);
 }
@@ -839,7 +850,8 @@ int relay_run(const struct relay_config *c, struct base_err *err)
 	int rc = 0;
 	x.syncer = relay_workers_new(x.base, 1, err);
 	if (!x.syncer) rc = -1;
-	if (rc == 0 && c->ndkim &&
+	/* the same threads check AUTH passwords */
+	if (rc == 0 && (c->ndkim || (c->accounts && c->accounts->n)) &&
 	    !(x.signers = relay_workers_new(x.base, relay_workers_cores(), err)))
 		rc = -1;
 	if (rc == 0) rc = relay_mx_start(&x, c->resolver, err);

@@ -24,6 +24,13 @@
  * [account] passwords; an authenticated session relays like a trusted
  * network, within its account's send limits (account.c), and its mail
  * carries account= and pool= attributes.
+ *
+ * A password check (PBKDF2, tens of milliseconds) runs on a worker thread
+ * like signing: the session stops reading (S_AUTH) until the result comes
+ * back to the loop, unless the authentication cache (account.h) knows the
+ * user and password from a recent success. A message's recipients are
+ * counted against its account in memory when it is written to the spool;
+ * the group commit (relay.c) makes the counts durable with the message.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -52,9 +59,10 @@
 enum astep { A_NONE, A_PLAIN, A_USER, A_PASS }; /* waiting for a SASL response */
 
 /* S_SIGN: the message is on a signing thread (work.c); S_WAIT: it is in
- * the spool, waiting for the commit. In both the session does not read,
- * and a lost connection only marks it gone: the job or the commit frees it. */
-enum sstate { S_CMD, S_DATA, S_SIGN, S_WAIT, S_CLOSING };
+ * the spool, waiting for the commit; S_AUTH: a password is being checked
+ * on a worker thread. In these the session does not read, and a lost
+ * connection only marks it gone: the job or the commit frees it. */
+enum sstate { S_CMD, S_DATA, S_SIGN, S_WAIT, S_CLOSING, S_AUTH };
 
 struct session {
 	struct relay_ctx *x;
@@ -80,6 +88,12 @@ struct session {
 	enum astep auth_step;
 	int auth_fails;
 	char auth_user[256];
+	/* the password check off the loop: what it reads, and its result */
+	struct relay_work check;
+	const struct relay_acct *check_acct; /* NULL: unknown user (dummy work) */
+	char check_pw[512];
+	size_t check_pwlen;
+	int check_ok;
 	struct event *linger; /* closing over TLS: waits for the socket's output */
 	int lingered;
 	struct relay_work sign; /* signing off the loop; data belongs to it meanwhile */
@@ -121,6 +135,7 @@ static void session_free(struct session *s)
 	if (s->next) s->next->prev = s->prev;
 	x->sessions--;
 	tx_reset(s);
+	OPENSSL_cleanse(s->check_pw, sizeof s->check_pw);
 	if (s->linger) event_free(s->linger);
 	bufferevent_free(s->bev);
 	free(s);
@@ -249,8 +264,8 @@ static void cmd_rcpt(struct session *s, const struct smtp_command *c)
 	}
 	const char *which;
 	uint32_t limit;
-	if (s->acct && relay_quota_check(s->x->quota, s->acct, base_now(), s->nrcpt + 1, &which,
-	                                  &limit) < 0) {
+	if (s->acct &&
+	    relay_quota_check(s->x->quota, s->acct, base_now(), s->nrcpt + 1, &which, &limit) < 0) {
 		reply(s, "452 4.7.1 account %s: %s limit of %u recipients reached, try again later",
 		      s->acct->name, which, limit);
 		return;
@@ -383,13 +398,6 @@ static int store(struct session *s)
 		tx_reset(s);
 		return 0;
 	}
-	/* counted (durably) before the message can be acknowledged */
-	if (s->acct && relay_quota_add(x->quota, s->acct, base_now(), s->nrcpt, &err) < 0) {
-		base_error("%s", err.msg);
-		reply(s, "451 4.3.0 the send count could not be recorded, try again later");
-		tx_reset(s);
-		return 0;
-	}
 	if (relay_spool_add(x->spool, s->id, s->sender, s->attrs, base_now(),
 	                    (const char *const *)s->rcpts, s->nrcpt, s->data.data, s->data.len,
 	                    &s->loc, &err) < 0) {
@@ -398,6 +406,11 @@ static int store(struct session *s)
 		tx_reset(s);
 		return 0;
 	}
+	/* counted in memory; the commit that acknowledges the message writes
+	 * the counts first (relay.c), and a crash before it is caught at start
+	 * by the message's place in the spool (account.h) */
+	if (s->acct)
+		relay_quota_add(x->quota, s->acct, base_now(), s->nrcpt, s->loc.seg, s->loc.off);
 	base_buf_free(&s->data);
 	s->st = S_WAIT;
 	bufferevent_disable(s->bev, EV_READ);
@@ -456,7 +469,7 @@ static void end_data(struct session *s)
 		tx_reset(s);
 		return;
 	}
-	if (x->signers) {
+	if (x->signers && x->cfg->ndkim) {
 		s->st = S_SIGN;
 		bufferevent_disable(s->bev, EV_READ);
 		s->sign.run = sign_run;
@@ -525,19 +538,22 @@ static void cmd_starttls(struct session *s, size_t arg_len)
 	bufferevent_enable(tb, EV_READ | EV_WRITE);
 }
 
-static void auth_finish(struct session *s, const char *user, const char *pw, size_t pwlen)
+static int64_t mono_seconds(void)
 {
-	const struct relay_acct *a = relay_accounts_find(s->x->cfg->accounts, user);
-	/* a password check even for an unknown user: the same time either way */
-	int ok = relay_password_verify(a ? a->hash : NULL, pw, pwlen) && a;
+	return (int64_t)(base_mono_ns() / 1000000000u);
+}
+
+/* The outcome of a password check, on the loop thread. */
+static void auth_result(struct session *s, const struct relay_acct *a, int ok, int cached)
+{
 	if (ok) {
 		s->acct = a;
-		base_info("%s: authenticated as %s", s->ip, a->name);
+		base_info("%s: authenticated as %s%s", s->ip, a->name, cached ? " (cached)" : "");
 		reply(s, "235 2.7.0 authentication successful");
 		return;
 	}
 	char shown[64];
-	snprintf(shown, sizeof shown, "%s", user);
+	snprintf(shown, sizeof shown, "%.63s", s->auth_user);
 	for (char *p = shown; *p; p++)
 		if ((unsigned char)*p < 0x21 || (unsigned char)*p > 0x7e) *p = '?';
 	base_warn("%s: authentication failed for '%s'", s->ip, shown);
@@ -546,6 +562,67 @@ static void auth_finish(struct session *s, const char *user, const char *pw, siz
 		reply(s, "421 4.7.0 %s too many failed authentications, closing", s->x->hostname);
 		close_after_reply(s);
 	}
+}
+
+/* On a worker thread: reads only the session's copy of the password and
+ * the account (the config does not change while the relay runs). */
+static void check_run(struct relay_work *j)
+{
+	struct session *s = (struct session *)((char *)j - offsetof(struct session, check));
+	/* a password check even for an unknown user: the same time either way */
+	s->check_ok = relay_password_verify(s->check_acct ? s->check_acct->hash : NULL, s->check_pw,
+	                                    s->check_pwlen) &&
+	              s->check_acct;
+}
+
+static void check_done(struct relay_work *j)
+{
+	struct session *s = (struct session *)((char *)j - offsetof(struct session, check));
+	struct relay_ctx *x = s->x;
+	int ok = j->ran && s->check_ok;
+	if (ok)
+		relay_authc_put(x->authc, s->check_acct, s->auth_user, s->check_pw, s->check_pwlen,
+		                mono_seconds());
+	OPENSSL_cleanse(s->check_pw, sizeof s->check_pw);
+	if (x->stopping) return; /* relay_server_stop frees it */
+	if (s->gone) {
+		session_free(s);
+		return;
+	}
+	s->st = S_CMD;
+	auth_result(s, s->check_acct, ok, 0);
+	if (s->st != S_CMD) return; /* closing after too many failures */
+	bufferevent_enable(s->bev, EV_READ);
+	on_read(s->bev, s); /* commands pipelined behind the AUTH */
+}
+
+static void auth_finish(struct session *s, const char *user, const char *pw, size_t pwlen)
+{
+	struct relay_ctx *x = s->x;
+	const struct relay_acct *a = relay_accounts_find(x->cfg->accounts, user);
+	if (user != s->auth_user) snprintf(s->auth_user, sizeof s->auth_user, "%s", user);
+	if (a && relay_authc_find(x->authc, user, pw, pwlen, mono_seconds()) == a) {
+		auth_result(s, a, 1, 1);
+		return;
+	}
+	if (pwlen >= sizeof s->check_pw) { /* longer than any SASL response we read */
+		auth_result(s, NULL, 0, 0);
+		return;
+	}
+	s->check_acct = a;
+	memcpy(s->check_pw, pw, pwlen);
+	s->check_pwlen = pwlen;
+	if (!x->signers) { /* no worker threads (cannot happen with accounts) */
+		check_run(&s->check);
+		OPENSSL_cleanse(s->check_pw, sizeof s->check_pw);
+		auth_result(s, a, s->check_ok, 0);
+		return;
+	}
+	s->st = S_AUTH;
+	bufferevent_disable(s->bev, EV_READ);
+	s->check.run = check_run;
+	s->check.done = check_done;
+	relay_workers_submit(x->signers, &s->check);
 }
 
 static void auth_plain(struct session *s, const uint8_t *dec, size_t len)
@@ -753,8 +830,9 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 		session_free(s);
 		return;
 	}
-	if (s->st == S_WAIT || s->st == S_SIGN) {
-		/* the commit or the signing job still owns the session; it frees it */
+	if (s->st == S_WAIT || s->st == S_SIGN || s->st == S_AUTH) {
+		/* the commit, the signing or the password check still owns the
+		 * session; it frees it */
 		s->gone = 1;
 		bufferevent_disable(bev, EV_READ | EV_WRITE);
 		return;
@@ -827,6 +905,25 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	reply(s, "220 %s ESMTP mailrep relay", x->hostname);
 }
 
+/* At start: counts the messages found in the spool that the counters file
+ * may not include yet (after its mark), then moves the mark past every
+ * message found, so that new ones all come after it (account.h). */
+static int quota_recover(struct relay_ctx *x, struct base_err *err)
+{
+	uint32_t seg = 0, n = 0;
+	uint64_t off = 0;
+	for (const struct rmsg *m = x->msgs; m; m = m->next) {
+		if (m->account)
+			n += (uint32_t)relay_quota_recover(x->quota, m->account, m->received,
+			                                   base_now(), m->nrcpt, m->loc.seg,
+			                                   m->loc.off);
+		if (m->loc.seg > seg || (m->loc.seg == seg && m->loc.off > off))
+			seg = m->loc.seg, off = m->loc.off;
+	}
+	if (n) base_info("send limits: %u messages in the spool counted again", n);
+	return relay_quota_save(x->quota, seg, off, err);
+}
+
 int relay_server_start(struct relay_ctx *x, struct base_err *err)
 {
 	struct base_sockaddr a;
@@ -838,6 +935,8 @@ int relay_server_start(struct relay_ctx *x, struct base_err *err)
 		char path[4096];
 		snprintf(path, sizeof path, "%s/limits", x->cfg->spool);
 		if (relay_quota_open(&x->quota, path, err) < 0) return -1;
+		if (quota_recover(x, err) < 0) return -1;
+		x->authc = relay_authc_new();
 	}
 	struct sockaddr_storage ss;
 	socklen_t len = base_sockaddr_to(&a, &ss);
@@ -860,4 +959,6 @@ void relay_server_stop(struct relay_ctx *x)
 	x->tls = NULL;
 	relay_quota_close(x->quota);
 	x->quota = NULL;
+	relay_authc_free(x->authc);
+	x->authc = NULL;
 }

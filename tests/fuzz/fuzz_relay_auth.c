@@ -2,9 +2,11 @@
  * fuzz_relay_auth.c — libFuzzer target for what a submitting client sends
  * to the relay's AUTH and what the send-limit state file holds: the input
  * is decoded as base64 and then split as a SASL PLAIN response (the parts
- * must be bounded and NUL-free), and parsed as a counter line. Encoding
+ * must be bounded and NUL-free), and parsed as a counter line and as the
+ * file's spool mark line. Encoding
  * what was decoded must give the input back (modulo padding).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,5 +38,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (relay_quota_parse_line(line, name, sizeof name, &hs, &hc, &ds, &dc) == 0 &&
 	    !relay_name_valid(name))
 		abort();
+	uint32_t seg;
+	uint64_t off;
+	/* a mark that parses, written back as the relay writes it, parses to
+	 * the same values */
+	if (relay_quota_parse_mark(line, &seg, &off) == 0) {
+		char again[64];
+		uint32_t s2;
+		uint64_t o2;
+		snprintf(again, sizeof again, "@spool %u %llu", seg, (unsigned long long)off);
+		if (relay_quota_parse_mark(again, &s2, &o2) < 0 || s2 != seg || o2 != off) abort();
+	}
 	return 0;
 }

@@ -8,9 +8,19 @@ count recipients, refuse with a transient 452 4.7.1 that names the limit,
 and hold across a clean restart and kill -9. The X-Mailrep-Pool header
 picks an allowed pool (and is removed before signing) or is refused with
 550 5.7.1. And never an open relay: without AUTH, from outside the trusted
-networks, every recipient is refused."""
+networks, every recipient is refused.
+
+Password checks run on worker threads: while eight slow checks are under
+way another client is served at once, a client that leaves during its
+check leaves the relay healthy, and a recent success is remembered (only
+for the same password). A message written to the spool but not yet
+acknowledged when the relay is killed is counted against its account at
+the next start."""
 import base64
+import glob
+import hashlib
 import os
+import select
 import signal
 import smtplib
 import time
@@ -29,12 +39,15 @@ ACCOUNTS = {
 
 
 def start(datadir, servers, relay_keys=(), extra=(), spool=None, sink=None, trusted=False,
-          pools=()):
+          pools=(), more=""):
     cert, key = make_cert(datadir)
     if sink is None:
         sink = start_sink(datadir)
         servers.append(sink)
     cfg = write_config(datadir, ACCOUNTS, relay=list(relay_keys), pools=pools)
+    if more:
+        with open(cfg, "a") as f:
+            f.write(more)
     args = ["-c", cfg, "--route", "*=" + sink.hop, "--tls-cert", cert, "--tls-key", key]
     if trusted:
         args += ["--trusted", "127.0.0.1/32"]
@@ -257,3 +270,163 @@ def test_never_an_open_relay_with_accounts(datadir, servers):
     time.sleep(0.3)
     assert sink_files(sink) == [] and receptions(relay) == []
     stop_clean(relay)
+
+
+def pbkdf2_hash(pw, iterations):
+    """A password hash in the relay's format, with a chosen cost."""
+    salt = os.urandom(16)
+    dk = hashlib.pbkdf2_hmac("sha256", pw.encode(), salt, iterations, 32)
+
+    def b64(b):
+        return base64.b64encode(b).decode().rstrip("=")
+    return "$pbkdf2-sha256$%d$%s$%s" % (iterations, b64(salt), b64(dk))
+
+
+# An account whose check costs three times the default: eight of them keep
+# both worker threads of a 2-core machine busy for a good while.
+SLOW = "\n[account slow]\npassword = %s\n" % pbkdf2_hash("slow-pass", 300000)
+
+
+def raw(port):
+    """A raw session that waits long for replies (slow checks, busy machine)."""
+    c = RawSMTP(port)
+    c.sock.settimeout(120)
+    return c
+
+
+def test_password_checks_do_not_block_the_loop(datadir, servers):
+    relay, sink, _ = start(datadir, servers, relay_keys=[("auth-without-tls", "yes")],
+                           more=SLOW)
+    conns = []
+    for i in range(8):
+        c = raw(relay.port)
+        assert c.cmd("EHLO client%d.test" % i)[-1].startswith("250 ")
+        conns.append(c)
+    for i, c in enumerate(conns):
+        c.send(("AUTH PLAIN %s\r\n" % plain("slow", "slow-pass" if i % 2 else "wrong")).encode())
+    # another client, after all eight AUTH commands went out, is greeted
+    # and answered while the checks are still running
+    other = RawSMTP(relay.port)
+    assert other.greeting[0].startswith("220 ")
+    assert other.cmd("EHLO other.test")[-1].startswith("250 ")
+    ready, _, _ = select.select([c.sock for c in conns], [], [], 0)
+    assert len(ready) < len(conns), \
+        "every AUTH was answered before a later EHLO: the checks block the loop"
+    other.close()
+    codes = sorted(c.reply()[0][:3] for c in conns)
+    assert codes == ["235"] * 4 + ["535"] * 4, codes
+    # and an authenticated session of them relays
+    ok = conns[1]
+    assert ok.cmd("MAIL FROM:<alice@example.com>")[0].startswith("250")
+    assert ok.cmd("RCPT TO:<bob@dest.example>")[0].startswith("250")
+    assert ok.cmd("DATA")[0].startswith("354")
+    assert ok.cmd(message("after-slow-auth") + ".")[0].startswith("250 2.0.0 Ok: queued")
+    for c in conns:
+        c.close()
+    assert wait_for(lambda: [e for e in events(relay) if e["event"] == "delivery"])
+    assert receptions(relay)[0]["account"] == "slow"
+    stop_clean(relay)
+
+
+def test_client_gone_during_the_check(datadir, servers):
+    relay, sink, _ = start(datadir, servers, relay_keys=[("auth-without-tls", "yes")],
+                           more=SLOW)
+    # leave during the check: PLAIN, LOGIN, and with commands pipelined behind
+    for i in range(6):
+        c = RawSMTP(relay.port)
+        c.cmd("EHLO client.test")
+        if i % 3 == 0:
+            c.send(("AUTH PLAIN %s\r\n" % plain("slow", "slow-pass")).encode())
+        elif i % 3 == 1:
+            assert c.cmd("AUTH LOGIN")[0].startswith("334")
+            assert c.cmd(base64.b64encode(b"slow").decode())[0].startswith("334")
+            c.send(base64.b64encode(b"wrong").decode().encode() + b"\r\n")
+        else:
+            c.send(("AUTH PLAIN %s\r\nMAIL FROM:<a@example.com>\r\n"
+                    "RCPT TO:<b@dest.example>\r\nDATA\r\n" % plain("nobody", "x")).encode())
+        c.close()
+    # the relay goes on: an account authenticates and its mail is delivered
+    code, out = swaks(relay.port, "--auth", "PLAIN", "--auth-user", "zeta",
+                      "--auth-password", "zeta-pass")
+    assert code == 0, out
+    assert wait_for(lambda: [e for e in events(relay) if e["event"] == "delivery"])
+    # pipelined commands behind a check run once it is done
+    c = raw(relay.port)
+    c.cmd("EHLO client.test")
+    c.send(("AUTH PLAIN %s\r\nMAIL FROM:<alice@example.com>\r\nRCPT TO:<p@dest.example>\r\n"
+            "RSET\r\n" % plain("slow", "slow-pass")).encode())
+    assert c.reply()[0].startswith("235")
+    assert c.reply()[0].startswith("250")
+    assert c.reply()[0].startswith("250")
+    assert c.reply()[0].startswith("250")
+    # and a stop while checks are under way is clean
+    for _ in range(3):
+        c = RawSMTP(relay.port)
+        c.cmd("EHLO client.test")
+        c.send(("AUTH PLAIN %s\r\n" % plain("slow", "wrong")).encode())
+    time.sleep(0.05)
+    stop_clean(relay)
+
+
+def test_recent_success_is_remembered_for_that_password_only(datadir, servers):
+    relay, sink, _ = start(datadir, servers)
+    ok = ["--tls", "--auth", "PLAIN", "--auth-user", "acme", "--auth-password", "s3cret-acme"]
+    assert swaks(relay.port, *ok)[0] == 0
+    assert swaks(relay.port, *ok)[0] == 0
+    out = relay.output()
+    assert out.count("authenticated as acme (cached)") == 1, out
+    assert out.count("authenticated as acme\n") == 1, out
+    code, out = swaks(relay.port, "--tls", "--auth", "PLAIN", "--auth-user", "acme",
+                      "--auth-password", "s3cret-acme2")
+    assert code != 0 and "535 5.7.8" in out, out
+    # a restart starts with an empty cache
+    relay.proc.send_signal(signal.SIGTERM)
+    relay.proc.wait(20)
+    again = start_relay(datadir, relay.args, spool=relay.spool, port=relay.port)
+    servers.append(again)
+    assert swaks(again.port, *ok)[0] == 0
+    assert "(cached)" not in again.output()
+    stop_clean(again)
+
+
+def spool_bytes(spool):
+    return sum(os.path.getsize(p) for p in glob.glob(os.path.join(spool, "seg-*")))
+
+
+def test_unacknowledged_message_counted_after_kill_9(datadir, servers):
+    """With a 1 s commit window a message is in the spool well before its
+    250; killed then, it is recovered (and delivered) and must count."""
+    spool = os.path.join(datadir, "spool")
+    sink = start_sink(datadir)
+    servers.append(sink)
+    relay, _, _ = start(datadir, servers, spool=spool, sink=sink,
+                        relay_keys=[("auth-without-tls", "yes")],
+                        extra=["--commit-delay", "1000000"])
+    assert send_one(relay.port, 2, "acked")[0] == 0  # acme: 2 of 3 this hour
+    c = RawSMTP(relay.port)
+    c.cmd("EHLO client.test")
+    assert c.cmd("AUTH PLAIN " + plain("acme", "s3cret-acme"))[0].startswith("235")
+    assert c.cmd("MAIL FROM:<alice@example.com>")[0].startswith("250")
+    assert c.cmd("RCPT TO:<inflight@dest.example>")[0].startswith("250")
+    assert c.cmd("DATA")[0].startswith("354")
+    before = spool_bytes(spool)
+    c.send((message("inflight") + ".\r\n").encode())
+    assert wait_for(lambda: spool_bytes(spool) > before, timeout=0.8, step=0.005)
+    relay.proc.send_signal(signal.SIGKILL)
+    relay.proc.wait(20)
+    c.close()
+    args = [a for a in relay.args if a not in ("--commit-delay", "1000000")]
+    again = start_relay(datadir, args, spool=spool, port=relay.port)
+    servers.append(again)
+    assert "send limits: 1 messages in the spool counted again" in again.output()
+    code, out = send_one(again.port, 1, "over")
+    assert code != 0 and "452 4.7.1" in out and "hourly limit of 3" in out, out
+    # the recovered message is delivered (at least once)
+    assert wait_for(lambda: any(b"inflight" in f for f in sink_files(sink)), timeout=30)
+    # and a clean restart does not count it again
+    again.proc.send_signal(signal.SIGTERM)
+    again.proc.wait(20)
+    third = start_relay(datadir, args, spool=spool, port=again.port)
+    servers.append(third)
+    assert "counted again" not in third.output()
+    stop_clean(third)

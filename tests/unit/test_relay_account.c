@@ -3,8 +3,11 @@
  * [account NAME] config sections (good files and errors naming
  * file:line), PBKDF2 password hashes (round trip, wrong passwords,
  * malformed hashes, the unknown-user path), base64 and SASL PLAIN
- * decoding, and the durable send counters (hour and day windows, limits,
- * reload from the state file, a corrupt state file refused).
+ * decoding, the durable send counters (hour and day windows, limits,
+ * reload from the state file, a corrupt state file refused; written once
+ * per commit, a failed write retried; the spool mark and the recount of
+ * messages after it at start), and the authentication cache (hits, misses,
+ * expiry, its bound).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -150,6 +153,16 @@ static void test_accounts_load(void **state)
 	}
 }
 
+/* What the group commit does with the counters. */
+static int commit(struct relay_quota *l)
+{
+	struct base_err err;
+	struct relay_quota_snap *q = relay_quota_snapshot(l);
+	if (!q) return 1;
+	relay_quota_write(q);
+	return relay_quota_end(l, q, &err);
+}
+
 static void test_limits_windows_and_reload(void **state)
 {
 	(void)state;
@@ -167,8 +180,9 @@ static void test_limits_windows_and_reload(void **state)
 	assert_int_equal(relay_quota_check(l, &a, t, 4, &which, &lim), -1);
 	assert_string_equal(which, "hourly");
 	assert_int_equal(lim, 3);
-	assert_int_equal(relay_quota_add(l, &a, t, 2, &err), 0);
-	assert_int_equal(relay_quota_add(l, &z, t, 50, &err), 0);
+	relay_quota_add(l, &a, t, 2, 1, 100);
+	relay_quota_add(l, &z, t, 50, 1, 200);
+	assert_int_equal(commit(l), 0);
 	assert_int_equal(relay_quota_check(l, &a, t + 60, 1, &which, &lim), 0);
 	assert_int_equal(relay_quota_check(l, &a, t + 60, 2, &which, &lim), -1);
 	assert_int_equal(relay_quota_check(l, &z, t, 100000, &which, &lim), 0);
@@ -176,7 +190,7 @@ static void test_limits_windows_and_reload(void **state)
 	/* reloaded from the state file */
 	assert_int_equal(relay_quota_open(&l, p, &err), 0);
 	assert_int_equal(relay_quota_check(l, &a, t + 60, 2, &which, &lim), -1);
-	assert_int_equal(relay_quota_add(l, &a, t + 60, 1, &err), 0);
+	relay_quota_add(l, &a, t + 60, 1, 1, 300);
 	/* next hour: the hour is fresh, the day is not */
 	assert_int_equal(relay_quota_check(l, &a, t + 3600, 1, &which, &lim), 0);
 	assert_int_equal(relay_quota_check(l, &a, t + 3600, 2, &which, &lim), -1);
@@ -192,14 +206,169 @@ static void test_limits_windows_and_reload(void **state)
 	unlink(p);
 }
 
+static char *slurp(const char *p)
+{
+	static char buf[4096];
+	FILE *f = fopen(p, "r");
+	if (!f) return NULL;
+	size_t n = fread(buf, 1, sizeof buf - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	return buf;
+}
+
+static void test_limits_written_once_per_commit(void **state)
+{
+	(void)state;
+	struct relay_acct a = {.name = "acme", .per_hour = 100};
+	struct relay_quota *l;
+	struct base_err err;
+	const char *p = path_in("limits-commit");
+	unlink(p);
+	int64_t t = 1772359500;
+	assert_int_equal(relay_quota_open(&l, p, &err), 0);
+	assert_null(relay_quota_snapshot(l)); /* nothing counted: nothing to write */
+	relay_quota_add(l, &a, t, 1, 2, 10);
+	relay_quota_add(l, &a, t, 2, 2, 500);
+	relay_quota_add(l, &a, t, 3, 2, 900);
+	assert_null(slurp(p)); /* counting alone writes nothing */
+	struct relay_quota_snap *q = relay_quota_snapshot(l);
+	assert_non_null(q);
+	/* counted after the snapshot: the next commit's business */
+	relay_quota_add(l, &a, t, 4, 3, 20);
+	relay_quota_write(q);
+	assert_int_equal(relay_quota_end(l, q, &err), 0);
+	assert_string_equal(slurp(p), "@spool 2 900\nacme 1772359200 6 1772323200 6\n");
+	assert_int_equal(commit(l), 0);
+	assert_string_equal(slurp(p), "@spool 3 20\nacme 1772359200 10 1772323200 10\n");
+	assert_int_equal(commit(l), 1); /* unchanged: no write */
+	relay_quota_close(l);
+	/* a failed write is reported, and the next commit tries again */
+	const char *bad = path_in("no-such-dir/limits");
+	assert_int_equal(relay_quota_open(&l, bad, &err), 0);
+	relay_quota_add(l, &a, t, 1, 1, 1);
+	q = relay_quota_snapshot(l);
+	relay_quota_write(q);
+	assert_int_equal(relay_quota_end(l, q, &err), -1);
+	assert_non_null(strstr(err.msg, "no-such-dir"));
+	q = relay_quota_snapshot(l);
+	assert_non_null(q);
+	relay_quota_write(q);
+	assert_int_equal(relay_quota_end(l, q, &err), -1);
+	relay_quota_close(l);
+	unlink(p);
+}
+
+static void test_limits_recount_after_the_mark(void **state)
+{
+	(void)state;
+	struct relay_acct a = {.name = "acme", .per_hour = 5, .per_day = 8};
+	struct relay_quota *l;
+	struct base_err err;
+	const char *which;
+	uint32_t lim;
+	const char *p = path_in("limits-mark");
+	int64_t t = 1772359500, hour = 1772359200;
+	/* counts as of spool segment 3, offset 100 */
+	write_text(p, "@spool 3 100\nacme 1772359200 2 1772323200 2\n");
+	assert_int_equal(relay_quota_open(&l, p, &err), 0);
+	assert_int_equal(relay_quota_recover(l, "acme", t, t, 1, 3, 100), 0); /* in the file */
+	assert_int_equal(relay_quota_recover(l, "acme", t, t, 1, 2, 9999), 0);
+	assert_int_equal(relay_quota_recover(l, "acme", t, t, 1, 3, 101), 1);
+	assert_int_equal(relay_quota_recover(l, "acme", t, t, 1, 4, 0), 1);
+	assert_int_equal(relay_quota_recover(l, NULL, t, t, 1, 5, 0), 0);
+	/* received in the previous hour: counts for the day only */
+	assert_int_equal(relay_quota_recover(l, "acme", hour - 10, t, 2, 5, 0), 1);
+	/* hour 2 + 2, day 2 + 4 */
+	assert_int_equal(relay_quota_check(l, &a, t, 1, &which, &lim), 0);
+	assert_int_equal(relay_quota_check(l, &a, t, 2, &which, &lim), -1);
+	assert_string_equal(which, "hourly");
+	assert_int_equal(relay_quota_check(l, &a, t + 3600, 2, &which, &lim), 0);
+	assert_int_equal(relay_quota_check(l, &a, t + 3600, 3, &which, &lim), -1);
+	assert_string_equal(which, "daily");
+	/* saved with the mark past everything found: a restart counts none again */
+	assert_int_equal(relay_quota_save(l, 5, 0, &err), 0);
+	relay_quota_close(l);
+	assert_int_equal(relay_quota_open(&l, p, &err), 0);
+	assert_int_equal(relay_quota_recover(l, "acme", t, t, 2, 5, 0), 0);
+	assert_int_equal(relay_quota_check(l, &a, t + 3600, 2, &which, &lim), 0);
+	assert_int_equal(relay_quota_check(l, &a, t + 3600, 3, &which, &lim), -1);
+	relay_quota_close(l);
+	/* no file: every message found is counted */
+	unlink(p);
+	assert_int_equal(relay_quota_open(&l, p, &err), 0);
+	assert_int_equal(relay_quota_recover(l, "acme", t, t, 5, 1, 64), 1);
+	assert_int_equal(relay_quota_check(l, &a, t, 1, &which, &lim), -1);
+	relay_quota_close(l);
+	/* a file from before the mark: counts were synced before the spool
+	 * write, so none is counted again */
+	write_text(p, "acme 1772359200 2 1772323200 2\n");
+	assert_int_equal(relay_quota_open(&l, p, &err), 0);
+	assert_int_equal(relay_quota_recover(l, "acme", t, t, 1, 9, 64), 0);
+	relay_quota_close(l);
+	/* a bad mark is refused with its line */
+	write_text(p, "@spool 3\nacme 1772359200 2 1772323200 2\n");
+	assert_int_equal(relay_quota_open(&l, p, &err), -1);
+	assert_non_null(strstr(err.msg, "limits-mark:1"));
+	/* a mark only on the first line */
+	write_text(p, "acme 1772359200 2 1772323200 2\n@spool 3 100\n");
+	assert_int_equal(relay_quota_open(&l, p, &err), -1);
+	assert_non_null(strstr(err.msg, "limits-mark:2"));
+	unlink(p);
+	uint32_t seg;
+	uint64_t off;
+	assert_int_equal(relay_quota_parse_mark("@spool 7 123", &seg, &off), 0);
+	assert_true(seg == 7 && off == 123);
+	const char *badm[] = {"@spool",      "@spool 7",    "@spool 7 1 2",        "@spool -1 2",
+	                      "@spool 7  2", "@spoolx 7 2", "@spool 99999999999 2"};
+	for (size_t i = 0; i < sizeof badm / sizeof badm[0]; i++)
+		assert_int_equal(relay_quota_parse_mark(badm[i], &seg, &off), -1);
+}
+
+static void test_auth_cache(void **state)
+{
+	(void)state;
+	struct relay_acct a = {.name = "acme"}, z = {.name = "zeta"};
+	struct relay_authc *c = relay_authc_new();
+	assert_non_null(c);
+	int64_t t = 1000;
+	assert_null(relay_authc_find(c, "acme", "pw", 2, t));
+	relay_authc_put(c, &a, "acme", "pw", 2, t);
+	assert_ptr_equal(relay_authc_find(c, "acme", "pw", 2, t + 1), &a);
+	assert_null(relay_authc_find(c, "acme", "pW", 2, t + 1));  /* another password */
+	assert_null(relay_authc_find(c, "acme", "pw!", 3, t + 1)); /* longer */
+	assert_null(relay_authc_find(c, "acmep", "w", 1, t + 1));  /* the split moved */
+	assert_null(relay_authc_find(c, "zeta", "pw", 2, t + 1));  /* another user */
+	/* expires RELAY_AUTHC_TTL seconds after the check */
+	assert_ptr_equal(relay_authc_find(c, "acme", "pw", 2, t + RELAY_AUTHC_TTL - 1), &a);
+	assert_null(relay_authc_find(c, "acme", "pw", 2, t + RELAY_AUTHC_TTL));
+	/* bounded: the oldest goes first */
+	t = 5000;
+	relay_authc_put(c, &z, "zeta", "first", 5, t);
+	for (int i = 0; i < RELAY_AUTHC_N; i++) {
+		char pw[16];
+		snprintf(pw, sizeof pw, "pw%d", i);
+		relay_authc_put(c, &a, "acme", pw, strlen(pw), t + 1 + i / 8);
+	}
+	assert_null(relay_authc_find(c, "zeta", "first", 5, t + 20));
+	assert_ptr_equal(relay_authc_find(c, "acme", "pw63", 4, t + 20), &a);
+	assert_ptr_equal(relay_authc_find(c, "acme", "pw0", 3, t + 20), &a);
+	/* the same credentials again renew their entry, not a second one */
+	relay_authc_put(c, &a, "acme", "pw0", 3, t + 100);
+	assert_ptr_equal(relay_authc_find(c, "acme", "pw0", 3, t + 100 + RELAY_AUTHC_TTL - 1), &a);
+	relay_authc_free(c);
+	relay_authc_free(NULL);
+	assert_null(relay_authc_find(NULL, "acme", "pw", 2, t));
+}
+
 static void test_limits_parse_line(void **state)
 {
 	(void)state;
 	char n[RELAY_NAME_MAX + 1];
 	int64_t hs, ds;
 	uint32_t hc, dc;
-	assert_int_equal(
-	    relay_quota_parse_line("acme 3600 5 0 7", n, sizeof n, &hs, &hc, &ds, &dc), 0);
+	assert_int_equal(relay_quota_parse_line("acme 3600 5 0 7", n, sizeof n, &hs, &hc, &ds, &dc),
+	                 0);
 	assert_string_equal(n, "acme");
 	assert_true(hs == 3600 && hc == 5 && ds == 0 && dc == 7);
 	const char *bad[] = {"",
@@ -238,6 +407,9 @@ int main(void)
 	    cmocka_unit_test(test_accounts_load),
 	    cmocka_unit_test(test_limits_windows_and_reload),
 	    cmocka_unit_test(test_limits_parse_line),
+	    cmocka_unit_test(test_limits_written_once_per_commit),
+	    cmocka_unit_test(test_limits_recount_after_the_mark),
+	    cmocka_unit_test(test_auth_cache),
 	};
 	return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
 }
