@@ -271,22 +271,6 @@ static void iso(int64_t t, char *out, size_t n)
 	strftime(out, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-static void csv_field(FILE *f, const char *s, int last)
-{
-	s = s ? s : "";
-	if (strpbrk(s, ",\"\r\n")) {
-		fputc('"', f);
-		for (; *s; s++) {
-			if (*s == '"') fputc('"', f);
-			fputc(*s == '\r' || *s == '\n' ? ' ' : *s, f);
-		}
-		fputc('"', f);
-	} else {
-		fputs(s, f);
-	}
-	fputc(last ? '\n' : ',', f);
-}
-
 /* The `admin` accounting event: what was done (action), to what (kind,
  * name), and how much it touched. */
 static void account_admin(struct relay_ctx *x, const struct relay_ctl_req *q, int64_t until,
@@ -324,7 +308,7 @@ static void account_admin(struct relay_ctx *x, const struct relay_ctl_req *q, in
 		snprintf(diag, sizeof diag, "%s %s", kind, q->kind == RELAY_CTL_ALL ? "" : q->name);
 		snprintf(n, sizeof n, "%llu", (unsigned long long)rcpts);
 		const char *row[] = {"a", t1, "", "", "", action, "", diag, "", "", "", n, ""};
-		for (size_t i = 0; i < 13; i++) csv_field(x->csv, row[i], i == 12);
+		for (size_t i = 0; i < 13; i++) relay_csv_field(x->csv, row[i], i == 12);
 		fflush(x->csv);
 	}
 }

@@ -182,6 +182,9 @@ struct rmsg *relay_queue_add(struct relay_ctx *x, const char *id, const char *se
                              const char *attrs, const char *client, int64_t received,
                              const struct relay_loc *loc, const char *const *rcpts,
                              uint32_t nrcpt);
+/* Writes one CSV field (RFC 4180 quoting, CR/LF as spaces) and a comma,
+ * or a newline when last. */
+void relay_csv_field(FILE *f, const char *s, int last);
 /* The interned copy of s (NULL for NULL or ""). */
 const char *relay_intern(struct relay_ctx *x, const char *s);
 void relay_kick(struct relay_ctx *x);

@@ -83,8 +83,7 @@ static const char *categorize(struct relay_ctx *x, int code, const char *reply)
 	return relay_classify(x->cfg->rules, code, e, reply ? reply : "");
 }
 
-/* A CSV field, quoted when it needs to be (RFC 4180). */
-static void csv_field(FILE *f, const char *s, int last)
+void relay_csv_field(FILE *f, const char *s, int last)
 {
 	s = s ? s : "";
 	if (strpbrk(s, ",\"\r\n")) {
@@ -132,23 +131,23 @@ static void account_csv(struct relay_ctx *x, const char *event, const struct rms
 	                     : type == 'r' ? "queued"
 	                                   : "failed";
 	char ts[2] = {type, 0};
-	csv_field(f, ts, 0);
-	csv_field(f, t1, 0);
-	csv_field(f, t2, 0);
-	csv_field(f, m->sender, 0);
-	csv_field(f, r ? r->addr : "", 0);
-	csv_field(f, action, 0);
-	csv_field(f, e, 0);
-	csv_field(f, type != 'r' ? reply : "", 0);
-	csv_field(f, mta, 0);
-	csv_field(f,
+	relay_csv_field(f, ts, 0);
+	relay_csv_field(f, t1, 0);
+	relay_csv_field(f, t2, 0);
+	relay_csv_field(f, m->sender, 0);
+	relay_csv_field(f, r ? r->addr : "", 0);
+	relay_csv_field(f, action, 0);
+	relay_csv_field(f, e, 0);
+	relay_csv_field(f, type != 'r' ? reply : "", 0);
+	relay_csv_field(f, mta, 0);
+	relay_csv_field(f,
 	          expiry                     ? "expired"
 	          : code >= 400 || code == 0 ? categorize(x, code, reply)
 	                                     : "",
 	          0);
-	csv_field(f, r && x->acct_src ? x->acct_src : m->client, 0);
-	csv_field(f, att, 0);
-	csv_field(f, m->id, 1);
+	relay_csv_field(f, r && x->acct_src ? x->acct_src : m->client, 0);
+	relay_csv_field(f, att, 0);
+	relay_csv_field(f, m->id, 1);
 	fflush(f);
 }
 

@@ -375,6 +375,21 @@ static int choose_pool(struct session *s)
 	return 0;
 }
 
+/* Whether the transaction's recipients no longer fit its account's send
+ * limits; if so it is answered 451 and reset. */
+static int over_quota(struct session *s)
+{
+	const char *which;
+	uint32_t limit;
+	if (!s->acct ||
+	    relay_quota_check(s->x->quota, s->acct, base_now(), s->nrcpt, &which, &limit) == 0)
+		return 0;
+	reply(s, "451 4.7.1 account %s: %s limit of %u recipients reached, try again later",
+	      s->acct->name, which, limit);
+	tx_reset(s);
+	return 1;
+}
+
 /* After signing: counts the message against its account, writes it to the
  * spool and waits for the commit (1), or answers the failure (0). */
 static int store(struct session *s)
@@ -389,15 +404,7 @@ static int store(struct session *s)
 	}
 	/* checked again: other sessions of the account may have been counted
 	 * while this one was being signed */
-	const char *which;
-	uint32_t limit;
-	if (s->acct &&
-	    relay_quota_check(x->quota, s->acct, base_now(), s->nrcpt, &which, &limit) < 0) {
-		reply(s, "451 4.7.1 account %s: %s limit of %u recipients reached, try again later",
-		      s->acct->name, which, limit);
-		tx_reset(s);
-		return 0;
-	}
+	if (over_quota(s)) return 0;
 	if (relay_spool_add(x->spool, s->id, s->sender, s->attrs, base_now(),
 	                    (const char *const *)s->rcpts, s->nrcpt, s->data.data, s->data.len,
 	                    &s->loc, &err) < 0) {
@@ -460,15 +467,7 @@ static void end_data(struct session *s)
 		tx_reset(s);
 		return;
 	}
-	const char *which;
-	uint32_t limit;
-	if (s->acct &&
-	    relay_quota_check(x->quota, s->acct, base_now(), s->nrcpt, &which, &limit) < 0) {
-		reply(s, "451 4.7.1 account %s: %s limit of %u recipients reached, try again later",
-		      s->acct->name, which, limit);
-		tx_reset(s);
-		return;
-	}
+	if (over_quota(s)) return;
 	if (x->signers && x->cfg->ndkim) {
 		s->st = S_SIGN;
 		bufferevent_disable(s->bev, EV_READ);
