@@ -21,6 +21,11 @@ memory per deferred message.
 
 Usage: bench/relay_bench.py [--bin build/mailrep] [-n 20000] [--runs 3]
                             [--only relay|postfix] [--key rsa|ed25519] [--perf FILE]
+                            [--strace FILE]
+
+--perf records the first run's relay with `perf record -g`; --strace
+counts its system calls (`strace -c -f`, which slows it down: that run's
+rate is not a measurement).
 """
 import argparse
 import os
@@ -98,7 +103,7 @@ class Stall:
             raise RuntimeError("no progress for %.0f s: %s" % (self.limit, what))
 
 
-def start_relay(binary, work, name, route, key, perf=None):
+def start_relay(binary, work, name, route, key, perf=None, strace=None):
     port = free_port()
     spool = os.path.join(work, name)
     out = open(spool + ".out", "wb")
@@ -110,6 +115,10 @@ def start_relay(binary, work, name, route, key, perf=None):
     rec = None
     if perf:
         rec = subprocess.Popen(["perf", "record", "-g", "-o", perf, "-p", str(p.pid)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+    elif strace:
+        rec = subprocess.Popen(["strace", "-c", "-f", "-o", strace, "-p", str(p.pid)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)
     return p, port, spool, rec
@@ -124,8 +133,9 @@ def stop(p):
         p.wait()
 
 
-def run_relay(binary, work, name, sink_port, key, n, perf=None):
-    p, port, spool, rec = start_relay(binary, work, name, "127.0.0.1:%d" % sink_port, key, perf)
+def run_relay(binary, work, name, sink_port, key, n, perf=None, strace=None):
+    p, port, spool, rec = start_relay(binary, work, name, "127.0.0.1:%d" % sink_port, key, perf,
+                                      strace)
     counter = LogCounter(spool + ".log", b'"event":"delivery"')
     start = time.monotonic()
     inject(port, n)
@@ -207,6 +217,7 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--only", choices=("relay", "postfix"))
     ap.add_argument("--perf", help="perf record -g the relay of the first run into FILE")
+    ap.add_argument("--strace", help="strace -c -f the relay of the first run into FILE")
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--key", choices=("rsa", "ed25519"), default="rsa",
                     help="the relay's DKIM key (default RSA-2048)")
@@ -229,7 +240,8 @@ def main():
             r = p = None
             if a.only != "postfix":
                 secs, cpu, commits = run_relay(a.bin, work, "spool%d" % i, sink_port, key, n,
-                                          a.perf if i == 0 else None)
+                                          a.perf if i == 0 else None,
+                                          a.strace if i == 0 else None)
                 r = n / secs
                 rates_r.append(r)
                 print("run %d: mailrep relay: %d messages end to end in %.2f s: %.0f msg/s "
