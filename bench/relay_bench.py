@@ -147,6 +147,7 @@ def run_relay(binary, work, name, sink_port, key, n, perf=None, strace=None):
         time.sleep(0.02)
     secs = time.monotonic() - start
     cpu = cpu_seconds(p.pid)
+    loop = cpu_seconds(p.pid, p.pid)
     if rec:
         rec.send_signal(signal.SIGINT)
         rec.wait()
@@ -154,12 +155,14 @@ def run_relay(binary, work, name, sink_port, key, n, perf=None, strace=None):
     with open(spool + ".out", errors="replace") as f:
         commits = [ln.split("info: ", 1)[-1].strip() for ln in f if "group commit" in ln]
     shutil.rmtree(spool, ignore_errors=True)
-    return secs, cpu, commits[-1] if commits else ""
+    return secs, cpu, loop, commits[-1] if commits else ""
 
 
-def cpu_seconds(pid):
-    """User + system CPU time of a process, all its threads."""
-    with open("/proc/%d/stat" % pid) as f:
+def cpu_seconds(pid, tid=None):
+    """User + system CPU time of a process, all its threads, or of its
+    thread tid (the main thread, the event loop's, has tid == pid)."""
+    path = "/proc/%d/stat" % pid if tid is None else "/proc/%d/task/%d/stat" % (pid, tid)
+    with open(path) as f:
         v = f.read().rsplit(")", 1)[1].split()
     return (int(v[11]) + int(v[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -239,14 +242,15 @@ def main():
         for i in range(a.runs):
             r = p = None
             if a.only != "postfix":
-                secs, cpu, commits = run_relay(a.bin, work, "spool%d" % i, sink_port, key, n,
+                secs, cpu, loop, commits = run_relay(a.bin, work, "spool%d" % i, sink_port, key, n,
                                           a.perf if i == 0 else None,
                                           a.strace if i == 0 else None)
                 r = n / secs
                 rates_r.append(r)
                 print("run %d: mailrep relay: %d messages end to end in %.2f s: %.0f msg/s "
-                      "(DKIM %s, durable spool; CPU %.0f us/msg; %s)"
-                      % (i + 1, n, secs, r, label, cpu * 1e6 / n, commits), flush=True)
+                      "(DKIM %s, durable spool; CPU %.0f us/msg, loop thread %.0f; %s)"
+                      % (i + 1, n, secs, r, label, cpu * 1e6 / n, loop * 1e6 / n, commits),
+                      flush=True)
             if a.only != "relay":
                 secs = run_postfix(work, sink_port, n)
                 p = n / secs
