@@ -21,6 +21,11 @@ memory per deferred message.
 
 Usage: bench/relay_bench.py [--bin build/mailrep] [-n 20000] [--runs 3]
                             [--only relay|postfix] [--key rsa|ed25519] [--perf FILE]
+                            [--strace FILE]
+
+--perf records the first run's relay with `perf record -g`; --strace
+counts its system calls (`strace -c -f`, which slows it down: that run's
+rate is not a measurement).
 """
 import argparse
 import os
@@ -98,7 +103,7 @@ class Stall:
             raise RuntimeError("no progress for %.0f s: %s" % (self.limit, what))
 
 
-def start_relay(binary, work, name, route, key, perf=None):
+def start_relay(binary, work, name, route, key, perf=None, strace=None):
     port = free_port()
     spool = os.path.join(work, name)
     out = open(spool + ".out", "wb")
@@ -110,6 +115,10 @@ def start_relay(binary, work, name, route, key, perf=None):
     rec = None
     if perf:
         rec = subprocess.Popen(["perf", "record", "-g", "-o", perf, "-p", str(p.pid)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+    elif strace:
+        rec = subprocess.Popen(["strace", "-c", "-f", "-o", strace, "-p", str(p.pid)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)
     return p, port, spool, rec
@@ -124,8 +133,9 @@ def stop(p):
         p.wait()
 
 
-def run_relay(binary, work, name, sink_port, key, n, perf=None):
-    p, port, spool, rec = start_relay(binary, work, name, "127.0.0.1:%d" % sink_port, key, perf)
+def run_relay(binary, work, name, sink_port, key, n, perf=None, strace=None):
+    p, port, spool, rec = start_relay(binary, work, name, "127.0.0.1:%d" % sink_port, key, perf,
+                                      strace)
     counter = LogCounter(spool + ".log", b'"event":"delivery"')
     start = time.monotonic()
     inject(port, n)
@@ -137,6 +147,7 @@ def run_relay(binary, work, name, sink_port, key, n, perf=None):
         time.sleep(0.02)
     secs = time.monotonic() - start
     cpu = cpu_seconds(p.pid)
+    loop = cpu_seconds(p.pid, p.pid)
     if rec:
         rec.send_signal(signal.SIGINT)
         rec.wait()
@@ -144,12 +155,14 @@ def run_relay(binary, work, name, sink_port, key, n, perf=None):
     with open(spool + ".out", errors="replace") as f:
         commits = [ln.split("info: ", 1)[-1].strip() for ln in f if "group commit" in ln]
     shutil.rmtree(spool, ignore_errors=True)
-    return secs, cpu, commits[-1] if commits else ""
+    return secs, cpu, loop, commits[-1] if commits else ""
 
 
-def cpu_seconds(pid):
-    """User + system CPU time of a process, all its threads."""
-    with open("/proc/%d/stat" % pid) as f:
+def cpu_seconds(pid, tid=None):
+    """User + system CPU time of a process, all its threads, or of its
+    thread tid (the main thread, the event loop's, has tid == pid)."""
+    path = "/proc/%d/stat" % pid if tid is None else "/proc/%d/task/%d/stat" % (pid, tid)
+    with open(path) as f:
         v = f.read().rsplit(")", 1)[1].split()
     return (int(v[11]) + int(v[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -207,6 +220,7 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--only", choices=("relay", "postfix"))
     ap.add_argument("--perf", help="perf record -g the relay of the first run into FILE")
+    ap.add_argument("--strace", help="strace -c -f the relay of the first run into FILE")
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--key", choices=("rsa", "ed25519"), default="rsa",
                     help="the relay's DKIM key (default RSA-2048)")
@@ -228,13 +242,15 @@ def main():
         for i in range(a.runs):
             r = p = None
             if a.only != "postfix":
-                secs, cpu, commits = run_relay(a.bin, work, "spool%d" % i, sink_port, key, n,
-                                          a.perf if i == 0 else None)
+                secs, cpu, loop, commits = run_relay(a.bin, work, "spool%d" % i, sink_port, key, n,
+                                          a.perf if i == 0 else None,
+                                          a.strace if i == 0 else None)
                 r = n / secs
                 rates_r.append(r)
                 print("run %d: mailrep relay: %d messages end to end in %.2f s: %.0f msg/s "
-                      "(DKIM %s, durable spool; CPU %.0f us/msg; %s)"
-                      % (i + 1, n, secs, r, label, cpu * 1e6 / n, commits), flush=True)
+                      "(DKIM %s, durable spool; CPU %.0f us/msg, loop thread %.0f; %s)"
+                      % (i + 1, n, secs, r, label, cpu * 1e6 / n, loop * 1e6 / n, commits),
+                      flush=True)
             if a.only != "relay":
                 secs = run_postfix(work, sink_port, n)
                 p = n / secs

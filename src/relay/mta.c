@@ -61,6 +61,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "relay/int.h"
@@ -136,6 +137,10 @@ struct conn {
 	char src_ip[48], peer[64], peer4xx[64]; /* of the current attempt */
 	struct event *wait;                     /* C_WAIT: the message rate's timer */
 	struct conn *prev, *next;
+	/* commands not sent yet (send_line while batch is set): a pipelined
+	 * MAIL, RCPT... DATA goes out in one write */
+	struct base_buf out;
+	int batch;
 };
 
 static void on_read(struct bufferevent *bev, void *arg);
@@ -160,6 +165,7 @@ static void conn_free(struct conn *c)
 	if (c->wait) event_free(c->wait);
 	for (size_t i = 0; i < c->naddrs; i++) free(c->names[i]);
 	base_buf_free(&c->reply);
+	base_buf_free(&c->out);
 	if (c->bev) bufferevent_free(c->bev);
 	free(c);
 }
@@ -179,14 +185,61 @@ static void tx_clear(struct conn *c)
 	c->job = NULL;
 }
 
+/* Writes iov to the connection. In plain text, with nothing queued in the
+ * bufferevent, straight to the socket: libevent would add the write event,
+ * wait for it and remove it again (two epoll_ctl calls and a loop turn per
+ * write). What the socket does not take at once, and everything in TLS
+ * (the OpenSSL filter encrypts it), goes through the bufferevent, which
+ * also reports the errors. */
+static void send_iov(struct conn *c, const struct iovec *iov, int n)
+{
+	struct evbuffer *o = bufferevent_get_output(c->bev);
+	size_t done = 0;
+	if (!bufferevent_get_underlying(c->bev) && !evbuffer_get_length(o)) {
+		struct msghdr mh = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n};
+		ssize_t k = sendmsg(bufferevent_getfd(c->bev), &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (k > 0) done = (size_t)k;
+	}
+	for (int i = 0; i < n; i++) {
+		if (done >= iov[i].iov_len) {
+			done -= iov[i].iov_len;
+			continue;
+		}
+		evbuffer_add(o, (const char *)iov[i].iov_base + done, iov[i].iov_len - done);
+		done = 0;
+	}
+}
+
+/* Sends the commands gathered in c->out. */
+static void send_out(struct conn *c)
+{
+	if (!c->out.len) return;
+	struct iovec iov = {c->out.data, c->out.len};
+	send_iov(c, &iov, 1);
+	c->out.len = 0;
+}
+
 static void send_line(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void send_line(struct conn *c, const char *fmt, ...)
 {
+	char line[1024];
 	va_list ap;
 	va_start(ap, fmt);
-	evbuffer_add_vprintf(bufferevent_get_output(c->bev), fmt, ap);
+	int n = vsnprintf(line, sizeof line, fmt, ap);
 	va_end(ap);
-	evbuffer_add(bufferevent_get_output(c->bev), "\r\n", 2);
+	if (n < 0) return;
+	if ((size_t)n < sizeof line) {
+		base_buf_append(&c->out, line, (size_t)n);
+	} else {
+		char *big = base_xmalloc((size_t)n + 1);
+		va_start(ap, fmt);
+		vsnprintf(big, (size_t)n + 1, fmt, ap);
+		va_end(ap);
+		base_buf_append(&c->out, big, (size_t)n);
+		free(big);
+	}
+	base_buf_append(&c->out, "\r\n", 2);
+	if (!c->batch) send_out(c);
 }
 
 static void set_timeout(struct conn *c, int read_s)
@@ -379,10 +432,14 @@ static void start_tx(struct conn *c)
 	c->mail_code = c->data_code = 0;
 	c->rcpt_code = base_xcalloc(j->n, sizeof *c->rcpt_code);
 	c->rcpt_reply = base_xcalloc(j->n, sizeof *c->rcpt_reply);
-	if (c->pipelining)
+	if (c->pipelining) {
+		c->batch = 1;
 		for (uint32_t k = 0; k <= j->n + 1; k++) send_step(c, k);
-	else
+		c->batch = 0;
+		send_out(c);
+	} else {
 		send_step(c, 0);
+	}
 }
 
 /* Sends the message, dot-stuffed, and the final dot. */
@@ -396,17 +453,32 @@ static int send_body(struct conn *c)
 		base_buf_free(&b);
 		return -1;
 	}
-	struct evbuffer *out = bufferevent_get_output(c->bev);
-	const char *p = b.data, *end = b.data + b.len;
-	while (p < end) {
-		const char *eol = memchr(p, '\n', (size_t)(end - p));
-		size_t n = eol ? (size_t)(eol - p) + 1 : (size_t)(end - p);
-		if (*p == '.') evbuffer_add(out, ".", 1);
-		evbuffer_add(out, p, n);
-		if (!eol) evbuffer_add(out, "\r\n", 2);
-		p += n;
+	/* dot-stuffed only when a line starts with a dot (rare), then the body
+	 * and the final dot go out in one write */
+	int dots = b.len && b.data[0] == '.';
+	const char *q = b.data, *last = b.len ? b.data + b.len - 1 : b.data;
+	while (!dots && q < last && (q = memchr(q, '\n', (size_t)(last - q)))) {
+		dots = q[1] == '.';
+		q++;
 	}
-	evbuffer_add(out, ".\r\n", 3);
+	struct base_buf st;
+	base_buf_init(&st);
+	if (dots) {
+		const char *p = b.data, *end = b.data + b.len;
+		while (p < end) {
+			const char *eol = memchr(p, '\n', (size_t)(end - p));
+			size_t n = eol ? (size_t)(eol - p) + 1 : (size_t)(end - p);
+			if (*p == '.') base_buf_append(&st, ".", 1);
+			base_buf_append(&st, p, n);
+			p += n;
+		}
+	}
+	const struct base_buf *body = dots ? &st : &b;
+	int partial = body->len && body->data[body->len - 1] != '\n'; /* no line end at the end */
+	struct iovec iov[2] = {{body->data, body->len},
+	                       {(char *)(partial ? "\r\n.\r\n" : ".\r\n"), partial ? 5 : 3}};
+	send_iov(c, iov, 2);
+	base_buf_free(&st);
 	base_buf_free(&b);
 	set_timeout(c, T_FINAL);
 	return 0;

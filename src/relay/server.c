@@ -56,6 +56,8 @@
 #define MAX_ERRORS    10
 #define MAX_AUTH_FAIL 3 /* failed AUTH attempts before the session is closed */
 
+#define OUT_MAX 1024 /* bytes of replies gathered before they are sent */
+
 enum astep { A_NONE, A_PLAIN, A_USER, A_PASS }; /* waiting for a SASL response */
 
 /* S_SIGN: the message is on a signing thread (work.c); S_WAIT: it is in
@@ -100,16 +102,55 @@ struct session {
 	int sign_rc;
 	struct base_err sign_err;
 	struct session *prev, *next;
+	/* replies not sent yet: those of a pipelined batch go out in one write */
+	char out[OUT_MAX];
+	size_t nout;
 };
 
+/* Sends the gathered replies. In plain text, with nothing queued in the
+ * bufferevent, they are written straight to the socket: libevent would add
+ * the write event, wait for it and remove it again, two epoll_ctl calls and
+ * a loop turn for every reply. What the socket does not take at once, and
+ * everything in TLS (the OpenSSL filter encrypts it), goes through the
+ * bufferevent, which also reports the errors. */
+static void flush(struct session *s)
+{
+	if (!s->nout) return;
+	struct evbuffer *o = bufferevent_get_output(s->bev);
+	size_t off = 0;
+	if (!bufferevent_get_underlying(s->bev) && !evbuffer_get_length(o)) {
+		ssize_t k =
+		    send(bufferevent_getfd(s->bev), s->out, s->nout, MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (k > 0) off = (size_t)k;
+	}
+	if (off < s->nout) evbuffer_add(o, s->out + off, s->nout - off);
+	s->nout = 0;
+}
+
+/* Queues a reply line; on_read, on_accept and close_after_reply send them
+ * (flush). */
 static void reply(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void reply(struct session *s, const char *fmt, ...)
 {
+	char line[OUT_MAX];
 	va_list ap;
 	va_start(ap, fmt);
-	evbuffer_add_vprintf(bufferevent_get_output(s->bev), fmt, ap);
+	int n = vsnprintf(line, sizeof line - 2, fmt, ap);
 	va_end(ap);
-	evbuffer_add(bufferevent_get_output(s->bev), "\r\n", 2);
+	if (n < 0) return;
+	if ((size_t)n >= sizeof line - 2) {
+		/* longer than any reply the server makes: not gathered */
+		flush(s);
+		va_start(ap, fmt);
+		evbuffer_add_vprintf(bufferevent_get_output(s->bev), fmt, ap);
+		va_end(ap);
+		evbuffer_add(bufferevent_get_output(s->bev), "\r\n", 2);
+		return;
+	}
+	memcpy(line + n, "\r\n", 2);
+	if (s->nout + (size_t)n + 2 > sizeof s->out) flush(s);
+	memcpy(s->out + s->nout, line, (size_t)n + 2);
+	s->nout += (size_t)n + 2;
 }
 
 static void tx_reset(struct session *s)
@@ -171,6 +212,16 @@ static void close_after_reply(struct session *s)
 	s->st = S_CLOSING;
 	bufferevent_disable(s->bev, EV_READ);
 	bufferevent_setcb(s->bev, NULL, on_drained, NULL, s);
+	flush(s);
+	if (!evbuffer_get_length(bufferevent_get_output(s->bev)) &&
+	    !bufferevent_get_underlying(s->bev)) {
+		/* written straight to the socket: freed from the loop, not under
+		 * the caller, which may still use the session */
+		if (!s->linger) s->linger = evtimer_new(s->x->base, on_linger, s);
+		struct timeval tv = {0, 0};
+		evtimer_add(s->linger, &tv);
+		return;
+	}
 	on_drained(s->bev, s);
 }
 
@@ -520,7 +571,8 @@ static void cmd_starttls(struct session *s, size_t arg_len)
 		return;
 	}
 	/* the filter owns the socket's bufferevent now; the 220 queued on it
-	 * before any TLS record goes out first */
+	 * before any TLS record goes out first, after the replies before it */
+	flush(s);
 	evbuffer_add_printf(bufferevent_get_output(s->bev), "220 2.0.0 Ready to start TLS\r\n");
 	struct evbuffer *in = bufferevent_get_input(s->bev);
 	evbuffer_drain(in, evbuffer_get_length(in));
@@ -779,9 +831,8 @@ static void command(struct session *s, const char *line, size_t n)
 	}
 }
 
-static void on_read(struct bufferevent *bev, void *arg)
+static void read_lines(struct bufferevent *bev, struct session *s)
 {
-	struct session *s = arg;
 	struct evbuffer *in = bufferevent_get_input(bev);
 	while (s->st == S_CMD || s->st == S_DATA) {
 		size_t n;
@@ -806,6 +857,14 @@ static void on_read(struct bufferevent *bev, void *arg)
 		free(line);
 		if (s->bev != bev) return; /* STARTTLS: the TLS layer reads from now on */
 	}
+}
+
+/* Handles every complete line, then sends the replies in one write. */
+static void on_read(struct bufferevent *bev, void *arg)
+{
+	struct session *s = arg;
+	read_lines(bev, s);
+	flush(s);
 }
 
 static void on_event(struct bufferevent *bev, short what, void *arg)
@@ -902,6 +961,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	}
 	bufferevent_enable(bev, EV_READ | EV_WRITE);
 	reply(s, "220 %s ESMTP mailrep relay", x->hostname);
+	flush(s);
 }
 
 /* At start: counts the messages found in the spool that the counters file
