@@ -15,7 +15,11 @@ Each run:
      delivered: nothing deferred, checked against the maillog's
      status=sent lines).
 Postfix does not sign (it would need an OpenDKIM milter); its queue files
-are fsync'd as usual. After the runs, the relay is started towards a closed
+are fsync'd as usual. Besides the rates it prints the CPU time (user +
+system, from /proc) per message of the relay (every thread) and of Postfix
+(master, the children it reaped, and those still running), and their
+ratio: on a 2-core machine that also runs smtp-source and smtp-sink, the
+CPU per message says more than the rate. After the runs, the relay is started towards a closed
 port and N messages stay queued: the growth of its RSS divided by N is the
 memory per deferred message.
 
@@ -167,10 +171,27 @@ def cpu_seconds(pid, tid=None):
     return (int(v[11]) + int(v[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(pf):
+    """User + system CPU of a Postfix instance: master with the children it
+    has reaped (cutime, cstime), plus every child still running (or not yet
+    reaped). Postfix's services do not fork further."""
+    total = 0.0
+    master = pf.master_pid()
+    for pid in ([master] if master else []) + (pf.children(master) if master else []):
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                v = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(x) for x in v[11:15]) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def run_postfix(work, sink_port, n):
     with PostfixInstance(sink_port=sink_port, concurrency=SESSIONS,
                          workdir=tempfile.mkdtemp(dir=work, prefix="postfix-")) as pf:
         sent = LogCounter(pf.logfile, b"status=sent")
+        cpu0 = tree_cpu_seconds(pf)
         start = time.monotonic()
         inject(pf.port, n)
         stalled = Stall(pf.queue_count)
@@ -179,12 +200,13 @@ def run_postfix(work, sink_port, n):
                                                                    pf.postqueue()))
             time.sleep(0.02)
         secs = time.monotonic() - start
+        cpu = tree_cpu_seconds(pf) - cpu0
         deadline = time.time() + 30
         while sent.count() < n and time.time() < deadline:
             time.sleep(0.1)  # the log may trail the queue a little
         if sent.count() != n:
             raise RuntimeError("postfix: queue empty but %d of %d sent" % (sent.count(), n))
-    return secs
+    return secs, cpu
 
 
 def rss_kb(pid):
@@ -238,7 +260,7 @@ def main():
                        ["--selector", "s1", "--domain", "example.com", "--out", key],
                        check=True, stdout=subprocess.DEVNULL)
         label = "RSA-2048" if a.key == "rsa" else "Ed25519"
-        rates_r, rates_p, ratios = [], [], []
+        rates_r, rates_p, ratios, cpu_r, cpu_p, cpu_ratios = [], [], [], [], [], []
         for i in range(a.runs):
             r = p = None
             if a.only != "postfix":
@@ -247,27 +269,39 @@ def main():
                                           a.strace if i == 0 else None)
                 r = n / secs
                 rates_r.append(r)
+                cpu_r.append(cpu * 1e6 / n)
                 print("run %d: mailrep relay: %d messages end to end in %.2f s: %.0f msg/s "
                       "(DKIM %s, durable spool; CPU %.0f us/msg, loop thread %.0f; %s)"
                       % (i + 1, n, secs, r, label, cpu * 1e6 / n, loop * 1e6 / n, commits),
                       flush=True)
             if a.only != "relay":
-                secs = run_postfix(work, sink_port, n)
+                secs, pcpu = run_postfix(work, sink_port, n)
                 p = n / secs
                 rates_p.append(p)
-                print("run %d: postfix:       %d messages end to end in %.2f s: %.0f msg/s"
-                      % (i + 1, n, secs, p), flush=True)
+                cpu_p.append(pcpu * 1e6 / n)
+                print("run %d: postfix:       %d messages end to end in %.2f s: %.0f msg/s "
+                      "(CPU %.0f us/msg, all its processes)" % (i + 1, n, secs, p, cpu_p[-1]),
+                      flush=True)
             if r and p:
                 ratios.append(r / p)
-                print("run %d: ratio mailrep/postfix %.2f" % (i + 1, r / p), flush=True)
+                cpu_ratios.append(cpu_p[-1] / cpu_r[-1])
+                print("run %d: ratio mailrep/postfix %.2f; CPU per message postfix/mailrep %.2f"
+                      % (i + 1, r / p, cpu_ratios[-1]), flush=True)
         print("summary over %d runs of %d messages:" % (a.runs, n))
         if rates_r:
             print("  mailrep relay  %s msg/s" % span(rates_r))
         if rates_p:
             print("  postfix        %s msg/s" % span(rates_p))
+        if cpu_r:
+            print("  mailrep relay  %s us CPU/msg" % span(cpu_r))
+        if cpu_p:
+            print("  postfix        %s us CPU/msg" % span(cpu_p))
         if ratios:
             print("  ratio          %s" % (("%.2f" % ratios[0]) if len(ratios) == 1 else
                                            "%.2f–%.2f" % (min(ratios), max(ratios))))
+            print("  CPU ratio      %s (postfix CPU per message / mailrep's)"
+                  % (("%.2f" % cpu_ratios[0]) if len(cpu_ratios) == 1 else
+                     "%.2f–%.2f" % (min(cpu_ratios), max(cpu_ratios))))
         if not a.no_memory and a.only != "postfix":
             before, after, per = memory_per_deferred(a.bin, work, key, n)
             print("  relay memory: %d messages deferred: RSS %d kB -> %d kB: %d bytes per "
