@@ -165,6 +165,10 @@ void relay_dsn_flush(struct relay_ctx *x, struct rmsg *m)
 	base_buf_free(&orig);
 	const char *rc[1] = {m->sender};
 	struct relay_loc loc;
+	/* the DSN and the final states behind it in one segment: a crash that
+	 * loses the DSN loses the states too, and the recipients are tried
+	 * (and reported) again */
+	relay_spool_pin(x->spool, 1);
 	if (relay_spool_add(x->spool, id, "", "", now, rc, 1, b.data, b.len, &loc, &err) < 0) {
 		/* the recipients stay pending in the spool: a restart tries them again */
 		base_error("DSN for %s: %s", m->id, err.msg);
@@ -180,6 +184,7 @@ void relay_dsn_flush(struct relay_ctx *x, struct rmsg *m)
 		}
 		relay_commit_soon(x);
 	}
+	relay_spool_pin(x->spool, 0);
 	base_buf_free(&b);
 	relay_dsn_discard(m);
 }

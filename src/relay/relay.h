@@ -119,6 +119,11 @@ int relay_spool_add(struct relay_spool *sp, const char *id, const char *sender, 
                     const char *const *rcpts, uint32_t nrcpt, const char *body, size_t body_len,
                     struct relay_loc *loc, struct base_err *err);
 /* Writes (without syncing) a recipient state record. */
+/* While pinned (calls nest), the spool does not rotate to a new segment,
+ * so the records written meanwhile share one segment and a crash can only
+ * lose a suffix of them: recovery cuts a segment at its first unreadable
+ * record. */
+void relay_spool_pin(struct relay_spool *sp, int on);
 int relay_spool_state(struct relay_spool *sp, const char *id, uint32_t rcpt_index, uint32_t state,
                       uint32_t attempts, int64_t next, struct base_err *err);
 /* Makes everything written so far durable: one fdatasync per segment

@@ -20,7 +20,11 @@
  *    when no live message is in them or in any older segment, so a state
  *    record is never removed before the message it talks about;
  *  - a lost state record (not yet synced at a crash) only makes a
- *    recipient be tried again: delivery is at least once.
+ *    recipient be tried again: delivery is at least once;
+ *  - records written while the spool is pinned (relay_spool_pin) land in
+ *    one segment, in order: if an earlier one is lost at a crash, recovery
+ *    cuts the segment there, so a later one cannot survive it (a DSN and
+ *    the final states of the recipients it reports).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -59,6 +63,7 @@ struct relay_spool {
 	size_t nsegs;
 	uint64_t cur_size;
 	int dir_dirty;
+	int pinned; /* no rotation while > 0 */
 	struct base_buf scratch;
 };
 
@@ -562,7 +567,7 @@ void relay_spool_close(struct relay_spool *sp)
 static int append(struct relay_spool *sp, uint64_t *at, struct base_err *err)
 {
 	struct segment *c = cur(sp);
-	if (sp->cur_size >= SEGMENT_MAX) {
+	if (sp->cur_size >= SEGMENT_MAX && !sp->pinned) {
 		if (seg_new(sp, err) < 0) return -1;
 		c = cur(sp);
 	}
@@ -605,6 +610,14 @@ int relay_spool_add(struct relay_spool *sp, const char *id, const char *sender, 
 	loc->len = (uint32_t)body_len;
 	relay_spool_hold(sp, loc->seg);
 	return 0;
+}
+
+void relay_spool_pin(struct relay_spool *sp, int on)
+{
+	if (on)
+		sp->pinned++;
+	else if (sp->pinned)
+		sp->pinned--;
 }
 
 int relay_spool_state(struct relay_spool *sp, const char *id, uint32_t rcpt_index, uint32_t state,

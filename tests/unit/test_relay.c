@@ -227,6 +227,42 @@ static void test_spool_recovery(void **state)
 	assert_int_equal(system(cmd), 0);
 }
 
+/* A pinned spool does not rotate: a DSN and the states behind it share a
+ * segment, so a crash cannot keep the states and lose the DSN. */
+static void test_spool_pin(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/mailrep-spool-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	struct relay_spool *sp;
+	struct base_err err;
+	struct seen s = {0};
+	assert_int_equal(relay_spool_open(&sp, dir, on_recover, &s, &err), 0);
+	const char *rc[] = {"a@example.com"};
+	size_t big = 40u << 20;
+	char *body = base_xmalloc(big);
+	memset(body, 'x', big);
+	struct relay_loc l1, l2, l3, l4;
+	/* 80 MB: past the rotation size, the next write would start a segment */
+	assert_int_equal(relay_spool_add(sp, "b1", "s@x", "", 1, rc, 1, body, big, &l1, &err), 0);
+	assert_int_equal(relay_spool_add(sp, "b2", "s@x", "", 1, rc, 1, body, big, &l2, &err), 0);
+	assert_int_equal(l1.seg, l2.seg);
+	relay_spool_pin(sp, 1);
+	assert_int_equal(relay_spool_add(sp, "dsn1", "", "", 2, rc, 1, "dsn\r\n", 5, &l3, &err), 0);
+	assert_int_equal(relay_spool_state(sp, "b1", 0, RELAY_RCPT_BOUNCED, 1, 0, &err), 0);
+	relay_spool_pin(sp, 0);
+	assert_int_equal(l3.seg, l1.seg); /* pinned: still the full segment */
+	assert_int_equal(count_segments(dir), 1);
+	assert_int_equal(relay_spool_add(sp, "m4", "s@x", "", 3, rc, 1, "m\r\n", 3, &l4, &err), 0);
+	assert_int_equal(l4.seg, l1.seg + 1); /* unpinned: rotated */
+	assert_int_equal(relay_spool_commit(sp, &err), 0);
+	relay_spool_close(sp);
+	free(body);
+	char cmd[300];
+	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 static void test_schedule(void **state)
 {
 	(void)state;
@@ -331,7 +367,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_record_roundtrip), cmocka_unit_test(test_record_bounds),
 	    cmocka_unit_test(test_record_without_attrs),
-	    cmocka_unit_test(test_spool_recovery),   cmocka_unit_test(test_schedule),
+	    cmocka_unit_test(test_spool_recovery),   cmocka_unit_test(test_spool_pin),
+	    cmocka_unit_test(test_schedule),
 	    cmocka_unit_test(test_check_rcpt),       cmocka_unit_test(test_classify),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
