@@ -41,6 +41,7 @@ static const char relay_help[] =
     "  --retry-schedule LIST      delays between attempts, e.g. 10m,30m,1h,2h,4h (default)\n"
     "  --max-age DURATION         give up (expire, DSN) after this long (default 5d)\n"
     "  --suspend DURATION         rest for a destination after a 4xx greeting or 421 (5m)\n"
+    "  --dead-time DURATION       skip an address that refused or timed out this long (1m)\n"
     "  --conn-limit N             connections per destination (10)\n"
     "  --msgs-per-conn N          messages per connection before a new one (100)\n"
     "  --msgs-per-sec N           messages a second per site and source IP (0: no limit)\n"
@@ -269,12 +270,15 @@ static int relay_set(struct relay_cli *r, const char *key, const char *v, struct
 		c->trusted[c->ntrusted++] = cidr;
 	} else if (!strcmp(key, "retry-schedule")) {
 		return relay_schedule_parse(&c->schedule, v, err);
-	} else if (!strcmp(key, "max-age") || !strcmp(key, "suspend") || !strcmp(key, "timeout")) {
+	} else if (!strcmp(key, "max-age") || !strcmp(key, "suspend") || !strcmp(key, "timeout") ||
+	           !strcmp(key, "dead-time")) {
 		if (base_parse_duration(v, &u, err) < 0) return -1;
 		if (!strcmp(key, "max-age"))
 			c->schedule.max_age = u;
 		else if (!strcmp(key, "suspend"))
 			c->suspend = u;
+		else if (!strcmp(key, "dead-time"))
+			c->dead_time = u;
 		else
 			c->timeout = u ? u : 1;
 	} else if (!strcmp(key, "conn-limit") || !strcmp(key, "max-rcpts") ||
@@ -348,6 +352,7 @@ int cli_relay(int argc, char **argv)
 	                                     {"retry-schedule", required_argument, NULL, O_BASE},
 	                                     {"max-age", required_argument, NULL, O_BASE},
 	                                     {"suspend", required_argument, NULL, O_BASE},
+	                                     {"dead-time", required_argument, NULL, O_BASE},
 	                                     {"conn-limit", required_argument, NULL, O_BASE},
 	                                     {"max-size", required_argument, NULL, O_BASE},
 	                                     {"max-rcpts", required_argument, NULL, O_BASE},

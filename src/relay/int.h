@@ -256,7 +256,7 @@ int relay_host_route(struct relay_ctx *x, const char *host, const struct relay_h
 /* Memory of dead addresses (address and port): one that refused the
  * connection or timed out is skipped by new connections for
  * RELAY_DEAD_SECONDS, unless every address of the site is dead. */
-#define RELAY_DEAD_SECONDS 60
+#define RELAY_DEAD_SECONDS 60 /* the default of --dead-time */
 void relay_addr_dead(struct relay_ctx *x, const struct base_sockaddr *a);
 int relay_addr_is_dead(struct relay_ctx *x, const struct base_sockaddr *a);
 

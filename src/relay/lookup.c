@@ -424,7 +424,7 @@ void relay_addr_dead(struct relay_ctx *x, const struct base_sockaddr *a)
 		if (!slot || d->until < slot->until) slot = d;
 	}
 	slot->a = *a;
-	slot->until = base_now() + RELAY_DEAD_SECONDS;
+	slot->until = base_now() + x->cfg->dead_time;
 }
 
 int relay_addr_is_dead(struct relay_ctx *x, const struct base_sockaddr *a)

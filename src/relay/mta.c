@@ -861,8 +861,8 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 		if (c->st == C_CONNECT || (what & BEV_EVENT_TIMEOUT)) {
 			/* refused or timed out: new connections skip it for a while */
 			relay_addr_dead(c->x, &c->addrs[c->ai]);
-			base_debug("%s: %s, skipped for %d s", c->peer, why + 4,
-			           RELAY_DEAD_SECONDS);
+			base_debug("%s: %s, skipped for %u s", c->peer, why + 4,
+			           c->x->cfg->dead_time);
 		}
 		next_addr(c, 0, why);
 		return;

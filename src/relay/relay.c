@@ -30,6 +30,7 @@ void relay_config_init(struct relay_config *c)
 	memset(c, 0, sizeof *c);
 	relay_schedule_default(&c->schedule);
 	c->suspend = 300;
+	c->dead_time = RELAY_DEAD_SECONDS;
 	c->conn_limit = 10;
 	c->msgs_per_conn = 100;
 	c->max_size = 10485760;

@@ -309,6 +309,7 @@ struct relay_config {
 	size_t ndkim;
 	struct relay_schedule schedule;
 	uint32_t suspend;       /* seconds a destination rests after a 4xx greeting or 421 */
+	uint32_t dead_time;     /* seconds an address that refused or timed out is skipped */
 	uint32_t conn_limit;    /* connections per destination */
 	uint32_t msgs_per_conn; /* transactions per connection; 0: no limit */
 	uint64_t max_size;

@@ -207,6 +207,37 @@ def test_dead_address_is_skipped_by_later_connections(datadir, servers):
     stop_clean(relay)
 
 
+def test_dead_time_zero_remembers_nothing(datadir, servers):
+    """--dead-time 0s turns the memory off: every connection tries the
+    refusing first MX again before failing over."""
+    from conftest import free_port
+    from relay_peers import start_sink_at
+    port = free_port()
+    good = start_sink_at(datadir, "127.0.0.1", port)
+    servers.append(good)
+    zones = {
+        "dead.example": mx_zone("dead.example", [(10, "mx1", "A 127.0.0.3"),
+                                                 (20, "mx2", "A 127.0.0.1")]),
+        "example.com": soa("example.com") + "@ MX 10 mx.example.com.\nmx A 127.0.0.1\n",
+    }
+    knot = start_knot(datadir, zones)
+    servers.append(knot)
+    relay = start_relay(datadir, ["--resolver", knot.resolver, "--smtp-port", str(port),
+                                  "--trusted", "127.0.0.1", "--retry-schedule", "1s",
+                                  "--msgs-per-conn", "1", "--dead-time", "0s", "--debug"])
+    servers.append(relay)
+
+    def delivered():
+        return [e for e in events(relay) if e["event"] == "delivery"]
+    for i in range(3):
+        submit(relay.port, "alice@example.com", ["bob%d@dead.example" % i], message("z%d" % i))
+        assert wait_for(lambda: len(delivered()) == i + 1), relay.output()
+    failover = "127.0.0.3:%d: 000 connection refused; trying the next address" % port
+    assert relay.output().count(failover) == 3, relay.output()
+    assert "127.0.0.3:%d: skipped" % port not in relay.output(), relay.output()
+    stop_clean(relay)
+
+
 def test_static_route_to_a_host_name(datadir, servers):
     """--route DOMAIN=NAME:PORT resolves NAME through --resolver (A, and
     AAAA to ::1 for the second route); a name that does not exist defers
