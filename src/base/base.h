@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 #include <time.h>
 
 #define BASE_ERR_MAX 512
@@ -172,6 +173,12 @@ int base_ini_read_sections(const char *path, const char *prefix,
                            int (*fn)(void *ctx, const char *section, const char *key,
                                      const char *value, struct base_err *err),
                            void *ctx, struct base_err *err);
+
+/* priv.c: "NAME[:GROUP]" to a uid and gid (root is refused). */
+int base_user_lookup(const char *spec, uid_t *uid, gid_t *gid, struct base_err *err);
+/* When running as root, becomes that user for good (supplementary groups
+ * dropped, checked); does nothing otherwise. */
+int base_drop_privileges(const char *spec, struct base_err *err);
 
 /* Writes a whole file atomically: to a temporary name, fsync, rename. */
 int base_write_file_atomic(const char *path, const void *data, size_t len, struct base_err *err);

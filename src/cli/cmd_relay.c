@@ -38,6 +38,8 @@ static const char relay_help[] =
     "  --log FILE                 accounting log, one JSON line per event\n"
     "  --csv FILE                 the same events as CSV, in PowerMTA's accounting style\n"
     "  --hostname NAME            name in the greeting, EHLO and DSNs\n"
+    "  --user USER[:GROUP]        as root: become USER after binding (the spool is given\n"
+    "                             to USER); without it a root relay warns and stays root\n"
     "  --retry-schedule LIST      delays between attempts, e.g. 10m,30m,1h,2h,4h (default)\n"
     "  --max-age DURATION         give up (expire, DSN) after this long (default 5d)\n"
     "  --suspend DURATION         rest for a destination after a 4xx greeting or 421 (5m)\n"
@@ -240,6 +242,8 @@ static int relay_set(struct relay_cli *r, const char *key, const char *v, struct
 		c->csv = keep(r, v);
 	else if (!strcmp(key, "hostname"))
 		c->hostname = keep(r, v);
+	else if (!strcmp(key, "user"))
+		c->user = keep(r, v);
 	else if (!strcmp(key, "resolver"))
 		c->resolver = keep(r, v);
 	else if (!strcmp(key, "bounce-rules"))
@@ -353,6 +357,7 @@ int cli_relay(int argc, char **argv)
 	                                     {"max-age", required_argument, NULL, O_BASE},
 	                                     {"suspend", required_argument, NULL, O_BASE},
 	                                     {"dead-time", required_argument, NULL, O_BASE},
+	                                     {"user", required_argument, NULL, O_BASE},
 	                                     {"conn-limit", required_argument, NULL, O_BASE},
 	                                     {"max-size", required_argument, NULL, O_BASE},
 	                                     {"max-rcpts", required_argument, NULL, O_BASE},

@@ -683,22 +683,9 @@ static int drop_privileges(const struct dnsbl_server_config *cfg, struct base_er
 		return base_errf(err, "cannot chdir to %s: %s", cfg->workdir, strerror(errno));
 	if (geteuid() != 0) return 0;
 	const char *user = cfg->user;
-	char ubuf[128], *group = NULL;
 	if (!user) user = getpwnam("rbldns") ? "rbldns" : "nobody";
-	snprintf(ubuf, sizeof ubuf, "%s", user);
-	if ((group = strchr(ubuf, ':'))) *group++ = 0;
-	struct passwd *pw = getpwnam(ubuf);
-	if (!pw) return base_errf(err, "unknown user '%s' (-u)", ubuf);
-	gid_t gid = pw->pw_gid;
-	if (group && *group) {
-		struct group *gr = getgrnam(group);
-		if (!gr) return base_errf(err, "unknown group '%s' (-u)", group);
-		gid = gr->gr_gid;
-	}
-	if (pw->pw_uid == 0) return base_errf(err, "refusing to run as root: give -u with an unprivileged user");
-	if (setgroups(1, &gid) < 0 || setgid(gid) < 0 || setuid(pw->pw_uid) < 0)
-		return base_errf(err, "cannot drop privileges to %s: %s", ubuf, strerror(errno));
-	if (setuid(0) == 0) return base_errf(err, "privileges were not dropped");
+	struct base_err e;
+	if (base_drop_privileges(user, &e) < 0) return base_errf(err, "%s (-u)", e.msg);
 	return 0;
 }
 

@@ -14,7 +14,9 @@
  * heap at its next due time. Destinations then open connections up to
  * their limit (mta.c).
  */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -811,6 +813,48 @@ static void on_periodic(evutil_socket_t fd, short what, void *arg)
 	schedule(arg);
 }
 
+/* Gives the spool directory and everything in it to the user the relay
+ * becomes, so that it can go on creating segments, counters and state
+ * files once it is no longer root. */
+static int spool_give(const char *dir, uid_t uid, gid_t gid, struct base_err *err)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd < 0 ? NULL : fdopendir(fd);
+	if (!d) {
+		if (fd >= 0) close(fd);
+		return base_errf(err, "spool %s: %s", dir, strerror(errno));
+	}
+	int rc = fchown(fd, uid, gid) < 0 ? base_errf(err, "chown %s: %s", dir, strerror(errno)) : 0;
+	struct dirent *e;
+	while (rc == 0 && (e = readdir(d))) {
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+		if (fchownat(fd, e->d_name, uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
+			rc = base_errf(err, "chown %s/%s: %s", dir, e->d_name, strerror(errno));
+	}
+	closedir(d);
+	return rc;
+}
+
+/* After binding: the spool to the user, then root given up for good. */
+static int drop_root(const struct relay_config *c, struct base_err *err)
+{
+	if (geteuid() != 0) {
+		if (c->user) base_info("not root: --user %s not needed", c->user);
+		return 0;
+	}
+	if (!c->user) {
+		base_warn("running as root: give --user to drop privileges after binding");
+		return 0;
+	}
+	uid_t uid;
+	gid_t gid;
+	if (base_user_lookup(c->user, &uid, &gid, err) < 0) return -1;
+	if (spool_give(c->spool, uid, gid, err) < 0) return -1;
+	if (base_drop_privileges(c->user, err) < 0) return -1;
+	base_info("running as %s", c->user);
+	return 0;
+}
+
 int relay_run(const struct relay_config *c, struct base_err *err)
 {
 	struct relay_ctx x;
@@ -847,15 +891,16 @@ int relay_run(const struct relay_config *c, struct base_err *err)
 	struct event *sigint = evsignal_new(x.base, SIGINT, on_signal, x.base);
 	evsignal_add(sigterm, NULL);
 	evsignal_add(sigint, NULL);
-	int rc = 0;
-	x.syncer = relay_workers_new(x.base, 1, err);
-	if (!x.syncer) rc = -1;
+	/* bind (and read the TLS keys) as root, then give root up before any
+	 * thread starts or any peer is talked to */
+	int rc = relay_server_start(&x, err);
+	if (rc == 0) rc = drop_root(c, err);
+	if (rc == 0 && !(x.syncer = relay_workers_new(x.base, 1, err))) rc = -1;
 	/* the same threads check AUTH passwords */
 	if (rc == 0 && (c->ndkim || (c->accounts && c->accounts->n)) &&
 	    !(x.signers = relay_workers_new(x.base, relay_workers_cores(), err)))
 		rc = -1;
 	if (rc == 0) rc = relay_mx_start(&x, c->resolver, err);
-	if (rc == 0) rc = relay_server_start(&x, err);
 	if (rc == 0) rc = relay_control_start(&x, err);
 	if (rc == 0) {
 		relay_kick(&x);

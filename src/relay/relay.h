@@ -301,6 +301,7 @@ struct relay_config {
 	const char *resolver; /* DNS server for MX lookups; NULL: static routes only */
 	uint16_t smtp_port;   /* port of MX hosts (25) */
 	const char *hostname;
+	const char *user; /* "NAME[:GROUP]" to become after binding (as root); NULL: stay */
 	struct relay_route *routes;
 	size_t nroutes;
 	struct base_cidr *trusted;
