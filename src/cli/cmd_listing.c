@@ -1157,6 +1157,8 @@ static const char trap_help[] =
     "  --proxy-from CIDR    connections from here must start with a PROXY v1/v2\n"
     "                       header naming the real client (repeatable)\n"
     "  --hostname NAME      the name in the greeting (default: the host name)\n"
+    "  --user USER[:GROUP]  as root: become USER once the port is bound and the\n"
+    "                       store is open (without it a root trap warns)\n"
     "  --timeout DUR        close clients silent this long (default 5m)\n"
     "  --max-size BYTES     largest message (default 10485760)\n"
     "  --max-conns N        concurrent connections (default 256)\n"
@@ -1175,7 +1177,8 @@ enum {
 	OPT_MAXSIZE,
 	OPT_MAXCONNS,
 	OPT_MAXRCPTS,
-	OPT_TDEBUG
+	OPT_TDEBUG,
+	OPT_TUSER
 };
 
 struct trap_cfg {
@@ -1218,6 +1221,8 @@ static int trap_set(struct trap_cfg *t, const char *key, const char *v, struct b
 		    base_xrealloc(t->proxies, (t->o.n_proxy_from + 1) * sizeof *t->proxies);
 		if (base_parse_cidr(v, &t->proxies[t->o.n_proxy_from], err) < 0) return -1;
 		t->o.n_proxy_from++;
+	} else if (!strcmp(key, "user")) {
+		t->o.user = keep(t, v);
 	} else if (!strcmp(key, "hostname")) {
 		if (strlen(v) > 253 || strpbrk(v, " \t\r\n"))
 			return base_errf(err, "bad hostname '%s'", v);
@@ -1260,6 +1265,7 @@ int cli_trap(int argc, char **argv)
 	                                     {"max-conns", required_argument, NULL, OPT_MAXCONNS},
 	                                     {"max-rcpts", required_argument, NULL, OPT_MAXRCPTS},
 	                                     {"debug", no_argument, NULL, OPT_TDEBUG},
+	                                     {"user", required_argument, NULL, OPT_TUSER},
 	                                     {"config", required_argument, NULL, 'c'},
 	                                     {"help", no_argument, NULL, 'h'},
 	                                     {NULL, 0, NULL, 0}};

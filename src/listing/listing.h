@@ -306,6 +306,7 @@ struct listing_trap_options {
 	unsigned max_rcpts;  /* recipients per message (100) */
 	unsigned max_errors; /* bad commands before the connection is closed (10) */
 	int ready_fd;        /* if >= 0: "ready\n" is written here once listening */
+	const char *user;    /* as root: "NAME[:GROUP]" to become once listening */
 };
 /* Runs until SIGTERM or SIGINT. */
 int listing_trap_run(const struct listing_trap_options *o, struct base_err *err);

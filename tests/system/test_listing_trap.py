@@ -250,3 +250,31 @@ def test_needs_a_trap(tmp_path):
     rc, _, err = run(["trap", "--db", str(tmp_path / "x.db"), "--listen", "127.0.0.1:1"], check=False)
     assert rc == 2 and "no trap" in err
     assert run(["trap", "--help"])[0] == 0
+
+
+def test_trap_gives_up_root_after_binding(trap):
+    """--user: the trap binds and opens its store as root, then runs as
+    nobody; a hit is still recorded durably before the 250."""
+    import pwd
+    assert os.geteuid() == 0, "this test needs root, as the privilege drop does"
+    nobody = pwd.getpwnam("nobody").pw_uid
+    srv = trap("--user", "nobody")
+    with open("/proc/%d/status" % srv.proc.pid) as f:
+        uid = [ln.split()[1:] for ln in f if ln.startswith("Uid:")][0]
+    assert uid == [str(nobody)] * 4, uid
+    assert "trap: running as nobody" in srv.output()
+    p = subprocess.run(["swaks", "--server", "127.0.0.1:%d" % srv.port, "--to", "abuse@" + TRAP,
+                        "--from", "bulk@spam.example", "--helo", "mx.spam.example",
+                        "--proxy-version", "1", "--proxy-family", "TCP4",
+                        "--proxy-source", "11.12.13.99", "--proxy-source-port", "40000",
+                        "--proxy-dest", "127.0.0.1", "--proxy-dest-port", str(srv.port)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and "250 2.0.0 Ok: recorded as" in p.stdout, p.stdout + p.stderr
+    j = json.loads(run(["lookup", "--db", srv.db, "11.12.13.99", "--json"])[1])
+    assert j["listed"], j
+
+
+def test_trap_refuses_root_as_its_user(tmp_path):
+    with pytest.raises(RuntimeError) as e:
+        start_trap(tmp_path, "--user", "root")
+    assert "refusing to run as root" in str(e.value)
