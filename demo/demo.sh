@@ -64,11 +64,14 @@ kdig @127.0.0.1 -p "$PORT" +timeout=5 AXFR bl.example | sed 's/^/    /'
 # ---- the whole loop: a spamtrap hit becomes a live DNSBL listing -------------
 echo
 echo "== the loop: spamtrap -> impact -> listing -> DNS answer, live"
+# as root, the trap and the relay give root up once their ports are bound
+ASUSER=""
+[ "$(id -u)" = 0 ] && ASUSER="--user nobody"
 TPORT=$((PORT + 1))
 LPORT=$((PORT + 2))
 chmod 777 "$DATA"
 "$BIN" trap --db "$DATA/bl.db" --listen "127.0.0.1:$TPORT" --trap-domain trap.example \
-	--proxy-from 127.0.0.1/32 --hostname trap.example >"$DATA/trap.log" 2>&1 &
+	--proxy-from 127.0.0.1/32 --hostname trap.example $ASUSER >"$DATA/trap.log" 2>&1 &
 PIDS="$PIDS $!"
 i=0
 until grep -q "listening on port" "$DATA/trap.log" 2>/dev/null; do
@@ -125,7 +128,7 @@ PIDS="$PIDS $!"
 PIDS="$PIDS $!"
 "$BIN" relay --listen "127.0.0.1:$RPORT" --spool "$DATA/spool" --trusted 127.0.0.1/32 \
 	--route "*=127.0.0.1:$SPORT" --dkim-key "example.com=demo:$DATA/dkim.pem" \
-	--log "$DATA/accounting.jsonl" --hostname relay.example.com >"$DATA/relay.log" 2>&1 &
+	--log "$DATA/accounting.jsonl" --hostname relay.example.com $ASUSER >"$DATA/relay.log" 2>&1 &
 PIDS="$PIDS $!"
 i=0
 until grep -q "listening" "$DATA/relay.log" 2>/dev/null; do
