@@ -162,17 +162,14 @@ def test_equal_preference_mx_hosts_are_shuffled(datadir, servers):
     stop_clean(relay)
 
 
-def test_dead_address_is_skipped_by_later_connections(datadir, servers):
-    """The first MX refuses (nothing listens on 127.0.0.3): the first
-    connection fails over to the second MX and logs it; the next five
-    connections (one message each) go straight to the second MX. A site
-    whose only address is dead is still tried (every attempt reports the
-    refusal, none is dropped as 'no address')."""
+def start_dead_first_mx(datadir, servers, extra=()):
+    """dead.example's first MX (127.0.0.3) refuses, its second (127.0.0.1)
+    is a sink; alldead.example has only the refusing one. Returns the relay
+    (one message per connection, --debug) and the sink's port."""
     from conftest import free_port
     from relay_peers import start_sink_at
     port = free_port()
-    good = start_sink_at(datadir, "127.0.0.1", port)
-    servers.append(good)
+    servers.append(start_sink_at(datadir, "127.0.0.1", port))
     zones = {
         "dead.example": mx_zone("dead.example", [(10, "mx1", "A 127.0.0.3"),
                                                  (20, "mx2", "A 127.0.0.1")]),
@@ -183,8 +180,18 @@ def test_dead_address_is_skipped_by_later_connections(datadir, servers):
     servers.append(knot)
     relay = start_relay(datadir, ["--resolver", knot.resolver, "--smtp-port", str(port),
                                   "--trusted", "127.0.0.1", "--retry-schedule", "1s",
-                                  "--msgs-per-conn", "1", "--debug"])
+                                  "--msgs-per-conn", "1", "--debug"] + list(extra))
     servers.append(relay)
+    return relay, port
+
+
+def test_dead_address_is_skipped_by_later_connections(datadir, servers):
+    """The first MX refuses (nothing listens on 127.0.0.3): the first
+    connection fails over to the second MX and logs it; the next five
+    connections (one message each) go straight to the second MX. A site
+    whose only address is dead is still tried (every attempt reports the
+    refusal, none is dropped as 'no address')."""
+    relay, port = start_dead_first_mx(datadir, servers)
 
     def delivered():
         return [e for e in events(relay) if e["event"] == "delivery"]
@@ -210,22 +217,7 @@ def test_dead_address_is_skipped_by_later_connections(datadir, servers):
 def test_dead_time_zero_remembers_nothing(datadir, servers):
     """--dead-time 0s turns the memory off: every connection tries the
     refusing first MX again before failing over."""
-    from conftest import free_port
-    from relay_peers import start_sink_at
-    port = free_port()
-    good = start_sink_at(datadir, "127.0.0.1", port)
-    servers.append(good)
-    zones = {
-        "dead.example": mx_zone("dead.example", [(10, "mx1", "A 127.0.0.3"),
-                                                 (20, "mx2", "A 127.0.0.1")]),
-        "example.com": soa("example.com") + "@ MX 10 mx.example.com.\nmx A 127.0.0.1\n",
-    }
-    knot = start_knot(datadir, zones)
-    servers.append(knot)
-    relay = start_relay(datadir, ["--resolver", knot.resolver, "--smtp-port", str(port),
-                                  "--trusted", "127.0.0.1", "--retry-schedule", "1s",
-                                  "--msgs-per-conn", "1", "--dead-time", "0s", "--debug"])
-    servers.append(relay)
+    relay, port = start_dead_first_mx(datadir, servers, ["--dead-time", "0s"])
 
     def delivered():
         return [e for e in events(relay) if e["event"] == "delivery"]
