@@ -88,6 +88,7 @@ def main():
     a = ap.parse_args()
     binary = os.path.abspath(a.bin)
     work = tempfile.mkdtemp(prefix="relayq-", dir=a.dir)
+    os.chmod(work, 0o755)  # the relay runs as nobody once bound
     spool = os.path.join(work, "spool")
     port, closed = free_port(), free_port()
     argv = [binary, "relay", "--listen", "127.0.0.1:%d" % port, "--spool", spool,

@@ -179,6 +179,9 @@ int base_user_lookup(const char *spec, uid_t *uid, gid_t *gid, struct base_err *
 /* When running as root, becomes that user for good (supplementary groups
  * dropped, checked); does nothing otherwise. */
 int base_drop_privileges(const char *spec, struct base_err *err);
+/* The user daemons become when none is named: "mailrep" if it exists,
+ * else "nobody". */
+const char *base_default_user(void);
 
 /* Writes a whole file atomically: to a temporary name, fsync, rename. */
 int base_write_file_atomic(const char *path, const void *data, size_t len, struct base_err *err);

@@ -33,6 +33,11 @@ int base_user_lookup(const char *spec, uid_t *uid, gid_t *gid, struct base_err *
 	return 0;
 }
 
+const char *base_default_user(void)
+{
+	return getpwnam("mailrep") ? "mailrep" : "nobody";
+}
+
 int base_drop_privileges(const char *spec, struct base_err *err)
 {
 	if (geteuid() != 0) return 0;

@@ -1158,7 +1158,7 @@ static const char trap_help[] =
     "                       header naming the real client (repeatable)\n"
     "  --hostname NAME      the name in the greeting (default: the host name)\n"
     "  --user USER[:GROUP]  as root: become USER once the port is bound and the\n"
-    "                       store is open (without it a root trap warns)\n"
+    "                       store is open (default mailrep if it exists, else nobody)\n"
     "  --timeout DUR        close clients silent this long (default 5m)\n"
     "  --max-size BYTES     largest message (default 10485760)\n"
     "  --max-conns N        concurrent connections (default 256)\n"

@@ -39,7 +39,7 @@ static const char relay_help[] =
     "  --csv FILE                 the same events as CSV, in PowerMTA's accounting style\n"
     "  --hostname NAME            name in the greeting, EHLO and DSNs\n"
     "  --user USER[:GROUP]        as root: become USER after binding (the spool is given\n"
-    "                             to USER); without it a root relay warns and stays root\n"
+    "                             to USER); default mailrep if it exists, else nobody\n"
     "  --retry-schedule LIST      delays between attempts, e.g. 10m,30m,1h,2h,4h (default)\n"
     "  --max-age DURATION         give up (expire, DSN) after this long (default 5d)\n"
     "  --suspend DURATION         rest for a destination after a 4xx greeting or 421 (5m)\n"

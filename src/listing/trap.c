@@ -528,11 +528,10 @@ int listing_trap_run(const struct listing_trap_options *o, struct base_err *err)
 	}
 	/* the port is bound and the store open (its files stay open): root is
 	 * no longer needed */
-	if (geteuid() == 0 && !o->user)
-		base_warn("trap: running as root: give --user to drop privileges after binding");
-	if (geteuid() == 0 && o->user) {
-		if (base_drop_privileges(o->user, err) < 0) goto out;
-		base_info("trap: running as %s", o->user);
+	if (geteuid() == 0) {
+		const char *user = o->user ? o->user : base_default_user();
+		if (base_drop_privileges(user, err) < 0) goto out;
+		base_info("trap: running as %s", user);
 	}
 	sigterm = evsignal_new(t.base, SIGTERM, on_signal, t.base);
 	sigint = evsignal_new(t.base, SIGINT, on_signal, t.base);

@@ -842,16 +842,18 @@ static int drop_root(const struct relay_config *c, struct base_err *err)
 		if (c->user) base_info("not root: --user %s not needed", c->user);
 		return 0;
 	}
-	if (!c->user) {
-		base_warn("running as root: give --user to drop privileges after binding");
-		return 0;
-	}
+	const char *user = c->user ? c->user : base_default_user();
 	uid_t uid;
 	gid_t gid;
-	if (base_user_lookup(c->user, &uid, &gid, err) < 0) return -1;
+	if (base_user_lookup(user, &uid, &gid, err) < 0) return -1;
 	if (spool_give(c->spool, uid, gid, err) < 0) return -1;
-	if (base_drop_privileges(c->user, err) < 0) return -1;
-	base_info("running as %s", c->user);
+	if (base_drop_privileges(user, err) < 0) return -1;
+	if (access(c->spool, R_OK | W_OK | X_OK) < 0)
+		return base_errf(err,
+		                 "spool %s: not usable as %s (%s): its parent directories must let "
+		                 "that user through",
+		                 c->spool, user, strerror(errno));
+	base_info("running as %s", user);
 	return 0;
 }
 

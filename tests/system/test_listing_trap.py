@@ -274,6 +274,18 @@ def test_trap_gives_up_root_after_binding(trap):
     assert j["listed"], j
 
 
+def test_trap_without_user_gives_up_root_too(trap):
+    import pwd
+    try:
+        default = pwd.getpwnam("mailrep")
+    except KeyError:
+        default = pwd.getpwnam("nobody")
+    srv = trap()
+    with open("/proc/%d/status" % srv.proc.pid) as f:
+        uid = [ln.split()[1:] for ln in f if ln.startswith("Uid:")][0]
+    assert uid == [str(default.pw_uid)] * 4, uid
+
+
 def test_trap_refuses_root_as_its_user(tmp_path):
     with pytest.raises(RuntimeError) as e:
         start_trap(tmp_path, "--user", "root")

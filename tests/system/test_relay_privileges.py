@@ -1,7 +1,7 @@
 """The relay gives up root after binding (--user): it runs as that user,
 the spool is handed to it, and everything still works — delivery, the
 control socket, a restart on the same spool. Root and unknown users are
-refused as targets."""
+refused as targets; without --user the relay becomes "mailrep" or nobody."""
 import os
 import pwd
 import subprocess
@@ -56,11 +56,17 @@ def test_relay_runs_as_the_user_after_binding(datadir, servers):
     stop_clean(again)
 
 
-def test_root_without_user_warns(datadir, servers):
+def test_root_becomes_the_default_user(datadir, servers):
+    """Without --user a relay started as root still gives root up: to
+    "mailrep" if that user exists, else to nobody."""
+    try:
+        default = pwd.getpwnam("mailrep")
+    except KeyError:
+        default = NOBODY
     relay = start_relay(datadir, ["--trusted", "127.0.0.1/32"])
     servers.append(relay)
-    assert uids(relay.proc.pid)[1] == 0
-    assert "running as root: give --user" in relay.output()
+    assert uids(relay.proc.pid) == [default.pw_uid] * 4, uids(relay.proc.pid)
+    assert "running as %s" % default.pw_name in relay.output()
     stop_clean(relay)
 
 
@@ -72,3 +78,13 @@ def test_bad_users_are_refused(datadir):
                             "--spool", os.path.join(datadir, "s-" + user.replace(":", "-")),
                             "--user", user], capture_output=True, text=True, timeout=30)
         assert r.returncode != 0 and what in r.stderr, (user, r.stderr)
+
+
+def test_spool_the_user_cannot_reach_is_refused(datadir):
+    closed = os.path.join(datadir, "closed")
+    os.mkdir(closed, 0o700)
+    r = subprocess.run([MAILREP, "relay", "--listen", "127.0.0.1:0", "--trusted", "127.0.0.1",
+                        "--spool", os.path.join(closed, "spool"), "--user", "nobody"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and "not usable as nobody" in r.stderr and \
+        "parent directories" in r.stderr, r.stderr
