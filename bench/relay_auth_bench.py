@@ -37,24 +37,12 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "system"))
 from postfix_instance import free_port  # noqa: E402
+from relay_bench import wait_port  # noqa: E402
 
 SINK = "/usr/sbin/smtp-sink"
 PASSWORD = "bench-password"
 BODY = ("From: a@example.com\r\nTo: b@dest.example\r\nSubject: bench\r\n\r\n" +
         ("x" * 76 + "\r\n") * 26)
-
-
-def wait_port(port, proc=None, timeout=30.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError("server exited with %s" % proc.returncode)
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("nothing listens on port %d" % port)
 
 
 class Client:
