@@ -33,6 +33,7 @@ rate is not a measurement).
 """
 import argparse
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -64,9 +65,13 @@ def wait_port(port, proc=None, timeout=30.0):
 
 
 def inject(port, n):
+    """Runs smtp-source; returns its CPU seconds (user + system)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run([SOURCE, "-s", str(SESSIONS), "-m", str(n), "-l", "4096",
                     "-f", "a@example.com", "-t", "b@dest.example", "127.0.0.1:%d" % port],
                    check=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 class LogCounter:
@@ -142,7 +147,7 @@ def run_relay(binary, work, name, sink_port, key, n, perf=None, strace=None):
                                       strace)
     counter = LogCounter(spool + ".log", b'"event":"delivery"')
     start = time.monotonic()
-    inject(port, n)
+    source_cpu = inject(port, n)
     stalled = Stall(lambda: counter.n)
     while counter.count() < n:
         if p.poll() is not None:
@@ -159,7 +164,7 @@ def run_relay(binary, work, name, sink_port, key, n, perf=None, strace=None):
     with open(spool + ".out", errors="replace") as f:
         commits = [ln.split("info: ", 1)[-1].strip() for ln in f if "group commit" in ln]
     shutil.rmtree(spool, ignore_errors=True)
-    return secs, cpu, loop, commits[-1] if commits else ""
+    return secs, cpu, loop, commits[-1] if commits else "", source_cpu
 
 
 def cpu_seconds(pid, tid=None):
@@ -193,7 +198,7 @@ def run_postfix(work, sink_port, n):
         sent = LogCounter(pf.logfile, b"status=sent")
         cpu0 = tree_cpu_seconds(pf)
         start = time.monotonic()
-        inject(pf.port, n)
+        source_cpu = inject(pf.port, n)
         stalled = Stall(pf.queue_count)
         while pf.queue_count() > 0:
             stalled.check("postfix: %d messages stay queued\n%s" % (pf.queue_count(),
@@ -206,7 +211,7 @@ def run_postfix(work, sink_port, n):
             time.sleep(0.1)  # the log may trail the queue a little
         if sent.count() != n:
             raise RuntimeError("postfix: queue empty but %d of %d sent" % (sent.count(), n))
-    return secs, cpu
+    return secs, cpu, source_cpu
 
 
 def rss_kb(pid):
@@ -264,7 +269,8 @@ def main():
         for i in range(a.runs):
             r = p = None
             if a.only != "postfix":
-                secs, cpu, loop, commits = run_relay(a.bin, work, "spool%d" % i, sink_port, key, n,
+                sink0 = cpu_seconds(sink.pid)
+                secs, cpu, loop, commits, src = run_relay(a.bin, work, "spool%d" % i, sink_port, key, n,
                                           a.perf if i == 0 else None,
                                           a.strace if i == 0 else None)
                 r = n / secs
@@ -274,14 +280,19 @@ def main():
                       "(DKIM %s, durable spool; CPU %.0f us/msg, loop thread %.0f; %s)"
                       % (i + 1, n, secs, r, label, cpu * 1e6 / n, loop * 1e6 / n, commits),
                       flush=True)
+                print("       load: smtp-source %.0f us/msg, smtp-sink %.0f us/msg"
+                      % (src * 1e6 / n, (cpu_seconds(sink.pid) - sink0) * 1e6 / n), flush=True)
             if a.only != "relay":
-                secs, pcpu = run_postfix(work, sink_port, n)
+                sink0 = cpu_seconds(sink.pid)
+                secs, pcpu, src = run_postfix(work, sink_port, n)
                 p = n / secs
                 rates_p.append(p)
                 cpu_p.append(pcpu * 1e6 / n)
                 print("run %d: postfix:       %d messages end to end in %.2f s: %.0f msg/s "
                       "(CPU %.0f us/msg, all its processes)" % (i + 1, n, secs, p, cpu_p[-1]),
                       flush=True)
+                print("       load: smtp-source %.0f us/msg, smtp-sink %.0f us/msg"
+                      % (src * 1e6 / n, (cpu_seconds(sink.pid) - sink0) * 1e6 / n), flush=True)
             if r and p:
                 ratios.append(r / p)
                 cpu_ratios.append(cpu_p[-1] / cpu_r[-1])

@@ -97,7 +97,11 @@ struct dest {
 	size_t naddrs;
 	char *names[DEST_ADDRS_MAX]; /* of addrs: relay_hops.names, owned (mta.c frees) */
 	uint32_t prefs[DEST_ADDRS_MAX];
-	struct relay_limits lim;
+	struct relay_limits lim;  /* in force: conf lowered by cut (throttle.c) */
+	struct relay_limits conf; /* configured: the defaults and a [domain] override */
+	struct relay_limits cut;  /* throttle rules' limits until cut_until (cut.set: which) */
+	int64_t cut_until;
+	const char *cut_rule; /* the last rule that matched (config-owned) */
 	struct dest_src *src; /* pool->nsrc of them, or one */
 	size_t nsrc;
 	struct dest_wake *wake; /* a rate limit's wait (mta.c) */
@@ -197,6 +201,14 @@ void relay_account(struct relay_ctx *x, const char *event, const struct rmsg *m,
 void relay_outcome(struct relay_ctx *x, struct dest *d, struct rmsg *m, uint32_t idx, int code,
                    const char *reply);
 void relay_suspend(struct relay_ctx *x, struct dest *d, const char *why);
+/* Holds d until `until` (a throttle rule's suspend; relay_suspend's). */
+void relay_suspend_until(struct relay_ctx *x, struct dest *d, int64_t until, const char *why);
+/* The enhanced status code at the start of a reply's text ("5.1.1"), or "". */
+void relay_enhanced(const char *reply, char *out, size_t n);
+/* throttle.c: applies the first [throttle] rule matching a reply of d's
+ * (returns 1), and recomputes d->lim from d->conf and the rules in force. */
+int relay_throttle_reply(struct relay_ctx *x, struct dest *d, int code, const char *reply);
+void relay_dest_limits(struct relay_ctx *x, struct dest *d);
 struct job *relay_job_take(struct dest *d);
 void relay_job_free(struct relay_ctx *x, struct job *j);
 

@@ -969,6 +969,7 @@ static void fail_waiting(struct relay_ctx *x, struct dest *d, const char *why)
 void relay_mta_pump(struct relay_ctx *x, struct dest *d)
 {
 	if (x->stopping || d->suspended_until > base_now()) return;
+	relay_dest_limits(x, d); /* a throttle rule's end */
 	/* idle connections first, when their TLS state suits the next job */
 	struct conn *cn;
 	for (struct conn *c = x->clist; c && d->head; c = cn) {

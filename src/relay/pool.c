@@ -290,12 +290,15 @@ static int section_cb(void *ctx, const char *section, const char *key, const cha
 			                 key);
 		return relay_pool_add(c, section + 5, value, err);
 	}
+	if (!strncmp(section, "throttle ", 9)) return relay_throttle_set(c, section + 9, key, value, err);
 	return relay_domain_set(c, section + 7, key, value, err);
 }
 
 int relay_config_sections(struct relay_config *c, const char *path, struct base_err *err)
 {
-	if (base_ini_read_sections(path, "pool ", section_cb, c, err) < 0) return -1;
+	if (base_ini_read_sections(path, "pool ", section_cb, c, err) < 0 ||
+	    base_ini_read_sections(path, "throttle ", section_cb, c, err) < 0)
+		return -1;
 	return base_ini_read_sections(path, "domain ", section_cb, c, err);
 }
 
@@ -303,7 +306,7 @@ int relay_shaping_check(const struct relay_config *c, struct base_err *err)
 {
 	if (c->default_pool && !relay_pool_find(c, c->default_pool))
 		return base_errf(err, "default-pool: no pool named '%s'", c->default_pool);
-	return 0;
+	return relay_throttles_check(c, err);
 }
 
 const struct relay_pool *relay_pool_find(const struct relay_config *c, const char *name)
@@ -342,4 +345,5 @@ void relay_shaping_free(struct relay_config *c)
 	free(c->domains);
 	c->domains = NULL;
 	c->ndomains = 0;
+	relay_throttles_free(c);
 }

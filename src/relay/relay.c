@@ -64,7 +64,7 @@ static void json_or_null(FILE *f, const char *s)
 }
 
 /* The enhanced status code at the start of a reply text ("5.1.1 ..."). */
-static void enhanced(const char *reply, char *out, size_t n)
+void relay_enhanced(const char *reply, char *out, size_t n)
 {
 	out[0] = 0;
 	if (!reply || strlen(reply) < 4) return;
@@ -82,7 +82,7 @@ static const char *categorize(struct relay_ctx *x, int code, const char *reply)
 {
 	if (x->category) return x->category; /* an administrator's action */
 	char e[16];
-	enhanced(reply, e, sizeof e);
+	relay_enhanced(reply, e, sizeof e);
 	return relay_classify(x->cfg->rules, code, e, reply ? reply : "");
 }
 
@@ -118,7 +118,7 @@ static void account_csv(struct relay_ctx *x, const char *event, const struct rms
 	strftime(t1, sizeof t1, "%Y-%m-%d %H:%M:%S+0000", &tm);
 	gmtime_r(&q, &tm);
 	strftime(t2, sizeof t2, "%Y-%m-%d %H:%M:%S+0000", &tm);
-	enhanced(reply, e, sizeof e);
+	relay_enhanced(reply, e, sizeof e);
 	if (d && x->acct_mx)
 		snprintf(mta, sizeof mta, "%s", x->acct_mx);
 	else if (d)
@@ -160,7 +160,7 @@ void relay_account(struct relay_ctx *x, const char *event, const struct rmsg *m,
 	if (x->csv) account_csv(x, event, m, r, d, code, reply);
 	if (!x->log) return;
 	char e[16];
-	enhanced(reply, e, sizeof e);
+	relay_enhanced(reply, e, sizeof e);
 	FILE *f = x->log;
 	fprintf(f, "{\"time\":%lld,\"event\":", (long long)base_now());
 	json_str(f, event);
@@ -345,24 +345,13 @@ static int dest_for(struct relay_ctx *x, const struct rmsg *m, const char *addr,
 		/* a [domain] override applies to the site its mail goes to */
 		const struct relay_domain_limits *o = relay_domain_find(c, domain);
 		if (o) {
-			struct relay_limits *l = &(*d)->lim;
+			struct relay_limits *l = &(*d)->conf;
 			if (o->lim.set & RELAY_LIM_CONN) l->conn_limit = o->lim.conn_limit;
 			if (o->lim.set & RELAY_LIM_MPC) l->msgs_per_conn = o->lim.msgs_per_conn;
-			if ((o->lim.set & RELAY_LIM_MPS) &&
-			    l->msgs_per_sec != o->lim.msgs_per_sec) {
-				l->msgs_per_sec = o->lim.msgs_per_sec;
-				for (size_t i = 0; i < (*d)->nsrc; i++)
-					relay_rate_init(&(*d)->src[i].msgs, l->msgs_per_sec,
-					                1000000000ull);
-			}
-			if ((o->lim.set & RELAY_LIM_CPM) &&
-			    l->conns_per_min != o->lim.conns_per_min) {
-				l->conns_per_min = o->lim.conns_per_min;
-				for (size_t i = 0; i < (*d)->nsrc; i++)
-					relay_rate_init(&(*d)->src[i].conns, l->conns_per_min,
-					                60000000000ull);
-			}
+			if (o->lim.set & RELAY_LIM_MPS) l->msgs_per_sec = o->lim.msgs_per_sec;
+			if (o->lim.set & RELAY_LIM_CPM) l->conns_per_min = o->lim.conns_per_min;
 		}
+		relay_dest_limits(x, *d); /* the rate buckets follow a changed rate */
 	}
 	return r;
 }
@@ -392,10 +381,11 @@ static struct dest *dest_get(struct relay_ctx *x, const char *host, uint16_t por
 		d->host = base_xstrdup(host);
 		d->port = port;
 		d->pool = pool;
-		d->lim.conn_limit = c->conn_limit;
-		d->lim.msgs_per_conn = c->msgs_per_conn;
-		d->lim.msgs_per_sec = c->msgs_per_sec;
-		d->lim.conns_per_min = c->conns_per_min;
+		d->conf.conn_limit = c->conn_limit;
+		d->conf.msgs_per_conn = c->msgs_per_conn;
+		d->conf.msgs_per_sec = c->msgs_per_sec;
+		d->conf.conns_per_min = c->conns_per_min;
+		d->lim = d->conf;
 		d->nsrc = pool ? pool->nsrc : 1;
 		d->src = base_xcalloc(d->nsrc, sizeof *d->src);
 		for (size_t i = 0; i < d->nsrc; i++) {
@@ -442,6 +432,7 @@ void relay_outcome(struct relay_ctx *x, struct dest *d, struct rmsg *m, uint32_t
 	struct rrcpt *r = &m->rcpt[idx];
 	int64_t now = base_now();
 	r->attempts++;
+	relay_throttle_reply(x, d, code, reply);
 	if (code >= 200 && code < 300) {
 		finish(x, m, idx, RELAY_RCPT_DELIVERED);
 		relay_account(x, "delivery", m, r, d, code, reply);
@@ -465,10 +456,20 @@ void relay_outcome(struct relay_ctx *x, struct dest *d, struct rmsg *m, uint32_t
 
 void relay_suspend(struct relay_ctx *x, struct dest *d, const char *why)
 {
+	/* a throttle rule may hold the site longer (or cut its limits) */
+	int code = why && why[0] >= '1' && why[0] <= '5' ? atoi(why) : 421;
+	relay_throttle_reply(x, d, code, why);
 	int64_t until = base_now() + x->cfg->suspend;
+	if (d->suspended_until < until)
+		base_info("destination %s:%u suspended for %us: %s", d->host, d->port,
+		          x->cfg->suspend, why);
+	relay_suspend_until(x, d, until, why);
+}
+
+void relay_suspend_until(struct relay_ctx *x, struct dest *d, int64_t until, const char *why)
+{
+	(void)why;
 	if (d->suspended_until < until) d->suspended_until = until;
-	base_info("destination %s:%u suspended for %us: %s", d->host, d->port, x->cfg->suspend,
-	          why);
 	/* waiting jobs go back to the queue, without counting an attempt */
 	struct job *j;
 	while ((j = relay_job_take(d))) {

@@ -10,6 +10,7 @@
 #ifndef MAILREP_RELAY_H
 #define MAILREP_RELAY_H
 
+#include <regex.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
@@ -187,6 +188,11 @@ extern const char relay_rules_default[];
 int relay_rules_add(struct relay_rules **r, const char *text, size_t len, const char *origin,
                     struct base_err *err);
 void relay_rules_free(struct relay_rules *r);
+/* Compiles an operator's pattern (POSIX ERE, case-insensitive, no
+ * interval expressions, bounded repetition: see rules.c); errors begin
+ * with `where`. */
+int relay_regex_compile(regex_t *re, const char *p, size_t n, const char *where,
+                        struct base_err *err);
 /* The category of a reply: bad-mailbox, bad-domain, inactive-mailbox,
  * quota, spam-related, policy-related, bad-connection, protocol, expired
  * or other. code 0 stands for a connection-level failure. */
@@ -224,6 +230,7 @@ struct relay_dkim {
 #define RELAY_POOL_SOURCES_MAX 64
 #define RELAY_POOLS_MAX        256
 #define RELAY_DOMAINS_MAX      4096
+#define RELAY_THROTTLES_MAX    256
 
 struct relay_source {
 	struct base_sockaddr addr; /* port 0 */
@@ -278,8 +285,15 @@ const struct relay_domain_limits *relay_domain_find(const struct relay_config *c
                                                     const char *domain);
 /* Frees the pools only (a --pool flag replaces the file's pools). */
 void relay_pools_clear(struct relay_config *c);
-/* Frees pools, default pool and domain overrides. */
+/* Frees pools, default pool, domain overrides and throttle rules. */
 void relay_shaping_free(struct relay_config *c);
+/* A [throttle NAME] key (match, action, duration; see throttle.c). */
+struct relay_throttle;
+int relay_throttle_set(struct relay_config *c, const char *name, const char *key,
+                       const char *value, struct base_err *err);
+/* Checks that every throttle rule is complete. */
+int relay_throttles_check(const struct relay_config *c, struct base_err *err);
+void relay_throttles_free(struct relay_config *c);
 /* STARTTLS at delivery, per recipient domain ("*": the default). */
 enum relay_tls_mode {
 	RELAY_TLS_OPPORTUNISTIC = 0, /* when offered, no certificate check */
@@ -327,6 +341,8 @@ struct relay_config {
 	uint32_t msgs_per_sec, conns_per_min;
 	struct relay_domain_limits *domains;
 	size_t ndomains;
+	struct relay_throttle *throttles; /* throttle.c: reactions to replies */
+	size_t nthrottles;
 	/* TLS, AUTH and accounts (server.c, tls.c, account.c) */
 	const char *tls_cert, *tls_key; /* STARTTLS at reception; NULL: not offered */
 	const char *tls_ca;             /* CA file for the verify policy; NULL: system store */

@@ -79,6 +79,30 @@ static int repetition_ok(const char *p, size_t n)
 	return 1;
 }
 
+int relay_regex_compile(regex_t *re, const char *p, size_t n, const char *where,
+                        struct base_err *err)
+{
+	if (!n) return base_errf(err, "%s: empty pattern", where);
+	if (n > 1024) return base_errf(err, "%s: pattern too long", where);
+	if (memchr(p, 0, n)) return base_errf(err, "%s: NUL byte in pattern", where);
+	/* glibc expands interval expressions by copying the tree:
+	 * "(x{100}){100}" takes gigabytes, so they are refused */
+	if (memchr(p, '{', n))
+		return base_errf(err, "%s: interval expressions ({n,m}) are not supported", where);
+	if (!repetition_ok(p, n))
+		return base_errf(err, "%s: stacked repetition operators or more than %d '+'", where,
+		                 PLUS_MAX);
+	char *pat = base_xstrndup(p, n);
+	int rc = regcomp(re, pat, REG_EXTENDED | REG_ICASE | REG_NOSUB);
+	free(pat);
+	if (rc) {
+		char msg[128];
+		regerror(rc, re, msg, sizeof msg);
+		return base_errf(err, "%s: bad pattern: %s", where, msg);
+	}
+	return 0;
+}
+
 int relay_rules_add(struct relay_rules **rp, const char *text, size_t len, const char *origin,
                     struct base_err *err)
 {
@@ -105,31 +129,11 @@ int relay_rules_add(struct relay_rules **rp, const char *text, size_t len, const
 			if (ce == e)
 				return base_errf(err, "%s:%zu: rule without a pattern", origin,
 				                 lineno);
-			if (e - ce > 1024)
-				return base_errf(err, "%s:%zu: pattern too long", origin, lineno);
-			if (memchr(ce, 0, (size_t)(e - ce)))
-				return base_errf(err, "%s:%zu: NUL byte in pattern", origin,
-				                 lineno);
-			/* glibc expands interval expressions by copying the tree:
-			 * "(x{100}){100}" takes gigabytes, so they are refused */
-			if (memchr(ce, '{', (size_t)(e - ce)))
-				return base_errf(
-				    err, "%s:%zu: interval expressions ({n,m}) are not supported",
-				    origin, lineno);
-			if (!repetition_ok(ce, (size_t)(e - ce)))
-				return base_errf(
-				    err, "%s:%zu: stacked repetition operators or more than %d '+'",
-				    origin, lineno, PLUS_MAX);
-			char *pat = base_xstrndup(ce, (size_t)(e - ce));
+			char where[300];
+			snprintf(where, sizeof where, "%s:%zu", origin, lineno);
 			regex_t re;
-			int rc = regcomp(&re, pat, REG_EXTENDED | REG_ICASE | REG_NOSUB);
-			free(pat);
-			if (rc) {
-				char msg[128];
-				regerror(rc, &re, msg, sizeof msg);
-				return base_errf(err, "%s:%zu: bad pattern: %s", origin, lineno,
-				                 msg);
-			}
+			if (relay_regex_compile(&re, ce, (size_t)(e - ce), where, err) < 0)
+				return -1;
 			r->v = base_xrealloc(r->v, (r->n + 1) * sizeof *r->v);
 			r->v[r->n].category = cat;
 			r->v[r->n].re = re;

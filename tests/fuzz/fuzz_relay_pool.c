@@ -1,7 +1,8 @@
 /*
  * fuzz_relay_pool.c — libFuzzer target for the relay's pool and shaping
  * settings: the input's first line is a --pool flag value, the second a
- * [pool] section's `source` value, the third a [domain] key=value. Each is
+ * [pool] section's `source` value, the third a [domain] key=value, the
+ * fourth and later [throttle] key=value lines (match, action, duration). Each is
  * accepted with sane results (weights 1..1000, an address of a known
  * family, a bounded EHLO name) or refused with a message.
  */
@@ -33,8 +34,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	char *text = malloc(size + 1);
 	memcpy(text, data, size);
 	text[size] = 0;
-	char *line[3] = {text, "", ""};
-	for (int i = 1; i < 3; i++) {
+	char *line[4] = {text, "", "", ""};
+	for (int i = 1; i < 4; i++) {
 		char *nl = strchr(line[i - 1], '\n');
 		if (!nl) break;
 		*nl = 0;
@@ -53,6 +54,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 		if (relay_shaping_set(&c, line[2], eq + 1, &err) < 0 && !err.msg[0]) abort();
 	}
+	/* the rest: one [throttle fuzz] key=value a line */
+	for (char *l = line[3]; *l;) {
+		char *nl = strchr(l, '\n');
+		if (nl) *nl = 0;
+		char *e = strchr(l, '=');
+		if (e) {
+			*e = 0;
+			if (relay_throttle_set(&c, "fuzz", l, e + 1, &err) < 0 && !err.msg[0]) abort();
+		}
+		if (!nl) break;
+		l = nl + 1;
+	}
+	if (relay_throttles_check(&c, &err) < 0 && !err.msg[0]) abort();
 	relay_shaping_free(&c);
 	free(text);
 	return 0;

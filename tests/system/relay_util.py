@@ -130,7 +130,7 @@ def stop_clean(relay):
 class CountingSink:
     """A minimal SMTP receiver counting simultaneous connections."""
 
-    def __init__(self, delay=0.15, esmtp=True, rcpt_reply=None):
+    def __init__(self, delay=0.15, esmtp=True, rcpt_reply=None, rcpt_reply_for=None):
         self.port = free_port()
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -141,6 +141,7 @@ class CountingSink:
         self.per_conn = []  # messages carried by each finished connection
         self.pipelined = 0  # MAIL commands that arrived with their RCPT already behind them
         self.rcpt_reply = rcpt_reply  # e.g. b"421 ..." answers every RCPT, then closes
+        self.rcpt_reply_for = rcpt_reply_for  # f(RCPT line) -> a reply, or None for 250
         self.current = self.max = self.connections = self.messages = 0
         self.running = True
         self.thread = threading.Thread(target=self.serve, daemon=True)
@@ -195,9 +196,11 @@ class CountingSink:
                     c.sendall(b"502 5.5.1 no ESMTP here\r\n")
                 elif verb == b"EHLO":
                     c.sendall(b"250-counting\r\n250 PIPELINING\r\n")
-                elif verb == b"RCPT" and self.rcpt_reply:
-                    c.sendall(self.rcpt_reply + b"\r\n")
-                    if self.rcpt_reply.startswith(b"421"):
+                elif verb == b"RCPT" and (self.rcpt_reply or self.rcpt_reply_for):
+                    reply = self.rcpt_reply_for(line) if self.rcpt_reply_for else \
+                        self.rcpt_reply
+                    c.sendall((reply or b"250 ok") + b"\r\n")
+                    if reply and reply.startswith(b"421"):
                         break
                 elif verb == b"DATA":
                     data = True

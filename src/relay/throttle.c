@@ -1,0 +1,272 @@
+/*
+ * throttle.c — shaping that reacts to what receivers say. A `[throttle
+ * NAME]` section of the config names a pattern over the replies of a
+ * destination site and what to do when one matches:
+ *
+ *   [throttle gmail-rate]
+ *   match    = 4\.7\.28        ; POSIX ERE, case-insensitive, over "CODE ENHANCED TEXT"
+ *   action   = conn-limit 2    ; or msgs-per-conn N, msgs-per-sec N, conns-per-min N, suspend
+ *   duration = 1h
+ *
+ * The subject a pattern sees is the one the bounce rules see (rules.c):
+ * "451 4.7.28 451 4.7.28 Our system has detected an unusual rate ...".
+ * Every reply that is not 2xx is matched, the greeting's and a 421's
+ * included; the first matching rule in file order applies, to the
+ * destination that answered (one MX site as seen from one pool: all its
+ * source addresses). A limit only ever lowers the configured one, several
+ * rules combine to the lowest of each, and each match moves the end to
+ * DURATION from now; when it passes, the configured limits return.
+ * `suspend` holds the destination for DURATION as a 4xx greeting does for
+ * --suspend. This is KumoMTA's shaping automation and PowerMTA's backoff
+ * mode in a small form.
+ *
+ * State (the invariant): dest.conf holds the configured limits (defaults
+ * and a [domain] override), dest.cut those of the rules in force until
+ * dest.cut_until (cut.set says which), and dest.lim the effective ones,
+ * which relay_dest_limits() recomputes; the rate buckets are initialised
+ * for dest.lim's rates. Throttles live in memory: a restart forgets them.
+ */
+#include <regex.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "relay/account.h"
+#include "relay/int.h"
+
+enum { T_SUSPEND = 1, T_CONN, T_MPC, T_MPS, T_CPM };
+
+struct relay_throttle {
+	char *name;
+	regex_t re;
+	int has_re;
+	int action; /* T_*; 0 while not yet given */
+	uint32_t value;
+	uint32_t duration; /* seconds; 0 while not yet given */
+};
+
+static const struct {
+	const char *name;
+	int action;
+	unsigned bit;
+	uint32_t min;
+} actions[] = {
+    {"suspend", T_SUSPEND, 0, 0},         {"conn-limit", T_CONN, RELAY_LIM_CONN, 1},
+    {"msgs-per-conn", T_MPC, RELAY_LIM_MPC, 1}, {"msgs-per-sec", T_MPS, RELAY_LIM_MPS, 1},
+    {"conns-per-min", T_CPM, RELAY_LIM_CPM, 1},
+};
+#define NACTIONS (sizeof actions / sizeof actions[0])
+
+static struct relay_throttle *throttle_get(struct relay_config *c, const char *name,
+                                           struct base_err *err)
+{
+	for (size_t i = 0; i < c->nthrottles; i++)
+		if (!strcmp(c->throttles[i].name, name)) return &c->throttles[i];
+	if (!relay_name_valid(name)) {
+		base_errf(err, "bad throttle name '%.64s'", name);
+		return NULL;
+	}
+	if (c->nthrottles >= RELAY_THROTTLES_MAX) {
+		base_errf(err, "too many [throttle] sections (at most %d)", RELAY_THROTTLES_MAX);
+		return NULL;
+	}
+	c->throttles = base_xrealloc(c->throttles, (c->nthrottles + 1) * sizeof *c->throttles);
+	struct relay_throttle *t = &c->throttles[c->nthrottles++];
+	memset(t, 0, sizeof *t);
+	t->name = base_xstrdup(name);
+	return t;
+}
+
+static int action_set(struct relay_throttle *t, const char *v, struct base_err *err)
+{
+	size_t n = strcspn(v, " \t");
+	const char *arg = v + n + strspn(v + n, " \t");
+	for (size_t i = 0; i < NACTIONS; i++) {
+		if (strlen(actions[i].name) != n || strncmp(actions[i].name, v, n)) continue;
+		if (actions[i].action == T_SUSPEND) {
+			if (*arg)
+				return base_errf(err, "throttle %s: action suspend takes no number",
+				                 t->name);
+			t->action = T_SUSPEND;
+			return 0;
+		}
+		uint64_t x;
+		int k = base_parse_uint(arg, 1u << 30, &x);
+		if (k <= 0 || arg[k] || x < actions[i].min)
+			return base_errf(err, "throttle %s: action %s needs a number of at least %u",
+			                 t->name, actions[i].name, actions[i].min);
+		t->action = actions[i].action;
+		t->value = (uint32_t)x;
+		return 0;
+	}
+	return base_errf(err,
+	                 "throttle %s: unknown action '%.40s' (suspend, conn-limit N, "
+	                 "msgs-per-conn N, msgs-per-sec N, conns-per-min N)",
+	                 t->name, v);
+}
+
+int relay_throttle_set(struct relay_config *c, const char *name, const char *key,
+                       const char *value, struct base_err *err)
+{
+	struct relay_throttle *t = throttle_get(c, name, err);
+	if (!t) return -1;
+	if (!strcmp(key, "match")) {
+		if (t->has_re) return base_errf(err, "throttle %s: match given twice", name);
+		char origin[96];
+		snprintf(origin, sizeof origin, "throttle %s: match", name);
+		if (relay_regex_compile(&t->re, value, strlen(value), origin, err) < 0) return -1;
+		t->has_re = 1;
+		return 0;
+	}
+	if (!strcmp(key, "action")) return action_set(t, value, err);
+	if (!strcmp(key, "duration")) {
+		char m[sizeof err->msg];
+		if (base_parse_duration(value, &t->duration, err) < 0 || !t->duration) {
+			snprintf(m, sizeof m, "%s", t->duration ? err->msg : "must not be 0");
+			return base_errf(err, "throttle %s: duration: %s", name, m);
+		}
+		return 0;
+	}
+	return base_errf(err, "throttle %s: unknown setting '%.40s' (match, action, duration)", name,
+	                 key);
+}
+
+int relay_throttles_check(const struct relay_config *c, struct base_err *err)
+{
+	for (size_t i = 0; i < c->nthrottles; i++) {
+		const struct relay_throttle *t = &c->throttles[i];
+		const char *missing = !t->has_re ? "match" : !t->action ? "action"
+		                                          : !t->duration ? "duration"
+		                                                         : NULL;
+		if (missing) return base_errf(err, "throttle %s: no %s given", t->name, missing);
+	}
+	return 0;
+}
+
+void relay_throttles_free(struct relay_config *c)
+{
+	for (size_t i = 0; i < c->nthrottles; i++) {
+		free(c->throttles[i].name);
+		if (c->throttles[i].has_re) regfree(&c->throttles[i].re);
+	}
+	free(c->throttles);
+	c->throttles = NULL;
+	c->nthrottles = 0;
+}
+
+/* ---- at run time ------------------------------------------------------------ */
+
+static uint32_t lower(uint32_t conf, uint32_t cut, int zero_unlimited)
+{
+	if (zero_unlimited && !conf) return cut;
+	return cut < conf ? cut : conf;
+}
+
+void relay_dest_limits(struct relay_ctx *x, struct dest *d)
+{
+	(void)x;
+	if (d->cut_until && d->cut_until <= base_now()) {
+		base_info("destination %s:%u: throttle %s ended", d->host, d->port,
+		          d->cut_rule ? d->cut_rule : "-");
+		memset(&d->cut, 0, sizeof d->cut);
+		d->cut_until = 0;
+		d->cut_rule = NULL;
+	}
+	struct relay_limits e = d->conf;
+	if (d->cut.set & RELAY_LIM_CONN) e.conn_limit = lower(e.conn_limit, d->cut.conn_limit, 0);
+	if (d->cut.set & RELAY_LIM_MPC)
+		e.msgs_per_conn = lower(e.msgs_per_conn, d->cut.msgs_per_conn, 1);
+	if (d->cut.set & RELAY_LIM_MPS)
+		e.msgs_per_sec = lower(e.msgs_per_sec, d->cut.msgs_per_sec, 1);
+	if (d->cut.set & RELAY_LIM_CPM)
+		e.conns_per_min = lower(e.conns_per_min, d->cut.conns_per_min, 1);
+	if (e.msgs_per_sec != d->lim.msgs_per_sec)
+		for (size_t i = 0; i < d->nsrc; i++)
+			relay_rate_init(&d->src[i].msgs, e.msgs_per_sec, 1000000000ull);
+	if (e.conns_per_min != d->lim.conns_per_min)
+		for (size_t i = 0; i < d->nsrc; i++)
+			relay_rate_init(&d->src[i].conns, e.conns_per_min, 60000000000ull);
+	d->lim = e;
+}
+
+static void account_throttle(struct relay_ctx *x, const struct dest *d,
+                             const struct relay_throttle *t, int64_t until, const char *reply)
+{
+	if (!x->log) return;
+	char hp[300], u[32];
+	time_t tu = (time_t)until;
+	struct tm tm;
+	gmtime_r(&tu, &tm);
+	strftime(u, sizeof u, "%Y-%m-%dT%H:%M:%SZ", &tm);
+	snprintf(hp, sizeof hp, "%s:%u", d->host, d->port);
+	FILE *f = x->log;
+	fprintf(f, "{\"time\":%lld,\"event\":\"throttle\",\"rule\":", (long long)base_now());
+	base_json_fputs(f, t->name);
+	fputs(",\"site\":", f);
+	base_json_fputs(f, hp);
+	fputs(",\"pool\":", f);
+	if (d->pool)
+		base_json_fputs(f, d->pool->name);
+	else
+		fputs("null", f);
+	fputs(",\"action\":", f);
+	for (size_t i = 0; i < NACTIONS; i++)
+		if (actions[i].action == t->action) base_json_fputs(f, actions[i].name);
+	if (t->action != T_SUSPEND) fprintf(f, ",\"value\":%u", t->value);
+	fputs(",\"until\":", f);
+	base_json_fputs(f, u);
+	fputs(",\"reply\":", f);
+	base_json_fputs(f, reply ? reply : "");
+	fputs("}\n", f);
+	fflush(f);
+}
+
+/* Puts rule t in force on d until `until`; returns whether it was not
+ * already (so that a burst of matching replies logs once). */
+static int cut_apply(struct relay_ctx *x, struct dest *d, const struct relay_throttle *t,
+                     int64_t until)
+{
+	unsigned bit = 0;
+	uint32_t *field = NULL;
+	switch (t->action) {
+	case T_CONN: bit = RELAY_LIM_CONN, field = &d->cut.conn_limit; break;
+	case T_MPC: bit = RELAY_LIM_MPC, field = &d->cut.msgs_per_conn; break;
+	case T_MPS: bit = RELAY_LIM_MPS, field = &d->cut.msgs_per_sec; break;
+	default: bit = RELAY_LIM_CPM, field = &d->cut.conns_per_min; break;
+	}
+	int fresh = !(d->cut.set & bit) || *field > t->value;
+	if (!(d->cut.set & bit) || *field > t->value) *field = t->value;
+	d->cut.set |= bit;
+	if (d->cut_until < until) d->cut_until = until;
+	d->cut_rule = t->name;
+	relay_dest_limits(x, d);
+	return fresh;
+}
+
+int relay_throttle_reply(struct relay_ctx *x, struct dest *d, int code, const char *reply)
+{
+	const struct relay_config *c = x->cfg;
+	if (!d || !c->nthrottles || (code >= 200 && code < 300)) return 0;
+	char e[16], subject[1200];
+	relay_enhanced(reply, e, sizeof e);
+	snprintf(subject, sizeof subject, "%03d %s %s", code, *e ? e : "-", reply ? reply : "");
+	for (size_t i = 0; i < c->nthrottles; i++) {
+		const struct relay_throttle *t = &c->throttles[i];
+		if (regexec(&t->re, subject, 0, NULL, 0)) continue;
+		int64_t until = base_now() + t->duration;
+		int fresh;
+		if (t->action == T_SUSPEND) {
+			fresh = d->suspended_until < until;
+			relay_suspend_until(x, d, until, reply ? reply : "");
+		} else {
+			fresh = cut_apply(x, d, t, until);
+		}
+		if (fresh) {
+			base_info("destination %s:%u: throttle %s for %us: %s", d->host, d->port,
+			          t->name, t->duration, reply ? reply : "");
+			account_throttle(x, d, t, until, reply);
+		}
+		return 1;
+	}
+	return 0;
+}

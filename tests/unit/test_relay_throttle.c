@@ -1,0 +1,157 @@
+/*
+ * test_relay_throttle.c — unit tests of the relay's [throttle] rules
+ * (throttle.c): their settings and errors, which reply matches which rule,
+ * how the limits in force combine the configured ones with the rules'
+ * (lowest wins, 0 meaning unlimited), that the rate buckets follow a
+ * changed rate, and that a rule ends at its time (the clock is injected
+ * through MAILREP_NOW).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "relay/int.h"
+
+static struct relay_config cfg;
+
+static int setup(void **state)
+{
+	(void)state;
+	relay_config_init(&cfg);
+	setenv("MAILREP_NOW", "2026-11-23T10:00:00Z", 1);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	relay_shaping_free(&cfg);
+	unsetenv("MAILREP_NOW");
+	return 0;
+}
+
+static void rule(const char *name, const char *match, const char *action, const char *duration)
+{
+	struct base_err err;
+	assert_int_equal(relay_throttle_set(&cfg, name, "match", match, &err), 0);
+	assert_int_equal(relay_throttle_set(&cfg, name, "action", action, &err), 0);
+	assert_int_equal(relay_throttle_set(&cfg, name, "duration", duration, &err), 0);
+}
+
+static void test_settings_and_errors(void **state)
+{
+	(void)state;
+	struct base_err err;
+	assert_int_equal(relay_throttle_set(&cfg, "a", "action", "conn-limit", &err), -1);
+	assert_non_null(strstr(err.msg, "needs a number"));
+	assert_int_equal(relay_throttle_set(&cfg, "a", "action", "msgs-per-sec 1x", &err), -1);
+	assert_int_equal(relay_throttle_set(&cfg, "a", "action", "suspend now", &err), -1);
+	assert_non_null(strstr(err.msg, "takes no number"));
+	assert_int_equal(relay_throttle_set(&cfg, "a", "action", "conn-limitx 2", &err), -1);
+	assert_non_null(strstr(err.msg, "unknown action"));
+	assert_int_equal(relay_throttle_set(&cfg, "a", "match", "a++++++++++", &err), -1);
+	assert_int_equal(relay_throttle_set(&cfg, "a", "match", "(", &err), -1);
+	assert_non_null(strstr(err.msg, "bad pattern"));
+	assert_int_equal(relay_throttle_set(&cfg, "a", "duration", "soon", &err), -1);
+	assert_int_equal(relay_throttle_set(&cfg, "bad name!", "match", "x", &err), -1);
+	assert_non_null(strstr(err.msg, "bad throttle name"));
+	/* incomplete: the check names what is missing */
+	assert_int_equal(relay_throttle_set(&cfg, "a", "match", "x", &err), 0);
+	assert_int_equal(relay_throttle_set(&cfg, "a", "match", "y", &err), -1);
+	assert_non_null(strstr(err.msg, "twice"));
+	assert_int_equal(relay_throttles_check(&cfg, &err), -1);
+	assert_non_null(strstr(err.msg, "throttle a: no action"));
+	assert_int_equal(relay_throttle_set(&cfg, "a", "action", "conns-per-min 6", &err), 0);
+	assert_int_equal(relay_throttles_check(&cfg, &err), -1);
+	assert_non_null(strstr(err.msg, "no duration"));
+	assert_int_equal(relay_throttle_set(&cfg, "a", "duration", "90m", &err), 0);
+	assert_int_equal(relay_throttles_check(&cfg, &err), 0);
+}
+
+static struct dest *new_dest(struct relay_ctx *x, uint32_t conn, uint32_t mps)
+{
+	struct dest *d = calloc(1, sizeof *d);
+	d->host = "mx.example";
+	d->port = 25;
+	d->nsrc = 2;
+	d->src = calloc(d->nsrc, sizeof *d->src);
+	d->conf.conn_limit = conn;
+	d->conf.msgs_per_conn = 100;
+	d->conf.msgs_per_sec = mps;
+	d->lim = d->conf;
+	for (size_t i = 0; i < d->nsrc; i++) relay_rate_init(&d->src[i].msgs, mps, 1000000000ull);
+	relay_dest_limits(x, d);
+	return d;
+}
+
+static void free_dest(struct dest *d)
+{
+	free(d->src);
+	free(d);
+}
+
+static void test_rules_lower_limits_until_their_end(void **state)
+{
+	(void)state;
+	rule("rate", "4\\.7\\.28", "conn-limit 2", "1h");
+	rule("slow", "^421 .*slow down", "msgs-per-sec 3", "30m");
+	rule("hold", "blocked", "suspend", "2h");
+	struct relay_ctx x;
+	memset(&x, 0, sizeof x);
+	x.cfg = &cfg;
+	struct dest *d = new_dest(&x, 10, 0);
+	/* 2xx and unmatched replies do nothing */
+	assert_int_equal(relay_throttle_reply(&x, d, 250, "250 2.7.28 unusual rate"), 0);
+	assert_int_equal(relay_throttle_reply(&x, d, 451, "451 4.7.1 greylisted"), 0);
+	assert_int_equal(d->lim.conn_limit, 10);
+	/* a match lowers the limit, and only that one */
+	assert_int_equal(relay_throttle_reply(&x, d, 451, "451 4.7.28 unusual rate"), 1);
+	assert_int_equal(d->lim.conn_limit, 2);
+	assert_int_equal(d->lim.msgs_per_conn, 100);
+	assert_int_equal(d->lim.msgs_per_sec, 0);
+	assert_int_equal(d->cut_until, base_now() + 3600);
+	assert_string_equal(d->cut_rule, "rate");
+	/* a second rule combines: unlimited (0) becomes 3 a second, and the
+	 * rate buckets of every source follow (burst 3, then waits) */
+	assert_int_equal(relay_throttle_reply(&x, d, 421, "421 4.4.2 please slow down"), 1);
+	assert_int_equal(d->lim.conn_limit, 2);
+	assert_int_equal(d->lim.msgs_per_sec, 3);
+	for (size_t i = 0; i < d->nsrc; i++) {
+		int64_t t = 1000000000000ll;
+		for (int k = 0; k < 3; k++) assert_int_equal(relay_rate_take(&d->src[i].msgs, t), 0);
+		assert_true(relay_rate_take(&d->src[i].msgs, t) > 0);
+	}
+	assert_int_equal(d->cut_until, base_now() + 3600); /* the later end of the two */
+	/* a limit is never raised by a rule: a configured 1 stays 1 */
+	struct dest *low = new_dest(&x, 1, 0);
+	relay_throttle_reply(&x, low, 451, "451 4.7.28 unusual rate");
+	assert_int_equal(low->lim.conn_limit, 1);
+	free_dest(low);
+	/* suspend holds the destination instead */
+	assert_int_equal(relay_throttle_reply(&x, d, 550, "550 5.7.1 blocked"), 1);
+	assert_int_equal(d->suspended_until, base_now() + 7200);
+	/* after the end, the configured limits and an unlimited rate return */
+	setenv("MAILREP_NOW", "2026-11-23T11:00:01Z", 1);
+	relay_dest_limits(&x, d);
+	assert_int_equal(d->lim.conn_limit, 10);
+	assert_int_equal(d->lim.msgs_per_sec, 0);
+	assert_int_equal(d->cut.set, 0);
+	assert_null(d->cut_rule);
+	assert_int_equal(relay_rate_take(&d->src[0].msgs, 1000000000000ll), 0);
+	free_dest(d);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_settings_and_errors, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_rules_lower_limits_until_their_end, setup,
+	                                    teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
