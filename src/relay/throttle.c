@@ -51,8 +51,10 @@ static const struct {
 	unsigned bit;
 	uint32_t min;
 } actions[] = {
-    {"suspend", T_SUSPEND, 0, 0},         {"conn-limit", T_CONN, RELAY_LIM_CONN, 1},
-    {"msgs-per-conn", T_MPC, RELAY_LIM_MPC, 1}, {"msgs-per-sec", T_MPS, RELAY_LIM_MPS, 1},
+    {"suspend", T_SUSPEND, 0, 0},
+    {"conn-limit", T_CONN, RELAY_LIM_CONN, 1},
+    {"msgs-per-conn", T_MPC, RELAY_LIM_MPC, 1},
+    {"msgs-per-sec", T_MPS, RELAY_LIM_MPS, 1},
     {"conns-per-min", T_CPM, RELAY_LIM_CPM, 1},
 };
 #define NACTIONS (sizeof actions / sizeof actions[0])
@@ -93,7 +95,8 @@ static int action_set(struct relay_throttle *t, const char *v, struct base_err *
 		uint64_t x;
 		int k = base_parse_uint(arg, 1u << 30, &x);
 		if (k <= 0 || arg[k] || x < actions[i].min)
-			return base_errf(err, "throttle %s: action %s needs a number of at least %u",
+			return base_errf(err,
+			                 "throttle %s: action %s needs a number of at least %u",
 			                 t->name, actions[i].name, actions[i].min);
 		t->action = actions[i].action;
 		t->value = (uint32_t)x;
@@ -105,8 +108,8 @@ static int action_set(struct relay_throttle *t, const char *v, struct base_err *
 	                 t->name, v);
 }
 
-int relay_throttle_set(struct relay_config *c, const char *name, const char *key,
-                       const char *value, struct base_err *err)
+int relay_throttle_set(struct relay_config *c, const char *name, const char *key, const char *value,
+                       struct base_err *err)
 {
 	struct relay_throttle *t = throttle_get(c, name, err);
 	if (!t) return -1;
@@ -127,17 +130,18 @@ int relay_throttle_set(struct relay_config *c, const char *name, const char *key
 		}
 		return 0;
 	}
-	return base_errf(err, "throttle %s: unknown setting '%.40s' (match, action, duration)", name,
-	                 key);
+	return base_errf(err, "throttle %s: unknown setting '%.40s' (match, action, duration)",
+	                 name, key);
 }
 
 int relay_throttles_check(const struct relay_config *c, struct base_err *err)
 {
 	for (size_t i = 0; i < c->nthrottles; i++) {
 		const struct relay_throttle *t = &c->throttles[i];
-		const char *missing = !t->has_re ? "match" : !t->action ? "action"
-		                                          : !t->duration ? "duration"
-		                                                         : NULL;
+		const char *missing = !t->has_re     ? "match"
+		                      : !t->action   ? "action"
+		                      : !t->duration ? "duration"
+		                                     : NULL;
 		if (missing) return base_errf(err, "throttle %s: no %s given", t->name, missing);
 	}
 	return 0;
@@ -229,10 +233,18 @@ static int cut_apply(struct relay_ctx *x, struct dest *d, const struct relay_thr
 	unsigned bit = 0;
 	uint32_t *field = NULL;
 	switch (t->action) {
-	case T_CONN: bit = RELAY_LIM_CONN, field = &d->cut.conn_limit; break;
-	case T_MPC: bit = RELAY_LIM_MPC, field = &d->cut.msgs_per_conn; break;
-	case T_MPS: bit = RELAY_LIM_MPS, field = &d->cut.msgs_per_sec; break;
-	default: bit = RELAY_LIM_CPM, field = &d->cut.conns_per_min; break;
+	case T_CONN:
+		bit = RELAY_LIM_CONN, field = &d->cut.conn_limit;
+		break;
+	case T_MPC:
+		bit = RELAY_LIM_MPC, field = &d->cut.msgs_per_conn;
+		break;
+	case T_MPS:
+		bit = RELAY_LIM_MPS, field = &d->cut.msgs_per_sec;
+		break;
+	default:
+		bit = RELAY_LIM_CPM, field = &d->cut.conns_per_min;
+		break;
 	}
 	int fresh = !(d->cut.set & bit) || *field > t->value;
 	if (!(d->cut.set & bit) || *field > t->value) *field = t->value;

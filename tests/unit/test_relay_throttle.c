@@ -123,7 +123,8 @@ static void test_rules_lower_limits_until_their_end(void **state)
 	assert_int_equal(d->lim.msgs_per_sec, 3);
 	for (size_t i = 0; i < d->nsrc; i++) {
 		int64_t t = 1000000000000ll;
-		for (int k = 0; k < 3; k++) assert_int_equal(relay_rate_take(&d->src[i].msgs, t), 0);
+		for (int k = 0; k < 3; k++)
+			assert_int_equal(relay_rate_take(&d->src[i].msgs, t), 0);
 		assert_true(relay_rate_take(&d->src[i].msgs, t) > 0);
 	}
 	assert_int_equal(d->cut_until, base_now() + 3600); /* the later end of the two */
