@@ -186,4 +186,19 @@ const char *base_default_user(void);
 /* Writes a whole file atomically: to a temporary name, fsync, rename. */
 int base_write_file_atomic(const char *path, const void *data, size_t len, struct base_err *err);
 
+/* A small state file rewritten in place, one fdatasync a write: two
+ * checksummed slots, the newer valid one wins (slotfile.c). _open reads
+ * the newest content into *content (malloc'd, NUL-terminated; NULL when
+ * there is no file); a file not in slot form is returned whole with
+ * *legacy set. _write may be called from any one thread at a time. */
+struct base_slotfile;
+int base_slotfile_open(struct base_slotfile **out, const char *path, char **content, size_t *len,
+                       int *legacy, struct base_err *err);
+int base_slotfile_write(struct base_slotfile *f, const void *data, size_t len, struct base_err *err);
+void base_slotfile_close(struct base_slotfile *f);
+/* The parser behind _open, for tests and the fuzzer: the newest valid
+ * slot's content at buf[*off..*off+*len). */
+int base_slotfile_parse(const uint8_t *buf, size_t n, size_t *off, size_t *len, uint64_t *seq,
+                        int *slot, uint32_t *size, struct base_err *err);
+
 #endif

@@ -5,8 +5,8 @@
  *
  * Limits count recipients (as ESPs bill), in fixed windows: the current
  * clock hour and the current UTC day. The counters live in memory and in
- * a state file that the group commit rewrites atomically before the
- * spool's sync, so no message is acknowledged before the counts that
+ * a state file that the group commit rewrites (in place, one of two
+ * checksummed slots: base/slotfile.c) before the spool's sync, so no message is acknowledged before the counts that
  * include it are durable; a message written to the spool but not yet in
  * the file is recognised at start by its place after the file's mark and
  * counted then (invariant in account.h). So neither a restart nor kill -9
@@ -305,6 +305,7 @@ struct lcount {
 
 struct relay_quota {
 	char *path;
+	struct base_slotfile *sf; /* the state file, rewritten in place */
 	struct lcount *c;
 	size_t n;
 	/* the counts include every spool message at or before seg/off */
@@ -316,7 +317,7 @@ struct relay_quota {
 
 /* What one group commit writes: the file's new contents. */
 struct relay_quota_snap {
-	char *path;
+	struct base_slotfile *sf;
 	struct base_buf b;
 	int failed; /* 0, or the write failed with err */
 	struct base_err err;
@@ -379,49 +380,55 @@ int relay_quota_open(struct relay_quota **out, const char *path, struct base_err
 {
 	struct relay_quota *l = base_xcalloc(1, sizeof *l);
 	l->path = base_xstrdup(path);
-	FILE *f = fopen(path, "r");
-	if (!f && errno != ENOENT) {
-		base_errf(err, "%s: %s", path, strerror(errno));
+	char *text;
+	size_t len;
+	int legacy;
+	if (base_slotfile_open(&l->sf, path, &text, &len, &legacy, err) < 0) {
 		relay_quota_close(l);
 		return -1;
 	}
 	/* no file: every message found in the spool is counted (mark 0/0);
 	 * a file without a mark: none is */
-	l->recount = f ? -1 : 0;
-	char line[256];
+	l->recount = text ? -1 : 0;
 	unsigned long lineno = 0;
-	while (f && fgets(line, sizeof line, f)) {
+	for (char *p = text, *end = text + len; p && p < end;) {
+		char *nl = memchr(p, '\n', (size_t)(end - p));
+		char *line = p;
+		if (nl) *nl = 0;
+		p = nl ? nl + 1 : end;
 		lineno++;
-		line[strcspn(line, "\n")] = 0;
+		if (!*line && !nl) break;
 		struct lcount c;
 		if (lineno == 1 && line[0] == '@') {
 			if (relay_quota_parse_mark(line, &l->mark_seg, &l->mark_off) < 0) {
 				base_errf(err, "%s:%lu: bad spool mark line", path, lineno);
-				fclose(f);
-				relay_quota_close(l);
-				return -1;
+				goto bad;
 			}
 			l->recount = 0;
 			continue;
 		}
-		if (l->n >= 100000 ||
+		if (l->n >= 100000 || strlen(line) > 255 ||
 		    relay_quota_parse_line(line, c.name, sizeof c.name, &c.hour_start, &c.hour_n,
 		                           &c.day_start, &c.day_n) < 0) {
 			base_errf(err, "%s:%lu: bad send-limit counter line", path, lineno);
-			fclose(f);
-			relay_quota_close(l);
-			return -1;
+			goto bad;
 		}
 		*lfind(l, c.name, 1) = c;
 	}
-	if (f) fclose(f);
+	(void)legacy; /* the first write puts it in slot form */
+	free(text);
 	*out = l;
 	return 0;
+bad:
+	free(text);
+	relay_quota_close(l);
+	return -1;
 }
 
 void relay_quota_close(struct relay_quota *l)
 {
 	if (!l) return;
+	base_slotfile_close(l->sf);
 	free(l->path);
 	free(l->c);
 	free(l);
@@ -510,7 +517,7 @@ int relay_quota_save(struct relay_quota *l, uint32_t seg, uint64_t off, struct b
 	struct base_buf b;
 	base_buf_init(&b);
 	serialize(l, &b);
-	int r = base_write_file_atomic(l->path, b.data, b.len, err);
+	int r = base_slotfile_write(l->sf, b.data, b.len, err);
 	base_buf_free(&b);
 	if (r == 0) l->dirty = 0;
 	return r;
@@ -520,7 +527,7 @@ struct relay_quota_snap *relay_quota_snapshot(struct relay_quota *l)
 {
 	if (!l || !l->dirty) return NULL;
 	struct relay_quota_snap *q = base_xcalloc(1, sizeof *q);
-	q->path = base_xstrdup(l->path);
+	q->sf = l->sf;
 	base_buf_init(&q->b);
 	serialize(l, &q->b);
 	l->dirty = 0;
@@ -529,7 +536,7 @@ struct relay_quota_snap *relay_quota_snapshot(struct relay_quota *l)
 
 void relay_quota_write(struct relay_quota_snap *q)
 {
-	if (base_write_file_atomic(q->path, q->b.data, q->b.len, &q->err) < 0) q->failed = 1;
+	if (base_slotfile_write(q->sf, q->b.data, q->b.len, &q->err) < 0) q->failed = 1;
 }
 
 int relay_quota_end(struct relay_quota *l, struct relay_quota_snap *q, struct base_err *err)
@@ -540,7 +547,6 @@ int relay_quota_end(struct relay_quota *l, struct relay_quota_snap *q, struct ba
 		*err = q->err;
 		r = -1;
 	}
-	free(q->path);
 	base_buf_free(&q->b);
 	free(q);
 	return r;

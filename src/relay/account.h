@@ -85,8 +85,8 @@ int relay_sasl_plain(const uint8_t *in, size_t len, char *user, size_t ulen, cha
  *
  * A message is counted in memory when it is written to the spool
  * (relay_quota_add, with the message's place in the spool). The file is
- * rewritten atomically (write, fsync, rename, fsync of the directory) once
- * per group commit, on the commit thread, before the spool's sync
+ * rewritten in place, one of its two checksummed slots with one fdatasync
+ * (base_slotfile), once per group commit, on the commit thread, before the spool's sync
  * (relay_quota_snapshot / _write / _end): one write covers every message
  * of the commit, and no message is acknowledged before the counts that
  * include it are durable.

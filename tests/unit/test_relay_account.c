@@ -206,14 +206,20 @@ static void test_limits_windows_and_reload(void **state)
 	unlink(p);
 }
 
+/* The state file's newest content (it is kept in slots, slotfile.c). */
 static char *slurp(const char *p)
 {
 	static char buf[4096];
-	FILE *f = fopen(p, "r");
-	if (!f) return NULL;
-	size_t n = fread(buf, 1, sizeof buf - 1, f);
-	fclose(f);
-	buf[n] = 0;
+	struct base_slotfile *f;
+	struct base_err err;
+	char *text;
+	size_t len;
+	int legacy;
+	if (base_slotfile_open(&f, p, &text, &len, &legacy, &err) < 0) return NULL;
+	base_slotfile_close(f);
+	if (!text) return NULL;
+	snprintf(buf, sizeof buf, "%s", text);
+	free(text);
 	return buf;
 }
 
