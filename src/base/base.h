@@ -186,4 +186,14 @@ const char *base_default_user(void);
 /* Writes a whole file atomically: to a temporary name, fsync, rename. */
 int base_write_file_atomic(const char *path, const void *data, size_t len, struct base_err *err);
 
+/* b64.c: base64 (RFC 4648 §4) decoding. By default strict: no white space,
+ * padding optional but never more than the length calls for, and no
+ * length that leaves a lone 6-bit group. DKIM tag values (RFC 6376 §3.5)
+ * ask for the two flags: folding white space (space, tab, CR, LF)
+ * anywhere, and up to two '=' whatever the length, a lone group ignored. */
+enum { BASE_B64_SKIP_FWS = 1, BASE_B64_LAX_END = 2 };
+/* Decodes len bytes of in into out (cap bytes). Returns the decoded length,
+ * or -1 for a bad character, bad padding, or output over cap. */
+long base_b64_decode(const char *in, size_t len, uint8_t *out, size_t cap, unsigned flags);
+
 #endif
