@@ -71,11 +71,13 @@ static void print_report(const struct base_buf *t, int colour)
 	}
 }
 
-/* What every subcommand shares: --resolver and --json, the resolver it
- * opens, and the report the check writes. */
+/* What the subcommands share: --resolver and --json (every one), --ip,
+ * --mail-from and --helo (those that take them), the resolver it opens, and
+ * the report the check writes. */
 struct run {
 	const char *resolver;
 	int json;
+	const char *ip, *mail_from, *helo;
 	struct dns_resolver *r;
 	struct dns_lookup_ops dns;
 	struct base_buf j, t;
@@ -89,11 +91,20 @@ struct run {
 	{"help", no_argument, 0, 'h'}, {0, 0, 0, 0}
 /* clang-format on */
 
-/* An option every subcommand has: returns -1 to go on, or the exit status
- * (--help, or an unknown option). */
+/* An option more than one subcommand has (its getopt string says which):
+ * returns -1 to go on, or the exit status (--help, or an unknown option). */
 static int run_option(struct run *x, int c)
 {
 	switch (c) {
+	case 'i':
+		x->ip = optarg;
+		return -1;
+	case 'm':
+		x->mail_from = optarg;
+		return -1;
+	case 'H':
+		x->helo = optarg;
+		return -1;
 	case 'r':
 		x->resolver = optarg;
 		return -1;
@@ -154,21 +165,15 @@ static int check_domain_cmd(int argc, char **argv)
 				return fail("at most %d selectors", CHECK_MAX_SELECTORS);
 			o.selectors[o.nselectors++] = optarg;
 			break;
-		case 'i':
-			o.ip = optarg;
-			break;
-		case 'm':
-			o.mail_from = optarg;
-			break;
-		case 'H':
-			o.helo = optarg;
-			break;
 		default:
 			if ((rc = run_option(&x, c)) >= 0) return rc;
 		}
 	}
 	if (optind != argc - 1) return fail("check domain needs exactly one DOMAIN");
 	o.domain = argv[optind];
+	o.ip = x.ip;
+	o.mail_from = x.mail_from;
+	o.helo = x.helo;
 	if ((rc = run_open(&x)) != 0) return rc;
 	return run_close(&x, check_domain(&x.dns, &o, &x.j, &x.t, &x.err), NULL);
 }
@@ -234,9 +239,6 @@ static int check_smtp_cmd(int argc, char **argv)
 	uint64_t v;
 	while ((c = getopt_long(argc, argv, "H:ot:r:jh", opts, NULL)) != -1) {
 		switch (c) {
-		case 'H':
-			o.helo = optarg;
-			break;
 		case 'o':
 			o.open_relay_probe = 1;
 			break;
@@ -251,6 +253,7 @@ static int check_smtp_cmd(int argc, char **argv)
 	}
 	if (optind != argc - 1) return fail("check smtp needs exactly one HOST[:PORT]");
 	o.target = argv[optind];
+	o.helo = x.helo;
 	if ((rc = run_open(&x)) != 0) return rc;
 	return run_close(&x, check_smtp(&x.dns, &o, &x.j, &x.t, &x.err), NULL);
 }
@@ -264,22 +267,12 @@ static int check_message_cmd(int argc, char **argv)
 	struct check_message_opts o = {0};
 	struct run x = {0};
 	int c, rc;
-	while ((c = getopt_long(argc, argv, "i:m:H:r:jh", opts, NULL)) != -1) {
-		switch (c) {
-		case 'i':
-			o.ip = optarg;
-			break;
-		case 'm':
-			o.mail_from = optarg;
-			break;
-		case 'H':
-			o.helo = optarg;
-			break;
-		default:
-			if ((rc = run_option(&x, c)) >= 0) return rc;
-		}
-	}
+	while ((c = getopt_long(argc, argv, "i:m:H:r:jh", opts, NULL)) != -1)
+		if ((rc = run_option(&x, c)) >= 0) return rc;
 	if (optind != argc - 1) return fail("check message needs exactly one FILE (or -)");
+	o.ip = x.ip;
+	o.mail_from = x.mail_from;
+	o.helo = x.helo;
 	const char *path = argv[optind];
 	FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
 	if (!f) return fail("%s: cannot open", path);
