@@ -133,10 +133,15 @@ static int io_failed(struct smtp_client *c, int k, const char *doing, struct bas
 		int se = SSL_get_error(c->ssl, k);
 		if (se == SSL_ERROR_ZERO_RETURN) return base_errf(err, "connection closed");
 		if (se == SSL_ERROR_SSL) {
+			unsigned long code = ERR_get_error();
+			if (ERR_GET_REASON(code) == SSL_R_UNEXPECTED_EOF_WHILE_READING)
+				return base_errf(err, "connection closed (no TLS close_notify)");
 			char es[200];
-			ERR_error_string_n(ERR_get_error(), es, sizeof es);
+			ERR_error_string_n(code, es, sizeof es);
 			return base_errf(err, "TLS error %s: %s", doing, es);
 		}
+		if (se == SSL_ERROR_WANT_READ || se == SSL_ERROR_WANT_WRITE) /* SO_*TIMEO ran out */
+			return base_errf(err, "timed out after %u ms %s", c->timeout_ms, doing);
 		if (se != SSL_ERROR_SYSCALL) return base_errf(err, "TLS error %s", doing);
 	}
 	if (k == 0 || (c->ssl && !ERR_peek_error() && e == 0))
