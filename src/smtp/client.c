@@ -12,6 +12,11 @@
  * STARTTLS the same buffer is fed by SSL_read on the same (blocking)
  * socket; anything the server sent between its 220 and the handshake is
  * refused, never read as if it had come under TLS.
+ *
+ * Plain writes use MSG_NOSIGNAL; OpenSSL writes with write(2), so every
+ * OpenSSL call that may write runs with SIGPIPE blocked in the calling
+ * thread and any SIGPIPE it raised taken back before unblocking: a server
+ * that goes away gives an error to report, never a killed process.
  */
 #include "smtp/smtp.h"
 
@@ -22,6 +27,8 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -125,6 +132,38 @@ int smtp_client_connect(struct smtp_client *c, const struct base_sockaddr *addr,
 	return 0;
 }
 
+/* SIGPIPE held back around an OpenSSL call (see the top of the file). */
+struct nopipe {
+	sigset_t old;
+	int was_pending;
+};
+
+static void nopipe_begin(struct nopipe *g)
+{
+	sigset_t pipe, pending;
+	sigemptyset(&pipe);
+	sigaddset(&pipe, SIGPIPE);
+	sigpending(&pending);
+	g->was_pending = sigismember(&pending, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &pipe, &g->old);
+}
+
+static void nopipe_end(struct nopipe *g)
+{
+	sigset_t pipe, pending;
+	sigemptyset(&pipe);
+	sigaddset(&pipe, SIGPIPE);
+	sigpending(&pending);
+	if (!g->was_pending && sigismember(&pending, SIGPIPE)) {
+		struct timespec zero = {0, 0};
+		int e = errno, r; /* errno is the failed call's, still to be reported */
+		do r = sigtimedwait(&pipe, NULL, &zero);
+		while (r < 0 && errno == EINTR);
+		errno = e;
+	}
+	pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+}
+
 /* Why a read or write of k (<= 0) failed. */
 static int io_failed(struct smtp_client *c, int k, const char *doing, struct base_err *err)
 {
@@ -163,10 +202,14 @@ static int fill(struct smtp_client *c, uint64_t deadline, struct base_err *err)
 		size_t room = sizeof c->buf - c->len;
 		int k;
 		errno = 0;
-		if (c->ssl)
+		if (c->ssl) {
+			struct nopipe g;
+			nopipe_begin(&g);
 			k = SSL_read(c->ssl, c->buf + c->len, (int)room);
-		else
+			nopipe_end(&g);
+		} else {
 			k = (int)recv(c->fd, c->buf + c->len, room, 0);
+		}
 		if (k > 0) {
 			c->len += (size_t)k;
 			return 0;
@@ -205,10 +248,14 @@ int smtp_client_write(struct smtp_client *c, const void *p, size_t n, struct bas
 	while (n) {
 		int k;
 		errno = 0;
-		if (c->ssl)
+		if (c->ssl) {
+			struct nopipe g;
+			nopipe_begin(&g);
 			k = SSL_write(c->ssl, s, (int)(n > 65536 ? 65536 : n));
-		else
+			nopipe_end(&g);
+		} else {
 			k = (int)send(c->fd, s, n > 65536 ? 65536 : n, MSG_NOSIGNAL);
+		}
 		if (k <= 0) {
 			if (!c->ssl && k < 0 && errno == EINTR) continue;
 			return io_failed(c, k, "sending", err);
@@ -269,7 +316,11 @@ int smtp_client_starttls(struct smtp_client *c, const struct smtp_tls_opts *o, s
 	if (o->sni) SSL_set_tlsext_host_name(ssl, o->sni);
 	set_timeout(c->fd, SO_RCVTIMEO, c->timeout_ms);
 	ERR_clear_error();
-	if (SSL_connect(ssl) != 1) {
+	struct nopipe g;
+	nopipe_begin(&g);
+	int ok = SSL_connect(ssl) == 1;
+	nopipe_end(&g);
+	if (!ok) {
 		unsigned long e = ERR_get_error();
 		char es[256] = "connection closed";
 		if (e) ERR_error_string_n(e, es, sizeof es);
@@ -287,7 +338,10 @@ int smtp_client_starttls(struct smtp_client *c, const struct smtp_tls_opts *o, s
 void smtp_client_close(struct smtp_client *c)
 {
 	if (c->ssl) {
+		struct nopipe g;
+		nopipe_begin(&g);
 		SSL_shutdown(c->ssl);
+		nopipe_end(&g);
 		SSL_free(c->ssl);
 	}
 	SSL_CTX_free(c->ctx);

@@ -4,8 +4,10 @@
  * for connect): multi-line replies and EHLO extensions, the bounds on line
  * length and line count, malformed lines, a code that changes mid-reply,
  * a peer that closes, a peer that says nothing, a peer that drips bytes
- * (the whole reply is under one deadline), commands on the wire, and data
- * already waiting when STARTTLS would begin.
+ * (the whole reply is under one deadline), commands on the wire, data
+ * already waiting when STARTTLS would begin, and STARTTLS itself against
+ * an OpenSSL server in a thread (SNI, what is reported, verification with
+ * a CA file, and a server that stalls or drops the connection under TLS).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,7 +17,13 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -261,6 +269,166 @@ static void test_starttls_refuses_early_data(void **state)
 	pair_close(&p);
 }
 
+/* ---- STARTTLS against a server in a thread ---------------------------------- */
+
+enum { SRV_ANSWER, SRV_STALL, SRV_DROP };
+
+struct tls_server {
+	int fd, mode;
+	EVP_PKEY *key;
+	X509 *cert;
+	char sni[64];
+};
+
+/* A self-signed certificate for mx.example.com, on a fresh P-256 key. */
+static void make_cert(struct tls_server *s)
+{
+	s->key = EVP_EC_gen("P-256");
+	assert_non_null(s->key);
+	s->cert = X509_new();
+	ASN1_INTEGER_set(X509_get_serialNumber(s->cert), 1);
+	X509_gmtime_adj(X509_getm_notBefore(s->cert), -60);
+	X509_gmtime_adj(X509_getm_notAfter(s->cert), 3600);
+	X509_NAME *n = X509_get_subject_name(s->cert);
+	X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)"mx.example.com",
+	                           -1, -1, 0);
+	X509_set_issuer_name(s->cert, n);
+	X509_set_pubkey(s->cert, s->key);
+	assert_true(X509_sign(s->cert, s->key, EVP_sha256()) > 0);
+}
+
+/* Accepts TLS, reads one command line, then answers it, says nothing
+ * until the client goes, or drops the connection without close_notify. */
+static void *tls_serve(void *arg)
+{
+	struct tls_server *s = arg;
+	sigset_t pipe;
+	sigemptyset(&pipe);
+	sigaddset(&pipe, SIGPIPE); /* the server's own writes to a client gone */
+	pthread_sigmask(SIG_BLOCK, &pipe, NULL);
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	SSL_CTX_use_certificate(ctx, s->cert);
+	SSL_CTX_use_PrivateKey(ctx, s->key);
+	SSL *ssl = SSL_new(ctx);
+	SSL_set_fd(ssl, s->fd);
+	if (SSL_accept(ssl) == 1) {
+		const char *sn = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+		snprintf(s->sni, sizeof s->sni, "%s", sn ? sn : "");
+		char line[256];
+		size_t n = 0;
+		while (n < sizeof line && SSL_read(ssl, line + n, 1) == 1 && line[n++] != '\n') {
+		}
+		if (s->mode == SRV_ANSWER) {
+			SSL_write(ssl, "250 over TLS\r\n", 14);
+			SSL_read(ssl, line, sizeof line); /* until the client closes */
+		} else if (s->mode == SRV_STALL) {
+			SSL_read(ssl, line, sizeof line);
+		}
+	}
+	shutdown(s->fd, SHUT_RDWR);
+	SSL_free(ssl);
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+/* Runs one STARTTLS conversation: the handshake with o, then EHLO. */
+static int tls_run(struct tls_server *s, int mode, const struct smtp_tls_opts *o, struct pair *p,
+                   struct base_err *err)
+{
+	pthread_t th;
+	s->mode = mode;
+	s->sni[0] = 0;
+	pair_open(p, 1000);
+	s->fd = p->peer;
+	assert_int_equal(pthread_create(&th, NULL, tls_serve, s), 0);
+	int rc = smtp_client_starttls(&p->c, o, err);
+	if (rc == 0) rc = smtp_client_command(&p->c, "EHLO client.example", p->r, err);
+	if (rc < 0) shutdown(p->c.fd, SHUT_RDWR); /* a failed handshake: let the server go */
+	smtp_client_close(&p->c);
+	pthread_join(th, NULL);
+	return rc;
+}
+
+static void test_starttls(void **state)
+{
+	(void)state;
+	struct tls_server s = {0};
+	struct pair p;
+	struct base_err err;
+	make_cert(&s);
+	struct smtp_tls_opts o = {.sni = "mx.example.com", .min_version = TLS1_2_VERSION};
+
+	/* what was negotiated is reported; the self-signed chain does not verify */
+	pthread_t th;
+	s.mode = SRV_ANSWER;
+	pair_open(&p, 2000);
+	s.fd = p.peer;
+	assert_int_equal(pthread_create(&th, NULL, tls_serve, &s), 0);
+	assert_int_equal(smtp_client_starttls(&p.c, &o, &err), 0);
+	assert_non_null(strstr(p.c.tls.version, "TLSv1."));
+	assert_true(strlen(p.c.tls.cipher) > 0);
+	assert_true(p.c.tls.verify != X509_V_OK);
+	assert_non_null(p.c.tls.cert);
+	assert_int_equal(X509_cmp(p.c.tls.cert, s.cert), 0);
+	assert_int_equal(smtp_client_command(&p.c, "EHLO client.example", p.r, &err), 0);
+	assert_string_equal(p.r->lines[0], "250 over TLS");
+	smtp_client_close(&p.c);
+	pthread_join(th, NULL);
+	assert_string_equal(s.sni, "mx.example.com");
+	close(p.peer);
+	free(p.r);
+
+	/* with the certificate as the CA file, the chain verifies */
+	char ca[] = "/tmp/mailrep-test-smtp-client-XXXXXX";
+	int fd = mkstemp(ca);
+	assert_true(fd >= 0);
+	FILE *f = fdopen(fd, "w");
+	PEM_write_X509(f, s.cert);
+	fclose(f);
+	struct smtp_tls_opts verify = {.ca_file = ca};
+	assert_int_equal(tls_run(&s, SRV_ANSWER, &verify, &p, &err), 0);
+	assert_string_equal(s.sni, ""); /* none asked for, none sent */
+	close(p.peer);
+	free(p.r);
+	unlink(ca);
+
+	/* a CA file that does not hold the server's issuer: the handshake fails */
+	struct tls_server other = {0};
+	make_cert(&other);
+	strcpy(ca + strlen(ca) - 6, "XXXXXX");
+	fd = mkstemp(ca);
+	assert_true(fd >= 0);
+	f = fdopen(fd, "w");
+	PEM_write_X509(f, other.cert);
+	fclose(f);
+	assert_int_equal(tls_run(&s, SRV_ANSWER, &verify, &p, &err), -1);
+	assert_non_null(strstr(err.msg, "TLS handshake failed: "));
+	assert_non_null(strstr(err.msg, "certificate verify failed"));
+	close(p.peer);
+	free(p.r);
+	unlink(ca);
+	struct smtp_tls_opts missing = {.ca_file = "/nonexistent/ca.pem"};
+	pair_open(&p, 300);
+	assert_int_equal(smtp_client_starttls(&p.c, &missing, &err), -1);
+	assert_string_equal(err.msg, "/nonexistent/ca.pem: cannot load CA certificates");
+	pair_close(&p);
+
+	/* under TLS, a silent server times out and a dropped one is closed */
+	assert_int_equal(tls_run(&s, SRV_STALL, &o, &p, &err), -1);
+	assert_string_equal(err.msg, "timed out after 1000 ms waiting for a reply");
+	close(p.peer);
+	free(p.r);
+	assert_int_equal(tls_run(&s, SRV_DROP, &o, &p, &err), -1);
+	assert_string_equal(err.msg, "connection closed (no TLS close_notify)");
+	close(p.peer);
+	free(p.r);
+
+	X509_free(s.cert);
+	EVP_PKEY_free(s.key);
+	X509_free(other.cert);
+	EVP_PKEY_free(other.key);
+}
+
 static void test_connect(void **state)
 {
 	(void)state;
@@ -304,6 +472,7 @@ int main(void)
 	    cmocka_unit_test(test_dripping_peer_times_out),
 	    cmocka_unit_test(test_command),
 	    cmocka_unit_test(test_starttls_refuses_early_data),
+	    cmocka_unit_test(test_starttls),
 	    cmocka_unit_test(test_connect),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
