@@ -154,41 +154,10 @@ void auth_dkim_canon_body(int canon, const char *body, size_t len, struct base_b
 
 /* ---- base64 -------------------------------------------------------------- */
 
-static int b64val(unsigned char c)
-{
-	if (c >= 'A' && c <= 'Z') return c - 'A';
-	if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-	if (c >= '0' && c <= '9') return c - '0' + 52;
-	if (c == '+') return 62;
-	if (c == '/') return 63;
-	return -1;
-}
-
 /* Decodes base64 ignoring folding whitespace. Returns the length or -1. */
 static int b64_decode(const char *s, size_t n, uint8_t *out, size_t cap)
 {
-	uint32_t acc = 0;
-	int bits = 0, pad = 0;
-	size_t o = 0;
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)s[i];
-		if (c == ' ' || c == '\t' || c == '\r' || c == '\n') continue;
-		if (c == '=') {
-			pad++;
-			continue;
-		}
-		int v = b64val(c);
-		if (v < 0 || pad) return -1;
-		acc = (acc << 6) | (uint32_t)v;
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			if (o >= cap) return -1;
-			out[o++] = (uint8_t)(acc >> bits);
-		}
-	}
-	if (pad > 2 || (pad && bits == 0)) return -1;
-	return (int)o;
+	return (int)base_b64_decode(s, n, out, cap, BASE_B64_SKIP_FWS | BASE_B64_LAX_END);
 }
 
 static void b64_encode(const uint8_t *p, size_t n, struct base_buf *out)

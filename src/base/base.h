@@ -201,4 +201,14 @@ void base_slotfile_close(struct base_slotfile *f);
 int base_slotfile_parse(const uint8_t *buf, size_t n, size_t *off, size_t *len, uint64_t *seq,
                         int *slot, uint32_t *size, struct base_err *err);
 
+/* b64.c: base64 (RFC 4648 §4) decoding. By default strict: no white space,
+ * padding optional but never more than the length calls for, and no
+ * length that leaves a lone 6-bit group. DKIM tag values (RFC 6376 §3.5)
+ * ask for the two flags: folding white space (space, tab, CR, LF)
+ * anywhere, and up to two '=' whatever the length, a lone group ignored. */
+enum { BASE_B64_SKIP_FWS = 1, BASE_B64_LAX_END = 2 };
+/* Decodes len bytes of in into out (cap bytes). Returns the decoded length,
+ * or -1 for a bad character, bad padding, or output over cap. */
+long base_b64_decode(const char *in, size_t len, uint8_t *out, size_t cap, unsigned flags);
+
 #endif

@@ -6,11 +6,10 @@
  * banner name, the time of every step, and optionally whether the server
  * relays for outsiders.
  *
- * The conversation is a straight line of blocking steps over one socket
- * with send/receive timeouts (SO_RCVTIMEO/SO_SNDTIMEO), with OpenSSL on the
- * same socket after STARTTLS; replies are read through one bounded line
- * buffer (lines up to SMTP_LINE_MAX*2, replies up to REPLY_MAX_LINES). Host
- * names are resolved only through the given resolver. The open-relay probe
+ * The conversation is a straight line of blocking steps through smtp/'s
+ * blocking client (each reply bounded in size and in time, OpenSSL on the
+ * same socket after STARTTLS). Host names are resolved only through the
+ * given resolver. The open-relay probe
  * sends MAIL FROM and RCPT TO with outside addresses and then RSET and QUIT:
  * it never sends DATA, so no message can ever be relayed by it.
  */
@@ -18,123 +17,15 @@
 #include "check/report.h"
 
 #include <arpa/inet.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
-#include <openssl/err.h>
-#include <openssl/ssl.h>
 #include <openssl/x509v3.h>
-#include <poll.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/time.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "smtp/smtp.h"
-
-#define REPLY_MAX_LINES 100
-#define LINE_CAP        (2 * SMTP_LINE_MAX)
-
-struct conn {
-	int fd;
-	SSL *ssl;
-	char buf[LINE_CAP];
-	size_t len;
-};
-
-struct reply {
-	int code;
-	int nlines;
-	char lines[REPLY_MAX_LINES][LINE_CAP]; /* text after "NNN-" */
-};
-
-
-/* ---- the connection ----------------------------------------------------------- */
-
-static int conn_read(struct conn *c, char *p, size_t n)
-{
-	if (c->ssl) {
-		int k = SSL_read(c->ssl, p, (int)n);
-		return k > 0 ? k : -1;
-	}
-	ssize_t k = recv(c->fd, p, n, 0);
-	return k > 0 ? (int)k : -1;
-}
-
-static int conn_write(struct conn *c, const char *p, size_t n)
-{
-	while (n) {
-		int k;
-		if (c->ssl)
-			k = SSL_write(c->ssl, p, (int)n);
-		else
-			k = (int)send(c->fd, p, n, MSG_NOSIGNAL);
-		if (k <= 0) return -1;
-		p += k;
-		n -= (size_t)k;
-	}
-	return 0;
-}
-
-/* One line without CRLF into out (NUL-terminated). -1 on EOF, timeout or
- * a line longer than LINE_CAP. */
-static int read_line(struct conn *c, char *out)
-{
-	for (;;) {
-		char *nl = memchr(c->buf, '\n', c->len);
-		if (nl) {
-			size_t n = (size_t)(nl - c->buf);
-			size_t m = n && c->buf[n - 1] == '\r' ? n - 1 : n;
-			memcpy(out, c->buf, m);
-			out[m] = 0;
-			memmove(c->buf, nl + 1, c->len - n - 1);
-			c->len -= n + 1;
-			return 0;
-		}
-		if (c->len == sizeof c->buf) return -1;
-		int k = conn_read(c, c->buf + c->len, sizeof c->buf - c->len);
-		if (k < 0) return -1;
-		c->len += (size_t)k;
-	}
-}
-
-/* Reads a whole (multi-line) reply. Returns 0, or -1 with why set. */
-static int read_reply(struct conn *c, struct reply *rp, char *why, size_t whysz)
-{
-	char line[LINE_CAP];
-	rp->nlines = 0;
-	rp->code = 0;
-	for (;;) {
-		if (read_line(c, line) < 0) {
-			snprintf(why, whysz,
-			         "no complete reply (connection closed, timed out or a line "
-			         "over %d bytes)",
-			         LINE_CAP);
-			return -1;
-		}
-		int code, more;
-		const char *text;
-		if (smtp_parse_reply_line(line, strlen(line), &code, &more, &text) < 0) {
-			snprintf(why, whysz, "malformed reply line '%.80s'", line);
-			return -1;
-		}
-		if (rp->nlines && code != rp->code) {
-			snprintf(why, whysz, "reply code changed inside a multi-line reply");
-			return -1;
-		}
-		rp->code = code;
-		if (rp->nlines == REPLY_MAX_LINES) {
-			snprintf(why, whysz, "reply longer than %d lines", REPLY_MAX_LINES);
-			return -1;
-		}
-		snprintf(rp->lines[rp->nlines++], LINE_CAP, "%s", text ? text : "");
-		if (!more) return 0;
-	}
-}
 
 static double ms_since(uint64_t t0)
 {
@@ -142,17 +33,13 @@ static double ms_since(uint64_t t0)
 }
 
 /* Sends a command and reads its reply, timing both. */
-static int command(struct conn *c, const char *cmd, struct reply *rp, double *ms, char *why,
-                   size_t whysz)
+static int command(struct smtp_client *c, const char *cmd, struct smtp_reply *rp, double *ms,
+                   char *why, size_t whysz)
 {
 	uint64_t t0 = base_mono_ns();
-	char line[SMTP_CMD_MAX + 8];
-	snprintf(line, sizeof line, "%s\r\n", cmd);
-	if (conn_write(c, line, strlen(line)) < 0) {
-		snprintf(why, whysz, "could not send %.20s", cmd);
-		return -1;
-	}
-	int rc = read_reply(c, rp, why, whysz);
+	struct base_err err;
+	int rc = smtp_client_command(c, cmd, rp, &err);
+	if (rc < 0) snprintf(why, whysz, "%s", err.msg);
 	*ms = ms_since(t0);
 	return rc;
 }
@@ -233,38 +120,6 @@ static int resolve(const struct dns_lookup_ops *dns, struct target *t, char *why
 	return -1;
 }
 
-static int connect_to(const struct target *t, unsigned timeout_ms, char *why, size_t whysz)
-{
-	struct base_sockaddr a = {.family = t->family, .port = t->port};
-	memcpy(a.a.v6, t->addr, t->family == AF_INET ? 4 : 16);
-	struct sockaddr_storage ss;
-	socklen_t sl = base_sockaddr_to(&a, &ss);
-	int fd = socket(t->family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0) {
-		snprintf(why, whysz, "socket: %s", strerror(errno));
-		return -1;
-	}
-	if (connect(fd, (struct sockaddr *)&ss, sl) < 0 && errno != EINPROGRESS) {
-		snprintf(why, whysz, "connect: %s", strerror(errno));
-		close(fd);
-		return -1;
-	}
-	struct pollfd p = {fd, POLLOUT, 0};
-	int soerr = 0;
-	socklen_t el = sizeof soerr;
-	if (poll(&p, 1, (int)timeout_ms) != 1 ||
-	    getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &el) < 0 || soerr) {
-		snprintf(why, whysz, "connect: %s", soerr ? strerror(soerr) : "timed out");
-		close(fd);
-		return -1;
-	}
-	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-	struct timeval tv = {(time_t)(timeout_ms / 1000), (suseconds_t)(timeout_ms % 1000) * 1000};
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-	return fd;
-}
-
 /* ---- the certificate ---------------------------------------------------------- */
 
 static void asn1_time_text(const ASN1_TIME *t, char *out, size_t cap, time_t *when)
@@ -279,10 +134,9 @@ static void asn1_time_text(const ASN1_TIME *t, char *out, size_t cap, time_t *wh
 	}
 }
 
-static void report_cert(struct report *r, SSL *ssl, const char *name_to_match, long verify)
+static void report_cert(struct report *r, X509 *cert, const char *name_to_match, long verify)
 {
 	struct base_buf *j = r->json;
-	X509 *cert = SSL_get1_peer_certificate(ssl);
 	if (!cert) {
 		base_buf_puts(j, ",\"certificate\":null");
 		check_problem(r, "tls", "the server sent no certificate");
@@ -350,21 +204,16 @@ static void report_cert(struct report *r, SSL *ssl, const char *name_to_match, l
 		    "the certificate chain does not verify against the system's CAs (%s); "
 		    "opportunistic TLS still works, but MTA-STS and DANE senders will refuse it",
 		    X509_verify_cert_error_string(verify));
-	X509_free(cert);
 }
 
 /* ---- the conversation ---------------------------------------------------------- */
 
-static void ehlo_json(struct base_buf *j, const struct reply *rp, int *starttls)
+static void ehlo_json(struct base_buf *j, const struct smtp_reply *rp)
 {
 	base_buf_puts(j, "[");
-	*starttls = 0;
 	for (int i = 1; i < rp->nlines; i++) {
-		char kw[LINE_CAP];
-		snprintf(kw, sizeof kw, "%s", rp->lines[i]);
-		if (!base_strcasecmp_ascii(kw, "STARTTLS")) *starttls = 1;
 		base_buf_puts(j, i > 1 ? "," : "");
-		check_json_str(j, kw);
+		check_json_str(j, smtp_reply_text(rp, i));
 	}
 	base_buf_puts(j, "]");
 }
@@ -450,10 +299,11 @@ int check_smtp(const struct dns_lookup_ops *dns, const struct check_smtp_opts *o
 	check_json_str(json, o->target);
 	base_buf_printf(text, "mailrep check smtp %s\n\n", o->target);
 
-	char why[300];
-	struct reply *rp = base_xmalloc(sizeof *rp);
-	struct conn c = {-1, NULL, {0}, 0};
-	SSL_CTX *ctx = NULL;
+	char why[BASE_ERR_MAX];
+	struct smtp_reply *rp = base_xmalloc(sizeof *rp);
+	struct smtp_client c;
+	smtp_client_init(&c, -1, timeout);
+	struct base_err cerr;
 	double ms;
 	char banner_name[256] = "";
 	uint64_t t0 = base_mono_ns();
@@ -469,32 +319,35 @@ int check_smtp(const struct dns_lookup_ops *dns, const struct check_smtp_opts *o
 
 	base_buf_puts(text, "Connection:\n");
 	t0 = base_mono_ns();
-	c.fd = connect_to(&t, timeout, why, sizeof why);
-	if (c.fd < 0) {
+	struct base_sockaddr to = {.family = t.family, .port = t.port};
+	memcpy(to.a.v6, t.addr, t.family == AF_INET ? 4 : 16);
+	if (smtp_client_connect(&c, &to, timeout, &cerr) < 0) {
 		r.could_not = 2; /* nothing further could be checked */
-		check_problem(&r, "connect", "cannot connect to %s port %u: %s", ipstr, t.port, why);
+		check_problem(&r, "connect", "cannot connect to %s port %u: %s", ipstr, t.port,
+		              cerr.msg);
 		goto done;
 	}
 	step_time(&times, "connect", ms_since(t0), &tfirst);
-	if (read_reply(&c, rp, why, sizeof why) < 0) {
+	if (smtp_client_read_reply(&c, rp, &cerr) < 0) {
 		r.could_not = 2; /* nothing further could be checked */
-		check_problem(&r, "banner", "no banner from %s: %s", ipstr, why);
+		check_problem(&r, "banner", "no banner from %s: %s", ipstr, cerr.msg);
 		goto done;
 	}
 	ms = ms_since(t0);
 	step_time(&times, "banner", ms, &tfirst);
-	sscanf(rp->lines[0], "%255s", banner_name);
+	const char *banner = smtp_reply_text(rp, 0);
+	sscanf(banner, "%255s", banner_name);
 	base_buf_printf(json, ",\"banner\":{\"code\":%d,\"text\":", rp->code);
-	check_json_str(json, rp->lines[0]);
+	check_json_str(json, banner);
 	base_buf_puts(json, ",\"name\":");
 	check_json_str(json, banner_name);
 	base_buf_printf(json, ",\"ms\":%.1f}", ms);
 	if (rp->code != 220) {
 		check_problem(&r, "banner", "the server greets with %d, not 220: %s", rp->code,
-		        rp->lines[0]);
+		              banner);
 		goto quit;
 	}
-	check_ok(&r, "banner after %.0f ms: 220 %s", ms, rp->lines[0]);
+	check_ok(&r, "banner after %.0f ms: 220 %s", ms, banner);
 	if (ms > 5000)
 		check_warning(&r, "banner",
 		        "the banner took %.1f s: senders time out or take it for tarpitting; check "
@@ -513,9 +366,9 @@ int check_smtp(const struct dns_lookup_ops *dns, const struct check_smtp_opts *o
 		goto done;
 	}
 	step_time(&times, "ehlo", ms, &tfirst);
-	int starttls = 0;
+	int starttls = smtp_reply_has_ext(rp, "STARTTLS");
 	base_buf_printf(json, ",\"ehlo\":{\"code\":%d,\"ms\":%.1f,\"extensions\":", rp->code, ms);
-	ehlo_json(json, rp, &starttls);
+	ehlo_json(json, rp);
 	base_buf_puts(json, "}");
 	if (rp->code != 250) {
 		check_problem(&r, "ehlo", "EHLO answered %d: the server must support ESMTP (RFC 5321)",
@@ -535,50 +388,30 @@ int check_smtp(const struct dns_lookup_ops *dns, const struct check_smtp_opts *o
 		base_buf_puts(json, ",\"starttls\":true");
 		if (command(&c, "STARTTLS", rp, &ms, why, sizeof why) < 0 || rp->code != 220) {
 			check_problem(&r, "tls", "STARTTLS is advertised but refused: %s",
-			        rp->nlines ? rp->lines[0] : why);
+			              rp->nlines ? smtp_reply_text(rp, 0) : why);
 			goto done;
 		}
 		step_time(&times, "starttls", ms, &tfirst);
 		t0 = base_mono_ns();
-		ctx = SSL_CTX_new(TLS_client_method());
-		if (ctx) {
-			SSL_CTX_set_default_verify_paths(ctx);
-			SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
-			c.ssl = SSL_new(ctx);
-		}
-		if (!c.ssl) {
-			snprintf(why, sizeof why, "TLS setup failed");
-			r.could_not = 2; /* nothing further could be checked */
-			check_problem(&r, "tls", "%s", why);
-			goto done;
-		}
-		SSL_set_fd(c.ssl, c.fd);
-		if (!t.is_literal) SSL_set_tlsext_host_name(c.ssl, t.host);
-		if (SSL_connect(c.ssl) != 1 || c.len) {
-			unsigned long e = ERR_get_error();
-			char es[200];
-			ERR_error_string_n(e, es, sizeof es);
-			SSL_free(c.ssl);
-			c.ssl = NULL;
-			check_problem(&r, "tls", "the TLS handshake failed: %s",
-			        c.len ? "data before it" : es);
+		struct smtp_tls_opts tlso = {.sni = t.is_literal ? NULL : t.host};
+		if (smtp_client_starttls(&c, &tlso, &cerr) < 0) {
+			check_problem(&r, "tls", "%s", cerr.msg);
 			goto done;
 		}
 		ms = ms_since(t0);
 		step_time(&times, "tls_handshake", ms, &tfirst);
 		base_buf_puts(json, ",\"tls\":{\"version\":");
-		check_json_str(json, SSL_get_version(c.ssl));
+		check_json_str(json, c.tls.version);
 		base_buf_puts(json, ",\"cipher\":");
-		check_json_str(json, SSL_get_cipher_name(c.ssl));
+		check_json_str(json, c.tls.cipher);
 		base_buf_printf(json, ",\"ms\":%.1f", ms);
-		check_ok(&r, "STARTTLS: %s, %s, handshake %.0f ms", SSL_get_version(c.ssl),
-		   SSL_get_cipher_name(c.ssl), ms);
-		report_cert(&r, c.ssl, t.is_literal ? banner_name : t.host,
-		            SSL_get_verify_result(c.ssl));
+		check_ok(&r, "STARTTLS: %s, %s, handshake %.0f ms", c.tls.version, c.tls.cipher,
+		         ms);
+		report_cert(&r, c.tls.cert, t.is_literal ? banner_name : t.host, c.tls.verify);
 		base_buf_puts(json, "}");
 		if (command(&c, cmd, rp, &ms, why, sizeof why) < 0 || rp->code != 250) {
 			check_problem(&r, "tls", "EHLO after STARTTLS failed: %s",
-			        rp->nlines ? rp->lines[0] : why);
+			              rp->nlines ? smtp_reply_text(rp, 0) : why);
 			goto done;
 		}
 		step_time(&times, "ehlo_tls", ms, &tfirst);
@@ -636,12 +469,7 @@ quit:
 		step_time(&times, "quit", ms, &tfirst);
 done:
 	base_buf_printf(json, ",\"ms\":{%s}", times.data ? times.data : "");
-	if (c.ssl) {
-		SSL_shutdown(c.ssl);
-		SSL_free(c.ssl);
-	}
-	SSL_CTX_free(ctx);
-	if (c.fd >= 0) close(c.fd);
+	smtp_client_close(&c);
 	free(rp);
 	base_buf_free(&times);
 	/* A found problem (an open relay) outranks a lookup that failed on the

@@ -71,20 +71,80 @@ static void print_report(const struct base_buf *t, int colour)
 	}
 }
 
-/* Prints a check's report (JSON or text, in colour on a terminal) or its
- * error, frees both buffers, and returns the exit status. */
-static int report_out(int rc, int json, struct base_buf *j, struct base_buf *t, const char *what,
-                      const struct base_err *err)
+/* What the subcommands share: --resolver and --json (every one), --ip,
+ * --mail-from and --helo (those that take them), the resolver it opens, and
+ * the report the check writes. */
+struct run {
+	const char *resolver;
+	int json;
+	const char *ip, *mail_from, *helo;
+	struct dns_resolver *r;
+	struct dns_lookup_ops dns;
+	struct base_buf j, t;
+	struct base_err err;
+};
+
+/* The options every subcommand has, ending its option table. */
+/* clang-format off */
+#define RUN_OPTIONS \
+	{"resolver", required_argument, 0, 'r'}, {"json", no_argument, 0, 'j'}, \
+	{"help", no_argument, 0, 'h'}, {0, 0, 0, 0}
+/* clang-format on */
+
+/* An option more than one subcommand has (its getopt string says which):
+ * returns -1 to go on, or the exit status (--help, or an unknown option). */
+static int run_option(struct run *x, int c)
 {
-	if (rc < 0) {
-		rc = what ? fail("%s: %s", what, err->msg) : fail("%s", err->msg);
-	} else if (json) {
-		fwrite(j->data, 1, j->len, stdout);
-	} else {
-		print_report(t, isatty(STDOUT_FILENO) && !getenv("NO_COLOR"));
+	switch (c) {
+	case 'i':
+		x->ip = optarg;
+		return -1;
+	case 'm':
+		x->mail_from = optarg;
+		return -1;
+	case 'H':
+		x->helo = optarg;
+		return -1;
+	case 'r':
+		x->resolver = optarg;
+		return -1;
+	case 'j':
+		x->json = 1;
+		return -1;
+	case 'h':
+		fputs(check_help, stdout);
+		return 0;
+	default:
+		return fail("see mailrep check --help");
 	}
-	base_buf_free(j);
-	base_buf_free(t);
+}
+
+/* Opens the resolver (--resolver, or the system's) and the report buffers. */
+static int run_open(struct run *x)
+{
+	struct dns_resolver_config cfg = {x->resolver, 0, 0};
+	if (dns_resolver_new(&x->r, &cfg, &x->err) < 0) return fail("%s", x->err.msg);
+	dns_resolver_ops(x->r, &x->dns);
+	base_buf_init(&x->j);
+	base_buf_init(&x->t);
+	return 0;
+}
+
+/* Prints the check's report (JSON or text, in colour on a terminal) or its
+ * error (after what, if given), frees everything run_open made, and returns
+ * the exit status. */
+static int run_close(struct run *x, int rc, const char *what)
+{
+	dns_resolver_free(x->r);
+	if (rc < 0) {
+		rc = what ? fail("%s: %s", what, x->err.msg) : fail("%s", x->err.msg);
+	} else if (x->json) {
+		fwrite(x->j.data, 1, x->j.len, stdout);
+	} else {
+		print_report(&x->t, isatty(STDOUT_FILENO) && !getenv("NO_COLOR"));
+	}
+	base_buf_free(&x->j);
+	base_buf_free(&x->t);
 	return rc;
 }
 
@@ -94,13 +154,10 @@ static int check_domain_cmd(int argc, char **argv)
 	                                     {"ip", required_argument, 0, 'i'},
 	                                     {"mail-from", required_argument, 0, 'm'},
 	                                     {"helo", required_argument, 0, 'H'},
-	                                     {"resolver", required_argument, 0, 'r'},
-	                                     {"json", no_argument, 0, 'j'},
-	                                     {"help", no_argument, 0, 'h'},
-	                                     {0, 0, 0, 0}};
+	                                     RUN_OPTIONS};
 	struct check_domain_opts o = {0};
-	const char *resolver = NULL;
-	int json = 0, c;
+	struct run x = {0};
+	int c, rc;
 	while ((c = getopt_long(argc, argv, "s:i:m:H:r:jh", opts, NULL)) != -1) {
 		switch (c) {
 		case 's':
@@ -108,42 +165,17 @@ static int check_domain_cmd(int argc, char **argv)
 				return fail("at most %d selectors", CHECK_MAX_SELECTORS);
 			o.selectors[o.nselectors++] = optarg;
 			break;
-		case 'i':
-			o.ip = optarg;
-			break;
-		case 'm':
-			o.mail_from = optarg;
-			break;
-		case 'H':
-			o.helo = optarg;
-			break;
-		case 'r':
-			resolver = optarg;
-			break;
-		case 'j':
-			json = 1;
-			break;
-		case 'h':
-			fputs(check_help, stdout);
-			return 0;
 		default:
-			return fail("see mailrep check --help");
+			if ((rc = run_option(&x, c)) >= 0) return rc;
 		}
 	}
 	if (optind != argc - 1) return fail("check domain needs exactly one DOMAIN");
 	o.domain = argv[optind];
-	struct base_err err;
-	struct dns_resolver *r;
-	struct dns_resolver_config cfg = {resolver, 0, 0};
-	if (dns_resolver_new(&r, &cfg, &err) < 0) return fail("%s", err.msg);
-	struct dns_lookup_ops dns;
-	dns_resolver_ops(r, &dns);
-	struct base_buf j, t;
-	base_buf_init(&j);
-	base_buf_init(&t);
-	int rc = check_domain(&dns, &o, &j, &t, &err);
-	dns_resolver_free(r);
-	return report_out(rc, json, &j, &t, NULL, &err);
+	o.ip = x.ip;
+	o.mail_from = x.mail_from;
+	o.helo = x.helo;
+	if ((rc = run_open(&x)) != 0) return rc;
+	return run_close(&x, check_domain(&x.dns, &o, &x.j, &x.t, &x.err), NULL);
 }
 
 /* The default list file: $MAILREP_DNSBLS, else data/dnsbls.txt beside the
@@ -170,51 +202,29 @@ static const char *default_lists(char *buf, size_t cap)
 
 static int check_ip_cmd(int argc, char **argv)
 {
-	static const struct option opts[] = {{"lists", required_argument, 0, 'l'},
-	                                     {"resolver", required_argument, 0, 'r'},
-	                                     {"json", no_argument, 0, 'j'},
-	                                     {"help", no_argument, 0, 'h'},
-	                                     {0, 0, 0, 0}};
-	const char *resolver = NULL, *lists = NULL;
-	int json = 0, c;
+	static const struct option opts[] = {{"lists", required_argument, 0, 'l'}, RUN_OPTIONS};
+	const char *lists = NULL;
+	struct run x = {0};
+	int c, rc;
 	while ((c = getopt_long(argc, argv, "l:r:jh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'l':
 			lists = optarg;
 			break;
-		case 'r':
-			resolver = optarg;
-			break;
-		case 'j':
-			json = 1;
-			break;
-		case 'h':
-			fputs(check_help, stdout);
-			return 0;
 		default:
-			return fail("see mailrep check --help");
+			if ((rc = run_option(&x, c)) >= 0) return rc;
 		}
 	}
 	if (optind != argc - 1) return fail("check ip needs exactly one IP");
 	char path[4200];
 	if (!lists) lists = default_lists(path, sizeof path);
-	struct base_err err;
 	struct check_dnsbl_set set;
-	if (check_dnsbl_load(lists, &set, &err) < 0) return fail("%s", err.msg);
+	if (check_dnsbl_load(lists, &set, &x.err) < 0) return fail("%s", x.err.msg);
 	struct check_ip_opts o = {argv[optind], &set};
-	struct dns_resolver *r;
-	struct dns_resolver_config cfg = {resolver, 0, 0};
-	if (dns_resolver_new(&r, &cfg, &err) < 0) {
-		check_dnsbl_set_free(&set);
-		return fail("%s", err.msg);
-	}
-	struct base_buf j, t;
-	base_buf_init(&j);
-	base_buf_init(&t);
-	int rc = check_ip(r, &o, &j, &t, &err);
-	dns_resolver_free(r);
+	if ((rc = run_open(&x)) == 0)
+		rc = run_close(&x, check_ip(x.r, &o, &x.j, &x.t, &x.err), NULL);
 	check_dnsbl_set_free(&set);
-	return report_out(rc, json, &j, &t, NULL, &err);
+	return rc;
 }
 
 static int check_smtp_cmd(int argc, char **argv)
@@ -222,19 +232,13 @@ static int check_smtp_cmd(int argc, char **argv)
 	static const struct option opts[] = {{"helo", required_argument, 0, 'H'},
 	                                     {"open-relay-probe", no_argument, 0, 'o'},
 	                                     {"timeout", required_argument, 0, 't'},
-	                                     {"resolver", required_argument, 0, 'r'},
-	                                     {"json", no_argument, 0, 'j'},
-	                                     {"help", no_argument, 0, 'h'},
-	                                     {0, 0, 0, 0}};
+	                                     RUN_OPTIONS};
 	struct check_smtp_opts o = {0};
-	const char *resolver = NULL;
-	int json = 0, c;
+	struct run x = {0};
+	int c, rc;
 	uint64_t v;
 	while ((c = getopt_long(argc, argv, "H:ot:r:jh", opts, NULL)) != -1) {
 		switch (c) {
-		case 'H':
-			o.helo = optarg;
-			break;
 		case 'o':
 			o.open_relay_probe = 1;
 			break;
@@ -243,33 +247,15 @@ static int check_smtp_cmd(int argc, char **argv)
 				return fail("--timeout: milliseconds, 1 to 600000");
 			o.timeout_ms = (unsigned)v;
 			break;
-		case 'r':
-			resolver = optarg;
-			break;
-		case 'j':
-			json = 1;
-			break;
-		case 'h':
-			fputs(check_help, stdout);
-			return 0;
 		default:
-			return fail("see mailrep check --help");
+			if ((rc = run_option(&x, c)) >= 0) return rc;
 		}
 	}
 	if (optind != argc - 1) return fail("check smtp needs exactly one HOST[:PORT]");
 	o.target = argv[optind];
-	struct base_err err;
-	struct dns_resolver *r;
-	struct dns_resolver_config cfg = {resolver, 0, 0};
-	if (dns_resolver_new(&r, &cfg, &err) < 0) return fail("%s", err.msg);
-	struct dns_lookup_ops dns;
-	dns_resolver_ops(r, &dns);
-	struct base_buf j, t;
-	base_buf_init(&j);
-	base_buf_init(&t);
-	int rc = check_smtp(&dns, &o, &j, &t, &err);
-	dns_resolver_free(r);
-	return report_out(rc, json, &j, &t, NULL, &err);
+	o.helo = x.helo;
+	if ((rc = run_open(&x)) != 0) return rc;
+	return run_close(&x, check_smtp(&x.dns, &o, &x.j, &x.t, &x.err), NULL);
 }
 
 static int check_message_cmd(int argc, char **argv)
@@ -277,38 +263,16 @@ static int check_message_cmd(int argc, char **argv)
 	static const struct option opts[] = {{"ip", required_argument, 0, 'i'},
 	                                     {"mail-from", required_argument, 0, 'm'},
 	                                     {"helo", required_argument, 0, 'H'},
-	                                     {"resolver", required_argument, 0, 'r'},
-	                                     {"json", no_argument, 0, 'j'},
-	                                     {"help", no_argument, 0, 'h'},
-	                                     {0, 0, 0, 0}};
+	                                     RUN_OPTIONS};
 	struct check_message_opts o = {0};
-	const char *resolver = NULL;
-	int json = 0, c;
-	while ((c = getopt_long(argc, argv, "i:m:H:r:jh", opts, NULL)) != -1) {
-		switch (c) {
-		case 'i':
-			o.ip = optarg;
-			break;
-		case 'm':
-			o.mail_from = optarg;
-			break;
-		case 'H':
-			o.helo = optarg;
-			break;
-		case 'r':
-			resolver = optarg;
-			break;
-		case 'j':
-			json = 1;
-			break;
-		case 'h':
-			fputs(check_help, stdout);
-			return 0;
-		default:
-			return fail("see mailrep check --help");
-		}
-	}
+	struct run x = {0};
+	int c, rc;
+	while ((c = getopt_long(argc, argv, "i:m:H:r:jh", opts, NULL)) != -1)
+		if ((rc = run_option(&x, c)) >= 0) return rc;
 	if (optind != argc - 1) return fail("check message needs exactly one FILE (or -)");
+	o.ip = x.ip;
+	o.mail_from = x.mail_from;
+	o.helo = x.helo;
 	const char *path = argv[optind];
 	FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
 	if (!f) return fail("%s: cannot open", path);
@@ -327,22 +291,10 @@ static int check_message_cmd(int argc, char **argv)
 		free(data);
 		return fail("%s: %s", path, bad ? "read error" : "larger than 64 MiB");
 	}
-	struct base_err err;
-	struct dns_resolver *r;
-	struct dns_resolver_config cfg = {resolver, 0, 0};
-	if (dns_resolver_new(&r, &cfg, &err) < 0) {
-		free(data);
-		return fail("%s", err.msg);
-	}
-	struct dns_lookup_ops dns;
-	dns_resolver_ops(r, &dns);
-	struct base_buf j, t;
-	base_buf_init(&j);
-	base_buf_init(&t);
-	int rc = check_message(&dns, &o, data, n, &j, &t, &err);
-	dns_resolver_free(r);
+	if ((rc = run_open(&x)) == 0)
+		rc = run_close(&x, check_message(&x.dns, &o, data, n, &x.j, &x.t, &x.err), path);
 	free(data);
-	return report_out(rc, json, &j, &t, path, &err);
+	return rc;
 }
 
 int cli_check(int argc, char **argv)

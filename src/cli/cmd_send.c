@@ -2,8 +2,8 @@
  * cmd_send.c — `mailrep send`: local injection in the manner of sendmail.
  * Reads a message on standard input and submits it over SMTP to a relay
  * (by default the `listen` address of the config file's [relay] section),
- * optionally after STARTTLS and AUTH PLAIN. A blocking client: one
- * connection, one transaction, every read and write under a timeout.
+ * optionally after STARTTLS and AUTH PLAIN, through smtp/'s blocking
+ * client: one connection, one transaction, every step under a timeout.
  *
  * Exit status (sendmail's sysexits): 0 the message was accepted (250);
  * 75 a temporary failure (4xx, no connection, timeout: try again later);
@@ -13,14 +13,11 @@
 #include <errno.h>
 #include <getopt.h>
 #include <openssl/crypto.h>
-#include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/time.h>
-#include <unistd.h>
 
 #include "base/base.h"
 #include "cli/cli.h"
@@ -56,105 +53,52 @@ static const char send_help[] =
 #define fail(...) cli_fail("send", __VA_ARGS__)
 
 struct client {
-	int fd;
-	SSL *ssl;
-	SSL_CTX *ctx;
-	char buf[4096];
-	size_t have;
-	char reply[4096]; /* the last reply, all its lines */
+	struct smtp_client c;
+	struct smtp_reply *rp;
+	char reply[4096]; /* the last reply, all its lines, or why there was none */
 };
 
-static int io_write(struct client *c, const char *p, size_t n)
+/* Reads a reply (line NULL) or sends line and reads its reply. Returns the
+ * code (0: no reply), with c->reply holding every line or what failed. */
+static int exchange(struct client *c, const char *line)
 {
-	while (n) {
-		ssize_t w = c->ssl ? SSL_write(c->ssl, p, (int)(n > 65536 ? 65536 : n))
-		                   : write(c->fd, p, n);
-		if (w <= 0) {
-			if (!c->ssl && w < 0 && errno == EINTR) continue;
-			return -1;
-		}
-		p += w;
-		n -= (size_t)w;
+	struct base_err err;
+	int rc = line ? smtp_client_command(&c->c, line, c->rp, &err)
+	              : smtp_client_read_reply(&c->c, c->rp, &err);
+	if (rc < 0) {
+		snprintf(c->reply, sizeof c->reply, "%s", err.msg);
+		return 0;
 	}
-	return 0;
-}
-
-/* One line (without CRLF) into out; -1 on EOF, error or an overlong line. */
-static int io_line(struct client *c, char *out, size_t n)
-{
-	for (;;) {
-		char *nl = memchr(c->buf, '\n', c->have);
-		if (nl) {
-			size_t len = (size_t)(nl - c->buf);
-			size_t l2 = len && c->buf[len - 1] == '\r' ? len - 1 : len;
-			if (l2 >= n) return -1;
-			memcpy(out, c->buf, l2);
-			out[l2] = 0;
-			memmove(c->buf, nl + 1, c->have - len - 1);
-			c->have -= len + 1;
-			return 0;
-		}
-		if (c->have == sizeof c->buf) return -1;
-		ssize_t r = c->ssl
-		                ? SSL_read(c->ssl, c->buf + c->have, (int)(sizeof c->buf - c->have))
-		                : read(c->fd, c->buf + c->have, sizeof c->buf - c->have);
-		if (r <= 0) {
-			if (!c->ssl && r < 0 && errno == EINTR) continue;
-			return -1;
-		}
-		c->have += (size_t)r;
-	}
-}
-
-/* Reads a reply; returns its code (0: connection failure), c->reply has
- * every line. If ehlo_kw is given, sets *found when that keyword is in it. */
-static int read_reply(struct client *c, const char *kw, int *found)
-{
-	char line[1024];
 	size_t used = 0;
 	c->reply[0] = 0;
-	for (int lines = 0; lines < 100; lines++) {
-		int code, more;
-		const char *text;
-		if (io_line(c, line, sizeof line) < 0) {
-			snprintf(c->reply, sizeof c->reply, "connection lost");
-			return 0;
-		}
-		if (smtp_parse_reply_line(line, strlen(line), &code, &more, &text) < 0) {
-			snprintf(c->reply, sizeof c->reply, "malformed reply: %.200s", line);
-			return 0;
-		}
-		if (kw && lines && !strncasecmp(text, kw, strlen(kw)) &&
-		    (text[strlen(kw)] == 0 || text[strlen(kw)] == ' '))
-			*found = 1;
-		int w = snprintf(c->reply + used, sizeof c->reply - used, "%s%s", used ? "\n" : "",
-		                 line);
+	for (int i = 0; i < c->rp->nlines; i++) {
+		int w = snprintf(c->reply + used, sizeof c->reply - used, "%s%s", i ? "\n" : "",
+		                 c->rp->lines[i]);
 		if (w > 0 && (size_t)w < sizeof c->reply - used) used += (size_t)w;
-		if (!more) return code;
 	}
-	snprintf(c->reply, sizeof c->reply, "reply too long");
-	return 0;
+	return c->rp->code;
 }
 
-static int cmd(struct client *c, const char *kw, int *found, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int cmd(struct client *c, const char *kw, int *found, const char *fmt, ...)
+static int read_reply(struct client *c)
+{
+	return exchange(c, NULL);
+}
+
+static int cmd(struct client *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int cmd(struct client *c, const char *fmt, ...)
 {
 	char line[1024];
 	va_list ap;
 	va_start(ap, fmt);
-	int n = vsnprintf(line, sizeof line - 2, fmt, ap);
+	int n = vsnprintf(line, sizeof line, fmt, ap);
 	va_end(ap);
 	if (n < 0 || (size_t)n >= sizeof line - 2) {
 		snprintf(c->reply, sizeof c->reply, "command too long");
 		return 0;
 	}
-	memcpy(line + n, "\r\n", 3);
-	if (io_write(c, line, (size_t)n + 2) < 0) {
-		snprintf(c->reply, sizeof c->reply, "connection lost");
-		return 0;
-	}
-	return read_reply(c, kw, found);
+	int code = exchange(c, line);
+	OPENSSL_cleanse(line, sizeof line);
+	return code;
 }
 
 /* The exit status for a failed step, after printing what the server said. */
@@ -162,52 +106,6 @@ static int refused(struct client *c, const char *what, int code)
 {
 	fprintf(stderr, "mailrep send: %s: %s\n", what, c->reply);
 	return code >= 500 && code < 600 ? EX_PERM : EX_TEMP;
-}
-
-static int connect_to(const char *server, int timeout, struct base_err *err)
-{
-	struct base_sockaddr a;
-	if (base_parse_hostport(server, 25, &a, err) < 0) return -1;
-	struct sockaddr_storage ss;
-	socklen_t len = base_sockaddr_to(&a, &ss);
-	int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0) return base_errf(err, "socket: %s", strerror(errno));
-	struct timeval tv = {timeout, 0};
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-	if (connect(fd, (struct sockaddr *)&ss, len) < 0) {
-		base_errf(err, "connect %s: %s", server, strerror(errno));
-		close(fd);
-		return -1;
-	}
-	return fd;
-}
-
-static int start_tls(struct client *c, const char *ca)
-{
-	c->ctx = SSL_CTX_new(TLS_client_method());
-	if (!c->ctx) return -1;
-	SSL_CTX_set_min_proto_version(c->ctx, TLS1_2_VERSION);
-	if (ca) {
-		if (SSL_CTX_load_verify_locations(c->ctx, ca, NULL) != 1) {
-			snprintf(c->reply, sizeof c->reply, "%s: cannot load CA certificates", ca);
-			return -1;
-		}
-		SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER, NULL);
-	}
-	c->ssl = SSL_new(c->ctx);
-	if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1) return -1;
-	c->have = 0; /* nothing the server sent before the handshake counts */
-	if (SSL_connect(c->ssl) != 1) {
-		unsigned long e = ERR_get_error();
-		char b[256] = "connection closed";
-		if (e) ERR_error_string_n(e, b, sizeof b);
-		snprintf(c->reply, sizeof c->reply, "TLS handshake failed: %s", b);
-		SSL_free(c->ssl);
-		c->ssl = NULL;
-		return -1;
-	}
-	return 0;
 }
 
 static int read_all(FILE *f, struct base_buf *b)
@@ -290,20 +188,22 @@ static int transact(struct client *c, const char *helo, int tls, const char *ca,
                     const char *pw, const char *from, char **rcpts, size_t nrcpt,
                     const struct base_buf *data)
 {
-	int code = read_reply(c, NULL, NULL), has_tls = 0;
+	int code = read_reply(c);
 	if (code != 220) return refused(c, "greeting", code);
-	if ((code = cmd(c, "STARTTLS", &has_tls, "EHLO %s", helo)) != 250)
-		return refused(c, "EHLO", code);
+	if ((code = cmd(c, "EHLO %s", helo)) != 250) return refused(c, "EHLO", code);
 	if (tls) {
-		if (!has_tls) {
+		if (!smtp_reply_has_ext(c->rp, "STARTTLS")) {
 			snprintf(c->reply, sizeof c->reply, "the server does not offer STARTTLS");
 			return refused(c, "STARTTLS", 0);
 		}
-		if ((code = cmd(c, NULL, NULL, "STARTTLS")) != 220)
-			return refused(c, "STARTTLS", code);
-		if (start_tls(c, ca) < 0) return refused(c, "STARTTLS", 0);
-		if ((code = cmd(c, NULL, NULL, "EHLO %s", helo)) != 250)
-			return refused(c, "EHLO", code);
+		if ((code = cmd(c, "STARTTLS")) != 220) return refused(c, "STARTTLS", code);
+		struct smtp_tls_opts o = {.ca_file = ca, .min_version = TLS1_2_VERSION};
+		struct base_err err;
+		if (smtp_client_starttls(&c->c, &o, &err) < 0) {
+			snprintf(c->reply, sizeof c->reply, "%s", err.msg);
+			return refused(c, "STARTTLS", 0);
+		}
+		if ((code = cmd(c, "EHLO %s", helo)) != 250) return refused(c, "EHLO", code);
 	}
 	if (user) {
 		size_t ul = strlen(user), pl = strlen(pw);
@@ -315,29 +215,29 @@ static int transact(struct client *c, const char *helo, int tls, const char *ca,
 		size_t bl = 4 * ((ul + pl + 2 + 2) / 3) + 1;
 		char *b64 = base_xmalloc(bl);
 		relay_b64_encode(raw, ul + pl + 2, b64, bl, 1);
-		code = cmd(c, NULL, NULL, "AUTH PLAIN %s", b64);
+		code = cmd(c, "AUTH PLAIN %s", b64);
 		OPENSSL_cleanse(raw, ul + pl + 2);
 		OPENSSL_cleanse(b64, bl);
 		free(raw);
 		free(b64);
 		if (code != 235) return refused(c, "AUTH", code);
 	}
-	if ((code = cmd(c, NULL, NULL, "MAIL FROM:<%s>", from)) != 250)
-		return refused(c, "MAIL", code);
+	if ((code = cmd(c, "MAIL FROM:<%s>", from)) != 250) return refused(c, "MAIL", code);
 	size_t ok = 0;
 	for (size_t i = 0; i < nrcpt; i++) {
-		code = cmd(c, NULL, NULL, "RCPT TO:<%s>", rcpts[i]);
+		code = cmd(c, "RCPT TO:<%s>", rcpts[i]);
 		if (code != 250 && code != 251) return refused(c, rcpts[i], code);
 		ok++;
 	}
-	if ((code = cmd(c, NULL, NULL, "DATA")) != 354) return refused(c, "DATA", code);
-	if (io_write(c, data->data, data->len) < 0) {
-		snprintf(c->reply, sizeof c->reply, "connection lost");
+	if ((code = cmd(c, "DATA")) != 354) return refused(c, "DATA", code);
+	struct base_err err;
+	if (smtp_client_write(&c->c, data->data, data->len, &err) < 0) {
+		snprintf(c->reply, sizeof c->reply, "%s", err.msg);
 		return refused(c, "message", 0);
 	}
-	if ((code = read_reply(c, NULL, NULL)) != 250) return refused(c, "message", code);
+	if ((code = read_reply(c)) != 250) return refused(c, "message", code);
 	printf("%s\n", c->reply);
-	cmd(c, NULL, NULL, "QUIT");
+	cmd(c, "QUIT");
 	return 0;
 }
 
@@ -449,21 +349,19 @@ int cli_send(int argc, char **argv)
 		goto out;
 	}
 	to_data(&msg, &data);
-	struct client cl;
-	memset(&cl, 0, sizeof cl);
-	cl.fd = connect_to(server, timeout, &err);
-	if (cl.fd < 0) {
-		fprintf(stderr, "mailrep send: %s\n", err.msg);
+	struct base_sockaddr addr;
+	struct client *cl = base_xmalloc(sizeof *cl);
+	cl->rp = base_xmalloc(sizeof *cl->rp);
+	if (base_parse_hostport(server, 25, &addr, &err) < 0 ||
+	    smtp_client_connect(&cl->c, &addr, (unsigned)timeout * 1000, &err) < 0) {
+		fprintf(stderr, "mailrep send: %s: %s\n", server, err.msg);
 		rc = EX_TEMP;
-		goto out;
+	} else {
+		rc = transact(cl, helo, tls, ca, user, pw, from, rcpts, nrcpt, &data);
+		smtp_client_close(&cl->c);
 	}
-	rc = transact(&cl, helo, tls, ca, user, pw, from, rcpts, nrcpt, &data);
-	if (cl.ssl) {
-		SSL_shutdown(cl.ssl);
-		SSL_free(cl.ssl);
-	}
-	if (cl.ctx) SSL_CTX_free(cl.ctx);
-	close(cl.fd);
+	free(cl->rp);
+	free(cl);
 out:
 	OPENSSL_cleanse(pw, sizeof pw);
 	for (size_t i = 0; i < nrcpt; i++) free(rcpts[i]);

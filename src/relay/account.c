@@ -181,32 +181,9 @@ void relay_b64_encode(const uint8_t *in, size_t len, char *out, size_t n, int pa
 	if (n) out[o < n ? o : n - 1] = 0;
 }
 
-static int b64val(char c)
-{
-	const char *p = c ? strchr(b64, c) : NULL;
-	return p ? (int)(p - b64) : -1;
-}
-
 long relay_b64_decode(const char *in, size_t len, uint8_t *out, size_t n)
 {
-	while (len && in[len - 1] == '=' && len % 4 != 1) len--;
-	if (len % 4 == 1) return -1;
-	size_t o = 0;
-	uint32_t acc = 0;
-	int bits = 0;
-	for (size_t i = 0; i < len; i++) {
-		int v = b64val(in[i]);
-		if (v < 0) return -1;
-		acc = (acc << 6) | (uint32_t)v;
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			if (o >= n) return -1;
-			out[o++] = (uint8_t)(acc >> bits);
-			acc &= (1u << bits) - 1;
-		}
-	}
-	return (long)o;
+	return base_b64_decode(in, len, out, n, 0);
 }
 
 int relay_sasl_plain(const uint8_t *in, size_t len, char *user, size_t ulen, char *pw, size_t pwlen)

@@ -5,8 +5,9 @@
  * unstuffing, and the PROXY protocol (v1 text and v2 binary) that a trusted
  * load balancer puts in front of a connection.
  *
- * Everything here is pure parsing over caller-owned bytes with explicit
- * lengths: no I/O, no allocation, no global state. Inputs are hostile.
+ * Everything here but the blocking client at the end is pure parsing over
+ * caller-owned bytes with explicit lengths: no I/O, no allocation, no
+ * global state. Inputs are hostile.
  */
 #ifndef MAILREP_SMTP_H
 #define MAILREP_SMTP_H
@@ -84,5 +85,77 @@ struct smtp_proxy {
 /* Parses a PROXY header at the start of buf. Returns the number of bytes
  * it takes (> 0), 0 if more bytes are needed, or -1 with err. */
 int smtp_proxy_parse(const uint8_t *buf, size_t len, struct smtp_proxy *out, struct base_err *err);
+
+/* ---- the blocking client (client.c) -------------------------------------- */
+
+/* One connection, one conversation, every step under a timeout: what the
+ * command-line tools use (`mailrep send`, `mailrep check smtp`); the relay's
+ * delivery side is event-driven and does not. Unlike the rest of this
+ * header, these functions do I/O. */
+
+#define SMTP_REPLY_LINES    100                 /* lines in one reply */
+#define SMTP_REPLY_LINE_CAP (2 * SMTP_LINE_MAX) /* one reply line with CRLF (lenient) */
+
+/* One reply: its code and every line as received, without CRLF. */
+struct smtp_reply {
+	int code;
+	int nlines;
+	char lines[SMTP_REPLY_LINES][SMTP_REPLY_LINE_CAP];
+};
+
+/* The text of line i after "250-" / "250 " ("" if none). */
+const char *smtp_reply_text(const struct smtp_reply *r, int i);
+/* Whether an EHLO reply advertises the extension kw (its first word on a
+ * line after the greeting line, in any case). */
+int smtp_reply_has_ext(const struct smtp_reply *r, const char *kw);
+
+struct ssl_st;
+struct ssl_ctx_st;
+struct x509_st;
+
+/* What a STARTTLS handshake negotiated; valid until smtp_client_close. */
+struct smtp_tls_info {
+	const char *version, *cipher;
+	long verify;          /* X509_V_OK, or why the chain did not verify */
+	struct x509_st *cert; /* the server's certificate, or NULL */
+};
+
+struct smtp_client {
+	int fd;
+	unsigned timeout_ms; /* for connecting, each reply and each write */
+	struct ssl_ctx_st *ctx;
+	struct ssl_st *ssl;       /* after smtp_client_starttls */
+	struct smtp_tls_info tls; /* after smtp_client_starttls */
+	size_t len;               /* bytes waiting in buf */
+	char buf[SMTP_REPLY_LINE_CAP];
+};
+
+struct smtp_tls_opts {
+	const char *sni;     /* server name to send, or NULL */
+	const char *ca_file; /* verify the server against these CAs, failing the handshake
+	                        if it does not; NULL: no check (tls.verify still says) */
+	int min_version;     /* e.g. TLS1_2_VERSION; 0: OpenSSL's default */
+};
+
+/* Starts a client over fd (-1 for none yet; the client owns it). */
+void smtp_client_init(struct smtp_client *c, int fd, unsigned timeout_ms);
+/* Connects to addr (IPv4 or IPv6) within timeout_ms. Returns 0, or -1
+ * with err ("connect: Connection refused"). */
+int smtp_client_connect(struct smtp_client *c, const struct base_sockaddr *addr,
+                        unsigned timeout_ms, struct base_err *err);
+/* Reads one whole reply, its lines bounded in length and number and the
+ * whole of it in time. Returns 0, or -1 with err saying what was wrong. */
+int smtp_client_read_reply(struct smtp_client *c, struct smtp_reply *r, struct base_err *err);
+/* Writes n bytes as they are (a DATA body, already dot-stuffed). */
+int smtp_client_write(struct smtp_client *c, const void *p, size_t n, struct base_err *err);
+/* Sends line (without CRLF; no line breaks in it) and reads the reply. */
+int smtp_client_command(struct smtp_client *c, const char *line, struct smtp_reply *r,
+                        struct base_err *err);
+/* After the server's 220 to STARTTLS: the TLS handshake, with c->tls
+ * filled on success. Fails if the server sent anything after its 220. */
+int smtp_client_starttls(struct smtp_client *c, const struct smtp_tls_opts *o,
+                         struct base_err *err);
+/* Ends TLS (if any), closes the socket, frees everything. */
+void smtp_client_close(struct smtp_client *c);
 
 #endif
