@@ -130,11 +130,11 @@ def receiver(d, servers, sign, names):
     return b, bsink, plain
 
 
-def sender(d, knot, port, ca, https, spool=None):
+def sender(d, knot, port, ca, https, spool=None, extra=()):
     a = start_relay(d, ["--trusted", "127.0.0.1/32", "--resolver", knot.resolver,
                         "--smtp-port", str(port), "--retry-schedule", "1h",
                         "--tls-ca", ca, "--mta-sts-port", str(https),
-                        "--mta-sts-timeout", "10s"], spool=spool, name="a")
+                        "--mta-sts-timeout", "10s"] + list(extra), spool=spool, name="a")
     return a
 
 
@@ -283,3 +283,51 @@ def test_disk_cache_outlives_a_failed_fetch_and_a_new_id_refetches(datadir, serv
     web2.stop()
     servers.remove(web2)
     assert len(sink_files(bsink)) == 2
+
+
+def test_wrong_certificate_explicit_tls_policy_and_off(datadir, servers):
+    """enforce and an MX whose certificate is not for its name: deferred
+    with the name in the reason, nothing sent. An explicit --tls-policy for
+    a domain comes before its policy (the unlisted MX is used). With
+    --mta-sts off nothing is looked up and the same mail goes out."""
+    ca, sign = make_ca(datadir)
+    names = ["wrongcert", "override", "unlisted"]
+    hcert, hkey = sign("https", ["mta-sts.%s.example" % n for n in names])
+    web = PolicyServer(hcert, hkey)
+    servers.append(web)
+    for n in names:
+        web.policies["mta-sts.%s.example" % n] = policy(
+            "enforce", "mx.%s.example" % n if n == "wrongcert" else "mx.other.example")
+    b, bsink, _ = receiver(datadir, servers, sign, ["mx.override.example", "mx.unlisted.example"])
+    knot = start_knot(datadir, {n + ".example": zone(n + ".example", "127.0.0.1", "7")
+                                for n in names})
+    servers.append(knot)
+    a = sender(datadir, knot, b.port, ca, web.port,
+               extra=["--tls-policy", "override.example=opportunistic"])
+    servers.append(a)
+    for n in names:
+        submit(a.port, "alice@example.com", ["u@%s.example" % n], data=message(n))
+    assert wait_for(lambda: len(by_rcpt(a, "delivery")) + len(by_rcpt(a, "transient")) == 3), \
+        a.output()
+    ok, tr = by_rcpt(a, "delivery"), by_rcpt(a, "transient")
+    assert sorted(ok) == ["u@override.example"], (ok, tr)
+    assert "mta_sts" not in ok["u@override.example"]
+    w = tr["u@wrongcert.example"]
+    assert w["code"] == 451 and "4.7.5" in w["reply"] and w["mta_sts"] == "enforce", w
+    assert "hostname mismatch" in w["reply"] and "mx.wrongcert.example" in w["reply"], w
+    assert "no MX host matches" in tr["u@unlisted.example"]["reply"]
+    assert "mta-sts.override.example" not in web.fetches
+    stop_clean(a)
+    assert len(sink_files(bsink)) == 1
+
+    d = os.path.join(datadir, "off")
+    os.makedirs(d)
+    fetched = dict(web.fetches)
+    a = sender(d, knot, b.port, ca, web.port, extra=["--mta-sts", "off"])
+    servers.append(a)
+    submit(a.port, "alice@example.com", ["v@unlisted.example"], data=message("off"))
+    assert wait_for(lambda: by_rcpt(a, "delivery")), a.output()
+    assert "mta_sts" not in by_rcpt(a, "delivery")["v@unlisted.example"]
+    assert web.fetches == fetched
+    assert not os.path.exists(os.path.join(d, "spool", "mta-sts"))
+    stop_clean(a)
