@@ -28,9 +28,10 @@
  * query, and then nothing for NEG_SECONDS.
  *
  * Invariants: an entry has at most one TXT query (txt_busy) and one fetch
- * (fetching: the address queries, then the work item) at a time; a work
- * item points at its entry, and entries are freed only after the worker
- * pool is (relay_mtasts_stop), so done() always finds it.
+ * (fetching: the address queries, then the work item) at a time; DNS
+ * callbacks and a work item point at their entry, which the sweep frees
+ * only with nothing in flight, and relay_mtasts_stop only after the worker
+ * pool and the resolver are gone, so every callback and done() finds it.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -73,16 +74,26 @@ struct sts_entry {
 	struct mtasts_policy *pol;         /* NULL: none cached */
 	char pol_id[MTASTS_ID_MAX + 1];
 	int64_t pol_expires;
-	/* the MX hosts an enforce policy leaves (relay_mtasts_route) */
-	struct relay_hops hops;
+	/* the MX hosts an enforce policy leaves (relay_mtasts_route); NULL
+	 * until needed */
+	struct relay_hops *hops;
 	char *site;
 	char reply[512];
 	struct sts_entry *next;
 };
 
+/* Entries by domain: a chained hash table. An entry that has no policy and
+ * nothing in flight, and whose TXT record is an hour overdue (its domain is
+ * no longer mailed), is freed by the sweep that runs at most once every
+ * SWEEP_SECONDS when an entry is added. */
+#define BUCKETS       4096
+#define SWEEP_SECONDS 60
+
 struct relay_mtasts {
 	struct relay_ctx *x;
-	struct sts_entry *list;
+	struct sts_entry *buckets[BUCKETS];
+	size_t n;
+	int64_t swept;
 	struct relay_workers *workers;
 	char *dir; /* SPOOL/mta-sts; NULL: memory only */
 	atomic_int stop;
@@ -123,20 +134,56 @@ static const struct mtasts_policy *active(struct sts_entry *e, int64_t now)
 	return e->pol;
 }
 
+static size_t bucket(const char *domain)
+{
+	uint32_t h = 2166136261u; /* FNV-1a */
+	for (const char *p = domain; *p; p++) h = (h ^ (unsigned char)*p) * 16777619u;
+	return h % BUCKETS;
+}
+
 static struct sts_entry *entry_find(struct relay_mtasts *s, const char *domain)
 {
-	for (struct sts_entry *e = s->list; e; e = e->next)
+	for (struct sts_entry *e = s->buckets[bucket(domain)]; e; e = e->next)
 		if (!strcmp(e->domain, domain)) return e;
 	return NULL;
 }
 
+static void entry_free(struct sts_entry *e)
+{
+	free(e->pol);
+	free(e->hops);
+	free(e->site);
+	free(e);
+}
+
+static void sweep(struct relay_mtasts *s, int64_t now)
+{
+	if (now - s->swept < SWEEP_SECONDS) return;
+	s->swept = now;
+	for (size_t i = 0; i < BUCKETS; i++) {
+		struct sts_entry **pp = &s->buckets[i], *e;
+		while ((e = *pp)) {
+			if (!e->pol && !e->txt_busy && !e->fetching && e->txt_next + 3600 < now) {
+				*pp = e->next;
+				entry_free(e);
+				s->n--;
+			} else {
+				pp = &e->next;
+			}
+		}
+	}
+}
+
 static struct sts_entry *entry_new(struct relay_mtasts *s, const char *domain)
 {
+	sweep(s, base_now());
 	struct sts_entry *e = base_xcalloc(1, sizeof *e);
 	e->s = s;
 	snprintf(e->domain, sizeof e->domain, "%s", domain);
-	e->next = s->list;
-	s->list = e;
+	size_t b = bucket(e->domain);
+	e->next = s->buckets[b];
+	s->buckets[b] = e;
+	s->n++;
 	return e;
 }
 
@@ -438,6 +485,22 @@ static void fetch_start(struct sts_entry *e)
 	addr_settled(e); /* drops the hold */
 }
 
+/* Starts a fetch when the last TXT record was valid and its policy is not
+ * the one in force (a new id, or the cached policy expired), unless a
+ * fetch of that id failed less than NEG_SECONDS ago. */
+static void maybe_fetch(struct sts_entry *e, int64_t now)
+{
+	if (!e->txt_valid || e->fetching) return;
+	const struct mtasts_policy *p = active(e, now);
+	int current = p && !strcmp(e->pol_id, e->txt_id);
+	int held = e->fetch_next > now && !strcmp(e->failed_id, e->txt_id);
+	if (current || held) return;
+	if (p)
+		base_info("mta-sts %s: TXT id %s, cached policy id %s: fetching", e->domain,
+		          e->txt_id, e->pol_id);
+	fetch_start(e);
+}
+
 static void on_txt(void *arg, const char *name, uint16_t type, struct dns_answer *ans)
 {
 	struct sts_entry *e = arg;
@@ -486,17 +549,7 @@ static void on_txt(void *arg, const char *name, uint16_t type, struct dns_answer
 			          e->domain, err.msg);
 		e->txt_next = now + NEG_SECONDS;
 	}
-	if (e->txt_valid && !e->fetching) {
-		const struct mtasts_policy *p = active(e, now);
-		int current = p && !strcmp(e->pol_id, e->txt_id);
-		int held = e->fetch_next > now && !strcmp(e->failed_id, e->txt_id);
-		if (!current && !held) {
-			if (p)
-				base_info("mta-sts %s: TXT id %s, cached policy id %s: fetching",
-				          e->domain, e->txt_id, e->pol_id);
-			fetch_start(e);
-		}
-	}
+	maybe_fetch(e, now);
 	kick(e->s);
 }
 
@@ -550,14 +603,17 @@ int relay_mtasts_route(struct relay_ctx *x, const char *domain, const char **sit
 	struct sts_entry *e = entry_for(x, domain, 1);
 	if (!e) return 1;
 	int64_t now = base_now();
+	maybe_fetch(e, now); /* the cached policy may just have expired */
 	const struct mtasts_policy *p = active(e, now);
-	/* the first TXT answer (a policy cached on disk may be outdated), or
-	 * a new policy on its way (the fetch is bounded by its timeout; a
-	 * failure leaves the cached one in force) */
-	if (e->fetching || !e->known) return 0;
+	/* wait for the first TXT answer (a policy cached on disk may be
+	 * outdated), for a new policy on its way (the fetch is bounded by its
+	 * timeout; a failure leaves the cached one in force), and for the TXT
+	 * record of a domain that had one but has no policy in force */
+	if (e->fetching || !e->known || (e->txt_busy && !p && e->txt_valid)) return 0;
 	if (!p || p->mode != MTASTS_ENFORCE) return 1;
 	const struct relay_hops *h = *hops;
-	struct relay_hops *f = &e->hops;
+	if (!e->hops) e->hops = base_xmalloc(sizeof *e->hops);
+	struct relay_hops *f = e->hops;
 	f->n = 0;
 	for (size_t i = 0; i < h->n; i++) {
 		if (!h->names[i] || !mtasts_mx_match(p, h->names[i])) continue;
@@ -697,13 +753,12 @@ void relay_mtasts_stop(struct relay_ctx *x)
 	if (!s) return;
 	atomic_store(&s->stop, 1);
 	relay_workers_free(s->workers); /* fetches end; their done() still sees the entries */
-	while (s->list) {
-		struct sts_entry *e = s->list;
-		s->list = e->next;
-		free(e->pol);
-		free(e->site);
-		free(e);
-	}
+	for (size_t i = 0; i < BUCKETS; i++)
+		while (s->buckets[i]) {
+			struct sts_entry *e = s->buckets[i];
+			s->buckets[i] = e->next;
+			entry_free(e);
+		}
 	free(s->dir);
 	free(s);
 	x->mtasts = NULL;

@@ -331,3 +331,45 @@ def test_wrong_certificate_explicit_tls_policy_and_off(datadir, servers):
     assert web.fetches == fetched
     assert not os.path.exists(os.path.join(d, "spool", "mta-sts"))
     stop_clean(a)
+
+
+def test_policy_past_max_age_is_fetched_again(datadir, servers, monkeypatch):
+    """The relay's clock (MAILREP_NOW=file:PATH) moves past max_age: the
+    cached policy expires, and the next mail waits for a new fetch, which
+    brings the policy the server now has."""
+    ca, sign = make_ca(datadir)
+    hcert, hkey = sign("https", ["mta-sts.aging.example"])
+    web = PolicyServer(hcert, hkey)
+    servers.append(web)
+    web.policies["mta-sts.aging.example"] = policy("enforce", "mx.aging.example", max_age=3600)
+    b, bsink, _ = receiver(datadir, servers, sign, ["mx.aging.example"])
+    knot = start_knot(datadir, {"aging.example": zone("aging.example", "127.0.0.1", "1")})
+    servers.append(knot)
+    clock = os.path.join(datadir, "clock")
+    t0 = int(time.time())
+
+    def set_clock(t):
+        with open(clock + ".tmp", "w") as f:
+            f.write(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)))
+        os.replace(clock + ".tmp", clock)
+    set_clock(t0)
+    monkeypatch.setenv("MAILREP_NOW", "file:" + clock)
+    a = sender(datadir, knot, b.port, ca, web.port)
+    servers.append(a)
+    submit(a.port, "alice@example.com", ["u1@aging.example"], data=message("u1"))
+    assert wait_for(lambda: "u1@aging.example" in by_rcpt(a, "delivery")), a.output()
+    assert web.fetches == {"mta-sts.aging.example": 1}
+    # within max_age nothing is fetched again
+    set_clock(t0 + 1800)
+    submit(a.port, "alice@example.com", ["u2@aging.example"], data=message("u2"))
+    assert wait_for(lambda: "u2@aging.example" in by_rcpt(a, "delivery")), a.output()
+    assert web.fetches == {"mta-sts.aging.example": 1}
+    # past it, the same id is fetched again, and the new policy applies
+    web.policies["mta-sts.aging.example"] = policy("testing", "mx.aging.example", max_age=3600)
+    set_clock(t0 + 3601)
+    submit(a.port, "alice@example.com", ["u3@aging.example"], data=message("u3"))
+    assert wait_for(lambda: "u3@aging.example" in by_rcpt(a, "delivery")), a.output()
+    assert web.fetches == {"mta-sts.aging.example": 2}
+    assert "cached policy (id 1) expired" in a.output()
+    assert by_rcpt(a, "delivery")["u3@aging.example"]["mta_sts"] == "testing"
+    stop_clean(a)
