@@ -686,7 +686,8 @@ static void load_cache(struct relay_mtasts *s)
 	size_t loaded = 0;
 	char *buf = base_xmalloc(MTASTS_BODY_MAX + 256);
 	while ((de = readdir(d))) {
-		if (!mtasts_domain_ok(de->d_name)) continue;
+		/* domains only: not the temporary files of an interrupted write */
+		if (!mtasts_domain_ok(de->d_name) || strstr(de->d_name, ".tmp.")) continue;
 		char path[4096];
 		snprintf(path, sizeof path, "%s/%s", s->dir, de->d_name);
 		int fd = open(path, O_RDONLY | O_CLOEXEC);

@@ -256,7 +256,12 @@ def test_disk_cache_outlives_a_failed_fetch_and_a_new_id_refetches(datadir, serv
 
     web.stop()
     servers.remove(web)
+    # a damaged cache file is skipped, with its line named
+    broken = os.path.join(spool, "mta-sts", "broken.example")
+    with open(broken, "w") as f:
+        f.write("id 1\nfetched 5\n\nversion: STSv2\n")
     a = run(2, "mx2", "2")
+    assert "%s: line 4: version must be STSv1, not 'STSv2' (ignored)" % broken in a.output()
     t = wait_for(lambda: by_rcpt(a, "transient"))
     assert t, a.output()
     e = t["u2@cached.example"]
