@@ -13,8 +13,9 @@ TLS; enforce with an MX the policy does not list is deferred (4.7.5, the
 reason logged) and nothing is sent; enforce towards a server without
 STARTTLS is deferred and never sent in plain text; testing delivers and
 says "testing-fail" (or "testing" when the check would have passed) in
-the accounting line; a policy file with an error is no policy, logged
-with its line; a domain without a record is delivered as before. Across
+the accounting line; a policy file with an error, a redirect and an HTTPS
+certificate for another name are no policy, each logged with its reason;
+a domain without a record is delivered as before. Across
 restarts: the policy cached on disk stays in force when a new fetch fails,
 and a new TXT id makes the relay fetch again."""
 import http.server
@@ -73,6 +74,11 @@ class PolicyServer:
                 body = outer.policies.get(host)
                 if self.path != "/.well-known/mta-sts.txt" or body is None:
                     self.send_error(404)
+                    return
+                if body.startswith("redirect:"):
+                    self.send_response(301)
+                    self.send_header("Location", body[9:])
+                    self.end_headers()
                     return
                 data = body.encode()
                 self.send_response(200)
@@ -144,8 +150,10 @@ def by_rcpt(relay, kind):
 
 def test_enforce_testing_and_broken_policies(datadir, servers):
     ca, sign = make_ca(datadir)
-    sts = ["good", "notlisted", "plain", "testing", "testok", "badpolicy"]
-    hcert, hkey = sign("https", ["mta-sts.%s.example" % n for n in sts])
+    sts = ["good", "notlisted", "plain", "testing", "testok", "badpolicy", "redirect",
+           "badcert"]
+    # the HTTPS certificate is not for mta-sts.badcert.example
+    hcert, hkey = sign("https", ["mta-sts.%s.example" % n for n in sts if n != "badcert"])
     web = PolicyServer(hcert, hkey)
     servers.append(web)
     web.policies = {
@@ -157,6 +165,8 @@ def test_enforce_testing_and_broken_policies(datadir, servers):
         "mta-sts.testok.example": policy("testing", "mx.testok.example"),
         "mta-sts.badpolicy.example": "version: STSv1\nmode: sometimes\nmx: mx.badpolicy.example\n"
                                      "max_age: 86400\n",
+        "mta-sts.redirect.example": "redirect:https://mta-sts.good.example/.well-known/mta-sts.txt",
+        "mta-sts.badcert.example": policy("enforce", "mx.badcert.example"),
     }
     b, bsink, plain = receiver(datadir, servers, sign,
                                ["mx.good.example", "mx.notlisted.example", "mx.testok.example"])
@@ -167,6 +177,8 @@ def test_enforce_testing_and_broken_policies(datadir, servers):
         "testing.example": zone("testing.example", "127.0.0.2", "1"),
         "testok.example": zone("testok.example", "127.0.0.1", "1"),
         "badpolicy.example": zone("badpolicy.example", "127.0.0.2", "1"),
+        "redirect.example": zone("redirect.example", "127.0.0.2", "1"),
+        "badcert.example": zone("badcert.example", "127.0.0.2", "1"),
         "nopolicy.example": zone("nopolicy.example", "127.0.0.2"),
     }
     knot = start_knot(datadir, zones)
@@ -176,11 +188,12 @@ def test_enforce_testing_and_broken_policies(datadir, servers):
     rcpts = ["u@%s.example" % n for n in sts + ["nopolicy"]]
     for r in rcpts:
         submit(a.port, "alice@example.com", [r], data=message(r))
-    done = wait_for(lambda: len(by_rcpt(a, "delivery")) + len(by_rcpt(a, "transient")) == 7)
+    done = wait_for(lambda: len(by_rcpt(a, "delivery")) + len(by_rcpt(a, "transient")) == 9)
     assert done, a.output() + "\n" + str(events(a))
     ok, tr = by_rcpt(a, "delivery"), by_rcpt(a, "transient")
-    assert sorted(ok) == ["u@badpolicy.example", "u@good.example", "u@nopolicy.example",
-                          "u@testing.example", "u@testok.example"], (ok, tr)
+    assert sorted(ok) == ["u@badcert.example", "u@badpolicy.example", "u@good.example",
+                          "u@nopolicy.example", "u@redirect.example", "u@testing.example",
+                          "u@testok.example"], (ok, tr)
     # enforce, the MX listed and its certificate good: over TLS
     assert ok["u@good.example"]["tls"] is True
     assert ok["u@good.example"]["mta_sts"] == "enforce"
@@ -194,6 +207,12 @@ def test_enforce_testing_and_broken_policies(datadir, servers):
     assert "mta-sts badpolicy.example" in a.output()
     assert "line 2: mode must be enforce, testing or none, not 'sometimes'" in a.output()
     assert "mta_sts" not in ok["u@nopolicy.example"]
+    # a redirect is not followed, a certificate for another name not taken: no policy
+    assert "mta_sts" not in ok["u@redirect.example"]
+    assert "HTTP 301: redirects are not followed" in a.output()
+    assert "mta_sts" not in ok["u@badcert.example"]
+    assert ("https://mta-sts.badcert.example/.well-known/mta-sts.txt failed: TLS handshake: "
+            "certificate not accepted: hostname mismatch") in a.output(), a.output()
     # enforce, no MX listed: deferred, the reason in the reply and the log
     n = tr["u@notlisted.example"]
     assert n["code"] == 451 and "4.7.5" in n["reply"], n
@@ -208,12 +227,14 @@ def test_enforce_testing_and_broken_policies(datadir, servers):
     assert wait_for(lambda: len(by_rcpt(b, "delivery")) == 2), b.output()
     files_b = sink_files(bsink)
     files_p = sink_files(plain)
-    assert len(files_b) == 2 and len(files_p) == 3, (len(files_b), len(files_p))
+    assert len(files_b) == 2 and len(files_p) == 5, (len(files_b), len(files_p))
     for f in files_b + files_p:
         assert b"notlisted.example" not in f and b"u@plain.example" not in f
     # one fetch per policy, none for the domain without a record
     for n in sts:
-        assert web.fetches.get("mta-sts.%s.example" % n) == 1, web.fetches
+        # badcert's handshake fails before any request
+        want = None if n == "badcert" else 1
+        assert web.fetches.get("mta-sts.%s.example" % n) == want, web.fetches
     assert "mta-sts.nopolicy.example" not in web.fetches
     stop_clean(a)
     stop_clean(b)
