@@ -399,3 +399,62 @@ def test_policy_past_max_age_is_fetched_again(datadir, servers, monkeypatch):
     assert "cached policy (id 1) expired" in a.output()
     assert by_rcpt(a, "delivery")["u3@aging.example"]["mta_sts"] == "testing"
     stop_clean(a)
+
+
+def test_a_hanging_policy_server_holds_only_its_domain(datadir, servers):
+    """mta-sts.slow.example is a socket at 127.0.0.3 that takes the
+    connection and never answers: the fetch runs on a worker thread until
+    --mta-sts-timeout, while mail to another domain goes out meanwhile;
+    then slow.example's mail goes with no policy and the log says why."""
+    import socket
+    ca, sign = make_ca(datadir)
+    port = free_port()
+    hang = socket.socket()
+    hang.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    hang.bind(("127.0.0.3", port))
+    hang.listen(8)
+    try:
+        b, bsink, plain = receiver(datadir, servers, sign, ["mx.other.example"])
+        z = soa("slow.example") + ('@ MX 10 mx\nmx A 127.0.0.2\nmta-sts A 127.0.0.3\n'
+                                   '_mta-sts TXT "v=STSv1; id=1;"\n')
+        knot = start_knot(datadir, {"slow.example": z,
+                                    "fast.example": zone("fast.example", "127.0.0.2")})
+        servers.append(knot)
+        a = start_relay(datadir, ["--trusted", "127.0.0.1/32", "--resolver", knot.resolver,
+                                  "--smtp-port", str(b.port), "--retry-schedule", "1h",
+                                  "--tls-ca", ca, "--mta-sts-port", str(port),
+                                  "--mta-sts-timeout", "3s"], name="a")
+        servers.append(a)
+        submit(a.port, "alice@example.com", ["u@slow.example"], data=message("slow"))
+        submit(a.port, "alice@example.com", ["u@fast.example"], data=message("fast"))
+        assert wait_for(lambda: "u@fast.example" in by_rcpt(a, "delivery")), a.output()
+        assert "u@slow.example" not in by_rcpt(a, "delivery")
+        assert wait_for(lambda: "u@slow.example" in by_rcpt(a, "delivery")), a.output()
+        order = [e["rcpt"] for e in events(a) if e["event"] == "delivery"]
+        assert order == ["u@fast.example", "u@slow.example"], order
+        assert "mta_sts" not in by_rcpt(a, "delivery")["u@slow.example"]
+        assert "mta-sts.slow.example/.well-known/mta-sts.txt failed: timeout; no policy" \
+            in a.output()
+        stop_clean(a)
+        # a relay stopped during a fetch (a 10-minute timeout) still stops at
+        # once, cleanly (stop_clean allows 10 s before it kills)
+        port2 = free_port()
+        hang2 = socket.socket()
+        hang2.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        hang2.bind(("127.0.0.3", port2))
+        hang2.listen(8)
+        hang2.settimeout(20)
+        d = os.path.join(datadir, "stop")
+        os.makedirs(d)
+        a = start_relay(d, ["--trusted", "127.0.0.1/32", "--resolver", knot.resolver,
+                            "--smtp-port", str(b.port), "--tls-ca", ca,
+                            "--mta-sts-port", str(port2), "--mta-sts-timeout", "10m"], name="a")
+        servers.append(a)
+        submit(a.port, "alice@example.com", ["v@slow.example"], data=message("stop"))
+        conn, _ = hang2.accept()  # the fetch is under way
+        stop_clean(a)
+        conn.close()
+        hang2.close()
+        assert not by_rcpt(a, "delivery")
+    finally:
+        hang.close()
