@@ -64,6 +64,9 @@ static const char relay_help[] =
     "                             required, verify or off; '*' for every domain; repeatable\n"
     "  --tls-ca FILE              CA certificates for the verify policy (default: system)\n"
     "  --auth-without-tls         offer AUTH before STARTTLS too (default: after it only)\n"
+    "  --mta-sts on|off           honour the MTA-STS policies of MX-routed domains (on)\n"
+    "  --mta-sts-timeout DURATION time to fetch one policy over HTTPS (60s)\n"
+    "  --mta-sts-port N           HTTPS port of policy hosts (443; for tests)\n"
     "  --hash-password            read a password on stdin, print its hash for [account]\n"
     "  -c, --config FILE          read the [relay], [pool NAME], [domain NAME] and\n"
     "                             [account NAME] sections of an INI file first\n"
@@ -308,6 +311,10 @@ static int relay_set(struct relay_cli *r, const char *key, const char *v, struct
 			c->smtp_port = (uint16_t)u;
 		} else
 			c->commit_delay_us = u;
+	} else if (!strncmp(key, "mta-sts", 7)) {
+		int k = relay_mtasts_set(c, key, v, err);
+		if (k == 1) return base_errf(err, "unknown setting '%s'", key);
+		return k;
 	} else {
 		int k = relay_shaping_set(c, key, v, err);
 		if (k == 1) return base_errf(err, "unknown setting '%s'", key);
@@ -376,6 +383,9 @@ int cli_relay(int argc, char **argv)
 	                                     {"tls-key", required_argument, NULL, O_BASE},
 	                                     {"tls-ca", required_argument, NULL, O_BASE},
 	                                     {"tls-policy", required_argument, NULL, O_BASE},
+	                                     {"mta-sts", required_argument, NULL, O_BASE},
+	                                     {"mta-sts-port", required_argument, NULL, O_BASE},
+	                                     {"mta-sts-timeout", required_argument, NULL, O_BASE},
 	                                     {"auth-without-tls", no_argument, NULL, 'A'},
 	                                     {"hash-password", no_argument, NULL, 'H'},
 	                                     {"config", required_argument, NULL, 'c'},

@@ -131,6 +131,7 @@ struct conn;
 struct evconnlistener;
 struct relay_control;
 struct relay_authc;
+struct relay_mtasts;
 
 struct relay_ctx {
 	const struct relay_config *cfg;
@@ -171,6 +172,8 @@ struct relay_ctx {
 	struct relay_control *ctl;   /* control.c; NULL: no control socket */
 	const char *category;        /* set while an administrator's action is accounted */
 	struct relay_authc *authc;   /* recent successful AUTH checks (account.h); NULL: none */
+	struct relay_mtasts *mtasts; /* MTA-STS policies (mtasts.h); NULL: off */
+	const char *acct_sts;        /* the attempt's MTA-STS outcome for accounting; NULL: none */
 };
 
 /* A name kept once for the daemon's life (accounts and pools are few). */
@@ -271,6 +274,8 @@ int relay_host_route(struct relay_ctx *x, const char *host, const struct relay_h
 #define RELAY_DEAD_SECONDS 60 /* the default of --dead-time */
 void relay_addr_dead(struct relay_ctx *x, const struct base_sockaddr *a);
 int relay_addr_is_dead(struct relay_ctx *x, const struct base_sockaddr *a);
+/* Polls the resolver soon (after submitting a query from outside lookup.c). */
+void relay_lookup_arm(struct relay_ctx *x);
 
 /* tls.c: the STARTTLS policy for a recipient domain */
 enum relay_tls_mode relay_tls_mode_for(const struct relay_config *c, const char *domain);

@@ -40,6 +40,7 @@
 
 #include "dns/dns.h"
 #include "relay/int.h"
+#include "relay/mtasts.h"
 
 enum { MX_RESOLVING, MX_READY, MX_NULLMX, MX_NOTFOUND, MX_TEMPFAIL };
 
@@ -91,6 +92,11 @@ static void arm(struct relay_ctx *x)
 	if (evtimer_pending(x->dns_ev, NULL)) return;
 	struct timeval tv = {0, 1000};
 	evtimer_add(x->dns_ev, &tv);
+}
+
+void relay_lookup_arm(struct relay_ctx *x)
+{
+	arm(x);
 }
 
 static void settle(struct mxroute *e, int state, uint32_t ttl)
@@ -443,7 +449,7 @@ int relay_mx_start(struct relay_ctx *x, const char *server, struct base_err *err
 	struct dns_resolver_config rc = {.server = server};
 	if (dns_resolver_new(&x->resolver, &rc, err) < 0) return -1;
 	x->dns_ev = evtimer_new(x->base, poll_dns, x);
-	return 0;
+	return relay_mtasts_start(x, err);
 }
 
 void relay_mx_stop(struct relay_ctx *x)
@@ -454,6 +460,7 @@ void relay_mx_stop(struct relay_ctx *x)
 	if (x->resolver) dns_resolver_free(x->resolver);
 	x->dns_ev = NULL;
 	x->resolver = NULL;
+	relay_mtasts_stop(x);
 	while (x->mx) {
 		struct mxroute *e = x->mx;
 		x->mx = e->next;

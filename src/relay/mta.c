@@ -65,6 +65,7 @@
 #include <unistd.h>
 
 #include "relay/int.h"
+#include "relay/mtasts.h"
 #include "relay/tls.h"
 #include "smtp/smtp.h"
 
@@ -111,6 +112,7 @@ struct conn {
 	 * a verified chain); the policy the connection was opened for */
 	int starttls, handshake, tls, verified;
 	int plain; /* this address again without STARTTLS, after a failed handshake */
+	int probe; /* MTA-STS testing: the certificate checked, not enforced */
 	enum relay_tls_mode mode;
 	/* the reply being read */
 	struct base_buf reply;
@@ -267,8 +269,12 @@ static void tx_report(struct conn *c, int code, const char *why)
 		else if (c->data_code && c->data_code != 354)
 			rc = c->data_code, rr = c->data_reply;
 		c->x->acct_tls = c->tls;
+		c->x->acct_sts = relay_mtasts_acct(
+		    c->x, smtp_path_domain(j->m->rcpt[j->idx[i]].addr),
+		    c->ai < c->naddrs ? c->names[c->ai] : NULL, c->tls, c->verified);
 		relay_outcome(c->x, c->d, j->m, j->idx[i], rc, rr);
 		c->x->acct_tls = 0;
+		c->x->acct_sts = NULL;
 	}
 	c->x->acct_src = c->x->acct_mx = NULL;
 	tx_clear(c);
@@ -307,6 +313,8 @@ static void on_wait(evutil_socket_t fd, short what, void *arg);
 static enum relay_tls_mode job_mode(struct conn *c, const struct job *j)
 {
 	const char *dom = j ? smtp_path_domain(j->m->rcpt[j->idx[0]].addr) : "*";
+	/* an MTA-STS policy in enforce mode asks what verify does */
+	if (j && relay_mtasts_tls(c->x, dom) == 1) return RELAY_TLS_VERIFY;
 	return relay_tls_mode_for(c->x->cfg, dom);
 }
 
@@ -320,9 +328,18 @@ static int tls_ok(struct conn *c, const struct job *j)
  * bufferevent; anything the server sent before the handshake is dropped. */
 static void start_tls(struct conn *c)
 {
-	SSL_CTX *ctx = c->mode == RELAY_TLS_VERIFY ? c->x->tls->verify : c->x->tls->client;
-	SSL *ssl = SSL_new(ctx);
 	const char *name = c->names[c->ai];
+	const struct job *hj = c->d->head;
+	c->probe = c->mode != RELAY_TLS_VERIFY && name && hj &&
+	           relay_mtasts_tls(c->x, smtp_path_domain(hj->m->rcpt[hj->idx[0]].addr)) == 2;
+	SSL_CTX *ctx = c->mode == RELAY_TLS_VERIFY || c->probe ? c->x->tls->verify
+	                                                       : c->x->tls->client;
+	SSL *ssl = SSL_new(ctx);
+	if (ssl && c->probe) {
+		/* the chain and name are checked, and the result only reported */
+		SSL_set_verify(ssl, SSL_VERIFY_NONE, NULL);
+		if (SSL_set1_host(ssl, name) != 1) c->probe = 0;
+	}
 	if (ssl && name) {
 		/* SNI, and with verify the certificate must be for this name */
 		if (SSL_set_tlsext_host_name(ssl, name) != 1 ||
@@ -804,7 +821,9 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 		if (what & BEV_EVENT_CONNECTED) {
 			c->handshake = 0;
 			c->tls = 1;
-			c->verified = c->mode == RELAY_TLS_VERIFY;
+			c->verified = c->mode == RELAY_TLS_VERIFY ||
+			              (c->probe && SSL_get_verify_result(bufferevent_openssl_get_ssl(
+			                               bev)) == X509_V_OK);
 			c->st = C_EHLO;
 			c->pipelining = c->starttls = 0;
 			send_line(c, "EHLO %s", ehlo_name(c));

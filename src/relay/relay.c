@@ -25,6 +25,7 @@
 #include "auth/auth.h"
 #include "relay/account.h"
 #include "relay/int.h"
+#include "relay/mtasts.h"
 #include "smtp/smtp.h"
 
 void relay_config_init(struct relay_config *c)
@@ -202,6 +203,10 @@ void relay_account(struct relay_ctx *x, const char *event, const struct rmsg *m,
 		json_str(f, !strcmp(event, "expiry") ? "expired" : categorize(x, code, reply));
 	else
 		fputs("null", f);
+	if (x->acct_sts) {
+		fputs(",\"mta_sts\":", f);
+		json_str(f, x->acct_sts);
+	}
 	fputs(x->acct_tls ? ",\"tls\":true}\n" : ",\"tls\":false}\n", f);
 	fflush(f);
 }
@@ -339,6 +344,7 @@ static int dest_for(struct relay_ctx *x, const struct rmsg *m, const char *addr,
 		const char *site;
 		const struct relay_hops *h;
 		r = relay_mx_route(x, domain, &site, &h, code, reply);
+		if (r == 1) r = relay_mtasts_route(x, domain, &site, &h, code, reply);
 		if (r == 1) *d = dest_get(x, site, c->smtp_port, pool, h);
 	}
 	if (r == 1) {

@@ -350,8 +350,17 @@ struct relay_config {
 	size_t ntls_policy;
 	int auth_without_tls;           /* offer AUTH before STARTTLS */
 	const struct relay_accounts *accounts; /* NULL or empty: no AUTH */
+	/* MTA-STS at delivery (mtasts.c): on unless mta_sts_off; the HTTPS
+	 * port of policy hosts (0: 443) and the fetch's timeout (0: 60 s) */
+	int mta_sts_off;
+	uint16_t mta_sts_port;
+	uint32_t mta_sts_timeout;
 };
 
+/* The MTA-STS settings (mta-sts = on|off, mta-sts-port, mta-sts-timeout):
+ * 0, -1 with err, or 1 when key is not one of them (mtasts_policy.c). */
+int relay_mtasts_set(struct relay_config *c, const char *key, const char *value,
+                     struct base_err *err);
 void relay_config_init(struct relay_config *c);
 /* Runs until SIGTERM/SIGINT. */
 int relay_run(const struct relay_config *c, struct base_err *err);
