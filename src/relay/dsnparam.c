@@ -247,6 +247,20 @@ static const char *field(const char *p, size_t len, size_t *off, size_t max)
 	return s;
 }
 
+/* A decimal number in its one spelling (no sign, no leading zero), <= max;
+ * -1 if s is not that. */
+static long canon_num(const char *s, long max)
+{
+	if (!s || !*s || (s[0] == '0' && s[1])) return -1;
+	long v = 0;
+	for (; *s; s++) {
+		if (*s < '0' || *s > '9') return -1;
+		v = v * 10 + (*s - '0');
+		if (v > max) return -1;
+	}
+	return v;
+}
+
 static int printable(const char *s)
 {
 	for (; *s; s++)
@@ -268,11 +282,8 @@ int relay_dsn_decode(const char *p, size_t len, struct relay_dsn_params **out, s
 	const char *envid = field(p, len, &off, RELAY_DSN_ENVID_MAX);
 	if (!envid || !printable(envid))
 		return base_errf(err, "DSN parameters: byte %zu: bad ENVID", off);
-	const char *ns = field(p, len, &off, 4);
-	char *end = NULL;
-	unsigned long n = ns && *ns >= '0' && *ns <= '9' ? strtoul(ns, &end, 10) : 0;
-	if (!ns || !end || *end || n == 0 || n > 1000)
-		return base_errf(err, "DSN parameters: byte %zu: bad recipient count", off);
+	long n = canon_num(field(p, len, &off, 4), 1000);
+	if (n <= 0) return base_errf(err, "DSN parameters: byte %zu: bad recipient count", off);
 	struct relay_dsn_params *d = NULL;
 	if (out) {
 		d = base_xcalloc(1, sizeof *d);
@@ -283,11 +294,13 @@ int relay_dsn_decode(const char *p, size_t len, struct relay_dsn_params **out, s
 		d->orcpt = base_xcalloc(n, sizeof *d->orcpt);
 	}
 	for (uint32_t i = 0; i < n; i++) {
-		const char *nf = field(p, len, &off, 3);
-		unsigned long v = nf && *nf >= '0' && *nf <= '9' ? strtoul(nf, &end, 10) : 256;
-		const char *oc = nf ? field(p, len, &off, RELAY_DSN_ORCPT_MAX) : NULL;
-		int bad = !nf || *end || v > 31 || (v && !(v & RELAY_NOTIFY_SET)) || !oc ||
-		          !printable(oc);
+		long v = canon_num(field(p, len, &off, 3), 31);
+		const char *oc = v >= 0 ? field(p, len, &off, RELAY_DSN_ORCPT_MAX) : NULL;
+		/* as the parser leaves NOTIFY: absent, or given with keywords, NEVER alone */
+		int bad =
+		    v < 0 || (v && (!(v & RELAY_NOTIFY_SET) || v == RELAY_NOTIFY_SET)) ||
+		    ((v & RELAY_NOTIFY_NEVER) && v != (RELAY_NOTIFY_SET | RELAY_NOTIFY_NEVER)) ||
+		    !oc || !printable(oc);
 		if (bad) {
 			relay_dsn_params_free(d);
 			return base_errf(err, "DSN parameters: byte %zu: bad recipient %u", off, i);

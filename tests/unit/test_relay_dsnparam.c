@@ -239,6 +239,22 @@ static void test_spool_form(void **state)
 	     "2\0"
 	     "0\0\0",
 	     7}, /* a recipient missing */
+	    {"\0\0"
+	     "01\0"
+	     "0\0\0",
+	     8}, /* a count not in its one spelling */
+	    {"\0\0"
+	     "1\0"
+	     "00\0\0",
+	     8}, /* nor NOTIFY */
+	    {"\0\0"
+	     "1\0"
+	     "1\0\0",
+	     7}, /* NOTIFY given without keywords */
+	    {"\0\0"
+	     "1\0"
+	     "19\0\0",
+	     8}, /* NEVER with FAILURE */
 	};
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
 		assert_int_equal(relay_dsn_decode(bad[i].s, bad[i].n, NULL, &err), -1);
