@@ -54,8 +54,9 @@
 #include "smtp/smtp.h"
 
 #define DATA_LINE_MAX 65536 /* lenient beyond RFC 5321's 1000, but bounded */
-/* RFC 5321's 512, plus what RFC 3461 §4 lets DSN parameters add (ENVID 100
- * characters on MAIL, ORCPT 500 on RCPT, with their keywords and NOTIFY) */
+/* MAIL and RCPT: RFC 5321's 512, plus what RFC 3461 §4 lets DSN parameters
+ * add (ENVID 100 characters on MAIL, ORCPT 500 on RCPT, with their keywords
+ * and NOTIFY); other commands keep 512 */
 #define CMD_LINE_MAX (SMTP_CMD_MAX + 600)
 #define MAX_ERRORS    10
 #define MAX_AUTH_FAIL 3 /* failed AUTH attempts before the session is closed */
@@ -885,7 +886,9 @@ static void read_lines(struct bufferevent *bev, struct session *s)
 		if (s->st == S_DATA) {
 			if (n > DATA_LINE_MAX) s->too_big = 1;
 			data_line(s, line, n);
-		} else if (n > CMD_LINE_MAX) {
+		} else if (n > (strncasecmp(line, "MAIL ", 5) && strncasecmp(line, "RCPT ", 5)
+		                    ? SMTP_CMD_MAX
+		                    : CMD_LINE_MAX)) {
 			reply(s, "500 5.5.2 line too long");
 			error_count(s);
 		} else {
