@@ -57,7 +57,7 @@
 /* MAIL and RCPT: RFC 5321's 512, plus what RFC 3461 §4 lets DSN parameters
  * add (ENVID 100 characters on MAIL, ORCPT 500 on RCPT, with their keywords
  * and NOTIFY); other commands keep 512 */
-#define CMD_LINE_MAX (SMTP_CMD_MAX + 600)
+#define CMD_LINE_MAX  (SMTP_CMD_MAX + 600)
 #define MAX_ERRORS    10
 #define MAX_AUTH_FAIL 3 /* failed AUTH attempts before the session is closed */
 
