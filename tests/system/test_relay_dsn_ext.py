@@ -296,3 +296,29 @@ def test_no_delay_warning_when_off(datadir, servers):
     assert wait_for(lambda: len(of(relay, "transient")) >= 4, timeout=20)
     assert dsns(home) == []
     stop_clean(relay)
+
+
+def test_delay_warning_kept_through_kill_9(datadir, servers):
+    """A kill -9 once the notice is out and its commit done (a second goes
+    by) does not bring it back: the flag was synced with it. (A kill -9
+    before that commit may send it again: at least once.)"""
+    import signal
+    grey = start_sink(datadir, ["-r", "RCPT"])
+    home = start_sink(datadir)
+    servers += [grey, home]
+    hops = {"dest": grey.hop, "home": home.hop}
+    extra = ["--delay-warning", "1s"]
+    relay = relays(datadir, servers, hops, extra)
+    qid = send(relay.port, "alice@example.com", [("bob@dest.example", [])], message("killed"))
+    assert wait_for(lambda: dsns(home), timeout=20)
+    time.sleep(1.0)
+    relay.proc.send_signal(signal.SIGKILL)
+    relay.proc.wait()
+    relay.log.close()
+    servers.remove(relay)
+    n = len([e for e in events(relay) if e["event"] == "transient" and e["id"] == qid])
+    relay2 = relays(datadir, servers, hops, extra)
+    assert wait_for(lambda: len([e for e in of(relay2, "transient") if e["id"] == qid]) >= n + 3,
+                    timeout=20)
+    assert len(dsns(home)) == 1
+    stop_clean(relay2)
