@@ -42,6 +42,7 @@ static const char relay_help[] =
     "                             to USER); default mailrep if it exists, else nobody\n"
     "  --retry-schedule LIST      delays between attempts, e.g. 10m,30m,1h,2h,4h (default)\n"
     "  --max-age DURATION         give up (expire, DSN) after this long (default 5d)\n"
+    "  --delay-warning DURATION   one delayed-delivery DSN after this long deferred (0: off)\n"
     "  --suspend DURATION         rest for a destination after a 4xx greeting or 421 (5m)\n"
     "  --dead-time DURATION       skip an address that refused or timed out this long (1m)\n"
     "  --conn-limit N             connections per destination (10)\n"
@@ -278,9 +279,11 @@ static int relay_set(struct relay_cli *r, const char *key, const char *v, struct
 	} else if (!strcmp(key, "retry-schedule")) {
 		return relay_schedule_parse(&c->schedule, v, err);
 	} else if (!strcmp(key, "max-age") || !strcmp(key, "suspend") || !strcmp(key, "timeout") ||
-	           !strcmp(key, "dead-time")) {
+	           !strcmp(key, "dead-time") || !strcmp(key, "delay-warning")) {
 		if (base_parse_duration(v, &u, err) < 0) return -1;
-		if (!strcmp(key, "max-age"))
+		if (!strcmp(key, "delay-warning"))
+			c->delay_warning = u;
+		else if (!strcmp(key, "max-age"))
 			c->schedule.max_age = u;
 		else if (!strcmp(key, "suspend"))
 			c->suspend = u;
@@ -362,6 +365,7 @@ int cli_relay(int argc, char **argv)
 	                                     {"hostname", required_argument, NULL, O_BASE},
 	                                     {"retry-schedule", required_argument, NULL, O_BASE},
 	                                     {"max-age", required_argument, NULL, O_BASE},
+	                                     {"delay-warning", required_argument, NULL, O_BASE},
 	                                     {"suspend", required_argument, NULL, O_BASE},
 	                                     {"dead-time", required_argument, NULL, O_BASE},
 	                                     {"user", required_argument, NULL, O_BASE},

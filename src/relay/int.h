@@ -19,6 +19,7 @@ struct rrcpt {
 	uint32_t attempts;
 	int64_t next; /* earliest next attempt */
 	int busy;     /* in a job right now */
+	uint8_t warned; /* its delayed-delivery DSN is sent or owed (dsn.c) */
 };
 
 /* A queued message. Invariant: `live` counts recipients still PENDING; the
@@ -38,6 +39,7 @@ struct rmsg {
 	int64_t due;   /* scheduler: see sched.c */
 	uint32_t hidx; /* position in the scheduler's heap, RELAY_HEAP_NONE: not in it */
 	struct relay_dsn_item *owed; /* final failures awaiting the message's DSN (dsn.c) */
+	struct relay_dsn_params *dsnp; /* RET, ENVID, NOTIFY, ORCPT (dsnparam.h); NULL: none */
 };
 
 /* sched.c: the messages by due time (a binary min-heap). */
@@ -241,6 +243,22 @@ void relay_dsn_owe(struct relay_ctx *x, struct rmsg *m, uint32_t idx, uint32_t s
                    const struct dest *d, const char *reply);
 void relay_dsn_flush(struct relay_ctx *x, struct rmsg *m);
 void relay_dsn_discard(struct rmsg *m);
+/* The DSN parameters (RFC 3461): relay_dsn_attach gives m its parameters
+ * (dsn: relay_dsn_encode's form, NULL: none) and its recipients' spool
+ * flags (NULL: none); relay_dsn_delivered owes a `relayed` notice when the
+ * recipient asked for SUCCESS and the next hop (peer_dsn 0) cannot carry
+ * the request on; relay_dsn_deferred owes a `delayed` notice once a
+ * recipient has been deferred for --delay-warning; relay_dsn_mail_params
+ * and relay_dsn_rcpt_params append the parameters to pass on to a next
+ * hop that offers DSN. */
+void relay_dsn_attach(struct relay_ctx *x, struct rmsg *m, const char *dsn, size_t len,
+                      const uint32_t *rflags);
+void relay_dsn_delivered(struct relay_ctx *x, struct rmsg *m, uint32_t idx, const struct dest *d,
+                         const char *reply, int peer_dsn);
+void relay_dsn_deferred(struct relay_ctx *x, struct rmsg *m, uint32_t idx, const struct dest *d,
+                        const char *reply);
+void relay_dsn_mail_params(const struct rmsg *m, struct base_buf *b);
+void relay_dsn_rcpt_params(const struct rmsg *m, uint32_t idx, struct base_buf *b);
 
 /* work.c */
 struct relay_workers *relay_workers_new(struct event_base *base, unsigned nthreads,

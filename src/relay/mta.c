@@ -106,6 +106,7 @@ struct conn {
 	struct bufferevent *bev;
 	enum cstate st;
 	int esmtp, pipelining, counted_connecting;
+	int dsn;           /* the last EHLO offered DSN: parameters are passed on (dsn.c) */
 	int in_read, dead; /* see on_read */
 	uint32_t jobs;     /* transactions started on this connection */
 	/* STARTTLS: offered in the last EHLO; handshake running; in TLS (with
@@ -275,6 +276,8 @@ static void tx_report(struct conn *c, int code, const char *why)
 		relay_outcome(c->x, c->d, j->m, j->idx[i], rc, rr);
 		c->x->acct_tls = 0;
 		c->x->acct_sts = NULL;
+		if (rc >= 200 && rc < 300)
+			relay_dsn_delivered(c->x, j->m, j->idx[i], c->d, rr, c->dsn);
 	}
 	c->x->acct_src = c->x->acct_mx = NULL;
 	tx_clear(c);
@@ -424,19 +427,26 @@ static void on_wait(evutil_socket_t fd, short what, void *arg)
 static void send_step(struct conn *c, uint32_t k)
 {
 	struct job *j = c->job;
+	struct base_buf p; /* DSN parameters for a next hop that offers DSN */
+	base_buf_init(&p);
+	int dsn = c->dsn && j->m->dsnp;
 	if (k == 0) {
+		if (dsn) relay_dsn_mail_params(j->m, &p);
 		if (c->esmtp)
-			send_line(c, "MAIL FROM:<%s> SIZE=%u", j->m->sender, j->m->loc.len);
+			send_line(c, "MAIL FROM:<%s> SIZE=%u%s", j->m->sender, j->m->loc.len,
+			          p.len ? p.data : "");
 		else
 			send_line(c, "MAIL FROM:<%s>", j->m->sender);
 		set_timeout(c, T_MAIL);
 	} else if (k <= j->n) {
-		send_line(c, "RCPT TO:<%s>", j->m->rcpt[j->idx[k - 1]].addr);
+		if (dsn) relay_dsn_rcpt_params(j->m, j->idx[k - 1], &p);
+		send_line(c, "RCPT TO:<%s>%s", j->m->rcpt[j->idx[k - 1]].addr, p.len ? p.data : "");
 		set_timeout(c, T_RCPT);
 	} else if (k == j->n + 1) {
 		send_line(c, "DATA");
 		set_timeout(c, T_DATA);
 	}
+	base_buf_free(&p);
 	c->sent = k + 1;
 }
 
@@ -653,6 +663,8 @@ static void on_read(struct bufferevent *bev, void *arg)
 		c->code = code;
 		if (c->st == C_EHLO && !base_strcasecmp_ascii(text, "PIPELINING"))
 			c->pipelining = 1;
+		if (c->st == C_EHLO && c->lines > 1 && !base_strcasecmp_ascii(text, "DSN"))
+			c->dsn = 1;
 		if (c->st == C_EHLO && c->lines > 1 && !base_strcasecmp_ascii(text, "STARTTLS"))
 			c->starttls = 1;
 		if (c->lines == 1) {
@@ -715,7 +727,7 @@ static int attempt(struct conn *c, char *why, size_t n)
 	snprintf(c->src_ip, sizeof c->src_ip, "%s", c->src ? c->src->ip : "");
 	c->st = C_CONNECT;
 	c->lines = 0;
-	c->esmtp = c->pipelining = 0;
+	c->esmtp = c->pipelining = c->dsn = 0;
 	if (c->bev) bufferevent_free(c->bev);
 	c->bev = NULL;
 	int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -825,7 +837,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 			              (c->probe && SSL_get_verify_result(bufferevent_openssl_get_ssl(
 			                               bev)) == X509_V_OK);
 			c->st = C_EHLO;
-			c->pipelining = c->starttls = 0;
+			c->pipelining = c->starttls = c->dsn = 0;
 			send_line(c, "EHLO %s", ehlo_name(c));
 			set_timeout(c, T_GREET);
 			return;

@@ -24,6 +24,7 @@
 
 #include "auth/auth.h"
 #include "relay/account.h"
+#include "relay/dsnparam.h"
 #include "relay/int.h"
 #include "relay/mtasts.h"
 #include "smtp/smtp.h"
@@ -263,6 +264,7 @@ static void msg_drop(struct relay_ctx *x, struct rmsg *m)
 	x->nmsgs--;
 	relay_heap_remove(&x->heap, m);
 	relay_dsn_discard(m);
+	relay_dsn_params_free(m->dsnp);
 	for (uint32_t i = 0; i < m->nrcpt; i++) free(m->rcpt[i].addr);
 	free(m->rcpt);
 	free(m->sender);
@@ -291,6 +293,7 @@ static void recovered(void *arg, const struct relay_record *rec, const struct re
 	    relay_queue_add(x, rec->id, rec->sender, rec->attrs, "", rec->received, loc, rc,
 	                    rec->nrcpt);
 	free(rc);
+	relay_dsn_attach(x, m, rec->dsn, rec->dsn_len, rec->rflags);
 	m->live = 0;
 	for (uint32_t i = 0; i < rec->nrcpt; i++) {
 		m->rcpt[i].state = states[i];
@@ -457,6 +460,7 @@ void relay_outcome(struct relay_ctx *x, struct dest *d, struct rmsg *m, uint32_t
 		                      r->next, &err) < 0)
 			base_warn("%s", err.msg);
 		relay_account(x, "transient", m, r, d, code, reply);
+		relay_dsn_deferred(x, m, idx, d, reply);
 	}
 }
 

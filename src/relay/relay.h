@@ -23,9 +23,10 @@
  * holds records:
  *
  *   offset 0  "MRS1"            magic
- *          4  type              'N' message, 'S' recipient state ('M': a
- *                               message without attributes, as written
- *                               before attributes existed; still read)
+ *          4  type              'N' message, 'S' recipient state, 'P' DSN
+ *                               parameters ('M': a message without
+ *                               attributes, as written before attributes
+ *                               existed; still read)
  *          5  3 zero bytes
  *          8  u32 LE            payload length (<= RELAY_RECORD_MAX)
  *         12  u32 LE            CRC-32 of bytes 4..11 and of the payload
@@ -38,7 +39,13 @@
  *              pool=bulk"); may be empty.
  * 'M' payload: the same without attrs.
  * 'S' payload: id NUL rcpt-index NUL state NUL attempts NUL next-attempt NUL
- *              (decimal numbers; state is one of enum relay_rcpt_state).
+ *              [flags NUL] (decimal numbers; state is one of enum
+ *              relay_rcpt_state; flags RELAY_RCPT_F_*, absent: 0; a flag,
+ *              once written, stays set whatever later records say).
+ * 'P' payload: id NUL, then the message's DSN parameters in the form of
+ *              relay_dsn_encode (dsnparam.h). Written right behind its
+ *              'N' record, in the same write; only for messages that had
+ *              DSN parameters.
  */
 #define RELAY_RECORD_HDR 16
 #define RELAY_RECORD_MAX (64u << 20)
@@ -52,6 +59,8 @@ enum relay_rcpt_state {
 	RELAY_RCPT_BOUNCED = 2,
 	RELAY_RCPT_EXPIRED = 3,
 };
+/* Recipient flags ('S' records). */
+#define RELAY_RCPT_F_WARNED 1u /* its delayed-delivery DSN was sent */
 
 struct relay_record {
 	char type; /* 'M' (a message, whether written as 'M' or 'N') or 'S' */
@@ -69,6 +78,13 @@ struct relay_record {
 	uint32_t state;
 	uint32_t attempts;
 	int64_t next;
+	uint32_t flags;
+	/* 'P': the parameters (into the payload). A recovered message ('M'
+	 * given to relay_recover_cb): its 'P' record's, NULL if none, and its
+	 * recipients' flags (NULL: none set). */
+	const char *dsn;
+	size_t dsn_len;
+	const uint32_t *rflags;
 };
 
 /* Parses one record at the start of buf. Returns its total size (> 0), 0
@@ -89,6 +105,11 @@ int relay_attr_get(const char *attrs, const char *key, char *out, size_t n);
 /* Appends an encoded 'S' record to out. */
 void relay_record_state(struct base_buf *out, const char *id, uint32_t rcpt_index, uint32_t state,
                         uint32_t attempts, int64_t next);
+/* The same with flags (RELAY_RCPT_F_*). */
+void relay_record_state_flags(struct base_buf *out, const char *id, uint32_t rcpt_index,
+                              uint32_t state, uint32_t attempts, int64_t next, uint32_t flags);
+/* Appends an encoded 'P' record (dsn: relay_dsn_encode's form). */
+void relay_record_params(struct base_buf *out, const char *id, const char *dsn, size_t len);
 
 /* ---- the spool ------------------------------------------------------------ */
 
@@ -119,6 +140,12 @@ int relay_spool_add(struct relay_spool *sp, const char *id, const char *sender, 
                     int64_t received,
                     const char *const *rcpts, uint32_t nrcpt, const char *body, size_t body_len,
                     struct relay_loc *loc, struct base_err *err);
+/* The same with the message's DSN parameters (relay_dsn_encode's form;
+ * NULL: none) in a 'P' record behind it, in the same write. */
+int relay_spool_add_dsn(struct relay_spool *sp, const char *id, const char *sender,
+                        const char *attrs, int64_t received, const char *const *rcpts,
+                        uint32_t nrcpt, const char *body, size_t body_len, const char *dsn,
+                        size_t dsn_len, struct relay_loc *loc, struct base_err *err);
 /* Writes (without syncing) a recipient state record. */
 /* While pinned (calls nest), the spool does not rotate to a new segment,
  * so the records written meanwhile share one segment and a crash can only
@@ -127,6 +154,9 @@ int relay_spool_add(struct relay_spool *sp, const char *id, const char *sender, 
 void relay_spool_pin(struct relay_spool *sp, int on);
 int relay_spool_state(struct relay_spool *sp, const char *id, uint32_t rcpt_index, uint32_t state,
                       uint32_t attempts, int64_t next, struct base_err *err);
+int relay_spool_state_flags(struct relay_spool *sp, const char *id, uint32_t rcpt_index,
+                            uint32_t state, uint32_t attempts, int64_t next, uint32_t flags,
+                            struct base_err *err);
 /* Makes everything written so far durable: one fdatasync per segment
  * written since the last commit (normally one), plus the directory when a
  * segment was created. */
@@ -355,6 +385,7 @@ struct relay_config {
 	int mta_sts_off;
 	uint16_t mta_sts_port;
 	uint32_t mta_sts_timeout;
+	uint32_t delay_warning; /* seconds deferred before a delayed-delivery DSN; 0: none */
 };
 
 /* The MTA-STS settings (mta-sts = on|off, mta-sts-port, mta-sts-timeout):

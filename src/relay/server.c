@@ -48,11 +48,16 @@
 #include <sys/socket.h>
 
 #include "relay/account.h"
+#include "relay/dsnparam.h"
 #include "relay/int.h"
 #include "relay/tls.h"
 #include "smtp/smtp.h"
 
 #define DATA_LINE_MAX 65536 /* lenient beyond RFC 5321's 1000, but bounded */
+/* MAIL and RCPT: RFC 5321's 512, plus what RFC 3461 §4 lets DSN parameters
+ * add (ENVID 100 characters on MAIL, ORCPT 500 on RCPT, with their keywords
+ * and NOTIFY); other commands keep 512 */
+#define CMD_LINE_MAX  (SMTP_CMD_MAX + 600)
 #define MAX_ERRORS    10
 #define MAX_AUTH_FAIL 3 /* failed AUTH attempts before the session is closed */
 
@@ -85,6 +90,10 @@ struct session {
 	/* spool attributes of the message in progress ("account=... pool=..."),
 	 * set once the transaction knows them; "" for none */
 	char attrs[RELAY_ATTRS_MAX + 1];
+	/* DSN parameters of the transaction (notify and orcpt follow rcpts),
+	 * and their spool form once stored */
+	struct relay_dsn_params dsn;
+	struct base_buf dsn_blob;
 	int tls, handshake;            /* in TLS; TLS handshake running */
 	const struct relay_acct *acct; /* authenticated as; NULL: not */
 	enum astep auth_step;
@@ -164,6 +173,12 @@ static void tx_reset(struct session *s)
 	base_buf_free(&s->data);
 	s->size = 0;
 	s->too_big = 0;
+	for (uint32_t i = 0; i < s->dsn.nrcpt; i++) free(s->dsn.orcpt[i]);
+	free(s->dsn.orcpt);
+	free(s->dsn.notify);
+	free(s->dsn.envid);
+	memset(&s->dsn, 0, sizeof s->dsn);
+	base_buf_free(&s->dsn_blob);
 }
 
 static void session_free(struct session *s)
@@ -257,6 +272,7 @@ static void cmd_ehlo(struct session *s, const struct smtp_command *c)
 	reply(s, "250-SIZE %llu", (unsigned long long)s->x->cfg->max_size);
 	reply(s, "250-PIPELINING");
 	reply(s, "250-8BITMIME");
+	reply(s, "250-DSN");
 	reply(s, "250-ENHANCEDSTATUSCODES");
 	if (s->x->tls->server && !s->tls) reply(s, "250-STARTTLS");
 	if (auth_offered(s)) reply(s, "250-AUTH PLAIN LOGIN");
@@ -287,6 +303,15 @@ static void cmd_mail(struct session *s, const struct smtp_command *c)
 		      (unsigned long long)s->x->cfg->max_size);
 		return;
 	}
+	struct relay_dsn_mail dm;
+	struct base_err err;
+	if (relay_dsn_parse_mail(c->params, c->params_len, &dm, &err) < 0) {
+		reply(s, "501 5.5.4 %s", err.msg);
+		error_count(s);
+		return;
+	}
+	s->dsn.ret = dm.ret;
+	s->dsn.envid = dm.envid[0] ? base_xstrdup(dm.envid) : NULL;
 	s->sender = base_xstrdup(c->path);
 	reply(s, "250 2.1.0 Ok");
 }
@@ -309,6 +334,12 @@ static void cmd_rcpt(struct session *s, const struct smtp_command *c)
 		error_count(s);
 		return;
 	}
+	struct relay_dsn_rcpt dr;
+	if (relay_dsn_parse_rcpt(c->params, c->params_len, &dr, &err) < 0) {
+		reply(s, "501 5.5.4 %s", err.msg);
+		error_count(s);
+		return;
+	}
 	if (s->nrcpt >= s->x->cfg->max_rcpts || s->nrcpt >= RELAY_RCPT_MAX) {
 		reply(s, "452 4.5.3 too many recipients");
 		return;
@@ -323,6 +354,10 @@ static void cmd_rcpt(struct session *s, const struct smtp_command *c)
 	}
 	s->rcpts = base_xrealloc(s->rcpts, (s->nrcpt + 1) * sizeof *s->rcpts);
 	s->rcpts[s->nrcpt++] = base_xstrdup(c->path);
+	s->dsn.notify = base_xrealloc(s->dsn.notify, s->nrcpt);
+	s->dsn.orcpt = base_xrealloc(s->dsn.orcpt, s->nrcpt * sizeof *s->dsn.orcpt);
+	s->dsn.notify[s->dsn.nrcpt] = dr.notify;
+	s->dsn.orcpt[s->dsn.nrcpt++] = dr.orcpt[0] ? base_xstrdup(dr.orcpt) : NULL;
 	reply(s, "250 2.1.5 Ok");
 }
 
@@ -456,9 +491,12 @@ static int store(struct session *s)
 	/* checked again: other sessions of the account may have been counted
 	 * while this one was being signed */
 	if (over_quota(s)) return 0;
-	if (relay_spool_add(x->spool, s->id, s->sender, s->attrs, base_now(),
-	                    (const char *const *)s->rcpts, s->nrcpt, s->data.data, s->data.len,
-	                    &s->loc, &err) < 0) {
+	s->dsn_blob.len = 0;
+	if (relay_dsn_given(&s->dsn)) relay_dsn_encode(&s->dsn_blob, &s->dsn);
+	if (relay_spool_add_dsn(x->spool, s->id, s->sender, s->attrs, base_now(),
+	                        (const char *const *)s->rcpts, s->nrcpt, s->data.data, s->data.len,
+	                        s->dsn_blob.len ? s->dsn_blob.data : NULL, s->dsn_blob.len, &s->loc,
+	                        &err) < 0) {
 		base_error("%s", err.msg);
 		reply(s, "452 4.3.1 insufficient system storage");
 		tx_reset(s);
@@ -838,7 +876,7 @@ static void read_lines(struct bufferevent *bev, struct session *s)
 		size_t n;
 		char *line = evbuffer_readln(in, &n, EVBUFFER_EOL_CRLF);
 		if (!line) {
-			size_t limit = s->st == S_DATA ? DATA_LINE_MAX : SMTP_CMD_MAX;
+			size_t limit = s->st == S_DATA ? DATA_LINE_MAX : CMD_LINE_MAX;
 			if (evbuffer_get_length(in) > limit) {
 				reply(s, "500 5.5.2 line too long");
 				close_after_reply(s);
@@ -848,7 +886,9 @@ static void read_lines(struct bufferevent *bev, struct session *s)
 		if (s->st == S_DATA) {
 			if (n > DATA_LINE_MAX) s->too_big = 1;
 			data_line(s, line, n);
-		} else if (n > SMTP_CMD_MAX) {
+		} else if (n > (strncasecmp(line, "MAIL ", 5) && strncasecmp(line, "RCPT ", 5)
+		                    ? SMTP_CMD_MAX
+		                    : CMD_LINE_MAX)) {
 			reply(s, "500 5.5.2 line too long");
 			error_count(s);
 		} else {
@@ -908,6 +948,8 @@ void relay_server_committed(struct relay_ctx *x, struct session *s, int ok, cons
 	if (ok) {
 		struct rmsg *m = relay_queue_add(x, s->id, s->sender, s->attrs, s->ip, base_now(),
 		                                 &s->loc, (const char *const *)s->rcpts, s->nrcpt);
+		if (s->dsn_blob.len)
+			relay_dsn_attach(x, m, s->dsn_blob.data, s->dsn_blob.len, NULL);
 		x->acct_tls = s->tls;
 		relay_account(x, "reception", m, NULL, NULL, 250, NULL);
 		x->acct_tls = 0;

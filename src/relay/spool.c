@@ -35,6 +35,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "relay/dsnparam.h"
 #include "relay/relay.h"
 #include "smtp/smtp.h"
 
@@ -121,6 +122,27 @@ void relay_record_state(struct base_buf *out, const char *id, uint32_t rcpt_inde
 	record_end(out, start);
 }
 
+void relay_record_state_flags(struct base_buf *out, const char *id, uint32_t rcpt_index,
+                              uint32_t state, uint32_t attempts, int64_t next, uint32_t flags)
+{
+	if (!flags) {
+		relay_record_state(out, id, rcpt_index, state, attempts, next);
+		return;
+	}
+	size_t start = record_begin(out, 'S');
+	base_buf_printf(out, "%s%c%u%c%u%c%u%c%lld%c%u%c", id, 0, rcpt_index, 0, state, 0, attempts,
+	                0, (long long)next, 0, flags, 0);
+	record_end(out, start);
+}
+
+void relay_record_params(struct base_buf *out, const char *id, const char *dsn, size_t len)
+{
+	size_t start = record_begin(out, 'P');
+	base_buf_append(out, id, strlen(id) + 1);
+	base_buf_append(out, dsn, len);
+	record_end(out, start);
+}
+
 int relay_attrs_valid(const char *attrs)
 {
 	size_t n = strlen(attrs);
@@ -194,7 +216,7 @@ int relay_record_parse(const uint8_t *buf, size_t len, struct relay_record *r, s
 	memset(r, 0, sizeof *r);
 	if (len < RELAY_RECORD_HDR) return 0;
 	if (memcmp(buf, "MRS1", 4)) return base_errf(err, "byte 0: bad record magic");
-	if (buf[4] != 'M' && buf[4] != 'N' && buf[4] != 'S')
+	if (buf[4] != 'M' && buf[4] != 'N' && buf[4] != 'S' && buf[4] != 'P')
 		return base_errf(err, "byte 4: unknown record type");
 	if (buf[5] || buf[6] || buf[7]) return base_errf(err, "byte 5: reserved bytes not zero");
 	uint32_t plen = get_u32(buf + 8);
@@ -240,13 +262,25 @@ int relay_record_parse(const uint8_t *buf, size_t len, struct relay_record *r, s
 		}
 		r->body_off = RELAY_RECORD_HDR + off;
 		r->body_len = plen - off;
+	} else if (r->type == 'P') {
+		r->dsn = (const char *)p + off;
+		r->dsn_len = plen - off;
+		struct base_err e2;
+		if (relay_dsn_decode(r->dsn, r->dsn_len, NULL, &e2) < 0)
+			return base_errf(err, "byte %zu: %s", RELAY_RECORD_HDR + off, e2.msg);
 	} else {
 		uint64_t idx, st, at, nx;
 		if (number(field(p, plen, &off, 10), RELAY_RCPT_MAX - 1, &idx) < 0 ||
 		    number(field(p, plen, &off, 10), RELAY_RCPT_EXPIRED, &st) < 0 ||
 		    number(field(p, plen, &off, 10), UINT32_MAX, &at) < 0 ||
-		    number(field(p, plen, &off, 20), INT64_MAX, &nx) < 0 || off != plen)
+		    number(field(p, plen, &off, 20), INT64_MAX, &nx) < 0)
 			return base_errf(err, "byte %zu: bad state record", RELAY_RECORD_HDR + off);
+		/* the flags, written only when some are set */
+		uint64_t fl = 0;
+		if (off != plen &&
+		    (number(field(p, plen, &off, 10), UINT32_MAX, &fl) < 0 || off != plen))
+			return base_errf(err, "byte %zu: bad state record", RELAY_RECORD_HDR + off);
+		r->flags = (uint32_t)fl;
 		r->rcpt_index = (uint32_t)idx;
 		r->state = (uint32_t)st;
 		r->attempts = (uint32_t)at;
@@ -310,6 +344,9 @@ struct pending_msg {
 	uint8_t *payload; /* the whole record */
 	uint32_t *states, *attempts;
 	int64_t *next;
+	uint32_t *flags; /* NULL: none set */
+	char *dsn;       /* its 'P' record's parameters; NULL: none */
+	size_t dsn_len;
 };
 
 /* Messages read so far, with an open-addressing index by id (slots hold
@@ -438,6 +475,9 @@ static int recover_segment(struct relay_spool *sp, uint32_t no, struct recovery 
 				rebase(&m->rec.attrs, old, keep, rec);
 				rebase(&m->rec.rcpts, old, keep, rec);
 			}
+			m->flags = NULL;
+			m->dsn = NULL;
+			m->dsn_len = 0;
 			m->states = base_xcalloc(r.nrcpt, sizeof *m->states);
 			m->attempts = base_xcalloc(r.nrcpt, sizeof *m->attempts);
 			m->next = base_xcalloc(r.nrcpt, sizeof *m->next);
@@ -448,6 +488,16 @@ static int recover_segment(struct relay_spool *sp, uint32_t no, struct recovery 
 				m->states[r.rcpt_index] = r.state;
 				m->attempts[r.rcpt_index] = r.attempts;
 				m->next[r.rcpt_index] = r.next;
+				if (r.flags && !m->flags)
+					m->flags = base_xcalloc(m->rec.nrcpt, sizeof *m->flags);
+				if (r.flags) m->flags[r.rcpt_index] |= r.flags;
+			}
+		} else if (r.type == 'P') {
+			struct pending_msg *m = find_msg(rv, r.id);
+			if (m && !m->dsn) {
+				m->dsn = base_xmalloc(r.dsn_len + 1);
+				memcpy(m->dsn, r.dsn, r.dsn_len);
+				m->dsn_len = r.dsn_len;
 			}
 		}
 		free(rec);
@@ -538,8 +588,13 @@ static int load(struct relay_spool *sp, int readonly, relay_recover_cb cb, void 
 			live |= m->states[k] == RELAY_RCPT_PENDING;
 		if (!rc && live) {
 			if (!readonly) relay_spool_hold(sp, m->loc.seg);
+			m->rec.dsn = m->dsn;
+			m->rec.dsn_len = m->dsn_len;
+			m->rec.rflags = m->flags;
 			if (cb) cb(arg, &m->rec, &m->loc, m->states, m->attempts, m->next);
 		}
+		free(m->flags);
+		free(m->dsn);
 		free(m->payload);
 		free(m->states);
 		free(m->attempts);
@@ -597,16 +652,28 @@ int relay_spool_add(struct relay_spool *sp, const char *id, const char *sender, 
                     const char *body, size_t body_len, struct relay_loc *loc,
                     struct base_err *err)
 {
-	if (body_len > RELAY_RECORD_MAX - 8192 || nrcpt == 0 || nrcpt > RELAY_RCPT_MAX)
+	return relay_spool_add_dsn(sp, id, sender, attrs, received, rcpts, nrcpt, body, body_len,
+	                           NULL, 0, loc, err);
+}
+
+int relay_spool_add_dsn(struct relay_spool *sp, const char *id, const char *sender,
+                        const char *attrs, int64_t received, const char *const *rcpts,
+                        uint32_t nrcpt, const char *body, size_t body_len, const char *dsn,
+                        size_t dsn_len, struct relay_loc *loc, struct base_err *err)
+{
+	if (body_len > RELAY_RECORD_MAX - 8192 || nrcpt == 0 || nrcpt > RELAY_RCPT_MAX ||
+	    dsn_len > RELAY_RECORD_MAX / 2)
 		return base_errf(err, "message too large or bad recipient count");
 	if (!attrs) attrs = "";
 	if (!relay_attrs_valid(attrs)) return base_errf(err, "bad message attributes '%s'", attrs);
 	sp->scratch.len = 0;
 	relay_record_msg(&sp->scratch, id, sender, attrs, received, rcpts, nrcpt, body, body_len);
+	size_t msg_len = sp->scratch.len;
+	if (dsn) relay_record_params(&sp->scratch, id, dsn, dsn_len);
 	uint64_t at;
 	if (append(sp, &at, err) < 0) return -1;
 	loc->seg = cur(sp)->no;
-	loc->off = at + sp->scratch.len - body_len;
+	loc->off = at + msg_len - body_len;
 	loc->len = (uint32_t)body_len;
 	relay_spool_hold(sp, loc->seg);
 	return 0;
@@ -623,8 +690,15 @@ void relay_spool_pin(struct relay_spool *sp, int on)
 int relay_spool_state(struct relay_spool *sp, const char *id, uint32_t rcpt_index, uint32_t state,
                       uint32_t attempts, int64_t next, struct base_err *err)
 {
+	return relay_spool_state_flags(sp, id, rcpt_index, state, attempts, next, 0, err);
+}
+
+int relay_spool_state_flags(struct relay_spool *sp, const char *id, uint32_t rcpt_index,
+                            uint32_t state, uint32_t attempts, int64_t next, uint32_t flags,
+                            struct base_err *err)
+{
 	sp->scratch.len = 0;
-	relay_record_state(&sp->scratch, id, rcpt_index, state, attempts, next);
+	relay_record_state_flags(&sp->scratch, id, rcpt_index, state, attempts, next, flags);
 	uint64_t at;
 	return append(sp, &at, err);
 }
