@@ -706,7 +706,7 @@ int auth_dkim_sign_field(const struct auth_dkim_key *key, const char *msg, size_
 	if (auth_msg_parse(&m, msg, len, err) < 0) return -1;
 	struct auth_dkim_sig sig;
 	const char *colon = strchr(field, ':');
-	size_t flen = strlen(field), boff, bend;
+	size_t flen = strlen(field), boff = 0, bend = 0;
 	int rc = -1;
 	struct base_buf data;
 	base_buf_init(&data);
@@ -1040,7 +1040,7 @@ static int verify_one(const struct dns_lookup_ops *dns, const struct auth_msg *m
 		rc = verdict(v, AUTH_DKIM_FAIL, "body hash mismatch (the body was changed)");
 		goto out;
 	}
-	size_t boff, bend;
+	size_t boff = 0, bend = 0;
 	if (find_b(f->raw, f->raw_len, sig, f->value_off, &boff, &bend, &err) < 0) {
 		rc = verdict(v, AUTH_DKIM_PERMERROR, "%s", err.msg);
 		goto out;
