@@ -232,7 +232,7 @@ struct dns_answer {
 	char why[128]; /* for failures: what went wrong, for messages */
 	/* The response's AD bit (RFC 4035 3.2.3): the resolver validated it
 	 * with DNSSEC. Meaningful only from a validating resolver asked with
-	 * dns_resolver_config.dnssec; 0 when nothing was received. */
+	 * dns_resolver_set_dnssec; 0 when nothing was received. */
 	int secure;
 };
 
@@ -274,7 +274,6 @@ struct dns_resolver_config {
 	const char *server;  /* "127.0.0.1:5353", "[::1]:53"; NULL: the system's */
 	unsigned timeout_ms; /* per try; 0 means 2000 */
 	unsigned tries;      /* 0 means 2 */
-	int dnssec;          /* set the DO bit (RFC 3225): ask for validated answers (AD) */
 };
 
 /* Called once per submitted query, from dns_resolver_poll/run, with an
@@ -285,6 +284,9 @@ typedef void (*dns_resolver_cb)(void *arg, const char *name, uint16_t type, stru
 int dns_resolver_new(struct dns_resolver **out, const struct dns_resolver_config *cfg,
 		     struct base_err *err);
 void dns_resolver_free(struct dns_resolver *r);
+/* With on, queries set the DO bit (RFC 3225): a validating resolver then
+ * says in each answer's AD bit (dns_answer.secure) whether it validated it. */
+void dns_resolver_set_dnssec(struct dns_resolver *r, int on);
 /* Sends a query; cb runs later. Returns 0 or -1 (bad name: cb is not called). */
 int dns_resolver_submit(struct dns_resolver *r, const char *name, uint16_t type, dns_resolver_cb cb,
 			void *arg, struct base_err *err);

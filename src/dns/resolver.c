@@ -258,9 +258,13 @@ int dns_resolver_new(struct dns_resolver **out, const struct dns_resolver_config
 		free(r);
 		return base_errf(err, "resolver '%s': %s", cfg->server, ares_strerror(rc));
 	}
-	r->dnssec = cfg && cfg->dnssec;
 	*out = r;
 	return 0;
+}
+
+void dns_resolver_set_dnssec(struct dns_resolver *r, int on)
+{
+	r->dnssec = on;
 }
 
 void dns_resolver_free(struct dns_resolver *r)
