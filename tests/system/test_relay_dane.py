@@ -30,7 +30,7 @@ import dns.message
 import dns.query
 import dns.rdatatype
 
-from conftest import Server, datadir, free_port, servers, wait_dns  # noqa: F401 (fixtures)
+from conftest import MAILREP, Server, datadir, free_port, servers, wait_dns  # noqa: F401
 from knot import KNOTD, soa
 from relay_peers import start_sink_at
 from relay_util import events, message, sink_files, start_relay, stop_clean, submit, wait_for
@@ -172,7 +172,8 @@ def world(d, servers):
              "tawrong": ("127.0.0.1", "2 0 1 " + ta), "bad": ("127.0.0.1", "3 1 1 " + wrong),
              "notls": ("127.0.0.2", "3 1 1 " + ee), "none": ("127.0.0.2", None),
              "off": ("127.0.0.1", "3 1 1 " + wrong), "bogus": ("127.0.0.1", None),
-             "pkix": ("127.0.0.1", "1 1 1 " + ee), "insec": ("127.0.0.1", None)}
+             "pkix": ("127.0.0.1", "1 1 1 " + ee), "insec": ("127.0.0.1", None),
+             "eename": ("127.0.0.1", "3 1 1 " + ee)}
     for n, (addr, tlsa) in hosts.items():
         z += "%s MX 10 mx-%s\nmx-%s A %s\n" % (n, n, n, addr)
         if tlsa:
@@ -217,7 +218,8 @@ def test_dane(datadir, servers):
                ["--dane", "on", "--tls-policy", "off.dane.example=off",
                 "--tls-policy", "only.plain.example=dane-only"])
     servers.append(a)
-    names = ["ee", "ta", "tawrong", "bad", "notls", "none", "off", "bogus", "pkix", "insec"]
+    names = ["ee", "ta", "tawrong", "bad", "notls", "none", "off", "bogus", "pkix", "insec",
+             "eename"]
     rcpts = ["u@%s.dane.example" % n for n in names] + ["u@plain.plain.example",
                                                           "u@only.plain.example",
                                                           "u@tobad.plain.example"]
@@ -227,12 +229,16 @@ def test_dane(datadir, servers):
                     len(rcpts), timeout=30)
     assert done, a.output() + "\n" + str(events(a)) + "\n" + unbound.output()
     ok, tr = by_rcpt(a, "delivery"), by_rcpt(a, "transient")
-    assert sorted(ok) == ["u@ee.dane.example", "u@insec.dane.example", "u@none.dane.example",
+    assert sorted(ok) == ["u@ee.dane.example", "u@eename.dane.example",
+                          "u@insec.dane.example", "u@none.dane.example",
                           "u@off.dane.example", "u@pkix.dane.example", "u@plain.plain.example",
                           "u@ta.dane.example", "u@tobad.plain.example"], (ok, tr, a.output())
 
     # DANE-EE and DANE-TA: over TLS, authenticated, the usage said
     e = ok["u@ee.dane.example"]
+    assert e["tls"] is True and e["dane"] == "verified" and e["dane_usage"] == "dane-ee", e
+    # DANE-EE checks no name: B's certificate is not for mx-eename
+    e = ok["u@eename.dane.example"]
     assert e["tls"] is True and e["dane"] == "verified" and e["dane_usage"] == "dane-ee", e
     e = ok["u@ta.dane.example"]
     assert e["tls"] is True and e["dane"] == "verified" and e["dane_usage"] == "dane-ta", e
@@ -275,11 +281,11 @@ def test_dane(datadir, servers):
     assert "DANE: no usable TLSA records for mx-only.plain.example, and the policy is " \
            "dane-only" in e["reply"], e
 
-    # what reached the receivers: B has ee, ta, off, pkix, insec and tobad;
-    # the plain sink none and plain; nothing of the deferred anywhere
-    assert wait_for(lambda: len(by_rcpt(b, "delivery")) == 6), b.output()
+    # what reached the receivers: B has ee, eename, ta, off, pkix, insec and
+    # tobad; the plain sink none and plain; nothing of the deferred anywhere
+    assert wait_for(lambda: len(by_rcpt(b, "delivery")) == 7), b.output()
     files = sink_files(bsink) + sink_files(plain)
-    assert len(sink_files(bsink)) == 6 and len(sink_files(plain)) == 2, files
+    assert len(sink_files(bsink)) == 7 and len(sink_files(plain)) == 2, files
     for f in files:
         for n in ("tawrong", "bad", "notls", "bogus", "only"):
             assert b"u@%s." % n.encode() not in f, (n, f)
@@ -288,9 +294,13 @@ def test_dane(datadir, servers):
 
 
 def test_dane_off_ignores_tlsa(datadir, servers):
+    """The config file says dane = on, the flag --dane off overrides it."""
     b, bsink, plain, unbound = world(datadir, servers)
     os.makedirs(os.path.join(datadir, "c"))
-    c = sender(datadir, unbound, b.port, "c", ["--dane", "off"])
+    ini = os.path.join(datadir, "c", "relay.ini")
+    with open(ini, "w") as f:
+        f.write("[relay]\ndane = on\n")
+    c = sender(datadir, unbound, b.port, "c", ["-c", ini, "--dane", "off"])
     servers.append(c)
     rcpts = ["u@bad.dane.example", "u@bogus.dane.example", "u@notls.dane.example"]
     for r in rcpts:
@@ -305,3 +315,14 @@ def test_dane_off_ignores_tlsa(datadir, servers):
     assert ok["u@notls.dane.example"]["tls"] is False
     assert "TLSA" not in c.output()
     stop_clean(c)
+
+
+def test_dane_setting_errors(datadir):
+    for argv, want in ((["--dane", "maybe"], "dane: expected on or off, not 'maybe'"),
+                       (["--tls-policy", "x.example=dane"],
+                        "tls-policy 'x.example=dane': mode must be opportunistic, required, "
+                        "verify, dane-only or off")):
+        p = subprocess.run([MAILREP, "relay", "--listen", "127.0.0.1:%d" % free_port(),
+                            "--spool", os.path.join(datadir, "spool")] + argv,
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode != 0 and want in p.stderr, (p.returncode, p.stderr)
