@@ -34,7 +34,7 @@ from conftest import MAILREP, Server, datadir, free_port, servers, wait_dns  # n
 from knot import KNOTD, soa
 from relay_peers import start_sink_at
 from relay_util import events, message, sink_files, start_relay, stop_clean, submit, wait_for
-from test_relay_mta_sts import make_ca
+from test_relay_mta_sts import PolicyServer, make_ca, policy
 
 UNBOUND = shutil.which("unbound") or "/usr/sbin/unbound"
 CHILD = "_tcp.mx-bogus.dane.example"
@@ -144,7 +144,7 @@ def start_unbound(d, knot_port, anchors):
 
 def world(d, servers):
     """The receivers, the zones, knotd and unbound. Returns (B, B's sink,
-    the plain sink, unbound)."""
+    the plain sink, unbound, the CA file, its signing function)."""
     ca, sign = make_ca(d)
     # B's certificate names mx-ee and mx-ta, not mx-tawrong; its chain
     # file carries the CA, as DANE-TA needs the anchor in the chain
@@ -173,11 +173,15 @@ def world(d, servers):
              "notls": ("127.0.0.2", "3 1 1 " + ee), "none": ("127.0.0.2", None),
              "off": ("127.0.0.1", "3 1 1 " + wrong), "bogus": ("127.0.0.1", None),
              "pkix": ("127.0.0.1", "1 1 1 " + ee), "insec": ("127.0.0.1", None),
-             "eename": ("127.0.0.1", "3 1 1 " + ee)}
+             "eename": ("127.0.0.1", "3 1 1 " + ee), "sts": ("127.0.0.1", "3 1 1 " + ee),
+             "stsonly": ("127.0.0.1", None)}
     for n, (addr, tlsa) in hosts.items():
         z += "%s MX 10 mx-%s\nmx-%s A %s\n" % (n, n, n, addr)
         if tlsa:
             z += "%smx-%s TLSA %s\n" % (t, n, tlsa)
+    # MTA-STS records (test_dane_before_mta_sts)
+    for n in ("sts", "stsonly"):
+        z += 'mta-sts.%s A 127.0.0.1\n_mta-sts.%s TXT "v=STSv1; id=1;"\n' % (n, n)
     # the TLSA name of mx-bogus lies in a child zone whose DS matches no key
     z += "_tcp.mx-bogus NS ns\n_tcp.mx-bogus DS 4711 13 2 %s\n" % ("ab" * 32)
     child = soa(CHILD) + "_%d TLSA 3 1 1 %s\n" % (port, ee)
@@ -196,7 +200,7 @@ def world(d, servers):
     servers.append(knot)
     unbound = start_unbound(d, knot.port, dnskeys(knot.port, "dane.example"))
     servers.append(unbound)
-    return b, bsink, plain, unbound
+    return b, bsink, plain, unbound, ca, sign
 
 
 def by_rcpt(relay, kind):
@@ -212,7 +216,7 @@ def sender(d, unbound, port, name, extra=()):
 
 
 def test_dane(datadir, servers):
-    b, bsink, plain, unbound = world(datadir, servers)
+    b, bsink, plain, unbound, _, _ = world(datadir, servers)
     os.makedirs(os.path.join(datadir, "a"))
     a = sender(datadir, unbound, b.port, "a",
                ["--dane", "on", "--tls-policy", "off.dane.example=off",
@@ -295,7 +299,7 @@ def test_dane(datadir, servers):
 
 def test_dane_off_ignores_tlsa(datadir, servers):
     """The config file says dane = on, the flag --dane off overrides it."""
-    b, bsink, plain, unbound = world(datadir, servers)
+    b, bsink, plain, unbound, _, _ = world(datadir, servers)
     os.makedirs(os.path.join(datadir, "c"))
     ini = os.path.join(datadir, "c", "relay.ini")
     with open(ini, "w") as f:
@@ -326,3 +330,34 @@ def test_dane_setting_errors(datadir):
                             "--spool", os.path.join(datadir, "spool")] + argv,
                            capture_output=True, text=True, timeout=30)
         assert p.returncode != 0 and want in p.stderr, (p.returncode, p.stderr)
+
+
+def test_dane_before_mta_sts(datadir, servers):
+    """Both domains publish an MTA-STS policy in enforce mode that lists
+    another MX host only: sts.dane.example's MX host has TLSA records, so
+    DANE applies instead and the mail goes; stsonly.dane.example's has
+    none, so the policy applies and defers it (the policy is in force)."""
+    b, bsink, plain, unbound, ca, sign = world(datadir, servers)
+    hcert, hkey = sign("https", ["mta-sts.sts.dane.example", "mta-sts.stsonly.dane.example"])
+    web = PolicyServer(hcert, hkey)
+    servers.append(web)
+    for n in ("sts", "stsonly"):
+        web.policies["mta-sts.%s.dane.example" % n] = policy("enforce", "mx.elsewhere.example")
+    os.makedirs(os.path.join(datadir, "s"))
+    a = sender(datadir, unbound, b.port, "s", ["--dane", "on", "--tls-ca", ca,
+                                                "--mta-sts-port", str(web.port),
+                                                "--mta-sts-timeout", "10s"])
+    servers.append(a)
+    for r in ("u@sts.dane.example", "u@stsonly.dane.example"):
+        submit(a.port, "alice@example.com", [r], data=message(r))
+    assert wait_for(lambda: len(by_rcpt(a, "delivery")) + len(by_rcpt(a, "transient")) == 2,
+                    timeout=30), a.output() + str(events(a))
+    ok, tr = by_rcpt(a, "delivery"), by_rcpt(a, "transient")
+    e = ok["u@sts.dane.example"]
+    assert e["dane"] == "verified" and "mta_sts" not in e, e
+    e = tr["u@stsonly.dane.example"]
+    assert e["code"] == 451 and "no MX host matches" in e["reply"], e
+    # DANE's domain was not even looked up for a policy
+    assert "mta-sts.sts.dane.example" not in web.fetches, web.fetches
+    assert web.fetches.get("mta-sts.stsonly.dane.example") == 1, web.fetches
+    stop_clean(a)
