@@ -6,7 +6,7 @@ set -eu
 PKGS="build-essential cmake pkg-config clang libclang-rt-14-dev
 libssl-dev libc-ares-dev libevent-dev libsqlite3-dev zlib1g-dev libpsl-dev libcmocka-dev
 python3 python3-pytest python3-dnspython python3-yaml
-rbldnsd knot knot-dnsutils dnsperf swaks libnet-ssleay-perl postfix openssl"
+rbldnsd knot knot-dnsutils dnsperf swaks libnet-ssleay-perl postfix openssl unbound"
 
 missing=""
 for p in $PKGS; do
@@ -26,7 +26,7 @@ $SUDO apt-get update -q || true
 # shellcheck disable=SC2086
 $SUDO apt-get install -y -q --no-install-recommends $missing
 # Debian starts the daemons it installs; the tests run their own instances on loopback.
-for svc in rbldnsd knot postfix; do
+for svc in rbldnsd knot postfix unbound; do
 	if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true; fi
 	if [ -x "/etc/init.d/$svc" ]; then $SUDO "/etc/init.d/$svc" stop >/dev/null 2>&1 || true; fi
 done

@@ -62,12 +62,15 @@ static const char relay_help[] =
     "  --tls-cert FILE            certificate (PEM chain) for STARTTLS at reception\n"
     "  --tls-key FILE             its private key (PEM; default: in the cert file)\n"
     "  --tls-policy DOMAIN=MODE   STARTTLS when delivering: opportunistic (default),\n"
-    "                             required, verify or off; '*' for every domain; repeatable\n"
+    "                             required, verify, dane-only or off; '*' for every\n"
+    "                             domain; repeatable\n"
     "  --tls-ca FILE              CA certificates for the verify policy (default: system)\n"
     "  --auth-without-tls         offer AUTH before STARTTLS too (default: after it only)\n"
     "  --mta-sts on|off           honour the MTA-STS policies of MX-routed domains (on)\n"
     "  --mta-sts-timeout DURATION time to fetch one policy over HTTPS (60s)\n"
     "  --mta-sts-port N           HTTPS port of policy hosts (443; for tests)\n"
+    "  --dane on|off              authenticate MX hosts by DANE TLSA records (off);\n"
+    "                             --resolver must then be a validating resolver\n"
     "  --hash-password            read a password on stdin, print its hash for [account]\n"
     "  -c, --config FILE          read the [relay], [pool NAME], [domain NAME] and\n"
     "                             [account NAME] sections of an INI file first\n"
@@ -174,14 +177,17 @@ static int add_dkim(struct relay_cli *r, const char *v, struct base_err *err)
 
 static int add_tls_policy(struct relay_cli *r, const char *v, struct base_err *err)
 {
-	static const char *const modes[] = {"opportunistic", "off", "required", "verify"};
+	static const char *const modes[] = {"opportunistic", "off", "required", "verify",
+	                                    "dane-only"};
 	const char *eq = strchr(v, '=');
 	if (!eq || eq == v) return base_errf(err, "tls-policy '%s': expected DOMAIN=MODE", v);
 	size_t m = 0;
-	while (m < 4 && strcmp(eq + 1, modes[m])) m++;
-	if (m == 4)
-		return base_errf(
-		    err, "tls-policy '%s': mode must be opportunistic, required, verify or off", v);
+	while (m < 5 && strcmp(eq + 1, modes[m])) m++;
+	if (m == 5)
+		return base_errf(err,
+		                 "tls-policy '%s': mode must be opportunistic, required, verify, "
+		                 "dane-only or off",
+		                 v);
 	struct relay_config *c = &r->c;
 	c->tls_policy = base_xrealloc(c->tls_policy, (c->ntls_policy + 1) * sizeof *c->tls_policy);
 	c->tls_policy[c->ntls_policy].domain = base_xstrndup(v, (size_t)(eq - v));
@@ -260,7 +266,14 @@ static int relay_set(struct relay_cli *r, const char *key, const char *v, struct
 		c->tls_ca = keep(r, v);
 	else if (!strcmp(key, "tls-policy"))
 		return add_tls_policy(r, v, err);
-	else if (!strcmp(key, "auth-without-tls")) {
+	else if (!strcmp(key, "dane")) {
+		if (!strcmp(v, "on") || !strcmp(v, "yes"))
+			c->dane = 1;
+		else if (!strcmp(v, "off") || !strcmp(v, "no"))
+			c->dane = 0;
+		else
+			return base_errf(err, "dane: expected on or off, not '%s'", v);
+	} else if (!strcmp(key, "auth-without-tls")) {
 		if (!strcmp(v, "yes") || !strcmp(v, "true") || !strcmp(v, "1"))
 			c->auth_without_tls = 1;
 		else if (!strcmp(v, "no") || !strcmp(v, "false") || !strcmp(v, "0"))
@@ -388,6 +401,7 @@ int cli_relay(int argc, char **argv)
 	                                     {"tls-ca", required_argument, NULL, O_BASE},
 	                                     {"tls-policy", required_argument, NULL, O_BASE},
 	                                     {"mta-sts", required_argument, NULL, O_BASE},
+	                                     {"dane", required_argument, NULL, O_BASE},
 	                                     {"mta-sts-port", required_argument, NULL, O_BASE},
 	                                     {"mta-sts-timeout", required_argument, NULL, O_BASE},
 	                                     {"auth-without-tls", no_argument, NULL, 'A'},

@@ -18,6 +18,7 @@ enum {
 	DNS_T_A = 1, DNS_T_NS = 2, DNS_T_CNAME = 5, DNS_T_SOA = 6, DNS_T_PTR = 12, DNS_T_MX = 15,
 	DNS_T_TXT = 16, DNS_T_AAAA = 28, DNS_T_OPT = 41, DNS_T_IXFR = 251, DNS_T_AXFR = 252,
 	DNS_T_TSIG = 250, DNS_T_ANY = 255,
+	DNS_T_TLSA = 52,
 };
 enum { DNS_C_IN = 1, DNS_C_CH = 3, DNS_C_NONE = 254, DNS_C_ANY = 255 };
 enum {
@@ -211,7 +212,8 @@ enum dns_lookup_status {
 /* One record of the type asked for. data is NUL-terminated after len bytes:
  *   TXT         the character-strings concatenated (RFC 7208 §3.3)
  *   A, AAAA     4 or 16 address bytes
- *   MX, PTR, CNAME, NS  the target name as lowercased dotted text, no trailing dot */
+ *   MX, PTR, CNAME, NS  the target name as lowercased dotted text, no trailing dot
+ *   others (TLSA...)    the RDATA as received */
 struct dns_record {
 	uint16_t type;
 	uint16_t pref; /* MX preference */
@@ -228,6 +230,10 @@ struct dns_answer {
 	size_t n;
 	struct dns_record *rr;
 	char why[128]; /* for failures: what went wrong, for messages */
+	/* The response's AD bit (RFC 4035 3.2.3): the resolver validated it
+	 * with DNSSEC. Meaningful only from a validating resolver asked with
+	 * dns_resolver_set_dnssec; 0 when nothing was received. */
+	int secure;
 };
 
 void dns_answer_init(struct dns_answer *a);
@@ -278,6 +284,9 @@ typedef void (*dns_resolver_cb)(void *arg, const char *name, uint16_t type, stru
 int dns_resolver_new(struct dns_resolver **out, const struct dns_resolver_config *cfg,
 		     struct base_err *err);
 void dns_resolver_free(struct dns_resolver *r);
+/* With on, queries set the DO bit (RFC 3225): a validating resolver then
+ * says in each answer's AD bit (dns_answer.secure) whether it validated it. */
+void dns_resolver_set_dnssec(struct dns_resolver *r, int on);
 /* Sends a query; cb runs later. Returns 0 or -1 (bad name: cb is not called). */
 int dns_resolver_submit(struct dns_resolver *r, const char *name, uint16_t type, dns_resolver_cb cb,
 			void *arg, struct base_err *err);

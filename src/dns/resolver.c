@@ -133,6 +133,7 @@ void dns_answer_parse(const uint8_t *msg, size_t len, uint16_t qtype, struct dns
 	uint16_t flags = dns_get16(msg + 2);
 	unsigned qd = dns_get16(msg + 4), an = dns_get16(msg + 6);
 	a->rcode = flags & 0xf;
+	a->secure = (flags & DNS_F_AD) != 0;
 	if (!(flags & DNS_F_QR))
 		return answer_fail(a, DNS_LOOKUP_ERROR, "answer is not a response");
 	switch (a->rcode) {
@@ -190,6 +191,7 @@ const char *dns_lookup_status_name(int status)
 struct dns_resolver {
 	ares_channel channel;
 	unsigned pending;
+	int dnssec; /* queries carry the DO bit */
 };
 
 struct pending {
@@ -260,6 +262,11 @@ int dns_resolver_new(struct dns_resolver **out, const struct dns_resolver_config
 	return 0;
 }
 
+void dns_resolver_set_dnssec(struct dns_resolver *r, int on)
+{
+	r->dnssec = on;
+}
+
 void dns_resolver_free(struct dns_resolver *r)
 {
 	if (!r) return;
@@ -300,11 +307,13 @@ int dns_resolver_submit(struct dns_resolver *r, const char *name, uint16_t type,
 	dns_put16(q + o, type);
 	dns_put16(q + o + 2, DNS_C_IN);
 	o += 4;
-	/* OPT: root owner, type 41, class = UDP size, ttl 0, rdlen 0 */
+	/* OPT: root owner, type 41, class = UDP size, ttl 0 (or the DO bit),
+	 * rdlen 0 */
 	q[o++] = 0;
 	dns_put16(q + o, DNS_T_OPT);
 	dns_put16(q + o + 2, 1232);
 	memset(q + o + 4, 0, 6);
+	if (r->dnssec) dns_put16(q + o + 6, 0x8000);
 	o += 10;
 
 	size_t nl = strlen(name);

@@ -513,6 +513,7 @@ const char *dns_type_name(uint16_t type, char buf[16])
 	case DNS_T_MX: return "MX";
 	case DNS_T_TXT: return "TXT";
 	case DNS_T_AAAA: return "AAAA";
+	case DNS_T_TLSA: return "TLSA";
 	case DNS_T_OPT: return "OPT";
 	case DNS_T_IXFR: return "IXFR";
 	case DNS_T_AXFR: return "AXFR";

@@ -84,6 +84,9 @@ struct relay_hops {
 	const char *names[DEST_ADDRS_MAX];
 	uint32_t prefs[DEST_ADDRS_MAX];
 	size_t n;
+	/* What DANE says about each address's host (dane.h; borrowed); NULL:
+	 * DANE does not apply. Only MX routes with --dane have any. */
+	struct relay_dane *dane[DEST_ADDRS_MAX];
 };
 
 /* A site (a static route's next hop "host:port", or the set of MX hosts
@@ -99,6 +102,7 @@ struct dest {
 	size_t naddrs;
 	char *names[DEST_ADDRS_MAX]; /* of addrs: relay_hops.names, owned (mta.c frees) */
 	uint32_t prefs[DEST_ADDRS_MAX];
+	struct relay_dane *dane[DEST_ADDRS_MAX]; /* of addrs: relay_hops.dane, references held */
 	struct relay_limits lim;  /* in force: conf lowered by cut (throttle.c) */
 	struct relay_limits conf; /* configured: the defaults and a [domain] override */
 	struct relay_limits cut;  /* throttle rules' limits until cut_until (cut.set: which) */
@@ -176,6 +180,7 @@ struct relay_ctx {
 	struct relay_authc *authc;   /* recent successful AUTH checks (account.h); NULL: none */
 	struct relay_mtasts *mtasts; /* MTA-STS policies (mtasts.h); NULL: off */
 	const char *acct_sts;        /* the attempt's MTA-STS outcome for accounting; NULL: none */
+	int acct_dane;               /* the usage (2, 3) of the TLSA record that matched; 0: none */
 };
 
 /* A name kept once for the daemon's life (accounts and pools are few). */
@@ -292,6 +297,8 @@ int relay_host_route(struct relay_ctx *x, const char *host, const struct relay_h
 #define RELAY_DEAD_SECONDS 60 /* the default of --dead-time */
 void relay_addr_dead(struct relay_ctx *x, const struct base_sockaddr *a);
 int relay_addr_is_dead(struct relay_ctx *x, const struct base_sockaddr *a);
+/* Whether DANE applies to any of h's hosts (then MTA-STS does not). */
+int relay_hops_dane(const struct relay_hops *h);
 /* Polls the resolver soon (after submitting a query from outside lookup.c). */
 void relay_lookup_arm(struct relay_ctx *x);
 

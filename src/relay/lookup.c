@@ -25,6 +25,20 @@
  * certificate against the name, and mta.c shuffles hosts of equal
  * preference for each connection (RFC 5321 5.1).
  *
+ * DANE (--dane, dane.h): the relay's resolver is then asked with the DO
+ * bit and must validate. When the MX answer is secure (AD), and once the
+ * addresses are in, the TLSA records of every MX host whose address
+ * answers were secure too are asked for (`_PORT._tcp.HOST`, PORT the
+ * port of MX hosts, 25; RFC 7672 2.2.2) before the entry is settled; each
+ * answer that makes DANE apply gives the host a struct relay_dane, which
+ * rides with the host's addresses (relay_hops.dane). Such a site's name
+ * ends in ";dane", so that mail of a domain whose MX records are not
+ * signed never shares a destination, nor its DANE state, with mail of one
+ * whose records are. An MX host that is an alias (CNAME) is not expanded
+ * for the TLSA lookup (RFC 7672 2.2.3's first choice): its TLSA records
+ * are asked for at the MX host name only; a CNAME at the TLSA name itself
+ * is followed by the resolver and validated with it.
+ *
  * A static route may name a host instead of an IP address: its A and AAAA
  * records are looked up and cached the same way (an entry of kind HOST,
  * one target, no MX query).
@@ -39,6 +53,7 @@
 #include <string.h>
 
 #include "dns/dns.h"
+#include "relay/dane.h"
 #include "relay/int.h"
 #include "relay/mtasts.h"
 
@@ -53,6 +68,8 @@ struct mxtarget {
 	struct base_sockaddr a4[HOST_ADDRS_MAX], a6[HOST_ADDRS_MAX];
 	size_t n4, n6;
 	int nxdomain;
+	int insecure;            /* an address answer came without AD */
+	struct relay_dane *dane; /* its TLSA lookup's result (reference held); NULL: no DANE */
 };
 
 struct mxquery {
@@ -73,8 +90,10 @@ struct mxroute {
 	struct mxtarget *targets; /* by preference */
 	struct mxquery *queries;  /* one per target */
 	size_t ntargets;
-	unsigned pending; /* address queries not answered yet */
+	unsigned pending; /* address (then TLSA) queries not answered yet */
 	uint32_t ttl;
+	int secure; /* --dane and the MX answer (or its NODATA) was validated */
+	int tlsa;   /* the TLSA queries are asked (after the addresses) */
 	struct mxroute *next;
 };
 
@@ -97,6 +116,13 @@ static void arm(struct relay_ctx *x)
 void relay_lookup_arm(struct relay_ctx *x)
 {
 	arm(x);
+}
+
+int relay_hops_dane(const struct relay_hops *h)
+{
+	for (size_t i = 0; i < h->n; i++)
+		if (h->dane[i]) return 1;
+	return 0;
 }
 
 static void settle(struct mxroute *e, int state, uint32_t ttl)
@@ -123,6 +149,7 @@ static void addresses_done(struct mxroute *e)
 		for (size_t k = 0; k < t->n4 + t->n6 && h->n < DEST_ADDRS_MAX; k++) {
 			h->addrs[h->n] = k < t->n4 ? t->a4[k] : t->a6[k - t->n4];
 			h->names[h->n] = t->name;
+			h->dane[h->n] = t->dane;
 			h->prefs[h->n++] = t->pref;
 		}
 	}
@@ -135,7 +162,9 @@ static void addresses_done(struct mxroute *e)
 		return;
 	}
 	char **names = base_xcalloc(e->ntargets, sizeof *names);
-	size_t len = 1;
+	size_t len = 1 + sizeof ";dane";
+	int dane = 0;
+	for (size_t i = 0; i < h->n; i++) dane |= h->dane[i] != NULL;
 	for (size_t i = 0; i < e->ntargets; i++) {
 		names[i] = e->targets[i].name;
 		len += strlen(names[i]) + 1;
@@ -148,8 +177,63 @@ static void addresses_done(struct mxroute *e)
 		if (i) strcat(e->site, ",");
 		strcat(e->site, names[i]);
 	}
+	if (dane) strcat(e->site, ";dane");
 	free(names);
 	settle(e, MX_READY, e->ttl);
+}
+
+static void on_tlsa(void *arg, const char *name, uint16_t type, struct dns_answer *ans)
+{
+	struct mxquery *q = arg;
+	struct mxroute *e = q->e;
+	if (e->x->stopping) return;
+	struct mxtarget *t = &e->targets[q->ti];
+	t->dane = relay_dane_from_answer(t->name, ans);
+	for (size_t i = 0; i < ans->n; i++)
+		if (ans->rr[i].ttl < e->ttl) e->ttl = ans->rr[i].ttl;
+	if (t->dane && t->dane->state == RELAY_DANE_FAIL) {
+		base_warn("%s: %s", e->domain, t->dane->why + 10);
+		if (e->ttl > 60) e->ttl = 60; /* a failure is asked again soon */
+	} else if (t->dane)
+		base_debug("%s: DANE applies to %s (%zu usable TLSA records)", e->domain, t->name,
+		           t->dane->n);
+	if (--e->pending == 0) addresses_done(e);
+}
+
+/* The addresses are in: with a secure MX answer, the TLSA records of each
+ * host whose addresses are secure too; then the entry is settled. */
+static void addresses_in(struct mxroute *e)
+{
+	if (!e->secure || e->tlsa) {
+		addresses_done(e);
+		return;
+	}
+	e->tlsa = 1;
+	e->pending = 1; /* held while submitting */
+	for (size_t i = 0; i < e->ntargets; i++) {
+		struct mxtarget *t = &e->targets[i];
+		if (!t->n4 && !t->n6) continue;
+		if (t->insecure) {
+			base_debug("%s: the addresses of %s are not signed: no DANE for it",
+			           e->domain, t->name);
+			continue;
+		}
+		char qname[DNS_NAME_TEXT_MAX];
+		struct base_err err;
+		snprintf(qname, sizeof qname, "_%u._tcp.%s", e->x->cfg->smtp_port, t->name);
+		e->pending++;
+		if (dns_resolver_submit(e->x->resolver, qname, DNS_T_TLSA, on_tlsa, &e->queries[i],
+		                        &err) < 0) {
+			/* a name too long for its TLSA name: the host cannot be used */
+			struct dns_answer fail;
+			dns_answer_init(&fail);
+			snprintf(fail.why, sizeof fail.why, "%.120s", err.msg);
+			e->pending--;
+			t->dane = relay_dane_from_answer(t->name, &fail);
+		}
+	}
+	arm(e->x);
+	if (--e->pending == 0) addresses_done(e);
 }
 
 static void on_addr(void *arg, const char *name, uint16_t type, struct dns_answer *ans)
@@ -159,6 +243,7 @@ static void on_addr(void *arg, const char *name, uint16_t type, struct dns_answe
 	if (e->x->stopping) return;
 	struct mxtarget *t = &e->targets[q->ti];
 	if (ans->status == DNS_LOOKUP_OK) {
+		if (!ans->secure) t->insecure = 1;
 		for (size_t i = 0; i < ans->n; i++) {
 			struct dns_record *r = &ans->rr[i];
 			if (r->ttl < e->ttl) e->ttl = r->ttl;
@@ -177,7 +262,7 @@ static void on_addr(void *arg, const char *name, uint16_t type, struct dns_answe
 	} else if (ans->status == DNS_LOOKUP_NXDOMAIN) {
 		t->nxdomain = 1;
 	}
-	if (--e->pending == 0) addresses_done(e);
+	if (--e->pending == 0) addresses_in(e);
 }
 
 /* Asks for every target's A and AAAA records. */
@@ -198,7 +283,7 @@ static void resolve_targets(struct mxroute *e)
 		}
 	}
 	arm(e->x);
-	if (--e->pending == 0) addresses_done(e);
+	if (--e->pending == 0) addresses_in(e);
 }
 
 static int by_pref(const void *a, const void *b)
@@ -212,6 +297,7 @@ static void on_mx(void *arg, const char *name, uint16_t type, struct dns_answer 
 	struct mxroute *e = arg;
 	if (e->x->stopping) return;
 	e->ttl = 3600;
+	e->secure = e->x->cfg->dane && ans->secure;
 	if (ans->status == DNS_LOOKUP_NXDOMAIN) {
 		settle(e, MX_NOTFOUND, 300);
 		return;
@@ -251,7 +337,10 @@ static void on_mx(void *arg, const char *name, uint16_t type, struct dns_answer 
 
 static void entry_free(struct mxroute *e)
 {
-	for (size_t i = 0; i < e->ntargets; i++) free(e->targets[i].name);
+	for (size_t i = 0; i < e->ntargets; i++) {
+		free(e->targets[i].name);
+		relay_dane_unref(e->targets[i].dane);
+	}
 	free(e->targets);
 	free(e->queries);
 	free(e->site);
@@ -448,6 +537,7 @@ int relay_mx_start(struct relay_ctx *x, const char *server, struct base_err *err
 	if (!server) return 0;
 	struct dns_resolver_config rc = {.server = server};
 	if (dns_resolver_new(&x->resolver, &rc, err) < 0) return -1;
+	dns_resolver_set_dnssec(x->resolver, x->cfg->dane);
 	x->dns_ev = evtimer_new(x->base, poll_dns, x);
 	return relay_mtasts_start(x, err);
 }

@@ -50,6 +50,18 @@
  * the handshake the client says EHLO again. Every job is checked against
  * its own domain's policy before it is sent: one that needs TLS the
  * connection does not have fails transiently, and the others go on.
+ *
+ * DANE (--dane, dane.h): an address whose MX host has usable TLSA records
+ * takes mode DANE, whatever the domain's --tls-policy or MTA-STS policy
+ * says, unless its --tls-policy entry of its own is off: STARTTLS is
+ * required, and the handshake authenticates the host by its records
+ * (DANE-EE: the key or certificate matches, no name check; DANE-TA: the
+ * chain ends at the matched trust anchor and the certificate is for the
+ * MX host name); a failure moves on to the next address, never to plain
+ * text. Secure TLSA records that are all unusable require STARTTLS
+ * without authentication; a failed TLSA lookup keeps the connection away
+ * from that host. The policy dane-only asks DANE of every MX host of the
+ * domain: mail to one without usable TLSA records fails transiently.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -64,6 +76,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "relay/dane.h"
 #include "relay/int.h"
 #include "relay/mtasts.h"
 #include "relay/tls.h"
@@ -114,6 +127,7 @@ struct conn {
 	int starttls, handshake, tls, verified;
 	int plain; /* this address again without STARTTLS, after a failed handshake */
 	int probe; /* MTA-STS testing: the certificate checked, not enforced */
+	int dane_usage; /* in TLS authenticated by DANE: the usage (2, 3) of the matched record */
 	enum relay_tls_mode mode;
 	/* the reply being read */
 	struct base_buf reply;
@@ -133,6 +147,7 @@ struct conn {
 	const struct relay_source *src; /* NULL: not bound */
 	struct base_sockaddr addrs[DEST_ADDRS_MAX];
 	char *names[DEST_ADDRS_MAX]; /* the host name of each (NULL: an IP next hop), owned */
+	struct relay_dane *dane[DEST_ADDRS_MAX]; /* DANE for each (dest.dane), references held */
 	size_t naddrs, ai;           /* addresses to try, the one being tried */
 	unsigned greet4xx, greet5xx; /* greetings refused, over all addresses */
 	int last_code, code4xx;
@@ -166,7 +181,10 @@ static void conn_free(struct conn *c)
 	c->d->active--;
 	c->d->src[c->si].active--;
 	if (c->wait) event_free(c->wait);
-	for (size_t i = 0; i < c->naddrs; i++) free(c->names[i]);
+	for (size_t i = 0; i < c->naddrs; i++) {
+		free(c->names[i]);
+		relay_dane_unref(c->dane[i]);
+	}
 	base_buf_free(&c->reply);
 	base_buf_free(&c->out);
 	if (c->bev) bufferevent_free(c->bev);
@@ -251,6 +269,14 @@ static void set_timeout(struct conn *c, int read_s)
 	bufferevent_set_timeouts(c->bev, &r, &w);
 }
 
+/* Whether DANE applies to any host of d (then MTA-STS does not, RFC 8461 2). */
+static int dane_site(const struct dest *d)
+{
+	for (size_t i = 0; i < d->naddrs; i++)
+		if (d->dane[i]) return 1;
+	return 0;
+}
+
 /* Reports every recipient of the current job, then frees the job. A
  * recipient's code is the first failure on its way: MAIL, its RCPT, DATA,
  * then the final reply. */
@@ -270,11 +296,15 @@ static void tx_report(struct conn *c, int code, const char *why)
 		else if (c->data_code && c->data_code != 354)
 			rc = c->data_code, rr = c->data_reply;
 		c->x->acct_tls = c->tls;
-		c->x->acct_sts = relay_mtasts_acct(
-		    c->x, smtp_path_domain(j->m->rcpt[j->idx[i]].addr),
-		    c->ai < c->naddrs ? c->names[c->ai] : NULL, c->tls, c->verified);
+		c->x->acct_dane = c->tls ? c->dane_usage : 0;
+		c->x->acct_sts =
+		    dane_site(c->d)
+		        ? NULL
+		        : relay_mtasts_acct(c->x, smtp_path_domain(j->m->rcpt[j->idx[i]].addr),
+		                            c->ai < c->naddrs ? c->names[c->ai] : NULL, c->tls,
+		                            c->verified);
 		relay_outcome(c->x, c->d, j->m, j->idx[i], rc, rr);
-		c->x->acct_tls = 0;
+		c->x->acct_tls = c->x->acct_dane = 0;
 		c->x->acct_sts = NULL;
 		if (rc >= 200 && rc < 300)
 			relay_dsn_delivered(c->x, j->m, j->idx[i], c->d, rr, c->dsn);
@@ -313,18 +343,58 @@ static void next_addr(struct conn *c, int code, const char *why);
 
 static void on_wait(evutil_socket_t fd, short what, void *arg);
 
+/* Whether domain has a --tls-policy entry of its own saying off. */
+static int explicit_off(const struct relay_config *cfg, const char *domain)
+{
+	for (size_t i = 0; i < cfg->ntls_policy; i++)
+		if (!base_strcasecmp_ascii(cfg->tls_policy[i].domain, domain))
+			return cfg->tls_policy[i].mode == RELAY_TLS_OFF;
+	return 0;
+}
+
+/* DANE for the address being tried (NULL: it does not apply). */
+static const struct relay_dane *conn_dane(const struct conn *c)
+{
+	return c->ai < c->naddrs ? c->dane[c->ai] : NULL;
+}
+
 static enum relay_tls_mode job_mode(struct conn *c, const struct job *j)
 {
 	const char *dom = j ? smtp_path_domain(j->m->rcpt[j->idx[0]].addr) : "*";
+	const struct relay_dane *dn = conn_dane(c);
+	if (dn && !explicit_off(c->x->cfg, dom))
+		return dn->state == RELAY_DANE_UNUSABLE ? RELAY_TLS_REQUIRED : RELAY_TLS_DANE;
 	/* an MTA-STS policy in enforce mode asks what verify does */
-	if (j && relay_mtasts_tls(c->x, dom) == 1) return RELAY_TLS_VERIFY;
+	if (j && !dane_site(c->d) && relay_mtasts_tls(c->x, dom) == 1) return RELAY_TLS_VERIFY;
 	return relay_tls_mode_for(c->x->cfg, dom);
 }
 
 static int tls_ok(struct conn *c, const struct job *j)
 {
 	enum relay_tls_mode m = job_mode(c, j);
+	if (m == RELAY_TLS_DANE) return c->tls && c->dane_usage;
 	return m < RELAY_TLS_REQUIRED || (c->tls && (m != RELAY_TLS_VERIFY || c->verified));
+}
+
+/* Why a job in mode m cannot go over this connection, for its reply. */
+static const char *tls_refusal(struct conn *c, enum relay_tls_mode m, char *buf, size_t n)
+{
+	const char *host = c->ai < c->naddrs && c->names[c->ai] ? c->names[c->ai] : c->peer;
+	if (m != RELAY_TLS_DANE)
+		return c->tls ? "451 4.7.5 TLS certificate not verified, and the policy is verify"
+		              : "451 4.7.5 STARTTLS not available, and TLS is required by policy";
+	if (!conn_dane(c))
+		snprintf(
+		    buf, n,
+		    "451 4.7.5 DANE: no usable TLSA records for %s, and the policy is dane-only",
+		    host);
+	else if (!c->tls)
+		snprintf(buf, n,
+		         "451 4.7.5 DANE: %s offers no STARTTLS, and its TLSA records require it",
+		         host);
+	else
+		snprintf(buf, n, "451 4.7.5 DANE: %s not authenticated by its TLSA records", host);
+	return buf;
 }
 
 /* After the 220 to STARTTLS: an OpenSSL filter on the socket's
@@ -333,11 +403,18 @@ static void start_tls(struct conn *c)
 {
 	const char *name = c->names[c->ai];
 	const struct job *hj = c->d->head;
-	c->probe = c->mode != RELAY_TLS_VERIFY && name && hj &&
+	const struct relay_dane *dn = conn_dane(c);
+	int dane = c->mode == RELAY_TLS_DANE && dn && dn->state == RELAY_DANE_USABLE;
+	c->probe = c->mode != RELAY_TLS_VERIFY && !dane && !dane_site(c->d) && name && hj &&
 	           relay_mtasts_tls(c->x, smtp_path_domain(hj->m->rcpt[hj->idx[0]].addr)) == 2;
-	SSL_CTX *ctx = c->mode == RELAY_TLS_VERIFY || c->probe ? c->x->tls->verify
-	                                                       : c->x->tls->client;
+	SSL_CTX *ctx = dane                                      ? c->x->tls->dane
+	               : c->mode == RELAY_TLS_VERIFY || c->probe ? c->x->tls->verify
+	                                                         : c->x->tls->client;
 	SSL *ssl = SSL_new(ctx);
+	if (ssl && dane && relay_dane_ssl(ssl, dn) < 0) {
+		SSL_free(ssl);
+		ssl = NULL;
+	}
 	if (ssl && c->probe) {
 		/* the chain and name are checked, and the result only reported */
 		SSL_set_verify(ssl, SSL_VERIFY_NONE, NULL);
@@ -395,12 +472,11 @@ static void next_job(struct conn *c)
 	struct job *j = stop ? NULL : relay_job_take(c->d);
 	while (j && !tls_ok(c, j)) {
 		/* its domain needs TLS this connection does not have */
+		char why[320];
 		c->job = j;
 		c->rcpt_code = base_xcalloc(j->n, sizeof *c->rcpt_code);
 		c->rcpt_reply = base_xcalloc(j->n, sizeof *c->rcpt_reply);
-		tx_report(c, 451,
-		          c->tls ? "451 4.7.5 TLS certificate not verified, and the policy is verify"
-		                 : "451 4.7.5 STARTTLS not available, and TLS is required by policy");
+		tx_report(c, 451, tls_refusal(c, job_mode(c, j), why, sizeof why));
 		j = relay_job_take(c->d);
 	}
 	if (!j && !stop && c->st != C_IDLE) {
@@ -719,6 +795,12 @@ static void on_event(struct bufferevent *bev, short what, void *arg);
  * (the attempt failed at once). */
 static int attempt(struct conn *c, char *why, size_t n)
 {
+	const struct relay_dane *dn = conn_dane(c);
+	if (dn && dn->state == RELAY_DANE_FAIL && job_mode(c, c->d->head) == RELAY_TLS_DANE) {
+		/* RFC 7672 2.2: a host whose TLSA lookup failed is not used */
+		snprintf(why, n, "%.250s", dn->why);
+		return -1;
+	}
 	const struct base_sockaddr *a = &c->addrs[c->ai];
 	struct sockaddr_storage ss;
 	socklen_t len = base_sockaddr_to(a, &ss);
@@ -813,7 +895,7 @@ static void next_addr(struct conn *c, int code, const char *why)
 static void tls_failed(struct conn *c, const char *why)
 {
 	char w[256];
-	c->handshake = c->tls = c->verified = c->starttls = 0;
+	c->handshake = c->tls = c->verified = c->starttls = c->dane_usage = 0;
 	if (c->mode == RELAY_TLS_OPPORTUNISTIC && !c->plain) {
 		base_info("%s: retrying in plain text (opportunistic TLS)", c->peer);
 		c->plain = 1;
@@ -836,6 +918,10 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 			c->verified = c->mode == RELAY_TLS_VERIFY ||
 			              (c->probe && SSL_get_verify_result(bufferevent_openssl_get_ssl(
 			                               bev)) == X509_V_OK);
+			if (c->mode == RELAY_TLS_DANE) {
+				int u = relay_dane_matched(bufferevent_openssl_get_ssl(bev));
+				c->dane_usage = u > 0 ? u : 0;
+			}
 			c->st = C_EHLO;
 			c->pipelining = c->starttls = c->dsn = 0;
 			send_line(c, "EHLO %s", ehlo_name(c));
@@ -858,6 +944,18 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 		if (what & BEV_EVENT_TIMEOUT) snprintf(e, sizeof e, "timeout");
 		base_warn("TLS handshake with %s failed: %s", c->peer, e);
 		snprintf(why, sizeof why, "451 4.7.5 TLS handshake failed: %s", e);
+		if (c->mode == RELAY_TLS_DANE && conn_dane(c) && !(what & BEV_EVENT_TIMEOUT)) {
+			const char *nm = conn_dane(c)->host;
+			if (vr == X509_V_ERR_DANE_NO_MATCH)
+				snprintf(
+				    why, sizeof why,
+				    "451 4.7.5 DANE: no TLSA record matched the certificate of %s",
+				    nm);
+			else if (vr != X509_V_OK)
+				snprintf(why, sizeof why,
+				         "451 4.7.5 DANE: the certificate of %s not accepted: %s",
+				         nm, X509_verify_cert_error_string(vr));
+		}
 		tls_failed(c, why);
 		return;
 	}
@@ -947,6 +1045,7 @@ static void order_addrs(struct conn *c)
 			continue;
 		}
 		c->addrs[c->naddrs] = d->addrs[idx[i]];
+		c->dane[c->naddrs] = relay_dane_ref(d->dane[idx[i]]);
 		c->names[c->naddrs++] = d->names[idx[i]] ? base_xstrdup(d->names[idx[i]]) : NULL;
 	}
 }
@@ -1071,6 +1170,8 @@ void relay_mta_dest_free(struct dest *d)
 	for (size_t i = 0; i < d->naddrs; i++) {
 		free(d->names[i]);
 		d->names[i] = NULL;
+		relay_dane_unref(d->dane[i]);
+		d->dane[i] = NULL;
 	}
 	if (!d->wake) return;
 	event_free(d->wake->ev);

@@ -619,6 +619,7 @@ int relay_mtasts_route(struct relay_ctx *x, const char *domain, const char **sit
 		if (!h->names[i] || !mtasts_mx_match(p, h->names[i])) continue;
 		f->addrs[f->n] = h->addrs[i];
 		f->names[f->n] = h->names[i];
+		f->dane[f->n] = h->dane[i]; /* NULL: DANE comes first where it applies */
 		f->prefs[f->n++] = h->prefs[i];
 	}
 	if (f->n == h->n) return 1;

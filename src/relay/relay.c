@@ -24,6 +24,7 @@
 
 #include "auth/auth.h"
 #include "relay/account.h"
+#include "relay/dane.h"
 #include "relay/dsnparam.h"
 #include "relay/int.h"
 #include "relay/mtasts.h"
@@ -208,6 +209,9 @@ void relay_account(struct relay_ctx *x, const char *event, const struct rmsg *m,
 		fputs(",\"mta_sts\":", f);
 		json_str(f, x->acct_sts);
 	}
+	if (x->acct_dane)
+		fprintf(f, ",\"dane\":\"verified\",\"dane_usage\":\"%s\"",
+		        x->acct_dane == 3 ? "dane-ee" : "dane-ta");
 	fputs(x->acct_tls ? ",\"tls\":true}\n" : ",\"tls\":false}\n", f);
 	fflush(f);
 }
@@ -347,7 +351,9 @@ static int dest_for(struct relay_ctx *x, const struct rmsg *m, const char *addr,
 		const char *site;
 		const struct relay_hops *h;
 		r = relay_mx_route(x, domain, &site, &h, code, reply);
-		if (r == 1) r = relay_mtasts_route(x, domain, &site, &h, code, reply);
+		/* DANE, where it applies, comes before MTA-STS (RFC 8461 2) */
+		if (r == 1 && !relay_hops_dane(h))
+			r = relay_mtasts_route(x, domain, &site, &h, code, reply);
 		if (r == 1) *d = dest_get(x, site, c->smtp_port, pool, h);
 	}
 	if (r == 1) {
@@ -414,10 +420,16 @@ static struct dest *dest_get(struct relay_ctx *x, const char *host, uint16_t por
 			free(d->names[i]);
 			d->names[i] = nm ? base_xstrdup(nm) : NULL;
 		}
+		if (d->dane[i] != h->dane[i]) {
+			relay_dane_unref(d->dane[i]);
+			d->dane[i] = relay_dane_ref(h->dane[i]);
+		}
 	}
 	for (size_t i = naddrs; i < d->naddrs; i++) {
 		free(d->names[i]);
 		d->names[i] = NULL;
+		relay_dane_unref(d->dane[i]);
+		d->dane[i] = NULL;
 	}
 	d->naddrs = naddrs;
 	return d;

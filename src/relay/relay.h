@@ -330,6 +330,7 @@ enum relay_tls_mode {
 	RELAY_TLS_OFF,
 	RELAY_TLS_REQUIRED, /* never plain text: no STARTTLS is a transient failure */
 	RELAY_TLS_VERIFY,   /* required, and the chain must verify */
+	RELAY_TLS_DANE,     /* required, authenticated by DANE TLSA records (dane-only) */
 };
 struct relay_tls_policy {
 	char *domain;
@@ -385,6 +386,7 @@ struct relay_config {
 	int mta_sts_off;
 	uint16_t mta_sts_port;
 	uint32_t mta_sts_timeout;
+	int dane; /* DANE (RFC 7672) for MX-routed mail; needs a validating resolver */
 	uint32_t delay_warning; /* seconds deferred before a delayed-delivery DSN; 0: none */
 };
 

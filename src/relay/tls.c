@@ -53,7 +53,11 @@ int relay_tls_init(struct relay_tls *t, const char *cert, const char *key, const
 	}
 	t->client = new_ctx(TLS_client_method());
 	t->verify = new_ctx(TLS_client_method());
-	if (!t->client || !t->verify) goto ssl_fail;
+	t->dane = new_ctx(TLS_client_method());
+	if (!t->client || !t->verify || !t->dane) goto ssl_fail;
+	/* no trust store: DANE-TA and DANE-EE records are the only anchors */
+	if (SSL_CTX_dane_enable(t->dane) <= 0) goto ssl_fail;
+	SSL_CTX_set_verify(t->dane, SSL_VERIFY_PEER, NULL);
 	SSL_CTX_set_verify(t->client, SSL_VERIFY_NONE, NULL);
 	SSL_CTX_set_verify(t->verify, SSL_VERIFY_PEER, NULL);
 	if (ca ? SSL_CTX_load_verify_locations(t->verify, ca, NULL) != 1
@@ -75,6 +79,7 @@ void relay_tls_free(struct relay_tls *t)
 	if (t->server) SSL_CTX_free(t->server);
 	if (t->client) SSL_CTX_free(t->client);
 	if (t->verify) SSL_CTX_free(t->verify);
+	if (t->dane) SSL_CTX_free(t->dane);
 	memset(t, 0, sizeof *t);
 }
 

@@ -16,6 +16,7 @@ struct relay_tls {
 	SSL_CTX *server; /* NULL without --tls-cert */
 	SSL_CTX *client; /* no certificate check */
 	SSL_CTX *verify; /* chain checked against --tls-ca or the system store */
+	SSL_CTX *dane;   /* DANE (dane.c): the peer authenticated by TLSA records only */
 };
 
 int relay_tls_init(struct relay_tls *t, const char *cert, const char *key, const char *ca,
