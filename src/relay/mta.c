@@ -654,6 +654,18 @@ static void on_tx_reply(struct conn *c, int code, const char *text)
 	send_step(c, k + 1);
 }
 
+/* A server that offers no STARTTLS (or no ESMTP) to a connection whose
+ * first job needs TLS: the site's next address is tried instead, as
+ * Postfix does under "encrypt"; the last address gets the jobs' 4.7.5.
+ * 1 when it moved on. */
+static int no_tls_next(struct conn *c)
+{
+	if (c->tls || c->jobs || c->mode < RELAY_TLS_REQUIRED || c->ai + 1 >= c->naddrs) return 0;
+	char why[320];
+	next_addr(c, 0, tls_refusal(c, c->mode, why, sizeof why));
+	return 1;
+}
+
 static void on_reply(struct conn *c, int code, const char *text)
 {
 	switch (c->st) {
@@ -678,6 +690,7 @@ static void on_reply(struct conn *c, int code, const char *text)
 					set_timeout(c, T_GREET);
 					break;
 				}
+				if (no_tls_next(c)) break;
 			}
 			next_job(c);
 		} else if (code == 421) {
@@ -689,9 +702,10 @@ static void on_reply(struct conn *c, int code, const char *text)
 		}
 		break;
 	case C_HELO:
-		if (code >= 200 && code < 300)
-			next_job(c);
-		else
+		if (code >= 200 && code < 300) {
+			c->mode = job_mode(c, c->d->head);
+			if (!no_tls_next(c)) next_job(c);
+		} else
 			conn_fail(c, code, text);
 		break;
 	case C_STARTTLS:
