@@ -11,8 +11,10 @@ from conftest import Server, free_port, wait_dns
 KNOTD = shutil.which("knotd") or "/usr/sbin/knotd"
 
 
-def start_knot(tmpdir, zones):
-    """zones: {origin: zone-file text}. Returns a Server; .resolver is HOST:PORT."""
+def start_knot(tmpdir, zones, signed=()):
+    """zones: {origin: zone-file text}; the origins in `signed` are signed by
+    knot itself (DNSSEC, one ECDSA P-256 CSK each, keys in its KASP database
+    under tmpdir). Returns a Server; .resolver is HOST:PORT."""
     port = free_port()
     rundir = os.path.join(tmpdir, "knot-%d" % port)
     os.makedirs(rundir)
@@ -20,10 +22,14 @@ def start_knot(tmpdir, zones):
             "  udp-workers: 1", "  tcp-workers: 1", "  background-workers: 1",
             "database:", '  storage: "%s"' % rundir,
             "log:", "  - target: stderr", "    any: warning",
+            "policy:", "  - id: test", "    algorithm: ecdsap256sha256",
+            "    single-type-signing: on", "    nsec3: off",
             "template:", "  - id: default", '    storage: "%s"' % rundir, '    file: "%s.zone"',
             "zone:"]
     for origin, text in zones.items():
         conf.append("  - domain: %s" % origin)
+        if origin in signed:
+            conf += ["    dnssec-signing: on", "    dnssec-policy: test"]
         with open(os.path.join(rundir, "%s.zone" % origin), "w") as f:
             f.write(text)
     cpath = os.path.join(rundir, "knot.conf")

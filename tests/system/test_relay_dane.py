@@ -31,7 +31,7 @@ import dns.query
 import dns.rdatatype
 
 from conftest import MAILREP, Server, datadir, free_port, servers, wait_dns  # noqa: F401
-from knot import KNOTD, soa
+from knot import soa, start_knot
 from relay_peers import start_sink_at
 from relay_util import events, message, sink_files, start_relay, stop_clean, submit, wait_for
 from test_relay_mta_sts import PolicyServer, make_ca, policy
@@ -64,35 +64,8 @@ def cert_sha256(cert):
 
 
 def start_signing_knot(d, zones, signed):
-    """knotd with zones ({origin: text}); those in `signed` signed by knot
-    (one ECDSA P-256 CSK each, in the KASP database under d)."""
-    port = free_port()
-    rundir = os.path.join(d, "knot-%d" % port)
-    os.makedirs(rundir)
-    conf = ["server:", '  rundir: "%s"' % rundir, "  listen: 127.0.0.1@%d" % port,
-            "  udp-workers: 1", "  tcp-workers: 1", "  background-workers: 1",
-            "database:", '  storage: "%s"' % rundir,
-            "log:", "  - target: stderr", "    any: warning",
-            "policy:", "  - id: test", "    algorithm: ecdsap256sha256",
-            "    single-type-signing: on", "    nsec3: off",
-            "template:", "  - id: default", '    storage: "%s"' % rundir,
-            '    file: "%s.zone"', "zone:"]
-    for origin, text in zones.items():
-        conf.append("  - domain: %s" % origin)
-        if origin in signed:
-            conf += ["    dnssec-signing: on", "    dnssec-policy: test"]
-        with open(os.path.join(rundir, "%s.zone" % origin), "w") as f:
-            f.write(text)
-    cpath = os.path.join(rundir, "knot.conf")
-    with open(cpath, "w") as f:
-        f.write("\n".join(conf) + "\n")
-    srv = Server([KNOTD, "-c", cpath], port, os.path.join(rundir, "knotd.log"))
-    try:
-        wait_dns(port, name=next(iter(zones)), rdtype="SOA", rdclass="IN", proc=srv.proc)
-    except Exception:
-        srv.stop()
-        raise RuntimeError("knotd failed to start:\n" + srv.output())
-    return srv
+    """knotd with zones ({origin: text}); those in `signed` signed by knot."""
+    return start_knot(d, zones, signed)
 
 
 def dnskeys(port, zone):
