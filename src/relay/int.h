@@ -297,6 +297,11 @@ int relay_host_route(struct relay_ctx *x, const char *host, const struct relay_h
 #define RELAY_DEAD_SECONDS 60 /* the default of --dead-time */
 void relay_addr_dead(struct relay_ctx *x, const struct base_sockaddr *a);
 int relay_addr_is_dead(struct relay_ctx *x, const struct base_sockaddr *a);
+/* An address where TLS failed (a failed handshake, or no STARTTLS, under a
+ * policy that needs TLS): for --dead-time, connections that need TLS skip
+ * it while the site has another address. */
+void relay_addr_tls_failed(struct relay_ctx *x, const struct base_sockaddr *a);
+int relay_addr_tls_bad(struct relay_ctx *x, const struct base_sockaddr *a);
 /* Whether DANE applies to any of h's hosts (then MTA-STS does not). */
 int relay_hops_dane(const struct relay_hops *h);
 /* Polls the resolver soon (after submitting a query from outside lookup.c). */

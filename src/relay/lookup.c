@@ -497,8 +497,14 @@ int relay_routes_check(const struct relay_config *c, struct base_err *err)
 
 struct relay_dead {
 	struct base_sockaddr a;
-	int64_t until;
+	int64_t until;     /* refused or timed out: skipped by every connection */
+	int64_t tls_until; /* no TLS there: skipped by connections that need it */
 };
+
+static int64_t latest(const struct relay_dead *d)
+{
+	return d->until > d->tls_until ? d->until : d->tls_until;
+}
 
 static int same_addr(const struct base_sockaddr *a, const struct base_sockaddr *b)
 {
@@ -506,20 +512,39 @@ static int same_addr(const struct base_sockaddr *a, const struct base_sockaddr *
 	return a->family == AF_INET ? !memcmp(a->a.v4, b->a.v4, 4) : !memcmp(a->a.v6, b->a.v6, 16);
 }
 
-void relay_addr_dead(struct relay_ctx *x, const struct base_sockaddr *a)
+/* The entry of a, or the least recent one, reset for a. */
+static struct relay_dead *dead_slot(struct relay_ctx *x, const struct base_sockaddr *a)
 {
-	if (!x->dead) return;
 	struct relay_dead *slot = NULL;
 	for (size_t i = 0; i < DEAD_MAX; i++) {
 		struct relay_dead *d = &x->dead[i];
-		if (d->until && same_addr(&d->a, a)) {
-			slot = d;
-			break;
-		}
-		if (!slot || d->until < slot->until) slot = d;
+		if (latest(d) && same_addr(&d->a, a)) return d;
+		if (!slot || latest(d) < latest(slot)) slot = d;
 	}
+	memset(slot, 0, sizeof *slot);
 	slot->a = *a;
-	slot->until = base_now() + x->cfg->dead_time;
+	return slot;
+}
+
+void relay_addr_dead(struct relay_ctx *x, const struct base_sockaddr *a)
+{
+	if (!x->dead) return;
+	dead_slot(x, a)->until = base_now() + x->cfg->dead_time;
+}
+
+void relay_addr_tls_failed(struct relay_ctx *x, const struct base_sockaddr *a)
+{
+	if (!x->dead) return;
+	dead_slot(x, a)->tls_until = base_now() + x->cfg->dead_time;
+}
+
+int relay_addr_tls_bad(struct relay_ctx *x, const struct base_sockaddr *a)
+{
+	if (!x->dead) return 0;
+	int64_t now = base_now();
+	for (size_t i = 0; i < DEAD_MAX; i++)
+		if (x->dead[i].tls_until > now && same_addr(&x->dead[i].a, a)) return 1;
+	return 0;
 }
 
 int relay_addr_is_dead(struct relay_ctx *x, const struct base_sockaddr *a)

@@ -660,7 +660,9 @@ static void on_tx_reply(struct conn *c, int code, const char *text)
  * 1 when it moved on. */
 static int no_tls_next(struct conn *c)
 {
-	if (c->tls || c->jobs || c->mode < RELAY_TLS_REQUIRED || c->ai + 1 >= c->naddrs) return 0;
+	if (c->tls || c->jobs || c->mode < RELAY_TLS_REQUIRED) return 0;
+	relay_addr_tls_failed(c->x, &c->addrs[c->ai]);
+	if (c->ai + 1 >= c->naddrs) return 0;
 	char why[320];
 	next_addr(c, 0, tls_refusal(c, c->mode, why, sizeof why));
 	return 1;
@@ -916,6 +918,7 @@ static void tls_failed(struct conn *c, const char *why)
 		if (attempt(c, w, sizeof w) < 0) next_addr(c, 0, w);
 		return;
 	}
+	relay_addr_tls_failed(c->x, &c->addrs[c->ai]);
 	if (c->ai + 1 < c->naddrs)
 		next_addr(c, 0, why);
 	else
@@ -1021,9 +1024,12 @@ static void order_addrs(struct conn *c)
 	size_t idx[DEST_ADDRS_MAX], n = 0, live = 0;
 	uint32_t key[DEST_ADDRS_MAX];
 	unsigned char dead[DEST_ADDRS_MAX];
+	/* the first job needs TLS: addresses where it failed lately count as dead */
+	int tls = job_mode(c, d->head) >= RELAY_TLS_REQUIRED || dane_site(d);
 	for (size_t i = 0; i < d->naddrs && n < DEST_ADDRS_MAX; i++) {
 		if (c->src && d->addrs[i].family != c->src->addr.family) continue;
-		dead[n] = (unsigned char)relay_addr_is_dead(c->x, &d->addrs[i]);
+		dead[n] = (unsigned char)(relay_addr_is_dead(c->x, &d->addrs[i]) ||
+		                          (tls && relay_addr_tls_bad(c->x, &d->addrs[i])));
 		live += !dead[n];
 		/* one random key per host: its addresses stay together */
 		size_t p = n ? idx[n - 1] : 0;
@@ -1055,7 +1061,7 @@ static void order_addrs(struct conn *c)
 			struct sockaddr_storage ss;
 			base_sockaddr_to(&d->addrs[idx[i]], &ss);
 			sockaddr_text(&ss, t, sizeof t, 1);
-			base_debug("%s: skipped, it refused or timed out recently", t);
+			base_debug("%s: skipped, it refused, timed out or failed TLS recently", t);
 			continue;
 		}
 		c->addrs[c->naddrs] = d->addrs[idx[i]];

@@ -373,7 +373,9 @@ def test_failed_handshake_moves_on_or_falls_back_to_plain_text(datadir, servers)
         a = start_relay(a_dir, ["--trusted", "127.0.0.1/32", "--resolver", knot.resolver,
                                 "--smtp-port", str(b.port), "--retry-schedule", "1h",
                                 "--tls-policy", "*=required",
-                                "--tls-policy", "opp.example=opportunistic"])
+                                "--tls-policy", "opp.example=opportunistic",
+                                # a new connection for each message: none is reused
+                                "--msgs-per-conn", "1"])
         servers.append(a)
         submit(a.port, "alice@example.com", ["bob@failover.example"], data=message("fo"))
         ok = wait_for(lambda: deliveries(a))
@@ -381,6 +383,13 @@ def test_failed_handshake_moves_on_or_falls_back_to_plain_text(datadir, servers)
         assert ok[0]["tls"] is True and ok[0]["mx"] == "127.0.0.1:%d" % b.port, ok
         assert broken.starttls == 1 and broken.rcpts == []
         assert wait_for(lambda: len(sink_files(sink)) == 1), b.output()
+        # the failed handshake is remembered (--dead-time): the next message
+        # for the site goes straight to B, without a connection to 127.0.0.2
+        submit(a.port, "alice@example.com", ["erin@failover.example"], data=message("fo2"))
+        ok = wait_for(lambda: len(deliveries(a)) == 2 and deliveries(a))
+        assert ok and ok[1]["rcpt"] == "erin@failover.example" and ok[1]["tls"] is True, ok
+        assert broken.starttls == 1 and broken.connections == 1
+        assert wait_for(lambda: len(sink_files(sink)) == 2), b.output()
 
         submit(a.port, "alice@example.com", ["carol@only.example"], data=message("only"))
         t = wait_for(lambda: deliveries(a, "transient"))
@@ -389,11 +398,12 @@ def test_failed_handshake_moves_on_or_falls_back_to_plain_text(datadir, servers)
         assert "4.7.5 TLS handshake failed" in t[0]["reply"], t
         assert broken.starttls == 2 and broken.rcpts == []
 
+        # opportunistic TLS needs no TLS: the memory does not keep it away
         submit(a.port, "alice@example.com", ["dave@opp.example"], data=message("opp"))
-        ok = wait_for(lambda: len(deliveries(a)) == 2 and deliveries(a))
+        ok = wait_for(lambda: len(deliveries(a)) == 3 and deliveries(a))
         assert ok, a.output()
-        assert ok[1]["rcpt"] == "dave@opp.example" and ok[1]["tls"] is False
-        assert ok[1]["mx"] == "127.0.0.2:%d" % b.port
+        assert ok[2]["rcpt"] == "dave@opp.example" and ok[2]["tls"] is False
+        assert ok[2]["mx"] == "127.0.0.2:%d" % b.port
         assert broken.starttls == 3 and broken.rcpts == ["<dave@opp.example>"]
         assert broken.messages == 1 and broken.connections == 4
         assert "retrying in plain text" in a.output()

@@ -5,7 +5,9 @@ smtp-sink without STARTTLS, and MX 20 at 127.0.0.1, a second mailrep relay
 with a certificate from a private CA; both on one port. Under
 --tls-policy required (and verify) the mail goes to the second host over
 TLS; with opportunistic TLS, the control, it goes to the first in plain
-text; with only the plain host, required defers with 4.7.5."""
+text; with only the plain host, required defers with 4.7.5. The host without
+STARTTLS is remembered: the next message under required goes straight to
+the second host."""
 from conftest import datadir, servers  # noqa: F401 (fixtures)
 from knot import soa, start_knot
 from relay_util import events, message, sink_files, start_relay, stop_clean, submit, wait_for
@@ -24,6 +26,7 @@ def run(datadir, servers, name, policy):
              "--tls-policy", "lone.example=required"] if policy else []
     a = start_relay(datadir, ["--trusted", "127.0.0.1/32", "--resolver", knot.resolver,
                               "--smtp-port", str(b.port), "--retry-schedule", "1h",
+                              "--msgs-per-conn", "1",  # no connection is reused
                               "--tls-ca", ca] + extra, name="a-" + name)
     servers.append(a)
     submit(a.port, "alice@example.com", ["bob@dest.example"], data=message(name))
@@ -43,6 +46,12 @@ def test_required_moves_past_an_mx_without_starttls(datadir, servers):
     assert wait_for(lambda: any(b"required" in f for f in sink_files(bsink)))
     assert sink_files(plain) == []
     assert "STARTTLS not available" in a.output() and "trying the next address" in a.output()
+    # remembered for --dead-time: the next message goes straight to the second host
+    submit(a.port, "alice@example.com", ["bob2@dest.example"], data=message("again"))
+    assert wait_for(lambda: outcome(a, "bob2@dest.example")), a.output()
+    [ev] = outcome(a, "bob2@dest.example")
+    assert ev["event"] == "delivery" and ev["tls"] is True, ev
+    assert a.output().count("trying the next address") == 1, a.output()
     # a site whose only host offers no STARTTLS: deferred, nothing sent in plain text
     submit(a.port, "alice@example.com", ["carol@lone.example"], data=message("lone"))
     assert wait_for(lambda: outcome(a, "carol@lone.example")), a.output()
