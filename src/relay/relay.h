@@ -223,6 +223,9 @@ void relay_rules_free(struct relay_rules *r);
  * with `where`. */
 int relay_regex_compile(regex_t *re, const char *p, size_t n, const char *where,
                         struct base_err *err);
+/* The subject operators' patterns see: "CODE ENHANCED TEXT" ("-" for no
+ * enhanced code), as the bounce and throttle rules match it. */
+void relay_reply_subject(int code, const char *enhanced, const char *text, char *out, size_t n);
 /* The category of a reply: bad-mailbox, bad-domain, inactive-mailbox,
  * quota, spam-related, policy-related, bad-connection, protocol, expired
  * or other. code 0 stands for a connection-level failure. */

@@ -152,13 +152,17 @@ void relay_rules_free(struct relay_rules *r)
 	free(r);
 }
 
+void relay_reply_subject(int code, const char *enhanced, const char *text, char *out, size_t n)
+{
+	snprintf(out, n, "%03d %s %s", code, enhanced && *enhanced ? enhanced : "-", text ? text : "");
+}
+
 const char *relay_classify(const struct relay_rules *r, int code, const char *enhanced,
                            const char *text)
 {
 	if (!r) return "other";
 	char subject[1200];
-	snprintf(subject, sizeof subject, "%03d %s %s", code,
-	         enhanced && *enhanced ? enhanced : "-", text ? text : "");
+	relay_reply_subject(code, enhanced, text, subject, sizeof subject);
 	for (size_t i = 0; i < r->n; i++)
 		if (regexec(&r->v[i].re, subject, 0, NULL, 0) == 0) return r->v[i].category;
 	return "other";

@@ -261,7 +261,7 @@ int relay_throttle_reply(struct relay_ctx *x, struct dest *d, int code, const ch
 	if (!d || !c->nthrottles || (code >= 200 && code < 300)) return 0;
 	char e[16], subject[1200];
 	relay_enhanced(reply, e, sizeof e);
-	snprintf(subject, sizeof subject, "%03d %s %s", code, *e ? e : "-", reply ? reply : "");
+	relay_reply_subject(code, e, reply, subject, sizeof subject);
 	for (size_t i = 0; i < c->nthrottles; i++) {
 		const struct relay_throttle *t = &c->throttles[i];
 		if (regexec(&t->re, subject, 0, NULL, 0)) continue;
