@@ -64,10 +64,13 @@ def wait_port(port, proc=None, timeout=30.0):
     raise RuntimeError("nothing listens on port %d" % port)
 
 
+REUSE = []  # ["-d"] with --reuse: each session sends all its messages over one connection
+
+
 def inject(port, n):
     """Runs smtp-source; returns its CPU seconds (user + system)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    subprocess.run([SOURCE, "-s", str(SESSIONS), "-m", str(n), "-l", "4096",
+    subprocess.run([SOURCE] + REUSE + ["-s", str(SESSIONS), "-m", str(n), "-l", "4096",
                     "-f", "a@example.com", "-t", "b@dest.example", "127.0.0.1:%d" % port],
                    check=True)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -251,8 +254,12 @@ def main():
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--key", choices=("rsa", "ed25519"), default="rsa",
                     help="the relay's DKIM key (default RSA-2048)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="smtp-source -d: each session keeps its connection for the next message")
     a = ap.parse_args()
     n = a.n
+    if a.reuse:
+        REUSE.append("-d")
     work = tempfile.mkdtemp(prefix="relay-bench-")
     os.chmod(work, 0o755)
     sink_port = free_port()
