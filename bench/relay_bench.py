@@ -64,6 +64,7 @@ def wait_port(port, proc=None, timeout=30.0):
     raise RuntimeError("nothing listens on port %d" % port)
 
 
+EXTRA = []  # --relay-arg: more options for the relay
 REUSE = []  # ["-d"] with --reuse: each session sends all its messages over one connection
 
 
@@ -121,7 +122,7 @@ def start_relay(binary, work, name, route, key, perf=None, strace=None):
     out = open(spool + ".out", "wb")
     argv = [binary, "relay", "--listen", "127.0.0.1:%d" % port, "--spool", spool,
             "--route", "*=" + route, "--trusted", "127.0.0.0/8", "--conn-limit", "20",
-            "--log", spool + ".log", "--dkim-key", "example.com=s1:" + key]
+            "--log", spool + ".log", "--dkim-key", "example.com=s1:" + key] + EXTRA
     p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
     wait_port(port, p)
     rec = None
@@ -256,8 +257,12 @@ def main():
                     help="the relay's DKIM key (default RSA-2048)")
     ap.add_argument("--reuse", action="store_true",
                     help="smtp-source -d: each session keeps its connection for the next message")
+    ap.add_argument("--relay-arg", action="append", default=[],
+                    help="one more argument for the relay (repeat it: --relay-arg=--sign-threads "
+                         "--relay-arg=1)")
     a = ap.parse_args()
     n = a.n
+    EXTRA.extend(a.relay_arg)
     if a.reuse:
         REUSE.append("-d")
     work = tempfile.mkdtemp(prefix="relay-bench-")

@@ -27,14 +27,22 @@ int auth_msg_parse(struct auth_msg *m, const char *data, size_t len, struct base
 {
 	memset(m, 0, sizeof *m);
 	if (len > AUTH_MSG_MAX) return base_errf(err, "message larger than %u bytes", AUTH_MSG_MAX);
+	/* bare LFs, found with memchr: a message on the wire has none, and is
+	 * then copied in one go */
 	size_t lf = 0;
-	for (size_t i = 0; i < len; i++)
-		if (data[i] == '\n' && (i == 0 || data[i - 1] != '\r')) lf++;
+	for (const char *nl = len ? memchr(data, '\n', len) : NULL; nl;
+	     nl = memchr(nl + 1, '\n', len - (size_t)(nl + 1 - data)))
+		if (nl == data || nl[-1] != '\r') lf++;
 	m->buf = base_xmalloc(len + lf + 1);
 	size_t o = 0;
-	for (size_t i = 0; i < len; i++) {
-		if (data[i] == '\n' && (i == 0 || data[i - 1] != '\r')) m->buf[o++] = '\r';
-		m->buf[o++] = data[i];
+	if (!lf) {
+		if (len) memcpy(m->buf, data, len);
+		o = len;
+	} else {
+		for (size_t i = 0; i < len; i++) {
+			if (data[i] == '\n' && (i == 0 || data[i - 1] != '\r')) m->buf[o++] = '\r';
+			m->buf[o++] = data[i];
+		}
 	}
 	m->buf[o] = 0;
 	m->len = o;

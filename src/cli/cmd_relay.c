@@ -58,6 +58,7 @@ static const char relay_help[] =
     "  --max-conns N              simultaneous inbound sessions (256)\n"
     "  --timeout DURATION         inbound idle timeout (5m)\n"
     "  --commit-delay USEC        group-commit window in microseconds (0: one loop turn)\n"
+    "  --sign-threads N           DKIM signing and password threads (0: one per core)\n"
     "  --bounce-rules FILE        extra bounce classification rules, tried first\n"
     "  --tls-cert FILE            certificate (PEM chain) for STARTTLS at reception\n"
     "  --tls-key FILE             its private key (PEM; default: in the cert file)\n"
@@ -307,11 +308,12 @@ static int relay_set(struct relay_cli *r, const char *key, const char *v, struct
 	} else if (!strcmp(key, "conn-limit") || !strcmp(key, "max-rcpts") ||
 	           !strcmp(key, "max-conns") || !strcmp(key, "commit-delay") ||
 	           !strcmp(key, "max-size") || !strcmp(key, "smtp-port") ||
-	           !strcmp(key, "msgs-per-conn")) {
-		if (parse_u32(v, !strcmp(key, "commit-delay") ? 1000000 : 1u << 30, &u) < 0 ||
-		    u == 0)
-			if (strcmp(key, "commit-delay") || parse_u32(v, 1000000, &u) < 0)
-				return base_errf(err, "%s: bad number '%s'", key, v);
+	           !strcmp(key, "msgs-per-conn") || !strcmp(key, "sign-threads")) {
+		int zero_ok = !strcmp(key, "commit-delay") || !strcmp(key, "sign-threads");
+		uint32_t max = !strcmp(key, "commit-delay") ? 1000000
+		               : !strcmp(key, "sign-threads") ? 64 : 1u << 30;
+		if (parse_u32(v, max, &u) < 0 || (u == 0 && !zero_ok))
+			return base_errf(err, "%s: bad number '%s'", key, v);
 		if (!strcmp(key, "conn-limit"))
 			c->conn_limit = u;
 		else if (!strcmp(key, "max-rcpts"))
@@ -322,6 +324,8 @@ static int relay_set(struct relay_cli *r, const char *key, const char *v, struct
 			c->max_size = u;
 		else if (!strcmp(key, "msgs-per-conn"))
 			c->msgs_per_conn = u;
+		else if (!strcmp(key, "sign-threads"))
+			c->sign_threads = u;
 		else if (!strcmp(key, "smtp-port")) {
 			if (u > 65535) return base_errf(err, "smtp-port: bad port '%s'", v);
 			c->smtp_port = (uint16_t)u;
@@ -388,6 +392,7 @@ int cli_relay(int argc, char **argv)
 	                                     {"max-conns", required_argument, NULL, O_BASE},
 	                                     {"timeout", required_argument, NULL, O_BASE},
 	                                     {"commit-delay", required_argument, NULL, O_BASE},
+	                                     {"sign-threads", required_argument, NULL, O_BASE},
 	                                     {"smtp-port", required_argument, NULL, O_BASE},
 	                                     {"csv", required_argument, NULL, O_BASE},
 	                                     {"msgs-per-conn", required_argument, NULL, O_BASE},

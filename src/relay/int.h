@@ -165,6 +165,8 @@ struct relay_ctx {
 	struct mxroute *mx;
 	struct relay_dead *dead; /* addresses that refused or timed out (lookup.c) */
 	uint64_t seq;
+	unsigned pid;   /* for message ids; the relay does not fork */
+	int acct_hold;  /* >0: accounting lines wait for relay_account_flush() */
 	uint64_t syncs, synced; /* group commits, and messages they acknowledged */
 	char hostname[256];
 	struct relay_name *names; /* interned account, pool... names */
@@ -207,6 +209,8 @@ int relay_sign(struct relay_ctx *x, struct base_buf *msg, struct base_err *err);
 /* Accounting: one JSON line. rcpt may be NULL for message events. */
 void relay_account(struct relay_ctx *x, const char *event, const struct rmsg *m,
                    const struct rrcpt *r, const struct dest *d, int code, const char *reply);
+/* Writes the lines held back while acct_hold > 0. */
+void relay_account_flush(struct relay_ctx *x);
 /* The outcome of one recipient's attempt (code 0: connection-level failure). */
 void relay_outcome(struct relay_ctx *x, struct dest *d, struct rmsg *m, uint32_t idx, int code,
                    const char *reply);
@@ -275,6 +279,7 @@ unsigned relay_workers_cores(void);
 
 /* server.c */
 int relay_server_start(struct relay_ctx *x, struct base_err *err);
+void relay_server_queued(struct relay_ctx *x, struct session *s);
 void relay_server_committed(struct relay_ctx *x, struct session *s, int ok, const char *why);
 void relay_server_stop(struct relay_ctx *x);
 

@@ -50,7 +50,7 @@ void relay_config_init(struct relay_config *c)
 void relay_id_new(struct relay_ctx *x, char *out)
 {
 	snprintf(out, RELAY_ID_MAX + 1, "%llx.%x.%llx", (unsigned long long)base_now(),
-	         (unsigned)getpid() & 0xffff, (unsigned long long)++x->seq);
+	         x->pid & 0xffff, (unsigned long long)++x->seq);
 }
 
 static void json_str(FILE *f, const char *s)
@@ -154,7 +154,14 @@ static void account_csv(struct relay_ctx *x, const char *event, const struct rms
 	relay_csv_field(f, r && x->acct_src ? x->acct_src : m->client, 0);
 	relay_csv_field(f, att, 0);
 	relay_csv_field(f, m->id, 1);
-	fflush(f);
+	if (!x->acct_hold) fflush(f);
+}
+
+/* Writes the accounting lines held back by acct_hold. */
+void relay_account_flush(struct relay_ctx *x)
+{
+	if (x->csv) fflush(x->csv);
+	if (x->log) fflush(x->log);
 }
 
 void relay_account(struct relay_ctx *x, const char *event, const struct rmsg *m,
@@ -213,7 +220,7 @@ void relay_account(struct relay_ctx *x, const char *event, const struct rmsg *m,
 		fprintf(f, ",\"dane\":\"verified\",\"dane_usage\":\"%s\"",
 		        x->acct_dane == 3 ? "dane-ee" : "dane-ta");
 	fputs(x->acct_tls ? ",\"tls\":true}\n" : ",\"tls\":false}\n", f);
-	fflush(f);
+	if (!x->acct_hold) fflush(f);
 }
 
 /* ---- the queue -------------------------------------------------------------- */
@@ -711,9 +718,17 @@ static void commit_done(struct relay_work *j)
 	x->sync_work = NULL;
 	x->syncs += j->ran;
 	if (ok) x->synced += c->n;
-	if (!x->stopping)
+	if (!x->stopping) {
+		/* the batch's reception lines go out in one write, before any 250 */
+		if (ok) {
+			x->acct_hold++;
+			for (size_t i = 0; i < c->n; i++) relay_server_queued(x, c->batch[i]);
+			x->acct_hold--;
+			relay_account_flush(x);
+		}
 		for (size_t i = 0; i < c->n; i++)
 			relay_server_committed(x, c->batch[i], ok, ok ? NULL : err.msg);
+	}
 	free(c->batch);
 	free(c);
 	if (x->stopping) return;
@@ -885,6 +900,7 @@ int relay_run(const struct relay_config *c, struct base_err *err)
 	struct relay_ctx x;
 	memset(&x, 0, sizeof x);
 	x.cfg = c;
+	x.pid = (unsigned)getpid();
 	signal(SIGPIPE, SIG_IGN);
 	srandom((unsigned)base_mono_ns());
 	if (c->hostname)
@@ -923,7 +939,8 @@ int relay_run(const struct relay_config *c, struct base_err *err)
 	if (rc == 0 && !(x.syncer = relay_workers_new(x.base, 1, err))) rc = -1;
 	/* the same threads check AUTH passwords */
 	if (rc == 0 && (c->ndkim || (c->accounts && c->accounts->n)) &&
-	    !(x.signers = relay_workers_new(x.base, relay_workers_cores(), err)))
+	    !(x.signers = relay_workers_new(x.base, c->sign_threads ? c->sign_threads : relay_workers_cores(),
+	                                  err)))
 		rc = -1;
 	if (rc == 0) rc = relay_mx_start(&x, c->resolver, err);
 	if (rc == 0) rc = relay_control_start(&x, err);

@@ -366,6 +366,7 @@ struct relay_config {
 	uint32_t max_conns;        /* inbound sessions */
 	uint32_t timeout;          /* inbound idle timeout, seconds */
 	uint32_t commit_delay_us;  /* group-commit window; 0: commit at the end of each loop turn */
+	uint32_t sign_threads;     /* DKIM signing and password threads; 0: one per core */
 	struct relay_rules *rules; /* bounce classification */
 	/* pool.c: IP pools, the pool of mail that names none (NULL: no bind),
 	 * rate limits (0: unlimited) and per-domain overrides */

@@ -943,17 +943,20 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 	session_free(s);
 }
 
+/* A committed message joins the queue and gets its reception line; then
+ * relay_server_committed() answers for it. */
+void relay_server_queued(struct relay_ctx *x, struct session *s)
+{
+	struct rmsg *m = relay_queue_add(x, s->id, s->sender, s->attrs, s->ip, base_now(), &s->loc,
+	                                 (const char *const *)s->rcpts, s->nrcpt);
+	if (s->dsn_blob.len) relay_dsn_attach(x, m, s->dsn_blob.data, s->dsn_blob.len, NULL);
+	x->acct_tls = s->tls;
+	relay_account(x, "reception", m, NULL, NULL, 250, NULL);
+	x->acct_tls = 0;
+}
+
 void relay_server_committed(struct relay_ctx *x, struct session *s, int ok, const char *why)
 {
-	if (ok) {
-		struct rmsg *m = relay_queue_add(x, s->id, s->sender, s->attrs, s->ip, base_now(),
-		                                 &s->loc, (const char *const *)s->rcpts, s->nrcpt);
-		if (s->dsn_blob.len)
-			relay_dsn_attach(x, m, s->dsn_blob.data, s->dsn_blob.len, NULL);
-		x->acct_tls = s->tls;
-		relay_account(x, "reception", m, NULL, NULL, 250, NULL);
-		x->acct_tls = 0;
-	}
 	if (s->gone) {
 		session_free(s);
 		return;
