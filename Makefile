@@ -54,6 +54,7 @@ bench: build
 	@echo "== DKIM signing"; ./bench/dkim_bench.sh 3
 	@echo "== checker: 40 DNSBLs behind a 200 ms delay"; $(PYTHON) bench/check_bench.py
 	@echo "== relay: mailrep relay vs Postfix"; $(PYTHON) bench/relay_bench.py --bin $(BUILD)/mailrep -n 20000 --runs 3
+	@echo "== relay: the same, injecting over persistent connections"; $(PYTHON) bench/relay_bench.py --bin $(BUILD)/mailrep -n 20000 --runs 3 --reuse --no-memory
 	@echo "== relay: a large deferred queue"; $(PYTHON) bench/relay_queue_bench.py --bin $(BUILD)/mailrep -n 100000
 
 format:

@@ -23,9 +23,15 @@ CPU per message says more than the rate. After the runs, the relay is started to
 port and N messages stay queued: the growth of its RSS divided by N is the
 memory per deferred message.
 
-Usage: bench/relay_bench.py [--bin build/mailrep] [-n 20000] [--runs 3]
+Usage: bench/relay_bench.py [--bin build/mailrep] [-n 20000] [--runs 3] [--reuse]
                             [--only relay|postfix] [--key rsa|ed25519] [--perf FILE]
-                            [--strace FILE]
+                            [--strace FILE] [--relay-arg ARG ...]
+
+By default each smtp-source session opens a new connection for every
+message (smtp-source's default); --reuse (smtp-source -d) keeps it for the
+next message, as an application injecting through a connection pool does.
+Both sides get the same injection. RELAY_BENCH_SWITCHES=1 also prints the
+relay's context switches per message, by thread.
 
 --perf records the first run's relay with `perf record -g`; --strace
 counts its system calls (`strace -c -f`, which slows it down: that run's
@@ -161,6 +167,9 @@ def run_relay(binary, work, name, sink_port, key, n, perf=None, strace=None):
     secs = time.monotonic() - start
     cpu = cpu_seconds(p.pid)
     loop = cpu_seconds(p.pid, p.pid)
+    if os.environ.get("RELAY_BENCH_SWITCHES"):
+        print("       context switches per message (voluntary, involuntary), by thread: " +
+              ", ".join("%.2f/%.2f" % (v / n, i / n) for v, i in switches(p.pid)), flush=True)
     if rec:
         rec.send_signal(signal.SIGINT)
         rec.wait()
@@ -169,6 +178,21 @@ def run_relay(binary, work, name, sink_port, key, n, perf=None, strace=None):
         commits = [ln.split("info: ", 1)[-1].strip() for ln in f if "group commit" in ln]
     shutil.rmtree(spool, ignore_errors=True)
     return secs, cpu, loop, commits[-1] if commits else "", source_cpu
+
+
+def switches(pid):
+    """(voluntary, involuntary) context switches of each thread, the loop first."""
+    out = []
+    for tid in sorted(int(t) for t in os.listdir("/proc/%d/task" % pid)):
+        v = i = 0
+        with open("/proc/%d/task/%d/status" % (pid, tid)) as f:
+            for ln in f:
+                if ln.startswith("voluntary_ctxt_switches:"):
+                    v = int(ln.split()[1])
+                elif ln.startswith("nonvoluntary_ctxt_switches:"):
+                    i = int(ln.split()[1])
+        out.append((v, i))
+    return out
 
 
 def cpu_seconds(pid, tid=None):
