@@ -109,3 +109,32 @@ def test_messages_per_connection(datadir, servers):
         stop_clean(relay)
     finally:
         sink.stop()
+
+
+def test_sign_threads(datadir, servers):
+    """--sign-threads sets how many signing threads the relay starts; every
+    message is still signed; out-of-range values are refused."""
+    import subprocess
+    from conftest import MAILREP
+    from test_relay_delivery import keygen
+    key, _ = keygen(datadir, "s1", "example.com")
+    threads = {}
+    for n in (1, 3):
+        sink = start_sink(datadir)
+        servers.append(sink)
+        relay = start_relay(datadir, ["--route", "*=" + sink.hop, "--trusted", "127.0.0.1",
+                                      "--dkim-key", "example.com=s1:" + key,
+                                      "--sign-threads", str(n)], name="relay%d" % n)
+        servers.append(relay)
+        submit(relay.port, "a@example.com", ["u@dest.example"], message("threads %d" % n))
+        files = wait_for(lambda: [e for e in events(relay) if e["event"] == "delivery"] and
+                         sink_files(sink))
+        assert files and b"DKIM-Signature:" in files[0], files
+        threads[n] = len(os.listdir("/proc/%d/task" % relay.proc.pid))
+        stop_clean(relay)
+    assert threads[3] - threads[1] == 2, threads
+    for bad in ("65", "x", "-1"):
+        p = subprocess.run([MAILREP, "relay", "--listen", "127.0.0.1:%d" % free_port(),
+                            "--spool", os.path.join(datadir, "spool-bad"),
+                            "--sign-threads", bad], capture_output=True, timeout=30)
+        assert p.returncode == 2 and b"sign-threads" in p.stderr, (bad, p.stderr)
