@@ -84,6 +84,7 @@ struct relay_cli {
 	int flag_routes, flag_trusted, flag_dkim, flag_pools, flag_tls_policy;
 	struct relay_accounts accounts;
 	const char *rules_file;
+	struct base_err err; /* parse()'s error */
 };
 
 #define fail(...) cli_fail("relay", __VA_ARGS__)
@@ -369,68 +370,90 @@ static int load_rules(struct relay_cli *r, struct base_err *err)
 	                       "built-in rules", err);
 }
 
-int cli_relay(int argc, char **argv)
+enum { O_BASE = 256 };
+static const struct option relay_opts[] = {{"listen", required_argument, NULL, O_BASE},
+                                     {"spool", required_argument, NULL, O_BASE},
+                                     {"route", required_argument, NULL, O_BASE},
+                                     {"trusted", required_argument, NULL, O_BASE},
+                                     {"resolver", required_argument, NULL, O_BASE},
+                                     {"dkim-key", required_argument, NULL, O_BASE},
+                                     {"log", required_argument, NULL, O_BASE},
+                                     {"hostname", required_argument, NULL, O_BASE},
+                                     {"retry-schedule", required_argument, NULL, O_BASE},
+                                     {"max-age", required_argument, NULL, O_BASE},
+                                     {"delay-warning", required_argument, NULL, O_BASE},
+                                     {"suspend", required_argument, NULL, O_BASE},
+                                     {"dead-time", required_argument, NULL, O_BASE},
+                                     {"user", required_argument, NULL, O_BASE},
+                                     {"conn-limit", required_argument, NULL, O_BASE},
+                                     {"max-size", required_argument, NULL, O_BASE},
+                                     {"max-rcpts", required_argument, NULL, O_BASE},
+                                     {"max-conns", required_argument, NULL, O_BASE},
+                                     {"timeout", required_argument, NULL, O_BASE},
+                                     {"commit-delay", required_argument, NULL, O_BASE},
+                                     {"sign-threads", required_argument, NULL, O_BASE},
+                                     {"smtp-port", required_argument, NULL, O_BASE},
+                                     {"csv", required_argument, NULL, O_BASE},
+                                     {"msgs-per-conn", required_argument, NULL, O_BASE},
+                                     {"bounce-rules", required_argument, NULL, O_BASE},
+                                     {"msgs-per-sec", required_argument, NULL, O_BASE},
+                                     {"conns-per-min", required_argument, NULL, O_BASE},
+                                     {"pool", required_argument, NULL, O_BASE},
+                                     {"default-pool", required_argument, NULL, O_BASE},
+                                     {"tls-cert", required_argument, NULL, O_BASE},
+                                     {"tls-key", required_argument, NULL, O_BASE},
+                                     {"tls-ca", required_argument, NULL, O_BASE},
+                                     {"tls-policy", required_argument, NULL, O_BASE},
+                                     {"mta-sts", required_argument, NULL, O_BASE},
+                                     {"dane", required_argument, NULL, O_BASE},
+                                     {"mta-sts-port", required_argument, NULL, O_BASE},
+                                     {"mta-sts-timeout", required_argument, NULL, O_BASE},
+                                     {"auth-without-tls", no_argument, NULL, 'A'},
+                                     {"hash-password", no_argument, NULL, 'H'},
+                                     {"config", required_argument, NULL, 'c'},
+                                     {"debug", no_argument, NULL, 'd'},
+                                     {"help", no_argument, NULL, 'h'},
+                                     {NULL, 0, NULL, 0}};
+
+/* Frees what parse() built. */
+static void relay_cli_free(struct relay_cli *r)
 {
-	enum { O_BASE = 256 };
-	static const struct option opts[] = {{"listen", required_argument, NULL, O_BASE},
-	                                     {"spool", required_argument, NULL, O_BASE},
-	                                     {"route", required_argument, NULL, O_BASE},
-	                                     {"trusted", required_argument, NULL, O_BASE},
-	                                     {"resolver", required_argument, NULL, O_BASE},
-	                                     {"dkim-key", required_argument, NULL, O_BASE},
-	                                     {"log", required_argument, NULL, O_BASE},
-	                                     {"hostname", required_argument, NULL, O_BASE},
-	                                     {"retry-schedule", required_argument, NULL, O_BASE},
-	                                     {"max-age", required_argument, NULL, O_BASE},
-	                                     {"delay-warning", required_argument, NULL, O_BASE},
-	                                     {"suspend", required_argument, NULL, O_BASE},
-	                                     {"dead-time", required_argument, NULL, O_BASE},
-	                                     {"user", required_argument, NULL, O_BASE},
-	                                     {"conn-limit", required_argument, NULL, O_BASE},
-	                                     {"max-size", required_argument, NULL, O_BASE},
-	                                     {"max-rcpts", required_argument, NULL, O_BASE},
-	                                     {"max-conns", required_argument, NULL, O_BASE},
-	                                     {"timeout", required_argument, NULL, O_BASE},
-	                                     {"commit-delay", required_argument, NULL, O_BASE},
-	                                     {"sign-threads", required_argument, NULL, O_BASE},
-	                                     {"smtp-port", required_argument, NULL, O_BASE},
-	                                     {"csv", required_argument, NULL, O_BASE},
-	                                     {"msgs-per-conn", required_argument, NULL, O_BASE},
-	                                     {"bounce-rules", required_argument, NULL, O_BASE},
-	                                     {"msgs-per-sec", required_argument, NULL, O_BASE},
-	                                     {"conns-per-min", required_argument, NULL, O_BASE},
-	                                     {"pool", required_argument, NULL, O_BASE},
-	                                     {"default-pool", required_argument, NULL, O_BASE},
-	                                     {"tls-cert", required_argument, NULL, O_BASE},
-	                                     {"tls-key", required_argument, NULL, O_BASE},
-	                                     {"tls-ca", required_argument, NULL, O_BASE},
-	                                     {"tls-policy", required_argument, NULL, O_BASE},
-	                                     {"mta-sts", required_argument, NULL, O_BASE},
-	                                     {"dane", required_argument, NULL, O_BASE},
-	                                     {"mta-sts-port", required_argument, NULL, O_BASE},
-	                                     {"mta-sts-timeout", required_argument, NULL, O_BASE},
-	                                     {"auth-without-tls", no_argument, NULL, 'A'},
-	                                     {"hash-password", no_argument, NULL, 'H'},
-	                                     {"config", required_argument, NULL, 'c'},
-	                                     {"debug", no_argument, NULL, 'd'},
-	                                     {"help", no_argument, NULL, 'h'},
-	                                     {NULL, 0, NULL, 0}};
-	struct relay_cli r;
-	memset(&r, 0, sizeof r);
-	relay_config_init(&r.c);
+	for (size_t i = 0; i < r->c.nroutes; i++)
+		free(r->c.routes[i].domain), free(r->c.routes[i].host);
+	free(r->c.routes);
+	for (size_t i = 0; i < r->c.ndkim; i++) {
+		free(r->c.dkim[i].domain);
+		free(r->c.dkim[i].selector);
+		auth_dkim_key_free(r->c.dkim[i].key);
+	}
+	free(r->c.dkim);
+	free(r->c.trusted);
+	for (size_t i = 0; i < r->c.ntls_policy; i++) free(r->c.tls_policy[i].domain);
+	free(r->c.tls_policy);
+	relay_accounts_free(&r->accounts);
+	relay_rules_free(r->c.rules);
+	relay_shaping_free(&r->c);
+	for (size_t i = 0; i < r->nstrs; i++) free(r->strs[i]);
+}
+
+#define BAD(...) (base_errf(&r->err, __VA_ARGS__), 2)
+
+/* The config files (-c) then the flags, into r, checked: 0, -1 after
+ * --help, or 2 with r->err set. Run again for a reload. */
+static int parse(struct relay_cli *r, int argc, char **argv)
+{
 	struct base_err err;
 	int rc = 0, c, idx = 0;
-	base_log_set_prefix("relay");
-	for (int i = 1; i < argc; i++)
-		if (!strcmp(argv[i], "--hash-password")) return hash_password();
+	relay_config_init(&r->c);
 	for (int i = 1; i < argc && !rc; i++)
 		if ((!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) && i + 1 < argc &&
-		    (base_ini_read(argv[i + 1], "relay", ini_cb, &r, &err) < 0 ||
-		     relay_config_sections(&r.c, argv[i + 1], &err) < 0 ||
-		     relay_accounts_load(&r.accounts, argv[i + 1], &err) < 0))
-			rc = fail("%s", err.msg);
-	r.c.accounts = &r.accounts;
-	while (!rc && (c = getopt_long(argc, argv, "hc:", opts, &idx)) != -1) {
+		    (base_ini_read(argv[i + 1], "relay", ini_cb, r, &err) < 0 ||
+		     relay_config_sections(&r->c, argv[i + 1], &err) < 0 ||
+		     relay_accounts_load(&r->accounts, argv[i + 1], &err) < 0))
+			rc = BAD("%s", err.msg);
+	r->c.accounts = &r->accounts;
+	optind = 0; /* glibc: start over, also when parsing again */
+	while (!rc && (c = getopt_long(argc, argv, "hc:", relay_opts, &idx)) != -1) {
 		switch (c) {
 		case 'h':
 			fputs(relay_help, stdout);
@@ -442,46 +465,80 @@ int cli_relay(int argc, char **argv)
 			base_log_set_level(BASE_LOG_DEBUG);
 			break;
 		case 'A':
-			r.c.auth_without_tls = 1;
+			r->c.auth_without_tls = 1;
 			break;
 		case O_BASE:
-			clear_lists(&r, opts[idx].name);
-			if (relay_set(&r, opts[idx].name, optarg, &err) < 0)
-				rc = fail("%s", err.msg);
+			clear_lists(r, relay_opts[idx].name);
+			if (relay_set(r, relay_opts[idx].name, optarg, &err) < 0) rc = BAD("%s", err.msg);
 			break;
 		default:
-			rc = fail("see --help");
+			rc = BAD("see --help");
 		}
 	}
-	if (!rc && optind != argc) rc = fail("unexpected argument '%s'", argv[optind]);
-	if (!rc && !r.c.listen) rc = fail("--listen ADDR:PORT is required");
-	if (!rc && !r.c.spool) rc = fail("--spool DIR is required");
-	if (!rc && load_rules(&r, &err) < 0) rc = fail("%s", err.msg);
-	if (!rc && relay_shaping_check(&r.c, &err) < 0) rc = fail("%s", err.msg);
-	if (!rc && relay_routes_check(&r.c, &err) < 0) rc = fail("%s", err.msg);
-	if (!rc && relay_accounts_check(&r.accounts, &r.c, &err) < 0) rc = fail("%s", err.msg);
-	if (!rc && r.c.tls_key && !r.c.tls_cert) rc = fail("--tls-key needs --tls-cert");
+	if (!rc && optind != argc) rc = BAD("unexpected argument '%s'", argv[optind]);
+	if (!rc && !r->c.listen) rc = BAD("--listen ADDR:PORT is required");
+	if (!rc && !r->c.spool) rc = BAD("--spool DIR is required");
+	if (!rc && load_rules(r, &err) < 0) rc = BAD("%s", err.msg);
+	if (!rc && relay_shaping_check(&r->c, &err) < 0) rc = BAD("%s", err.msg);
+	if (!rc && relay_routes_check(&r->c, &err) < 0) rc = BAD("%s", err.msg);
+	if (!rc && relay_accounts_check(&r->accounts, &r->c, &err) < 0) rc = BAD("%s", err.msg);
+	if (!rc && r->c.tls_key && !r->c.tls_cert) rc = BAD("--tls-key needs --tls-cert");
+	return rc;
+}
+
+/* SIGHUP: the same arguments, read again; every configuration read stays
+ * until the relay returns (the relay may still use the ones it replaced). */
+static struct {
+	int argc;
+	char **argv;
+	struct relay_cli *gens[256];
+	size_t ngens;
+} reloads;
+
+static const struct relay_config *reload_config(struct base_err *err)
+{
+	if (reloads.ngens == sizeof reloads.gens / sizeof reloads.gens[0]) {
+		base_errf(err, "%zu reloads since the start: restart the relay", reloads.ngens);
+		return NULL;
+	}
+	struct relay_cli *r = base_xcalloc(1, sizeof *r);
+	if (parse(r, reloads.argc, reloads.argv) != 0) {
+		base_errf(err, "%s", r->err.msg);
+		relay_cli_free(r);
+		free(r);
+		return NULL;
+	}
+	r->c.reload = reload_config;
+	reloads.gens[reloads.ngens++] = r;
+	return &r->c;
+}
+
+int cli_relay(int argc, char **argv)
+{
+	struct relay_cli r;
+	memset(&r, 0, sizeof r);
+	base_log_set_prefix("relay");
+	for (int i = 1; i < argc; i++)
+		if (!strcmp(argv[i], "--hash-password")) return hash_password();
+	int rc = parse(&r, argc, argv);
+	if (rc > 0) rc = fail("%s", r.err.msg);
 	if (!rc && !r.c.ntrusted && !r.accounts.n)
 		base_warn("no --trusted network and no account: every client will be refused");
+	struct base_err err;
+	reloads.argc = argc;
+	reloads.argv = argv;
+	r.c.reload = reload_config;
 	if (!rc && relay_run(&r.c, &err) < 0) rc = fail("%s", err.msg);
-	for (size_t i = 0; i < r.c.nroutes; i++)
-		free(r.c.routes[i].domain), free(r.c.routes[i].host);
-	free(r.c.routes);
-	for (size_t i = 0; i < r.c.ndkim; i++) {
-		free(r.c.dkim[i].domain);
-		free(r.c.dkim[i].selector);
-		auth_dkim_key_free(r.c.dkim[i].key);
+	relay_cli_free(&r);
+	for (size_t i = 0; i < reloads.ngens; i++) {
+		relay_cli_free(reloads.gens[i]);
+		free(reloads.gens[i]);
 	}
-	free(r.c.dkim);
-	free(r.c.trusted);
-	for (size_t i = 0; i < r.c.ntls_policy; i++) free(r.c.tls_policy[i].domain);
-	free(r.c.tls_policy);
-	relay_accounts_free(&r.accounts);
-	relay_rules_free(r.c.rules);
-	relay_shaping_free(&r.c);
-	for (size_t i = 0; i < r.nstrs; i++) free(r.strs[i]);
+	reloads.ngens = 0;
 	return rc < 0 ? 0 : rc;
 }
+
+#undef BAD
 
 /* ---- mailrep queue ---------------------------------------------------------- */
 

@@ -140,7 +140,9 @@ struct relay_authc;
 struct relay_mtasts;
 
 struct relay_ctx {
-	const struct relay_config *cfg;
+	const struct relay_config *cfg; /* &live */
+	struct relay_config live;       /* the settings in force: a reload replaces some */
+	unsigned acct_gen;              /* reloads of the accounts */
 	struct event_base *base;
 	struct relay_spool *spool;
 	FILE *log;
@@ -205,7 +207,9 @@ void relay_csv_field(FILE *f, const char *s, int last);
 const char *relay_intern(struct relay_ctx *x, const char *s);
 void relay_kick(struct relay_ctx *x);
 void relay_commit_soon(struct relay_ctx *x);
-int relay_sign(struct relay_ctx *x, struct base_buf *msg, struct base_err *err);
+/* DKIM-signs msg with the key of its From domain among keys, or keys[0]. */
+int relay_sign(const struct relay_dkim *keys, size_t nkeys, struct base_buf *msg,
+               struct base_err *err);
 /* Accounting: one JSON line. rcpt may be NULL for message events. */
 void relay_account(struct relay_ctx *x, const char *event, const struct rmsg *m,
                    const struct rrcpt *r, const struct dest *d, int code, const char *reply);
@@ -280,6 +284,8 @@ unsigned relay_workers_cores(void);
 /* server.c */
 int relay_server_start(struct relay_ctx *x, struct base_err *err);
 void relay_server_queued(struct relay_ctx *x, struct session *s);
+int relay_server_accounts_on(struct relay_ctx *x, struct base_err *err);
+void relay_server_accounts_changed(struct relay_ctx *x);
 void relay_server_committed(struct relay_ctx *x, struct session *s, int ok, const char *why);
 void relay_server_stop(struct relay_ctx *x);
 

@@ -805,20 +805,19 @@ static int from_domain(const char *msg, size_t len, char *out, size_t n)
 	return -1;
 }
 
-int relay_sign(struct relay_ctx *x, struct base_buf *msg, struct base_err *err)
+int relay_sign(const struct relay_dkim *keys, size_t nkeys, struct base_buf *msg,
+               struct base_err *err)
 {
-	const struct relay_config *c = x->cfg;
-	if (!c->ndkim) return 0;
+	if (!nkeys) return 0;
 	char dom[256];
-	const struct relay_dkim *k = &c->dkim[0]; /* the first key is the service key */
+	const struct relay_dkim *k = &keys[0]; /* the first key is the service key */
 	if (from_domain(msg->data, msg->len, dom, sizeof dom) == 0) {
-		for (size_t i = 0; i < c->ndkim; i++) {
-			size_t dl = strlen(dom), kl = strlen(c->dkim[i].domain);
+		for (size_t i = 0; i < nkeys; i++) {
+			size_t dl = strlen(dom), kl = strlen(keys[i].domain);
 			/* the From domain itself, or a subdomain of a key's domain */
-			if (!strcmp(dom, c->dkim[i].domain) ||
-			    (dl > kl && dom[dl - kl - 1] == '.' &&
-			     !strcmp(dom + dl - kl, c->dkim[i].domain))) {
-				k = &c->dkim[i];
+			if (!strcmp(dom, keys[i].domain) ||
+			    (dl > kl && dom[dl - kl - 1] == '.' && !strcmp(dom + dl - kl, keys[i].domain))) {
+				k = &keys[i];
 				break;
 			}
 		}
@@ -849,6 +848,65 @@ static void on_signal(evutil_socket_t fd, short what, void *arg)
 static void on_periodic(evutil_socket_t fd, short what, void *arg)
 {
 	schedule(arg);
+}
+
+static int same_str(const char *a, const char *b)
+{
+	return a == b || (a && b && !strcmp(a, b));
+}
+
+/* SIGHUP: the configuration is read again, whole, and checked as at start.
+ * If any of it is wrong the relay goes on as it was. Otherwise the
+ * accounts, DKIM keys, trusted networks and bounce rules of the new one
+ * take effect for what comes next: sessions already authenticated keep the
+ * account they logged in with, messages already ending keep the keys they
+ * were given, and the replaced settings stay in memory until the relay
+ * stops (they may still be in use). Other settings need a restart. */
+static void reload(struct relay_ctx *x)
+{
+	struct base_err err;
+	const struct relay_config *n = x->cfg->reload(&err);
+	if (!n) {
+		base_error("reload refused, the running configuration stays: %s", err.msg);
+		return;
+	}
+	int accounts = n->accounts && n->accounts->n;
+	if ((n->ndkim || accounts) && !x->signers &&
+	    !(x->signers = relay_workers_new(x->base,
+	                                     n->sign_threads ? n->sign_threads : relay_workers_cores(),
+	                                     &err))) {
+		base_error("reload refused, the running configuration stays: %s", err.msg);
+		return;
+	}
+	if (accounts && relay_server_accounts_on(x, &err) < 0) {
+		base_error("reload refused, the running configuration stays: %s", err.msg);
+		return;
+	}
+	if (!same_str(n->listen, x->live.listen) || !same_str(n->spool, x->live.spool) ||
+	    !same_str(n->log, x->live.log) || !same_str(n->csv, x->live.csv) ||
+	    !same_str(n->resolver, x->live.resolver) || n->nroutes != x->live.nroutes ||
+	    !same_str(n->tls_cert, x->live.tls_cert) || !same_str(n->user, x->live.user))
+		base_warn("reload: listen, spool, log, resolver, routes, TLS and the user change only "
+		          "with a restart");
+	x->live.accounts = n->accounts;
+	x->live.dkim = n->dkim;
+	x->live.ndkim = n->ndkim;
+	x->live.trusted = n->trusted;
+	x->live.ntrusted = n->ntrusted;
+	x->live.rules = n->rules;
+	relay_server_accounts_changed(x);
+	base_info("reloaded: %zu accounts, %zu DKIM keys, %zu trusted networks",
+	          n->accounts ? n->accounts->n : 0, n->ndkim, n->ntrusted);
+}
+
+static void on_hup(evutil_socket_t fd, short what, void *arg)
+{
+	struct relay_ctx *x = arg;
+	if (!x->cfg->reload) {
+		base_warn("SIGHUP: this relay has no configuration to read again");
+		return;
+	}
+	reload(x);
 }
 
 /* Gives the spool directory and everything in it to the user the relay
@@ -899,7 +957,8 @@ int relay_run(const struct relay_config *c, struct base_err *err)
 {
 	struct relay_ctx x;
 	memset(&x, 0, sizeof x);
-	x.cfg = c;
+	x.live = *c;
+	x.cfg = &x.live;
 	x.pid = (unsigned)getpid();
 	signal(SIGPIPE, SIG_IGN);
 	srandom((unsigned)base_mono_ns());
@@ -930,8 +989,10 @@ int relay_run(const struct relay_config *c, struct base_err *err)
 	evtimer_add(periodic, &sec);
 	struct event *sigterm = evsignal_new(x.base, SIGTERM, on_signal, x.base);
 	struct event *sigint = evsignal_new(x.base, SIGINT, on_signal, x.base);
+	struct event *sighup = evsignal_new(x.base, SIGHUP, on_hup, &x);
 	evsignal_add(sigterm, NULL);
 	evsignal_add(sigint, NULL);
+	evsignal_add(sighup, NULL);
 	/* bind (and read the TLS keys) as root, then give root up before any
 	 * thread starts or any peer is talked to */
 	int rc = relay_server_start(&x, err);
@@ -967,6 +1028,7 @@ int relay_run(const struct relay_config *c, struct base_err *err)
 	relay_mx_stop(&x);
 	event_free(sigterm);
 	event_free(sigint);
+	event_free(sighup);
 	event_free(periodic);
 	event_free(x.tick);
 	event_free(x.commit_ev);

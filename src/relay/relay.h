@@ -342,6 +342,11 @@ struct relay_tls_policy {
 struct relay_accounts;
 
 struct relay_config {
+	/* Reads the configuration again (SIGHUP): a new one that lives until
+	 * the relay returns, or NULL with err set. NULL hook: no reload. The
+	 * relay takes its accounts, DKIM keys, trusted networks and bounce
+	 * rules; the rest needs a restart. */
+	const struct relay_config *(*reload)(struct base_err *err);
 	const char *listen;
 	const char *spool;
 	const char *log;      /* accounting, one JSON line per event; NULL: none */

@@ -110,6 +110,9 @@ struct session {
 	struct relay_work sign; /* signing off the loop; data belongs to it meanwhile */
 	int sign_rc;
 	struct base_err sign_err;
+	const struct relay_dkim *keys; /* the keys when the message ended (a reload may follow) */
+	size_t nkeys;
+	unsigned check_gen; /* x->acct_gen when its password check started */
 	struct session *prev, *next;
 	/* replies not sent yet: those of a pipelined batch go out in one write */
 	char out[OUT_MAX];
@@ -523,7 +526,7 @@ static int store(struct session *s)
 static void sign_run(struct relay_work *j)
 {
 	struct session *s = (struct session *)((char *)j - offsetof(struct session, sign));
-	s->sign_rc = relay_sign(s->x, &s->data, &s->sign_err);
+	s->sign_rc = relay_sign(s->keys, s->nkeys, &s->data, &s->sign_err);
 }
 
 static void on_read(struct bufferevent *bev, void *arg);
@@ -557,6 +560,8 @@ static void end_data(struct session *s)
 		return;
 	}
 	if (over_quota(s)) return;
+	s->keys = x->cfg->dkim;
+	s->nkeys = x->cfg->ndkim;
 	if (x->signers && x->cfg->ndkim) {
 		s->st = S_SIGN;
 		bufferevent_disable(s->bev, EV_READ);
@@ -565,7 +570,7 @@ static void end_data(struct session *s)
 		relay_workers_submit(x->signers, &s->sign);
 		return;
 	}
-	s->sign_rc = relay_sign(x, &s->data, &s->sign_err);
+	s->sign_rc = relay_sign(s->keys, s->nkeys, &s->data, &s->sign_err);
 	store(s);
 }
 
@@ -654,7 +659,7 @@ static void auth_result(struct session *s, const struct relay_acct *a, int ok, i
 }
 
 /* On a worker thread: reads only the session's copy of the password and
- * the account (the config does not change while the relay runs). */
+ * the account (a reload leaves the accounts it replaces in memory). */
 static void check_run(struct relay_work *j)
 {
 	struct session *s = (struct session *)((char *)j - offsetof(struct session, check));
@@ -669,7 +674,8 @@ static void check_done(struct relay_work *j)
 	struct session *s = (struct session *)((char *)j - offsetof(struct session, check));
 	struct relay_ctx *x = s->x;
 	int ok = j->ran && s->check_ok;
-	if (ok)
+	/* a check that started before a reload is not cached under the new accounts */
+	if (ok && s->check_gen == x->acct_gen)
 		relay_authc_put(x->authc, s->check_acct, s->auth_user, s->check_pw, s->check_pwlen,
 		                mono_seconds());
 	OPENSSL_cleanse(s->check_pw, sizeof s->check_pw);
@@ -699,6 +705,7 @@ static void auth_finish(struct session *s, const char *user, const char *pw, siz
 		return;
 	}
 	s->check_acct = a;
+	s->check_gen = x->acct_gen;
 	memcpy(s->check_pw, pw, pwlen);
 	s->check_pwlen = pwlen;
 	if (!x->signers) { /* no worker threads (cannot happen with accounts) */
@@ -1028,6 +1035,33 @@ static int quota_recover(struct relay_ctx *x, struct base_err *err)
 	return relay_quota_save(x->quota, seg, off, err);
 }
 
+/* The send counters and the password cache, for a relay with accounts: at
+ * start, or when a reload brings the first accounts. */
+int relay_server_accounts_on(struct relay_ctx *x, struct base_err *err)
+{
+	if (x->quota) return 0;
+	char path[4096];
+	snprintf(path, sizeof path, "%s/limits", x->cfg->spool);
+	if (relay_quota_open(&x->quota, path, err) < 0) return -1;
+	if (quota_recover(x, err) < 0) {
+		relay_quota_close(x->quota);
+		x->quota = NULL;
+		return -1;
+	}
+	x->authc = relay_authc_new();
+	return 0;
+}
+
+/* After a reload: passwords checked against the previous accounts are
+ * forgotten, so that a changed or removed password stops working at once. */
+void relay_server_accounts_changed(struct relay_ctx *x)
+{
+	x->acct_gen++;
+	if (!x->authc) return;
+	relay_authc_free(x->authc);
+	x->authc = relay_authc_new();
+}
+
 int relay_server_start(struct relay_ctx *x, struct base_err *err)
 {
 	struct base_sockaddr a;
@@ -1035,13 +1069,8 @@ int relay_server_start(struct relay_ctx *x, struct base_err *err)
 	x->tls = base_xcalloc(1, sizeof *x->tls);
 	if (relay_tls_init(x->tls, x->cfg->tls_cert, x->cfg->tls_key, x->cfg->tls_ca, err) < 0)
 		return -1;
-	if (x->cfg->accounts && x->cfg->accounts->n) {
-		char path[4096];
-		snprintf(path, sizeof path, "%s/limits", x->cfg->spool);
-		if (relay_quota_open(&x->quota, path, err) < 0) return -1;
-		if (quota_recover(x, err) < 0) return -1;
-		x->authc = relay_authc_new();
-	}
+	if (x->cfg->accounts && x->cfg->accounts->n && relay_server_accounts_on(x, err) < 0)
+		return -1;
 	struct sockaddr_storage ss;
 	socklen_t len = base_sockaddr_to(&a, &ss);
 	x->listener = evconnlistener_new_bind(x->base, on_accept, x,
