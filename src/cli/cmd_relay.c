@@ -75,7 +75,11 @@ static const char relay_help[] =
     "  --hash-password            read a password on stdin, print its hash for [account]\n"
     "  -c, --config FILE          read the [relay], [pool NAME], [domain NAME] and\n"
     "                             [account NAME] sections of an INI file first\n"
-    "  --debug                    verbose log on stderr\n";
+    "  --debug                    verbose log on stderr\n"
+    "\n"
+    "SIGHUP reads the same files and flags again and applies their accounts, DKIM\n"
+    "keys, trusted networks and bounce rules; a configuration with an error is\n"
+    "refused and the running one stays. SIGTERM stops after a final commit.\n";
 
 struct relay_cli {
 	struct relay_config c;
