@@ -462,8 +462,10 @@ void relay_outcome(struct relay_ctx *x, struct dest *d, struct rmsg *m, uint32_t
 	r->attempts++;
 	relay_throttle_reply(x, d, code, reply);
 	if (code >= 200 && code < 300) {
-		finish(x, m, idx, RELAY_RCPT_DELIVERED);
+		/* the line first: a kill -9 between the two writes then delivers
+		 * again (and logs it twice) rather than leave no line at all */
 		relay_account(x, "delivery", m, r, d, code, reply);
+		finish(x, m, idx, RELAY_RCPT_DELIVERED);
 	} else if (code >= 500) {
 		relay_dsn_owe(x, m, idx, RELAY_RCPT_BOUNCED, d, reply);
 		relay_account(x, "bounce", m, r, d, code, reply);

@@ -117,6 +117,9 @@ def test_expiry_gives_dsn(datadir, servers):
     assert x[0]["attempts"] >= 2  # retried before giving up
     t = of(relay, "transient")
     assert t and all(e["time"] - x[0]["time"] <= 0 for e in t)
+    # smtp-sink creates its file before the data is in it: read it once the
+    # relay has logged the DSN's delivery
+    assert wait_for(lambda: [e for e in of(relay, "delivery") if e["rcpt"] == "alice@example.com"])
     dsn = wait_for(lambda: sink_files(good))
     assert len(dsn) == 1 and b"X-Mail-Args: <>" in dsn[0]
     assert b"Final-Recipient: rfc822; bob@dest.example" in dsn[0]
