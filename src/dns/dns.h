@@ -234,6 +234,10 @@ struct dns_answer {
 	 * with DNSSEC. Meaningful only from a validating resolver asked with
 	 * dns_resolver_set_dnssec; 0 when nothing was received. */
 	int secure;
+	/* The owner of the records when a CNAME chain led to them: the
+	 * expanded name as lowercased dotted text (no trailing dot); NULL when
+	 * they sit at the name asked for. Owned (dns_answer_free). */
+	char *canon;
 };
 
 void dns_answer_init(struct dns_answer *a);

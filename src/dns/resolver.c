@@ -34,7 +34,9 @@ void dns_answer_free(struct dns_answer *a)
 {
 	for (size_t i = 0; i < a->n; i++) free(a->rr[i].data);
 	free(a->rr);
+	free(a->canon);
 	a->rr = NULL;
+	a->canon = NULL;
 	a->n = 0;
 }
 
@@ -42,6 +44,7 @@ void dns_answer_take(struct dns_answer *dst, struct dns_answer *src)
 {
 	*dst = *src;
 	src->rr = NULL;
+	src->canon = NULL;
 	src->n = 0;
 }
 
@@ -125,6 +128,24 @@ static int add_rdata(struct dns_answer *a, const uint8_t *msg, size_t len, const
 	}
 }
 
+/* Two wire names equal but for ASCII case. */
+static int same_name(const uint8_t *x, const uint8_t *y)
+{
+	for (;;) {
+		if (*x != *y) return 0;
+		unsigned n = *x;
+		if (!n) return 1;
+		for (unsigned i = 1; i <= n; i++) {
+			uint8_t a = x[i], b = y[i];
+			if (a >= 'A' && a <= 'Z') a = (uint8_t)(a - 'A' + 'a');
+			if (b >= 'A' && b <= 'Z') b = (uint8_t)(b - 'A' + 'a');
+			if (a != b) return 0;
+		}
+		x += n + 1;
+		y += n + 1;
+	}
+}
+
 void dns_answer_parse(const uint8_t *msg, size_t len, uint16_t qtype, struct dns_answer *a)
 {
 	dns_answer_free(a);
@@ -149,10 +170,11 @@ void dns_answer_parse(const uint8_t *msg, size_t len, uint16_t qtype, struct dns
 	}
 	if (flags & DNS_F_TC) return answer_fail(a, DNS_LOOKUP_ERROR, "answer truncated");
 	size_t off = DNS_HDR_SIZE;
-	uint8_t wire[DNS_NAME_MAX + 1];
+	uint8_t wire[DNS_NAME_MAX + 1], qname[DNS_NAME_MAX + 1] = {0};
 	for (unsigned i = 0; i < qd; i++) {
 		if (dns_read_name(msg, len, &off, wire) < 0 || off + 4 > len)
 			return answer_fail(a, DNS_LOOKUP_ERROR, "malformed question section");
+		if (i == 0) memcpy(qname, wire, sizeof qname);
 		off += 4;
 	}
 	for (unsigned i = 0; i < an; i++) {
@@ -160,6 +182,14 @@ void dns_answer_parse(const uint8_t *msg, size_t len, uint16_t qtype, struct dns
 		if (dns_read_rr(msg, len, &off, &rr) < 0)
 			return answer_fail(a, DNS_LOOKUP_ERROR, "malformed answer record");
 		if (rr.cls != DNS_C_IN || rr.type != qtype) continue;
+		if (!a->n && qd && !same_name(rr.owner, qname)) {
+			char text[DNS_NAME_TEXT_MAX];
+			if (dns_name_to_text(rr.owner, text, sizeof text) < 0)
+				return answer_fail(a, DNS_LOOKUP_ERROR, "malformed record owner");
+			for (char *c = text; *c; c++)
+				if (*c >= 'A' && *c <= 'Z') *c = (char)(*c - 'A' + 'a');
+			a->canon = base_xstrdup(text);
+		}
 		if (add_rdata(a, msg, len, &rr) < 0)
 			return answer_fail(a, DNS_LOOKUP_ERROR,
 			                   a->n >= DNS_ANSWER_MAX_RR ? "too many records in answer"

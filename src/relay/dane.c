@@ -125,6 +125,7 @@ void relay_dane_unref(struct relay_dane *d)
 int relay_dane_ssl(SSL *ssl, const struct relay_dane *d)
 {
 	if (SSL_dane_enable(ssl, d->host) <= 0) return -1;
+	if (d->alias[0] && SSL_add1_host(ssl, d->alias) != 1) return -1;
 	SSL_dane_set_flags(ssl, DANE_FLAG_NO_DANE_EE_NAMECHECKS);
 	SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
 	int usable = 0;

@@ -39,7 +39,8 @@ enum relay_dane_state {
 struct relay_dane {
 	unsigned refs;
 	int state; /* enum relay_dane_state */
-	char host[256];
+	char host[256];  /* the TLSA base domain: the reference identifier */
+	char alias[256]; /* the MX host's other name (CNAME), also accepted; "" none */
 	char why[448]; /* FAIL: the reply text ("451 4.7.5 DANE: ...") */
 	size_t n;      /* USABLE: usable records in rr */
 	struct relay_tlsa rr[RELAY_TLSA_MAX];

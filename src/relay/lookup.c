@@ -34,10 +34,12 @@
  * rides with the host's addresses (relay_hops.dane). Such a site's name
  * ends in ";dane", so that mail of a domain whose MX records are not
  * signed never shares a destination, nor its DANE state, with mail of one
- * whose records are. An MX host that is an alias (CNAME) is not expanded
- * for the TLSA lookup (RFC 7672 2.2.3's first choice): its TLSA records
- * are asked for at the MX host name only; a CNAME at the TLSA name itself
- * is followed by the resolver and validated with it.
+ * whose records are. An MX host that is an alias (CNAME) whose chain is
+ * secure has its TLSA records asked for at the expanded name first, and
+ * at the MX host name when there are none there (RFC 7672 2.2.2, RFC 7671
+ * 7): the name where they were found is the TLSA base domain, and both
+ * names are accepted by DANE-TA's name check. A CNAME at the TLSA name
+ * itself is followed by the resolver and validated with it.
  *
  * A static route may name a host instead of an IP address: its A and AAAA
  * records are looked up and cached the same way (an entry of kind HOST,
@@ -69,6 +71,8 @@ struct mxtarget {
 	size_t n4, n6;
 	int nxdomain;
 	int insecure;            /* an address answer came without AD */
+	char *canon;             /* the name a secure CNAME chain led its addresses to; NULL: none */
+	int tlsa_initial;        /* the TLSA query asks at name (after none at canon) */
 	struct relay_dane *dane; /* its TLSA lookup's result (reference held); NULL: no DANE */
 };
 
@@ -182,13 +186,29 @@ static void addresses_done(struct mxroute *e)
 	settle(e, MX_READY, e->ttl);
 }
 
+static int ask_tlsa(struct mxroute *e, size_t i);
+
 static void on_tlsa(void *arg, const char *name, uint16_t type, struct dns_answer *ans)
 {
 	struct mxquery *q = arg;
 	struct mxroute *e = q->e;
 	if (e->x->stopping) return;
 	struct mxtarget *t = &e->targets[q->ti];
-	t->dane = relay_dane_from_answer(t->name, ans);
+	if (t->canon && !t->tlsa_initial &&
+	    (ans->status == DNS_LOOKUP_NODATA || ans->status == DNS_LOOKUP_NXDOMAIN)) {
+		/* none at the expanded name: the MX host name's (still pending) */
+		t->tlsa_initial = 1;
+		if (ask_tlsa(e, q->ti) == 0) {
+			arm(e->x);
+			return;
+		} /* else t->dane says why the host cannot be used */
+	} else {
+		const char *base = t->canon && !t->tlsa_initial ? t->canon : t->name;
+		t->dane = relay_dane_from_answer(base, ans);
+		if (t->dane && t->canon)
+			snprintf(t->dane->alias, sizeof t->dane->alias, "%s",
+			         base == t->canon ? t->name : t->canon);
+	}
 	for (size_t i = 0; i < ans->n; i++)
 		if (ans->rr[i].ttl < e->ttl) e->ttl = ans->rr[i].ttl;
 	if (t->dane && t->dane->state == RELAY_DANE_FAIL) {
@@ -218,22 +238,32 @@ static void addresses_in(struct mxroute *e)
 			           e->domain, t->name);
 			continue;
 		}
-		char qname[DNS_NAME_TEXT_MAX];
-		struct base_err err;
-		snprintf(qname, sizeof qname, "_%u._tcp.%s", e->x->cfg->smtp_port, t->name);
 		e->pending++;
-		if (dns_resolver_submit(e->x->resolver, qname, DNS_T_TLSA, on_tlsa, &e->queries[i],
-		                        &err) < 0) {
-			/* a name too long for its TLSA name: the host cannot be used */
-			struct dns_answer fail;
-			dns_answer_init(&fail);
-			snprintf(fail.why, sizeof fail.why, "%.120s", err.msg);
-			e->pending--;
-			t->dane = relay_dane_from_answer(t->name, &fail);
-		}
+		if (ask_tlsa(e, i) < 0) e->pending--;
 	}
 	arm(e->x);
 	if (--e->pending == 0) addresses_done(e);
+}
+
+/* Asks for target i's TLSA records: at its expanded name first, if it has
+ * one, else (or then) at its own. -1 when the query could not be made: the
+ * host then has a failed DANE state and cannot be used. */
+static int ask_tlsa(struct mxroute *e, size_t i)
+{
+	struct mxtarget *t = &e->targets[i];
+	const char *base = t->canon && !t->tlsa_initial ? t->canon : t->name;
+	char qname[DNS_NAME_TEXT_MAX];
+	struct base_err err;
+	snprintf(qname, sizeof qname, "_%u._tcp.%s", e->x->cfg->smtp_port, base);
+	if (dns_resolver_submit(e->x->resolver, qname, DNS_T_TLSA, on_tlsa, &e->queries[i], &err) ==
+	    0)
+		return 0;
+	/* a name too long for its TLSA name */
+	struct dns_answer fail;
+	dns_answer_init(&fail);
+	snprintf(fail.why, sizeof fail.why, "%.120s", err.msg);
+	t->dane = relay_dane_from_answer(base, &fail);
+	return -1;
 }
 
 static void on_addr(void *arg, const char *name, uint16_t type, struct dns_answer *ans)
@@ -244,6 +274,7 @@ static void on_addr(void *arg, const char *name, uint16_t type, struct dns_answe
 	struct mxtarget *t = &e->targets[q->ti];
 	if (ans->status == DNS_LOOKUP_OK) {
 		if (!ans->secure) t->insecure = 1;
+		if (ans->secure && ans->canon && !t->canon) t->canon = base_xstrdup(ans->canon);
 		for (size_t i = 0; i < ans->n; i++) {
 			struct dns_record *r = &ans->rr[i];
 			if (r->ttl < e->ttl) e->ttl = r->ttl;
@@ -339,6 +370,7 @@ static void entry_free(struct mxroute *e)
 {
 	for (size_t i = 0; i < e->ntargets; i++) {
 		free(e->targets[i].name);
+		free(e->targets[i].canon);
 		relay_dane_unref(e->targets[i].dane);
 	}
 	free(e->targets);

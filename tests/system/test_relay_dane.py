@@ -121,7 +121,8 @@ def world(d, servers):
     ca, sign = make_ca(d)
     # B's certificate names mx-ee and mx-ta, not mx-tawrong; its chain
     # file carries the CA, as DANE-TA needs the anchor in the chain
-    cert, key = sign("mx", ["mx-ee.dane.example", "mx-ta.dane.example"])
+    cert, key = sign("mx", ["mx-ee.dane.example", "mx-ta.dane.example",
+                            "mx-tacn.dane.example"])
     chain = os.path.join(d, "mx-chain.pem")
     with open(chain, "w") as out, open(cert) as c, open(ca) as a:
         out.write(c.read() + a.read())
@@ -152,6 +153,19 @@ def world(d, servers):
         z += "%s MX 10 mx-%s\nmx-%s A %s\n" % (n, n, n, addr)
         if tlsa:
             z += "%smx-%s TLSA %s\n" % (t, n, tlsa)
+    # MX hosts that are aliases (test_dane_cname): the TLSA records at the
+    # expanded name; at the expanded name of an alias of mx-ta (DANE-TA,
+    # whose name check must accept it); DANE-TA at the expanded name of
+    # mx-tacn, whose certificate names the MX host only (accepted too);
+    # none at the expanded name, so those
+    # of the MX host name itself, which match nothing
+    z += "alias MX 10 mx-alias\nmx-alias CNAME real-alias\nreal-alias A 127.0.0.1\n"
+    z += "%sreal-alias TLSA 3 1 1 %s\n" % (t, ee)
+    z += "aliasta MX 10 mx-aliasta\nmx-aliasta CNAME mx-ta\n"
+    z += "tacn MX 10 mx-tacn\nmx-tacn CNAME real-tacn\nreal-tacn A 127.0.0.1\n"
+    z += "%sreal-tacn TLSA 2 0 1 %s\n" % (t, ta)
+    z += "aliasinit MX 10 mx-aliasinit\nmx-aliasinit CNAME real-aliasinit\n"
+    z += "real-aliasinit A 127.0.0.1\n%smx-aliasinit TLSA 3 1 1 %s\n" % (t, wrong)
     # MTA-STS records (test_dane_before_mta_sts)
     for n in ("sts", "stsonly"):
         z += 'mta-sts.%s A 127.0.0.1\n_mta-sts.%s TXT "v=STSv1; id=1;"\n' % (n, n)
@@ -333,4 +347,31 @@ def test_dane_before_mta_sts(datadir, servers):
     # DANE's domain was not even looked up for a policy
     assert "mta-sts.sts.dane.example" not in web.fetches, web.fetches
     assert web.fetches.get("mta-sts.stsonly.dane.example") == 1, web.fetches
+    stop_clean(a)
+
+
+def test_dane_cname(datadir, servers):
+    """An MX host that is an alias: its TLSA records are asked for at the
+    expanded name first (DANE-EE and DANE-TA verified there), and at the MX
+    host name when the expanded name has none (RFC 7672 2.2.2)."""
+    b, bsink, plain, unbound, _, _ = world(datadir, servers)
+    os.makedirs(os.path.join(datadir, "n"))
+    a = sender(datadir, unbound, b.port, "n", ["--dane", "on"])
+    servers.append(a)
+    rcpts = ["u@alias.dane.example", "u@aliasta.dane.example", "u@tacn.dane.example",
+             "u@aliasinit.dane.example"]
+    for r in rcpts:
+        submit(a.port, "alice@example.com", [r], data=message(r))
+    assert wait_for(lambda: len(by_rcpt(a, "delivery")) + len(by_rcpt(a, "transient")) == 4,
+                    timeout=30), a.output() + str(events(a))
+    ok, tr = by_rcpt(a, "delivery"), by_rcpt(a, "transient")
+    e = ok.get("u@tacn.dane.example")
+    assert e and e["dane"] == "verified" and e["dane_usage"] == "dane-ta", (ok, tr)
+    e = ok.get("u@alias.dane.example")
+    assert e and e["dane"] == "verified" and e["dane_usage"] == "dane-ee", (ok, tr)
+    e = ok.get("u@aliasta.dane.example")
+    assert e and e["dane"] == "verified" and e["dane_usage"] == "dane-ta", (ok, tr)
+    e = tr.get("u@aliasinit.dane.example")
+    assert e and e["reply"] == ("451 4.7.5 DANE: no TLSA record matched the certificate of "
+                                "mx-aliasinit.dane.example"), (ok, tr)
     stop_clean(a)

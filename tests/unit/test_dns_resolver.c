@@ -245,6 +245,43 @@ static void test_parse_malformed(void **state)
 	dns_answer_free(&a);
 }
 
+/* A response to "mx.t A": a CNAME to "R.t" (its owner a pointer to the
+ * question), then the A record owned by R.t; and the same A record owned
+ * by the question's name in another case. */
+static void test_parse_cname_owner(void **state)
+{
+	uint8_t m[] = {0, 1, 0x81, 0xa0, 0, 1, 0, 2, 0, 0, 0, 0,
+	               /* question at 12: mx.t A IN */
+	               2, 'm', 'x', 1, 't', 0, 0, 1, 0, 1,
+	               /* mx.t CNAME R.t (the owner a pointer to 12) */
+	               0xc0, 12, 0, 5, 0, 1, 0, 0, 0, 60, 0, 4, 1, 'R', 0xc0, 15,
+	               /* R.t A 192.0.2.1 (the owner a pointer to the CNAME's data, at 34) */
+	               0xc0, 34, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1};
+	struct dns_answer a;
+	dns_answer_init(&a);
+	dns_answer_parse(m, sizeof m, DNS_T_A, &a);
+	assert_int_equal(a.status, DNS_LOOKUP_OK);
+	assert_int_equal(a.n, 1);
+	assert_true(a.secure); /* the AD bit (0x20) */
+	assert_non_null(a.canon);
+	assert_string_equal(a.canon, "r.t");
+	/* taken: the destination owns it, the source no longer does */
+	struct dns_answer b;
+	dns_answer_take(&b, &a);
+	assert_null(a.canon);
+	assert_string_equal(b.canon, "r.t");
+	dns_answer_free(&b);
+	assert_null(b.canon);
+	/* the A record at the name asked for, in other case: no canon */
+	uint8_t d[] = {0, 1, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0,
+	               2, 'm', 'x', 1, 't', 0, 0, 1, 0, 1,
+	               2, 'M', 'X', 1, 'T', 0, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 2};
+	dns_answer_parse(d, sizeof d, DNS_T_A, &a);
+	assert_int_equal(a.status, DNS_LOOKUP_OK);
+	assert_null(a.canon);
+	dns_answer_free(&a);
+}
+
 static void test_memzone(void **state)
 {
 	struct dns_memzone *z = dns_memzone_new();
@@ -287,6 +324,7 @@ int main(void)
 	    cmocka_unit_test(test_many_in_flight),
 	    cmocka_unit_test(test_bad_server),
 	    cmocka_unit_test(test_parse_malformed),
+	    cmocka_unit_test(test_parse_cname_owner),
 	    cmocka_unit_test(test_memzone),
 	    cmocka_unit_test(test_truncated_retried_over_tcp),
 	};
