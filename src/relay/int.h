@@ -299,9 +299,10 @@ void relay_mx_stop(struct relay_ctx *x);
 int relay_mx_route(struct relay_ctx *x, const char *domain, const char **site,
                    const struct relay_hops **hops, int *code, const char **reply);
 /* The addresses (A and AAAA, cached by TTL) of a static route's host name:
- * as relay_mx_route, every hop named host. */
-int relay_host_route(struct relay_ctx *x, const char *host, const struct relay_hops **hops,
-                     int *code, const char **reply);
+ * as relay_mx_route, every hop named host; with --dane, the TLSA records
+ * at _PORT._tcp.HOST when its addresses are secure. */
+int relay_host_route(struct relay_ctx *x, const char *host, uint16_t port,
+                     const struct relay_hops **hops, int *code, const char **reply);
 /* Memory of dead addresses (address and port): one that refused the
  * connection or timed out is skipped by new connections for
  * RELAY_DEAD_SECONDS, unless every address of the site is dead. */

@@ -96,7 +96,8 @@ struct mxroute {
 	size_t ntargets;
 	unsigned pending; /* address (then TLSA) queries not answered yet */
 	uint32_t ttl;
-	int secure; /* --dane and the MX answer (or its NODATA) was validated */
+	int secure; /* --dane and the MX answer (or its NODATA) was validated, or a route's host */
+	uint16_t port; /* of the MX hosts, or the route's (for the TLSA name) */
 	int tlsa;   /* the TLSA queries are asked (after the addresses) */
 	struct mxroute *next;
 };
@@ -254,7 +255,7 @@ static int ask_tlsa(struct mxroute *e, size_t i)
 	const char *base = t->canon && !t->tlsa_initial ? t->canon : t->name;
 	char qname[DNS_NAME_TEXT_MAX];
 	struct base_err err;
-	snprintf(qname, sizeof qname, "_%u._tcp.%s", e->x->cfg->smtp_port, base);
+	snprintf(qname, sizeof qname, "_%u._tcp.%s", e->port, base);
 	if (dns_resolver_submit(e->x->resolver, qname, DNS_T_TLSA, on_tlsa, &e->queries[i], &err) ==
 	    0)
 		return 0;
@@ -380,13 +381,14 @@ static void entry_free(struct mxroute *e)
 	free(e);
 }
 
-/* The cache entry of (kind, name), started when missing or expired. */
-static struct mxroute *entry_get(struct relay_ctx *x, int kind, const char *name)
+/* The cache entry of (kind, name, port), started when missing or expired. */
+static struct mxroute *entry_get(struct relay_ctx *x, int kind, const char *name, uint16_t port)
 {
 	struct mxroute **pp = &x->mx, *e;
 	int64_t now = base_now();
 	for (; (e = *pp); pp = &e->next) {
-		if (e->kind != kind || base_strcasecmp_ascii(e->domain, name)) continue;
+		if (e->kind != kind || e->port != port || base_strcasecmp_ascii(e->domain, name))
+			continue;
 		if (e->state != MX_RESOLVING && e->expires <= now) {
 			*pp = e->next;
 			entry_free(e);
@@ -399,10 +401,14 @@ static struct mxroute *entry_get(struct relay_ctx *x, int kind, const char *name
 	e->x = x;
 	e->domain = base_xstrdup(name);
 	e->kind = kind;
+	e->port = port;
 	e->state = MX_RESOLVING;
 	e->next = x->mx;
 	x->mx = e;
 	if (kind == KIND_HOST) {
+		/* a host the configuration names: DANE applies when its address
+		 * answers are secure and it has TLSA records (RFC 7672 2.2.3) */
+		e->secure = x->cfg->dane;
 		e->ttl = 3600;
 		e->targets = base_xcalloc(1, sizeof *e->targets);
 		e->targets[0].name = base_xstrdup(name);
@@ -426,7 +432,7 @@ int relay_mx_route(struct relay_ctx *x, const char *domain, const char **site,
 		*reply = "451 4.4.0 no route to the domain";
 		return -1;
 	}
-	struct mxroute *e = entry_get(x, KIND_MX, domain);
+	struct mxroute *e = entry_get(x, KIND_MX, domain, x->cfg->smtp_port);
 	switch (e->state) {
 	case MX_READY:
 		*site = e->site;
@@ -449,8 +455,8 @@ int relay_mx_route(struct relay_ctx *x, const char *domain, const char **site,
 	}
 }
 
-int relay_host_route(struct relay_ctx *x, const char *host, const struct relay_hops **hops,
-                     int *code, const char **reply)
+int relay_host_route(struct relay_ctx *x, const char *host, uint16_t port,
+                     const struct relay_hops **hops, int *code, const char **reply)
 {
 	if (!x->resolver) {
 		/* refused at start (relay_routes_check); kept for safety */
@@ -458,7 +464,7 @@ int relay_host_route(struct relay_ctx *x, const char *host, const struct relay_h
 		*reply = "451 4.4.0 no resolver for the route's host name";
 		return -1;
 	}
-	struct mxroute *e = entry_get(x, KIND_HOST, host);
+	struct mxroute *e = entry_get(x, KIND_HOST, host, port);
 	switch (e->state) {
 	case MX_READY:
 		*hops = &e->hops;

@@ -341,7 +341,7 @@ static int dest_for(struct relay_ctx *x, const struct rmsg *m, const char *addr,
 	if (rt && rt->name) {
 		/* a host name: its addresses, checked by verify against the name */
 		const struct relay_hops *h;
-		r = relay_host_route(x, rt->host, &h, code, reply);
+		r = relay_host_route(x, rt->host, rt->port, &h, code, reply);
 		if (r == 1) *d = dest_get(x, rt->host, rt->port, pool, h);
 	} else if (rt) {
 		struct relay_hops h = {.n = 1};

@@ -375,3 +375,32 @@ def test_dane_cname(datadir, servers):
     assert e and e["reply"] == ("451 4.7.5 DANE: no TLSA record matched the certificate of "
                                 "mx-aliasinit.dane.example"), (ok, tr)
     stop_clean(a)
+
+
+def test_dane_static_route(datadir, servers):
+    """A static route that names a host: with --dane, its TLSA records
+    (at _PORT._tcp.HOST, PORT the route's) apply when its addresses are
+    signed, as for an MX host (RFC 7672 2.2.3); an unsigned host is used
+    as before."""
+    b, bsink, plain, unbound, _, _ = world(datadir, servers)
+    os.makedirs(os.path.join(datadir, "r"))
+    hop = ":%d" % b.port
+    a = sender(datadir, unbound, b.port, "r",
+               ["--dane", "on", "--route", "good.route.example=mx-ee.dane.example" + hop,
+                "--route", "bad.route.example=mx-bad.dane.example" + hop,
+                "--route", "plain.route.example=mx-plain.plain.example" + hop])
+    servers.append(a)
+    rcpts = ["u@good.route.example", "u@bad.route.example", "u@plain.route.example"]
+    for r in rcpts:
+        submit(a.port, "alice@example.com", [r], data=message(r))
+    assert wait_for(lambda: len(by_rcpt(a, "delivery")) + len(by_rcpt(a, "transient")) == 3,
+                    timeout=30), a.output() + str(events(a))
+    ok, tr = by_rcpt(a, "delivery"), by_rcpt(a, "transient")
+    e = ok.get("u@good.route.example")
+    assert e and e["tls"] is True and e["dane"] == "verified", (ok, tr)
+    e = tr.get("u@bad.route.example")
+    assert e and e["reply"] == ("451 4.7.5 DANE: no TLSA record matched the certificate of "
+                                "mx-bad.dane.example"), (ok, tr)
+    e = ok.get("u@plain.route.example")
+    assert e and "dane" not in e and e["tls"] is False, (ok, tr)
+    stop_clean(a)
