@@ -106,7 +106,7 @@ void relay_csv_field(FILE *f, const char *s, int last)
 }
 
 static const char csv_header[] = "type,timeLogged,timeQueued,orig,rcpt,dsnAction,dsnStatus,dsnDiag,"
-                                 "dsnMta,bounceCat,srcIp,attempts,jobId\n";
+                                 "dsnMta,bounceCat,srcIp,attempts,jobId,dlvTls,dlvDane\n";
 
 /* PowerMTA's record types: d delivered, b bounced, t transient; r (our
  * addition) received; an expiry is a bounce of category "expired". */
@@ -153,7 +153,10 @@ static void account_csv(struct relay_ctx *x, const char *event, const struct rms
 	          0);
 	relay_csv_field(f, r && x->acct_src ? x->acct_src : m->client, 0);
 	relay_csv_field(f, att, 0);
-	relay_csv_field(f, m->id, 1);
+	relay_csv_field(f, m->id, 0);
+	/* TLS of the session: the reception's, or the delivery attempt's */
+	relay_csv_field(f, x->acct_tls ? "yes" : "no", 0);
+	relay_csv_field(f, !x->acct_dane ? "" : x->acct_dane == 3 ? "dane-ee" : "dane-ta", 1);
 	if (!x->acct_hold) fflush(f);
 }
 

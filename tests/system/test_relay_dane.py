@@ -385,8 +385,9 @@ def test_dane_static_route(datadir, servers):
     b, bsink, plain, unbound, _, _ = world(datadir, servers)
     os.makedirs(os.path.join(datadir, "r"))
     hop = ":%d" % b.port
+    csvpath = os.path.join(datadir, "r", "acct.csv")
     a = sender(datadir, unbound, b.port, "r",
-               ["--dane", "on", "--route", "good.route.example=mx-ee.dane.example" + hop,
+               ["--dane", "on", "--csv", csvpath, "--route", "good.route.example=mx-ee.dane.example" + hop,
                 "--route", "bad.route.example=mx-bad.dane.example" + hop,
                 "--route", "plain.route.example=mx-plain.plain.example" + hop])
     servers.append(a)
@@ -404,3 +405,12 @@ def test_dane_static_route(datadir, servers):
     e = ok.get("u@plain.route.example")
     assert e and "dane" not in e and e["tls"] is False, (ok, tr)
     stop_clean(a)
+    # the CSV accounting says the same
+    import csv
+    with open(csvpath, newline="") as f:
+        rows = {(r["type"], r["rcpt"]): r for r in csv.DictReader(f)}
+    assert rows[("d", "u@good.route.example")]["dlvTls"] == "yes"
+    assert rows[("d", "u@good.route.example")]["dlvDane"] == "dane-ee"
+    assert rows[("t", "u@bad.route.example")]["dlvDane"] == ""
+    assert rows[("d", "u@plain.route.example")]["dlvTls"] == "no"
+    assert rows[("d", "u@plain.route.example")]["dlvDane"] == ""
