@@ -350,6 +350,16 @@ def test_dane_before_mta_sts(datadir, servers):
     stop_clean(a)
 
 
+def outcomes(relay, rcpts):
+    """Submits one message to each recipient and waits until each has been
+    delivered or deferred: (deliveries, deferrals) by recipient."""
+    for r in rcpts:
+        submit(relay.port, "alice@example.com", [r], data=message(r))
+    assert wait_for(lambda: len(by_rcpt(relay, "delivery")) + len(by_rcpt(relay, "transient")) ==
+                    len(rcpts), timeout=30), relay.output() + str(events(relay))
+    return by_rcpt(relay, "delivery"), by_rcpt(relay, "transient")
+
+
 def test_dane_cname(datadir, servers):
     """An MX host that is an alias: its TLSA records are asked for at the
     expanded name first (DANE-EE and DANE-TA verified there), and at the MX
@@ -358,13 +368,8 @@ def test_dane_cname(datadir, servers):
     os.makedirs(os.path.join(datadir, "n"))
     a = sender(datadir, unbound, b.port, "n", ["--dane", "on"])
     servers.append(a)
-    rcpts = ["u@alias.dane.example", "u@aliasta.dane.example", "u@tacn.dane.example",
-             "u@aliasinit.dane.example"]
-    for r in rcpts:
-        submit(a.port, "alice@example.com", [r], data=message(r))
-    assert wait_for(lambda: len(by_rcpt(a, "delivery")) + len(by_rcpt(a, "transient")) == 4,
-                    timeout=30), a.output() + str(events(a))
-    ok, tr = by_rcpt(a, "delivery"), by_rcpt(a, "transient")
+    ok, tr = outcomes(a, ["u@alias.dane.example", "u@aliasta.dane.example",
+                          "u@tacn.dane.example", "u@aliasinit.dane.example"])
     e = ok.get("u@tacn.dane.example")
     assert e and e["dane"] == "verified" and e["dane_usage"] == "dane-ta", (ok, tr)
     e = ok.get("u@alias.dane.example")
@@ -387,16 +392,13 @@ def test_dane_static_route(datadir, servers):
     hop = ":%d" % b.port
     csvpath = os.path.join(datadir, "r", "acct.csv")
     a = sender(datadir, unbound, b.port, "r",
-               ["--dane", "on", "--csv", csvpath, "--route", "good.route.example=mx-ee.dane.example" + hop,
+               ["--dane", "on", "--csv", csvpath,
+                "--route", "good.route.example=mx-ee.dane.example" + hop,
                 "--route", "bad.route.example=mx-bad.dane.example" + hop,
                 "--route", "plain.route.example=mx-plain.plain.example" + hop])
     servers.append(a)
-    rcpts = ["u@good.route.example", "u@bad.route.example", "u@plain.route.example"]
-    for r in rcpts:
-        submit(a.port, "alice@example.com", [r], data=message(r))
-    assert wait_for(lambda: len(by_rcpt(a, "delivery")) + len(by_rcpt(a, "transient")) == 3,
-                    timeout=30), a.output() + str(events(a))
-    ok, tr = by_rcpt(a, "delivery"), by_rcpt(a, "transient")
+    ok, tr = outcomes(a, ["u@good.route.example", "u@bad.route.example",
+                          "u@plain.route.example"])
     e = ok.get("u@good.route.example")
     assert e and e["tls"] is True and e["dane"] == "verified", (ok, tr)
     e = tr.get("u@bad.route.example")
