@@ -542,63 +542,86 @@ static void agg_out(struct agg *a, const char *key, const char *field, struct ba
 	memset(a, 0, sizeof *a);
 }
 
+/* One entry of the `held` list: d as a whole (source NULL), or one of its
+ * source addresses, with its back-off or suspend rule and its rules in
+ * force. */
+static void held_one(const struct dest *d, const char *source, int64_t susp_until,
+                     const struct relay_limits *cut, int64_t cut_until, const char *cut_rule,
+                     int64_t now, size_t *n, struct base_buf *j, struct base_buf *t)
+{
+	int susp = susp_until > now, in_force = cut->set && cut_until > now;
+	if (!susp && !in_force) return;
+	char hp[300], u[32];
+	snprintf(hp, sizeof hp, "%s:%u", d->host, d->port);
+	base_buf_printf(j, "%s{\"site\":", (*n)++ ? "," : "");
+	json_esc(j, hp);
+	base_buf_puts(j, ",\"pool\":");
+	json_esc(j, d->pool ? d->pool->name : NULL);
+	base_buf_puts(t, "  ");
+	base_buf_puts(t, hp);
+	if (d->pool) base_buf_printf(t, " (pool %s)", d->pool->name);
+	if (source) {
+		/* only this source address is held back */
+		base_buf_puts(j, ",\"source\":");
+		json_esc(j, source);
+		base_buf_printf(t, " source %s", source);
+	}
+	base_buf_puts(j, ",\"suspended_until\":");
+	if (susp) iso(susp_until, u, sizeof u);
+	json_esc(j, susp ? u : NULL);
+	if (susp) base_buf_printf(t, " suspended until %s", u);
+	base_buf_puts(j, ",\"throttle\":");
+	if (!in_force) {
+		base_buf_puts(j, "null}");
+		base_buf_puts(t, "\n");
+		return;
+	}
+	iso(cut_until, u, sizeof u);
+	base_buf_puts(j, "{\"rule\":");
+	json_esc(j, cut_rule);
+	base_buf_puts(j, ",\"until\":");
+	json_esc(j, u);
+	base_buf_printf(t, " throttle %s until %s:", cut_rule ? cut_rule : "-", u);
+	static const struct {
+		unsigned bit;
+		const char *json, *text;
+		size_t off;
+	} f[] = {
+	    {RELAY_LIM_CONN, "conn_limit", "conn-limit", offsetof(struct relay_limits, conn_limit)},
+	    {RELAY_LIM_MPC, "msgs_per_conn", "msgs-per-conn",
+	     offsetof(struct relay_limits, msgs_per_conn)},
+	    {RELAY_LIM_MPS, "msgs_per_sec", "msgs-per-sec",
+	     offsetof(struct relay_limits, msgs_per_sec)},
+	    {RELAY_LIM_CPM, "conns_per_min", "conns-per-min",
+	     offsetof(struct relay_limits, conns_per_min)},
+	};
+	for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+		if (!(cut->set & f[i].bit)) continue;
+		uint32_t v;
+		memcpy(&v, (const char *)cut + f[i].off, sizeof v);
+		base_buf_printf(j, ",\"%s\":%u", f[i].json, v);
+		base_buf_printf(t, " %s %u", f[i].text, v);
+	}
+	base_buf_puts(j, "}}");
+	base_buf_puts(t, "\n");
+}
+
 /* Destinations the relay itself holds back: a back-off after a 4xx
- * greeting or a 421, or [throttle] rules in force (throttle.c). */
+ * greeting or a 421, suspend rules, or [throttle] rules in force
+ * (throttle.c), on the whole destination or on one of its sources. */
 static void held_out(struct relay_ctx *x, int64_t now, struct base_buf *j, struct base_buf *t)
 {
 	base_buf_puts(j, ",\"held\":[");
 	base_buf_puts(t, "held by the relay:\n");
 	size_t n = 0;
 	for (struct dest *d = x->dests; d; d = d->next) {
-		int susp = d->suspended_until > now, cut = d->cut.set && d->cut_until > now;
-		if (!susp && !cut) continue;
-		char hp[300], u[32];
-		snprintf(hp, sizeof hp, "%s:%u", d->host, d->port);
-		base_buf_printf(j, "%s{\"site\":", n++ ? "," : "");
-		json_esc(j, hp);
-		base_buf_puts(j, ",\"pool\":");
-		json_esc(j, d->pool ? d->pool->name : NULL);
-		base_buf_puts(t, "  ");
-		base_buf_puts(t, hp);
-		if (d->pool) base_buf_printf(t, " (pool %s)", d->pool->name);
-		base_buf_puts(j, ",\"suspended_until\":");
-		if (susp) iso(d->suspended_until, u, sizeof u);
-		json_esc(j, susp ? u : NULL);
-		if (susp) base_buf_printf(t, " suspended until %s", u);
-		base_buf_puts(j, ",\"throttle\":");
-		if (!cut) {
-			base_buf_puts(j, "null}");
-			base_buf_puts(t, "\n");
-			continue;
+		held_one(d, NULL, d->suspended_until, &d->cut, d->cut_until, d->cut_rule, now, &n,
+		         j, t);
+		for (size_t i = 0; d->pool && i < d->nsrc; i++) {
+			const struct dest_src *s = &d->src[i];
+			held_one(d, d->pool->src[i].ip, s->suspended_until, &s->cut, s->cut_until,
+			         s->cut_rule, now, &n, j, t);
 		}
-		iso(d->cut_until, u, sizeof u);
-		base_buf_puts(j, "{\"rule\":");
-		json_esc(j, d->cut_rule);
-		base_buf_puts(j, ",\"until\":");
-		json_esc(j, u);
-		base_buf_printf(t, " throttle %s until %s:", d->cut_rule ? d->cut_rule : "-", u);
-		static const struct {
-			unsigned bit;
-			const char *json, *text;
-			size_t off;
-		} f[] = {
-		    {RELAY_LIM_CONN, "conn_limit", "conn-limit", offsetof(struct relay_limits, conn_limit)},
-		    {RELAY_LIM_MPC, "msgs_per_conn", "msgs-per-conn",
-		     offsetof(struct relay_limits, msgs_per_conn)},
-		    {RELAY_LIM_MPS, "msgs_per_sec", "msgs-per-sec",
-		     offsetof(struct relay_limits, msgs_per_sec)},
-		    {RELAY_LIM_CPM, "conns_per_min", "conns-per-min",
-		     offsetof(struct relay_limits, conns_per_min)},
-		};
-		for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
-			if (!(d->cut.set & f[i].bit)) continue;
-			uint32_t v;
-			memcpy(&v, (const char *)&d->cut + f[i].off, sizeof v);
-			base_buf_printf(j, ",\"%s\":%u", f[i].json, v);
-			base_buf_printf(t, " %s %u", f[i].text, v);
-		}
-		base_buf_puts(j, "}}");
-		base_buf_puts(t, "\n");
 	}
 	base_buf_puts(j, "]");
 }

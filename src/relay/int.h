@@ -65,11 +65,23 @@ struct job {
 	struct job *next;
 };
 
-/* Per source address of a destination (one, unbound, without a pool). */
+/* Per source address of a destination (one, unbound, without a pool).
+ * Invariant: lim is the destination's lim lowered by the rules scoped to
+ * this source (cut, until cut_until; throttle.c), and the rate buckets are
+ * initialised for lim's rates. */
 struct dest_src {
 	uint32_t active; /* open connections from this source */
 	int64_t swrr;    /* smooth weighted round robin state */
 	struct relay_rate msgs, conns;
+	struct relay_limits lim; /* in force from this source */
+	struct relay_limits cut; /* rules scoped to this source (cut.set: which) */
+	int64_t cut_until;
+	const char *cut_rule; /* the last that matched */
+	/* every rule in force, a bit by its index in the config */
+	unsigned char cut_rules[RELAY_THROTTLES_MAX / 8];
+	/* a suspend rule scoped to this source, and which */
+	int64_t suspended_until;
+	const char *susp_rule;
 };
 
 #define DEST_ADDRS_MAX 16
@@ -108,12 +120,16 @@ struct dest {
 	struct relay_limits cut;  /* throttle rules' limits until cut_until (cut.set: which) */
 	int64_t cut_until;
 	const char *cut_rule; /* the last rule that matched (config-owned) */
+	/* every rule in force, as in dest_src */
+	unsigned char cut_rules[RELAY_THROTTLES_MAX / 8];
 	struct dest_src *src; /* pool->nsrc of them, or one */
 	size_t nsrc;
 	struct dest_wake *wake; /* a rate limit's wait (mta.c) */
 	uint32_t active;     /* open connections (connecting included) */
 	uint32_t connecting; /* not yet asking for a job */
 	int64_t suspended_until;
+	/* the suspend rule that set suspended_until; NULL: a back-off */
+	const char *susp_rule;
 	struct job *head, *tail; /* waiting jobs */
 	uint32_t njobs;
 	struct dest *next;
@@ -185,6 +201,11 @@ struct relay_ctx {
 	struct relay_mtasts *mtasts; /* MTA-STS policies (mtasts.h); NULL: off */
 	const char *acct_sts;        /* the attempt's MTA-STS outcome for accounting; NULL: none */
 	int acct_dane;               /* the usage (2, 3) of the TLSA record that matched; 0: none */
+	/* Set by mta.c while a reply of one of its connections is handled:
+	 * the index + 1 of the connection's source in its dest (0: none), so
+	 * that a throttle rule can apply to that source alone. */
+	uint32_t acct_si;
+	struct relay_shapestate *shst; /* shapestate.c: SPOOL/shaping; NULL: not kept */
 };
 
 /* A name kept once for the daemon's life (accounts and pools are few). */
@@ -221,12 +242,39 @@ void relay_outcome(struct relay_ctx *x, struct dest *d, struct rmsg *m, uint32_t
 void relay_suspend(struct relay_ctx *x, struct dest *d, const char *why);
 /* Holds d until `until` (a throttle rule's suspend; relay_suspend's). */
 void relay_suspend_until(struct relay_ctx *x, struct dest *d, int64_t until, const char *why);
+/* Gives d's waiting jobs back to the queue, no attempt counted, their
+ * recipients not tried before `until`. */
+void relay_jobs_back(struct relay_ctx *x, struct dest *d, int64_t until);
+/* The destination for site host:port seen from pool, created (with the
+ * configured limits and no address yet) when new. */
+struct dest *relay_dest_new(struct relay_ctx *x, const char *host, uint16_t port,
+                            const struct relay_pool *pool);
 /* The enhanced status code at the start of a reply's text ("5.1.1"), or "". */
 void relay_enhanced(const char *reply, char *out, size_t n);
 /* throttle.c: applies the first [throttle] rule matching a reply of d's
- * (returns 1), and recomputes d->lim from d->conf and the rules in force. */
+ * (returns 1) to d, or with scope source to the source x->acct_si names;
+ * relay_dest_limits recomputes d->lim from d->conf and the rules in force,
+ * and each source's lim from d->lim and its own. relay_throttle_find: the
+ * rule named name (NULL: none); relay_throttle_put puts rule t in force on
+ * d (s NULL) or on its source s until `until`, as a matching reply would,
+ * without logging (shapestate.c restores with it). */
 int relay_throttle_reply(struct relay_ctx *x, struct dest *d, int code, const char *reply);
 void relay_dest_limits(struct relay_ctx *x, struct dest *d);
+const struct relay_throttle *relay_throttle_find(const struct relay_config *c, const char *name);
+void relay_throttle_put(struct relay_ctx *x, struct dest *d, struct dest_src *s,
+                        const struct relay_throttle *t, int64_t until);
+/* The name of rule index i of the config (for cut_rules bits). */
+const char *relay_throttle_name(const struct relay_config *c, size_t i);
+
+/* shapestate.c: the shaping state that outlives a restart (SPOOL/shaping,
+ * see shapestate.h). relay_shape_load restores it at start;
+ * relay_shape_changed marks it changed (urgent: a new hold or limit,
+ * written at once; otherwise an end moved later, written within
+ * RELAY_SHAPE_LAZY seconds); relay_shape_stop writes what is pending and
+ * frees it. */
+void relay_shape_load(struct relay_ctx *x);
+void relay_shape_changed(struct relay_ctx *x, int urgent);
+void relay_shape_stop(struct relay_ctx *x);
 struct job *relay_job_take(struct dest *d);
 void relay_job_free(struct relay_ctx *x, struct job *j);
 

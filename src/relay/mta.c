@@ -164,6 +164,15 @@ struct conn {
 static void on_read(struct bufferevent *bev, void *arg);
 static void on_event(struct bufferevent *bev, short what, void *arg);
 
+/* Backs off from c's destination after its reply `why` (a 4xx greeting, a
+ * 421); a throttle rule scoped to the source sees the connection's. */
+static void back_off(struct conn *c, const char *why)
+{
+	c->x->acct_si = (uint32_t)c->si + 1;
+	relay_suspend(c->x, c->d, why);
+	c->x->acct_si = 0;
+}
+
 static void conn_free(struct conn *c)
 {
 	struct relay_ctx *x = c->x;
@@ -286,6 +295,7 @@ static void tx_report(struct conn *c, int code, const char *why)
 	if (!j) return;
 	c->x->acct_src = c->src_ip[0] ? c->src_ip : NULL;
 	c->x->acct_mx = c->peer[0] ? c->peer : NULL;
+	c->x->acct_si = (uint32_t)c->si + 1;
 	for (uint32_t i = 0; i < j->n; i++) {
 		int rc = code;
 		const char *rr = why;
@@ -310,6 +320,7 @@ static void tx_report(struct conn *c, int code, const char *why)
 			relay_dsn_delivered(c->x, j->m, j->idx[i], c->d, rr, c->dsn);
 	}
 	c->x->acct_src = c->x->acct_mx = NULL;
+	c->x->acct_si = 0;
 	tx_clear(c);
 	relay_job_free(c->x, j);
 }
@@ -453,11 +464,13 @@ static void next_job(struct conn *c)
 		c->counted_connecting = 0;
 		c->d->connecting--;
 	}
-	uint32_t limit = c->d->lim.msgs_per_conn;
-	int stop =
-	    c->x->stopping || c->d->suspended_until > base_now() || (limit && c->jobs >= limit);
+	struct dest_src *ds = &c->d->src[c->si];
+	uint32_t limit = ds->lim.msgs_per_conn;
+	int64_t now_s = base_now();
+	int stop = c->x->stopping || c->d->suspended_until > now_s || ds->suspended_until > now_s ||
+	           (limit && c->jobs >= limit);
 	if (!stop && c->d->head) {
-		int64_t w = relay_rate_take(&c->d->src[c->si].msgs, (int64_t)base_mono_ns());
+		int64_t w = relay_rate_take(&ds->msgs, (int64_t)base_mono_ns());
 		if (w > 0) {
 			/* the message rate: wait for the next token, not a failure */
 			if (!c->wait) c->wait = evtimer_new(c->x->base, on_wait, c);
@@ -618,7 +631,7 @@ static void on_tx_reply(struct conn *c, int code, const char *text)
 		int suspend = code == 421;
 		tx_report(c, code, text);
 		if (suspend) {
-			relay_suspend(c->x, c->d, text);
+			back_off(c, text);
 			conn_free(c);
 			return;
 		}
@@ -628,7 +641,7 @@ static void on_tx_reply(struct conn *c, int code, const char *text)
 	if (code == 421) {
 		/* the server is closing: what is unanswered is transient */
 		tx_report(c, code, text);
-		relay_suspend(c->x, c->d, text);
+		back_off(c, text);
 		conn_free(c);
 		return;
 	}
@@ -696,7 +709,7 @@ static void on_reply(struct conn *c, int code, const char *text)
 			}
 			next_job(c);
 		} else if (code == 421) {
-			relay_suspend(c->x, c->d, text);
+			back_off(c, text);
 			conn_free(c);
 		} else {
 			c->st = C_HELO;
@@ -894,7 +907,7 @@ static void next_addr(struct conn *c, int code, const char *why)
 			memcpy(c->peer, c->peer4xx, sizeof c->peer); /* who said it */
 			tx_report(c, c->code4xx, c->why4xx);
 		}
-		relay_suspend(c->x, c->d, c->why4xx);
+		back_off(c, c->why4xx);
 		conn_free(c);
 	} else if (c->greet5xx == c->naddrs) {
 		conn_fail(c, c->last_code, c->last_why);
@@ -1116,10 +1129,34 @@ static void fail_waiting(struct relay_ctx *x, struct dest *d, const char *why)
 	}
 }
 
+/* When a suspend rule holds every source of d that could take a
+ * connection, the earliest end of those holds; else 0. */
+static int64_t sources_held(const struct dest *d, int64_t now)
+{
+	int64_t end = 0;
+	for (size_t i = 0; i < d->nsrc; i++) {
+		const struct relay_source *s = d->pool ? &d->pool->src[i] : NULL;
+		int fam = !s;
+		for (size_t k = 0; !fam && k < d->naddrs; k++)
+			fam = d->addrs[k].family == s->addr.family;
+		if (!fam) continue;
+		if (d->src[i].suspended_until <= now) return 0;
+		if (!end || d->src[i].suspended_until < end) end = d->src[i].suspended_until;
+	}
+	return end;
+}
+
 void relay_mta_pump(struct relay_ctx *x, struct dest *d)
 {
-	if (x->stopping || d->suspended_until > base_now()) return;
+	int64_t now_s = base_now();
+	if (x->stopping || d->suspended_until > now_s) return;
 	relay_dest_limits(x, d); /* a throttle rule's end */
+	int64_t held = d->njobs ? sources_held(d, now_s) : 0;
+	if (held) {
+		/* the jobs wait in the queue for the first source to be free */
+		relay_jobs_back(x, d, held);
+		return;
+	}
 	/* idle connections first, when their TLS state suits the next job */
 	struct conn *cn;
 	for (struct conn *c = x->clist; c && d->head; c = cn) {
@@ -1143,7 +1180,8 @@ void relay_mta_pump(struct relay_ctx *x, struct dest *d)
 			ok[i] = 0;
 			weight[i] = s ? s->weight : 1;
 			cur[i] = ds->swrr;
-			if (!fam || ds->active >= d->lim.conn_limit) continue;
+			if (!fam || ds->active >= ds->lim.conn_limit || ds->suspended_until > now_s)
+				continue;
 			/* a new connection needs a connection token, and is of use
 			 * only when a message may go now */
 			int64_t w1 = relay_rate_wait(&ds->conns, now);

@@ -393,33 +393,39 @@ static const struct relay_route *route_for(const struct relay_config *c, const c
 	return star;
 }
 
+struct dest *relay_dest_new(struct relay_ctx *x, const char *host, uint16_t port,
+                            const struct relay_pool *pool)
+{
+	struct dest *d;
+	for (d = x->dests; d; d = d->next)
+		if (d->port == port && d->pool == pool && !strcmp(d->host, host)) return d;
+	const struct relay_config *c = x->cfg;
+	d = base_xcalloc(1, sizeof *d);
+	d->host = base_xstrdup(host);
+	d->port = port;
+	d->pool = pool;
+	d->conf.conn_limit = c->conn_limit;
+	d->conf.msgs_per_conn = c->msgs_per_conn;
+	d->conf.msgs_per_sec = c->msgs_per_sec;
+	d->conf.conns_per_min = c->conns_per_min;
+	d->lim = d->conf;
+	d->nsrc = pool ? pool->nsrc : 1;
+	d->src = base_xcalloc(d->nsrc, sizeof *d->src);
+	for (size_t i = 0; i < d->nsrc; i++) {
+		d->src[i].lim = d->conf;
+		relay_rate_init(&d->src[i].msgs, c->msgs_per_sec, 1000000000ull);
+		relay_rate_init(&d->src[i].conns, c->conns_per_min, 60000000000ull);
+	}
+	d->next = x->dests;
+	x->dests = d;
+	return d;
+}
+
 static struct dest *dest_get(struct relay_ctx *x, const char *host, uint16_t port,
                              const struct relay_pool *pool, const struct relay_hops *h)
 {
 	size_t naddrs = h->n < DEST_ADDRS_MAX ? h->n : DEST_ADDRS_MAX;
-	struct dest *d;
-	for (d = x->dests; d; d = d->next)
-		if (d->port == port && d->pool == pool && !strcmp(d->host, host)) break;
-	if (!d) {
-		const struct relay_config *c = x->cfg;
-		d = base_xcalloc(1, sizeof *d);
-		d->host = base_xstrdup(host);
-		d->port = port;
-		d->pool = pool;
-		d->conf.conn_limit = c->conn_limit;
-		d->conf.msgs_per_conn = c->msgs_per_conn;
-		d->conf.msgs_per_sec = c->msgs_per_sec;
-		d->conf.conns_per_min = c->conns_per_min;
-		d->lim = d->conf;
-		d->nsrc = pool ? pool->nsrc : 1;
-		d->src = base_xcalloc(d->nsrc, sizeof *d->src);
-		for (size_t i = 0; i < d->nsrc; i++) {
-			relay_rate_init(&d->src[i].msgs, c->msgs_per_sec, 1000000000ull);
-			relay_rate_init(&d->src[i].conns, c->conns_per_min, 60000000000ull);
-		}
-		d->next = x->dests;
-		x->dests = d;
-	}
+	struct dest *d = relay_dest_new(x, host, port, pool);
 	/* the addresses follow the DNS (a static route's never change) */
 	for (size_t i = 0; i < naddrs; i++) {
 		d->addrs[i] = h->addrs[i];
@@ -503,13 +509,22 @@ void relay_suspend(struct relay_ctx *x, struct dest *d, const char *why)
 void relay_suspend_until(struct relay_ctx *x, struct dest *d, int64_t until, const char *why)
 {
 	(void)why;
-	if (d->suspended_until < until) d->suspended_until = until;
+	if (d->suspended_until < until) {
+		/* a new hold is kept on disk at once; a longer one soon */
+		relay_shape_changed(x, d->suspended_until <= base_now());
+		d->suspended_until = until;
+		d->susp_rule = NULL; /* a throttle rule's suspend names itself after */
+	}
 	/* waiting jobs go back to the queue, without counting an attempt */
+	relay_jobs_back(x, d, d->suspended_until);
+}
+
+void relay_jobs_back(struct relay_ctx *x, struct dest *d, int64_t until)
+{
 	struct job *j;
 	while ((j = relay_job_take(d))) {
 		for (uint32_t i = 0; i < j->n; i++)
-			if (j->m->rcpt[j->idx[i]].next < d->suspended_until)
-				j->m->rcpt[j->idx[i]].next = d->suspended_until;
+			if (j->m->rcpt[j->idx[i]].next < until) j->m->rcpt[j->idx[i]].next = until;
 		relay_job_free(x, j);
 	}
 }
@@ -987,6 +1002,7 @@ int relay_run(const struct relay_config *c, struct base_err *err)
 	}
 	base_info("spool %s: %zu messages recovered", c->spool, x.nmsgs);
 	x.base = event_base_new();
+	relay_shape_load(&x); /* throttles and back-offs still in force */
 	x.tick = evtimer_new(x.base, on_tick, &x);
 	x.commit_ev = evtimer_new(x.base, on_commit, &x);
 	struct event *periodic = event_new(x.base, -1, EV_PERSIST, on_periodic, &x);
@@ -1027,6 +1043,7 @@ int relay_run(const struct relay_config *c, struct base_err *err)
 		base_info("group commit: %llu messages acknowledged in %llu syncs",
 		          (unsigned long long)x.synced, (unsigned long long)x.syncs);
 	}
+	relay_shape_stop(&x);
 	relay_control_stop(&x);
 	relay_server_stop(&x);
 	relay_mta_shutdown(&x);

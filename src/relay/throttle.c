@@ -7,24 +7,34 @@
  *   match    = 4\.7\.28        ; POSIX ERE, case-insensitive, over "CODE ENHANCED TEXT"
  *   action   = conn-limit 2    ; or msgs-per-conn N, msgs-per-sec N, conns-per-min N, suspend
  *   duration = 1h
+ *   scope    = source          ; or site
  *
  * The subject a pattern sees is the one the bounce rules see (rules.c):
  * "451 4.7.28 451 4.7.28 Our system has detected an unusual rate ...".
  * Every reply that is not 2xx is matched, the greeting's and a 421's
- * included; the first matching rule in file order applies, to the
- * destination that answered (one MX site as seen from one pool: all its
- * source addresses). A limit only ever lowers the configured one, several
- * rules combine to the lowest of each, and each match moves the end to
- * DURATION from now; when it passes, the configured limits return.
- * `suspend` holds the destination for DURATION as a 4xx greeting does for
- * --suspend. This is KumoMTA's shaping automation and PowerMTA's backoff
- * mode in a small form.
+ * included; the first matching rule in file order applies. With scope
+ * `source` (the default) it applies to the one egress path that got the
+ * reply: the source address of the connection, towards that site, in that
+ * pool (the limits are counted per source address anyway, and receivers
+ * throttle per sending address); with scope `site` to the whole
+ * destination (one MX site as seen from one pool: all its source
+ * addresses). A destination without a pool has one unbound source, so
+ * both scopes are the destination there. A limit only ever lowers the
+ * configured one, several rules combine to the lowest of each, and each
+ * match moves the end to DURATION from now; when it passes, the
+ * configured limits return. `suspend` holds the destination (or the
+ * source) for DURATION as a 4xx greeting does for --suspend. This is
+ * KumoMTA's shaping automation and PowerMTA's backoff mode in a small
+ * form.
  *
  * State (the invariant): dest.conf holds the configured limits (defaults
- * and a [domain] override), dest.cut those of the rules in force until
- * dest.cut_until (cut.set says which), and dest.lim the effective ones,
- * which relay_dest_limits() recomputes; the rate buckets are initialised
- * for dest.lim's rates. Throttles live in memory: a restart forgets them.
+ * and a [domain] override), dest.cut those of the site-wide rules in force
+ * until dest.cut_until (cut.set says which, cut_rules which rules), and
+ * dest.lim the effective ones; each source has its own cut, cut_until and
+ * cut_rules for the rules scoped to it, and its lim is dest.lim lowered by
+ * them. relay_dest_limits() recomputes both; the rate buckets of a source
+ * are initialised for its lim's rates. What is in force is also kept in
+ * SPOOL/shaping (shapestate.c), so that a restart holds it to its end.
  */
 #include <regex.h>
 #include <stdlib.h>
@@ -36,6 +46,8 @@
 
 enum { T_SUSPEND = 1, T_CONN, T_MPC, T_MPS, T_CPM };
 
+enum { SCOPE_SOURCE, SCOPE_SITE };
+
 struct relay_throttle {
 	char *name;
 	regex_t re;
@@ -43,6 +55,8 @@ struct relay_throttle {
 	int action; /* T_*; 0 while not yet given */
 	uint32_t value;
 	uint32_t duration; /* seconds; 0 while not yet given */
+	int scope;         /* SCOPE_*; SCOPE_SOURCE unless given */
+	int has_scope;
 };
 
 static const struct {
@@ -130,7 +144,21 @@ int relay_throttle_set(struct relay_config *c, const char *name, const char *key
 		}
 		return 0;
 	}
-	return base_errf(err, "throttle %s: unknown setting '%.40s' (match, action, duration)",
+	if (!strcmp(key, "scope")) {
+		if (t->has_scope) return base_errf(err, "throttle %s: scope given twice", name);
+		if (!strcmp(value, "source"))
+			t->scope = SCOPE_SOURCE;
+		else if (!strcmp(value, "site"))
+			t->scope = SCOPE_SITE;
+		else
+			return base_errf(err,
+			                 "throttle %s: scope must be source or site, not '%.40s'",
+			                 name, value);
+		t->has_scope = 1;
+		return 0;
+	}
+	return base_errf(err,
+	                 "throttle %s: unknown setting '%.40s' (match, action, duration, scope)",
 	                 name, key);
 }
 
@@ -158,6 +186,18 @@ void relay_throttles_free(struct relay_config *c)
 	c->nthrottles = 0;
 }
 
+const struct relay_throttle *relay_throttle_find(const struct relay_config *c, const char *name)
+{
+	for (size_t i = 0; i < c->nthrottles; i++)
+		if (!strcmp(c->throttles[i].name, name)) return &c->throttles[i];
+	return NULL;
+}
+
+const char *relay_throttle_name(const struct relay_config *c, size_t i)
+{
+	return i < c->nthrottles ? c->throttles[i].name : NULL;
+}
+
 /* ---- at run time ------------------------------------------------------------ */
 
 static uint32_t lower(uint32_t conf, uint32_t cut, int zero_unlimited)
@@ -166,34 +206,76 @@ static uint32_t lower(uint32_t conf, uint32_t cut, int zero_unlimited)
 	return cut < conf ? cut : conf;
 }
 
+/* e lowered by the limits cut sets. */
+static void limits_lower(struct relay_limits *e, const struct relay_limits *cut)
+{
+	if (cut->set & RELAY_LIM_CONN) e->conn_limit = lower(e->conn_limit, cut->conn_limit, 0);
+	if (cut->set & RELAY_LIM_MPC)
+		e->msgs_per_conn = lower(e->msgs_per_conn, cut->msgs_per_conn, 1);
+	if (cut->set & RELAY_LIM_MPS)
+		e->msgs_per_sec = lower(e->msgs_per_sec, cut->msgs_per_sec, 1);
+	if (cut->set & RELAY_LIM_CPM)
+		e->conns_per_min = lower(e->conns_per_min, cut->conns_per_min, 1);
+}
+
+/* The rules in force on a destination or on one of its sources. */
+struct cut_ref {
+	struct relay_limits *cut;
+	int64_t *until;
+	const char **rule;
+	unsigned char *rules;
+};
+
+static struct cut_ref cut_of(struct dest *d, struct dest_src *s)
+{
+	if (s) return (struct cut_ref){&s->cut, &s->cut_until, &s->cut_rule, s->cut_rules};
+	return (struct cut_ref){&d->cut, &d->cut_until, &d->cut_rule, d->cut_rules};
+}
+
+/* Forgets the rules of r once their end has passed; 1 when it did. */
+static int cut_expire(struct cut_ref r, int64_t now)
+{
+	if (!*r.until || *r.until > now) return 0;
+	memset(r.cut, 0, sizeof *r.cut);
+	memset(r.rules, 0, RELAY_THROTTLES_MAX / 8);
+	*r.until = 0;
+	*r.rule = NULL;
+	return 1;
+}
+
+static const char *src_ip(const struct dest *d, const struct dest_src *s)
+{
+	return d->pool ? d->pool->src[s - d->src].ip : "-";
+}
+
 void relay_dest_limits(struct relay_ctx *x, struct dest *d)
 {
 	(void)x;
-	if (d->cut_until && d->cut_until <= base_now()) {
+	int64_t now = base_now();
+	const char *ended = d->cut_rule;
+	if (cut_expire(cut_of(d, NULL), now))
 		base_info("destination %s:%u: throttle %s ended", d->host, d->port,
-		          d->cut_rule ? d->cut_rule : "-");
-		memset(&d->cut, 0, sizeof d->cut);
-		d->cut_until = 0;
-		d->cut_rule = NULL;
-	}
+		          ended ? ended : "-");
 	struct relay_limits e = d->conf;
-	if (d->cut.set & RELAY_LIM_CONN) e.conn_limit = lower(e.conn_limit, d->cut.conn_limit, 0);
-	if (d->cut.set & RELAY_LIM_MPC)
-		e.msgs_per_conn = lower(e.msgs_per_conn, d->cut.msgs_per_conn, 1);
-	if (d->cut.set & RELAY_LIM_MPS)
-		e.msgs_per_sec = lower(e.msgs_per_sec, d->cut.msgs_per_sec, 1);
-	if (d->cut.set & RELAY_LIM_CPM)
-		e.conns_per_min = lower(e.conns_per_min, d->cut.conns_per_min, 1);
-	if (e.msgs_per_sec != d->lim.msgs_per_sec)
-		for (size_t i = 0; i < d->nsrc; i++)
-			relay_rate_init(&d->src[i].msgs, e.msgs_per_sec, 1000000000ull);
-	if (e.conns_per_min != d->lim.conns_per_min)
-		for (size_t i = 0; i < d->nsrc; i++)
-			relay_rate_init(&d->src[i].conns, e.conns_per_min, 60000000000ull);
+	limits_lower(&e, &d->cut);
 	d->lim = e;
+	for (size_t i = 0; i < d->nsrc; i++) {
+		struct dest_src *s = &d->src[i];
+		ended = s->cut_rule;
+		if (cut_expire(cut_of(d, s), now))
+			base_info("destination %s:%u source %s: throttle %s ended", d->host,
+			          d->port, src_ip(d, s), ended ? ended : "-");
+		struct relay_limits se = e;
+		limits_lower(&se, &s->cut);
+		if (se.msgs_per_sec != s->lim.msgs_per_sec)
+			relay_rate_init(&s->msgs, se.msgs_per_sec, 1000000000ull);
+		if (se.conns_per_min != s->lim.conns_per_min)
+			relay_rate_init(&s->conns, se.conns_per_min, 60000000000ull);
+		s->lim = se;
+	}
 }
 
-static void account_throttle(struct relay_ctx *x, const struct dest *d,
+static void account_throttle(struct relay_ctx *x, const struct dest *d, const struct dest_src *s,
                              const struct relay_throttle *t, int64_t until, const char *reply)
 {
 	if (!x->log) return;
@@ -213,6 +295,12 @@ static void account_throttle(struct relay_ctx *x, const struct dest *d,
 		base_json_fputs(f, d->pool->name);
 	else
 		fputs("null", f);
+	/* the one source address it holds back, or null: all of them */
+	fputs(",\"source\":", f);
+	if (s)
+		base_json_fputs(f, src_ip(d, s));
+	else
+		fputs("null", f);
 	fputs(",\"action\":", f);
 	for (size_t i = 0; i < NACTIONS; i++)
 		if (actions[i].action == t->action) base_json_fputs(f, actions[i].name);
@@ -225,34 +313,73 @@ static void account_throttle(struct relay_ctx *x, const struct dest *d,
 	fflush(f);
 }
 
-/* Puts rule t in force on d until `until`; returns whether it was not
- * already (so that a burst of matching replies logs once). */
-static int cut_apply(struct relay_ctx *x, struct dest *d, const struct relay_throttle *t,
-                     int64_t until)
+/* Puts the limit of rule t (index ti) in force in r until `until`;
+ * returns whether that changed more than the end: a limit newly set or
+ * lowered (fresh, so that a burst of matching replies logs once), or a
+ * rule not yet in force (*added). */
+static int cut_apply(struct cut_ref r, const struct relay_throttle *t, size_t ti, int64_t until,
+                     int *added)
 {
 	unsigned bit = 0;
 	uint32_t *field = NULL;
 	switch (t->action) {
 	case T_CONN:
-		bit = RELAY_LIM_CONN, field = &d->cut.conn_limit;
+		bit = RELAY_LIM_CONN, field = &r.cut->conn_limit;
 		break;
 	case T_MPC:
-		bit = RELAY_LIM_MPC, field = &d->cut.msgs_per_conn;
+		bit = RELAY_LIM_MPC, field = &r.cut->msgs_per_conn;
 		break;
 	case T_MPS:
-		bit = RELAY_LIM_MPS, field = &d->cut.msgs_per_sec;
+		bit = RELAY_LIM_MPS, field = &r.cut->msgs_per_sec;
 		break;
 	default:
-		bit = RELAY_LIM_CPM, field = &d->cut.conns_per_min;
+		bit = RELAY_LIM_CPM, field = &r.cut->conns_per_min;
 		break;
 	}
-	int fresh = !(d->cut.set & bit) || *field > t->value;
-	if (!(d->cut.set & bit) || *field > t->value) *field = t->value;
-	d->cut.set |= bit;
-	if (d->cut_until < until) d->cut_until = until;
-	d->cut_rule = t->name;
-	relay_dest_limits(x, d);
+	int fresh = !(r.cut->set & bit) || *field > t->value;
+	if (fresh) *field = t->value;
+	r.cut->set |= bit;
+	if (*r.until < until) *r.until = until;
+	*r.rule = t->name;
+	*added = !(r.rules[ti / 8] & (1u << (ti % 8)));
+	r.rules[ti / 8] |= (unsigned char)(1u << (ti % 8));
 	return fresh;
+}
+
+/* Puts rule t in force on d, or on its source s, until `until`; returns
+ * whether it was not already (fresh), and in *urgent whether the state
+ * kept on disk must be written at once. */
+static int put(struct relay_ctx *x, struct dest *d, struct dest_src *s,
+               const struct relay_throttle *t, int64_t until, int *urgent)
+{
+	int fresh, added = 0;
+	if (t->action == T_SUSPEND && s) {
+		fresh = s->suspended_until < until;
+		if (fresh) {
+			s->suspended_until = until;
+			s->susp_rule = t->name;
+		}
+		*urgent = fresh;
+		return fresh;
+	}
+	if (t->action == T_SUSPEND) {
+		fresh = d->suspended_until < until;
+		relay_suspend_until(x, d, until, "");
+		if (fresh) d->susp_rule = t->name;
+		*urgent = fresh;
+		return fresh;
+	}
+	fresh = cut_apply(cut_of(d, s), t, (size_t)(t - x->cfg->throttles), until, &added);
+	relay_dest_limits(x, d);
+	*urgent = fresh || added;
+	return fresh;
+}
+
+void relay_throttle_put(struct relay_ctx *x, struct dest *d, struct dest_src *s,
+                        const struct relay_throttle *t, int64_t until)
+{
+	int urgent;
+	put(x, d, s, t, until, &urgent);
 }
 
 int relay_throttle_reply(struct relay_ctx *x, struct dest *d, int code, const char *reply)
@@ -266,18 +393,23 @@ int relay_throttle_reply(struct relay_ctx *x, struct dest *d, int code, const ch
 		const struct relay_throttle *t = &c->throttles[i];
 		if (regexec(&t->re, subject, 0, NULL, 0)) continue;
 		int64_t until = base_now() + t->duration;
-		int fresh;
-		if (t->action == T_SUSPEND) {
-			fresh = d->suspended_until < until;
-			relay_suspend_until(x, d, until, reply ? reply : "");
-		} else {
-			fresh = cut_apply(x, d, t, until);
-		}
+		/* scope source: the connection's source, when the destination
+		 * binds one of several (without a pool the one source is d) */
+		struct dest_src *s = NULL;
+		if (t->scope == SCOPE_SOURCE && d->pool && x->acct_si && x->acct_si <= d->nsrc)
+			s = &d->src[x->acct_si - 1];
+		int urgent, fresh = put(x, d, s, t, until, &urgent);
 		if (fresh) {
-			base_info("destination %s:%u: throttle %s for %us: %s", d->host, d->port,
-			          t->name, t->duration, reply ? reply : "");
-			account_throttle(x, d, t, until, reply);
+			if (s)
+				base_info("destination %s:%u source %s: throttle %s for %us: %s",
+				          d->host, d->port, src_ip(d, s), t->name, t->duration,
+				          reply ? reply : "");
+			else
+				base_info("destination %s:%u: throttle %s for %us: %s", d->host,
+				          d->port, t->name, t->duration, reply ? reply : "");
+			account_throttle(x, d, s, t, until, reply);
 		}
+		relay_shape_changed(x, urgent);
 		return 1;
 	}
 	return 0;

@@ -3,8 +3,9 @@
  * (throttle.c): their settings and errors, which reply matches which rule,
  * how the limits in force combine the configured ones with the rules'
  * (lowest wins, 0 meaning unlimited), that the rate buckets follow a
- * changed rate, and that a rule ends at its time (the clock is injected
- * through MAILREP_NOW).
+ * changed rate, that a rule ends at its time (the clock is injected
+ * through MAILREP_NOW), and a rule's scope: the one source whose
+ * connection got the reply, or the whole destination.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -147,11 +148,122 @@ static void test_rules_lower_limits_until_their_end(void **state)
 	free_dest(d);
 }
 
+static void test_scope_setting(void **state)
+{
+	(void)state;
+	struct base_err err;
+	assert_int_equal(relay_throttle_set(&cfg, "a", "scope", "source", &err), 0);
+	assert_int_equal(relay_throttle_set(&cfg, "a", "scope", "site", &err), -1);
+	assert_non_null(strstr(err.msg, "scope given twice"));
+	assert_int_equal(relay_throttle_set(&cfg, "b", "scope", "pool", &err), -1);
+	assert_non_null(strstr(err.msg, "scope must be source or site, not 'pool'"));
+	assert_int_equal(relay_throttle_set(&cfg, "b", "frob", "1", &err), -1);
+	assert_non_null(strstr(err.msg, "(match, action, duration, scope)"));
+}
+
+/* A destination of pool "bulk" (two sources), conn-limit 10. */
+static struct dest *pool_dest(struct relay_ctx *x)
+{
+	struct base_err err;
+	assert_int_equal(relay_pool_add(&cfg, "bulk", "192.0.2.10", &err), 0);
+	assert_int_equal(relay_pool_add(&cfg, "bulk", "192.0.2.11", &err), 0);
+	struct dest *d = new_dest(x, 10, 0);
+	d->pool = relay_pool_find(&cfg, "bulk");
+	return d;
+}
+
+static void test_source_scope_holds_back_one_source(void **state)
+{
+	(void)state;
+	rule("rate", "4\\.7\\.28", "conn-limit 2", "1h");
+	rule("mps", "4\\.7\\.0 slow", "msgs-per-sec 1", "2h");
+	rule("block", "TSS04", "suspend", "30m");
+	struct relay_ctx x;
+	memset(&x, 0, sizeof x);
+	x.cfg = &cfg;
+	struct dest *d = pool_dest(&x);
+	/* the reply came on a connection from the second source */
+	x.acct_si = 2;
+	assert_int_equal(relay_throttle_reply(&x, d, 451, "451 4.7.28 unusual rate"), 1);
+	assert_int_equal(d->src[1].lim.conn_limit, 2);
+	assert_int_equal(d->src[0].lim.conn_limit, 10);
+	assert_int_equal(d->lim.conn_limit, 10);
+	assert_int_equal(d->cut.set, 0);
+	assert_int_equal(d->src[1].cut_until, base_now() + 3600);
+	assert_string_equal(d->src[1].cut_rule, "rate");
+	/* a rate rule re-arms that source's bucket only */
+	assert_int_equal(relay_throttle_reply(&x, d, 421, "421 4.7.0 slow down"), 1);
+	assert_int_equal(d->src[1].lim.msgs_per_sec, 1);
+	assert_int_equal(d->src[0].lim.msgs_per_sec, 0);
+	int64_t t = 1000000000000ll;
+	assert_int_equal(relay_rate_take(&d->src[1].msgs, t), 0);
+	assert_true(relay_rate_take(&d->src[1].msgs, t) > 0);
+	assert_int_equal(relay_rate_take(&d->src[0].msgs, t), 0);
+	assert_int_equal(relay_rate_take(&d->src[0].msgs, t), 0);
+	assert_int_equal(d->src[1].cut_until, base_now() + 7200); /* the later end */
+	/* suspend: the source alone, not the destination */
+	assert_int_equal(relay_throttle_reply(&x, d, 421, "421 4.7.0 [TSS04] deferred"), 1);
+	assert_int_equal(d->src[1].suspended_until, base_now() + 1800);
+	assert_string_equal(d->src[1].susp_rule, "block");
+	assert_int_equal(d->src[0].suspended_until, 0);
+	assert_int_equal(d->suspended_until, 0);
+	/* the first source's own reply holds it too; the other stays as it is */
+	x.acct_si = 1;
+	assert_int_equal(relay_throttle_reply(&x, d, 451, "451 4.7.28 unusual rate"), 1);
+	assert_int_equal(d->src[0].lim.conn_limit, 2);
+	assert_int_equal(d->src[0].lim.msgs_per_sec, 0);
+	/* without a known source (not a connection's reply) the destination */
+	x.acct_si = 0;
+	assert_int_equal(relay_throttle_reply(&x, d, 451, "451 4.7.28 unusual rate"), 1);
+	assert_int_equal(d->lim.conn_limit, 2);
+	/* the ends pass: every limit returns */
+	setenv("MAILREP_NOW", "2026-11-23T12:00:01Z", 1);
+	relay_dest_limits(&x, d);
+	for (size_t i = 0; i < 2; i++) {
+		assert_int_equal(d->src[i].lim.conn_limit, 10);
+		assert_int_equal(d->src[i].lim.msgs_per_sec, 0);
+		assert_int_equal(d->src[i].cut.set, 0);
+		assert_null(d->src[i].cut_rule);
+	}
+	assert_int_equal(d->lim.conn_limit, 10);
+	free_dest(d);
+}
+
+static void test_site_scope_holds_back_every_source(void **state)
+{
+	(void)state;
+	struct base_err err;
+	rule("rate", "4\\.7\\.28", "conn-limit 1", "1h");
+	assert_int_equal(relay_throttle_set(&cfg, "rate", "scope", "site", &err), 0);
+	rule("block", "TSS04", "suspend", "30m");
+	assert_int_equal(relay_throttle_set(&cfg, "block", "scope", "site", &err), 0);
+	struct relay_ctx x;
+	memset(&x, 0, sizeof x);
+	x.cfg = &cfg;
+	struct dest *d = pool_dest(&x);
+	x.acct_si = 2;
+	assert_int_equal(relay_throttle_reply(&x, d, 451, "451 4.7.28 unusual rate"), 1);
+	assert_int_equal(d->lim.conn_limit, 1);
+	assert_int_equal(d->src[0].lim.conn_limit, 1);
+	assert_int_equal(d->src[1].lim.conn_limit, 1);
+	assert_int_equal(d->src[1].cut.set, 0);
+	assert_int_equal(relay_throttle_reply(&x, d, 421, "421 4.7.0 [TSS04] deferred"), 1);
+	assert_int_equal(d->suspended_until, base_now() + 1800);
+	assert_string_equal(d->susp_rule, "block");
+	assert_int_equal(d->src[1].suspended_until, 0);
+	free_dest(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_settings_and_errors, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_rules_lower_limits_until_their_end, setup,
+	                                    teardown),
+	    cmocka_unit_test_setup_teardown(test_scope_setting, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_source_scope_holds_back_one_source, setup,
+	                                    teardown),
+	    cmocka_unit_test_setup_teardown(test_site_scope_holds_back_every_source, setup,
 	                                    teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
