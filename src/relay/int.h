@@ -69,8 +69,19 @@ struct job {
  * Invariant: lim is the destination's lim lowered by the rules scoped to
  * this source (cut, until cut_until; throttle.c), and the rate buckets are
  * initialised for lim's rates. */
+/* Open connections from one source address to one site, whatever the
+ * pool: pools that share an address share its connection limit there. */
+struct src_site {
+	char *host;
+	uint16_t port;
+	struct base_sockaddr addr;
+	uint32_t active;
+	struct src_site *next;
+};
+
 struct dest_src {
-	uint32_t active; /* open connections from this source */
+	uint32_t active; /* open connections from this source, in this pool */
+	struct src_site *all; /* those of every pool (a pool's source); NULL: active alone */
 	int64_t swrr;    /* smooth weighted round robin state */
 	struct relay_rate msgs, conns;
 	struct relay_limits lim; /* in force from this source */
@@ -166,6 +177,7 @@ struct relay_ctx {
 	struct rmsg *msgs; /* all live messages, newest first */
 	size_t nmsgs;
 	struct dest *dests;
+	struct src_site *src_sites;
 	struct event *tick, *commit_ev;
 	struct session **waiting; /* sessions whose message awaits the commit */
 	size_t nwaiting, capwaiting;
@@ -245,6 +257,9 @@ void relay_suspend_until(struct relay_ctx *x, struct dest *d, int64_t until, con
 /* Gives d's waiting jobs back to the queue, no attempt counted, their
  * recipients not tried before `until`. */
 void relay_jobs_back(struct relay_ctx *x, struct dest *d, int64_t until);
+/* Frees every destination, its waiting jobs and the shared source counts
+ * (at the end: no connection is open). */
+void relay_dests_free(struct relay_ctx *x);
 /* The destination for site host:port seen from pool, created (with the
  * configured limits and no address yet) when new. */
 struct dest *relay_dest_new(struct relay_ctx *x, const char *host, uint16_t port,

@@ -189,6 +189,7 @@ static void conn_free(struct conn *c)
 	if (c->counted_connecting) c->d->connecting--;
 	c->d->active--;
 	c->d->src[c->si].active--;
+	if (c->d->src[c->si].all) c->d->src[c->si].all->active--;
 	if (c->wait) event_free(c->wait);
 	for (size_t i = 0; i < c->naddrs; i++) {
 		free(c->names[i]);
@@ -1093,6 +1094,7 @@ static void conn_open(struct relay_ctx *x, struct dest *d, size_t si)
 	d->active++;
 	d->connecting++;
 	d->src[si].active++;
+	if (d->src[si].all) d->src[si].all->active++;
 	c->counted_connecting = 1;
 	base_buf_init(&c->reply);
 	c->next = x->clist;
@@ -1180,7 +1182,9 @@ void relay_mta_pump(struct relay_ctx *x, struct dest *d)
 			ok[i] = 0;
 			weight[i] = s ? s->weight : 1;
 			cur[i] = ds->swrr;
-			if (!fam || ds->active >= ds->lim.conn_limit || ds->suspended_until > now_s)
+			/* the limit counts the address's connections in every pool */
+			uint32_t open = ds->all ? ds->all->active : ds->active;
+			if (!fam || open >= ds->lim.conn_limit || ds->suspended_until > now_s)
 				continue;
 			/* a new connection needs a connection token, and is of use
 			 * only when a message may go now */

@@ -393,6 +393,48 @@ static const struct relay_route *route_for(const struct relay_config *c, const c
 	return star;
 }
 
+void relay_dests_free(struct relay_ctx *x)
+{
+	while (x->dests) {
+		struct dest *d = x->dests;
+		x->dests = d->next;
+		struct job *j;
+		while ((j = relay_job_take(d))) {
+			free(j->idx);
+			free(j);
+		}
+		relay_mta_dest_free(d);
+		free(d->src);
+		free(d->host);
+		free(d);
+	}
+	while (x->src_sites) {
+		struct src_site *s = x->src_sites;
+		x->src_sites = s->next;
+		free(s->host);
+		free(s);
+	}
+}
+
+/* The shared count of connections from addr to the site host:port. */
+static struct src_site *src_site(struct relay_ctx *x, const char *host, uint16_t port,
+                                 const struct base_sockaddr *addr)
+{
+	struct src_site *s;
+	for (s = x->src_sites; s; s = s->next)
+		if (s->port == port && s->addr.family == addr->family &&
+		    !memcmp(&s->addr.a, &addr->a, addr->family == AF_INET ? 4 : 16) &&
+		    !strcmp(s->host, host))
+			return s;
+	s = base_xcalloc(1, sizeof *s);
+	s->host = base_xstrdup(host);
+	s->port = port;
+	s->addr = *addr;
+	s->next = x->src_sites;
+	x->src_sites = s;
+	return s;
+}
+
 struct dest *relay_dest_new(struct relay_ctx *x, const char *host, uint16_t port,
                             const struct relay_pool *pool)
 {
@@ -412,6 +454,7 @@ struct dest *relay_dest_new(struct relay_ctx *x, const char *host, uint16_t port
 	d->nsrc = pool ? pool->nsrc : 1;
 	d->src = base_xcalloc(d->nsrc, sizeof *d->src);
 	for (size_t i = 0; i < d->nsrc; i++) {
+		if (pool) d->src[i].all = src_site(x, host, port, &pool->src[i].addr);
 		d->src[i].lim = d->conf;
 		relay_rate_init(&d->src[i].msgs, c->msgs_per_sec, 1000000000ull);
 		relay_rate_init(&d->src[i].conns, c->conns_per_min, 60000000000ull);
@@ -1057,19 +1100,7 @@ int relay_run(const struct relay_config *c, struct base_err *err)
 	/* the queue stays in the spool for the next start */
 	while (x.msgs) msg_drop(&x, x.msgs);
 	relay_heap_free(&x.heap);
-	while (x.dests) {
-		struct dest *d = x.dests;
-		x.dests = d->next;
-		struct job *j;
-		while ((j = relay_job_take(d))) {
-			free(j->idx);
-			free(j);
-		}
-		relay_mta_dest_free(d);
-		free(d->src);
-		free(d->host);
-		free(d);
-	}
+	relay_dests_free(&x);
 	free(x.waiting);
 	while (x.names) {
 		struct relay_name *n = x.names;

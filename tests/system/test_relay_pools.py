@@ -181,6 +181,35 @@ def test_pool_named_by_the_spool_record(datadir, servers):
     stop_clean(relay)
 
 
+def test_pools_sharing_an_address_share_its_limit(datadir, servers):
+    """Two pools with the same source address: the connection limit counts
+    that address's connections to the site in both pools together (the
+    receiver sees one address), and both pools' mail goes."""
+    import time
+    sink = PeerSink(delay=0.3)
+    try:
+        spool = os.path.join(datadir, "spool")
+        os.makedirs(spool)
+        now = int(time.time())
+        with open(os.path.join(spool, "seg-00000001"), "wb") as f:
+            for i in range(24):
+                pool = "news" if i % 2 else "tx"
+                f.write(spool_record("m%d.%s" % (i, pool), "pool=" + pool,
+                                     "u%d@dest.example" % i, now))
+        relay = start_relay(datadir, ["--route", "*=127.0.0.1:%d" % sink.port,
+                                      "--trusted", "127.0.0.1", "--conn-limit", "2",
+                                      "--msgs-per-conn", "1",
+                                      "--pool", "news=127.0.0.2/news.test",
+                                      "--pool", "tx=127.0.0.2/tx.test"], spool=spool)
+        servers.append(relay)
+        assert wait_for(lambda: sink.messages >= 24, timeout=60), relay.output()
+        assert sink.peer_max == {"127.0.0.2": 2}, sink.peer_max
+        assert {e["pool"] for e in deliveries(relay)} == {"news", "tx"}
+        stop_clean(relay)
+    finally:
+        sink.stop()
+
+
 def test_account_naming_an_unconfigured_pool_is_refused(datadir):
     conf = os.path.join(datadir, "acct.ini")
     hashed = subprocess.run([MAILREP, "relay", "--hash-password"], input="pw\n",

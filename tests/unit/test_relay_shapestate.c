@@ -186,13 +186,7 @@ static void ctx_init(struct relay_ctx *x)
 static void ctx_free(struct relay_ctx *x)
 {
 	relay_shape_stop(x);
-	while (x->dests) {
-		struct dest *d = x->dests;
-		x->dests = d->next;
-		free(d->src);
-		free(d->host);
-		free(d);
-	}
+	relay_dests_free(x);
 	event_base_free(x->base);
 }
 
