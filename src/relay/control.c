@@ -803,13 +803,15 @@ static void do_list(struct relay_control *c, const struct relay_ctl_req *q, stru
 	base_buf_init(&txt);
 	base_buf_puts(j, "{\"ok\":true,\"source\":\"relay\",\"messages\":[");
 	uint32_t n = 0;
+	uint64_t lines = 0; /* recipients listed */
 	int more = 0;
 	for (struct rmsg *m = c->x->msgs; m; m = m->next) {
 		if (!m->live) continue;
-		if (n == q->limit) {
+		if (n == q->limit || (n && lines + m->live > RELAY_CTL_LIST_MAX)) {
 			more = 1;
 			break;
 		}
+		lines += m->live;
 		char t[32];
 		iso(m->received, t, sizeof t);
 		base_buf_printf(j, "%s{\"id\":", n++ ? "," : "");
@@ -838,7 +840,7 @@ static void do_list(struct relay_control *c, const struct relay_ctl_req *q, stru
 		}
 		base_buf_puts(j, "]}");
 	}
-	if (more) base_buf_printf(&txt, "(more: the first %u shown)\n", q->limit);
+	if (more) base_buf_printf(&txt, "(more: the newest %u shown)\n", n);
 	base_buf_printf(j, "],\"truncated\":%s,\"text\":", more ? "true" : "false");
 	json_esc(j, txt.data ? txt.data : "");
 	base_buf_puts(j, "}\n");

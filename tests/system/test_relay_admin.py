@@ -91,6 +91,9 @@ def test_summary_by_domain_and_site_matches_offline(datadir, servers):
     listed = queue(relay.spool, "--list")
     assert sorted(m["id"] for m in listed["messages"]) == sorted(ids)
     assert queue(relay.spool, "list", "2")["truncated"] is True
+    # a list is built in the relay's loop at once: it is bounded
+    q = queue(relay.spool, "list", "10001", check=False)
+    assert q.returncode != 0 and b"bad LIMIT '10001' (1 to 10000)" in q.stderr, q.stderr
     text = queue(relay.spool, json_out=False).stdout.decode()
     assert text.startswith("4 messages, 7 recipients pending") and "by site:" in text, text
     stop_clean(relay)
@@ -508,4 +511,21 @@ def test_summary_counters_through_the_life_of_the_queue(datadir, servers, monkey
     s, doms, sites = summary()
     assert s["total"] == {"messages": 0, "recipients": 0, "oldest": None}
     assert doms == {} and sites == {} and s["pools"] == [] and s["accounts"] == []
+    stop_clean(relay)
+
+
+def test_list_is_bounded_by_recipients_too(datadir, servers):
+    relay = start_relay(datadir, ["--route", "*=127.0.0.1:%d" % free_port(),
+                                  "--trusted", "127.0.0.1", "--retry-schedule", "1h",
+                                  "--max-rcpts", "1000"])
+    servers.append(relay)
+    ids = [submit(relay.port, "alice@example.com",
+                  ["r%d@dest%d.example" % (i, i % 7) for i in range(1000)]) for _ in range(11)]
+    listed = queue(relay.spool, "list", "20")
+    # ten messages hold the 10,000 recipients a reply may hold: the newest ten
+    assert listed["truncated"] is True
+    assert [m["id"] for m in listed["messages"]] == ids[::-1][:10]
+    assert sum(len(m["rcpts"]) for m in listed["messages"]) == 10000
+    total = queue(relay.spool)["total"]
+    assert (total["messages"], total["recipients"]) == (11, 11000)
     stop_clean(relay)
