@@ -349,54 +349,69 @@ struct pending_msg {
 	size_t dsn_len;
 };
 
-/* Messages read so far, with an open-addressing index by id (slots hold
- * index + 1; 0 is empty; the table is kept at most half full). */
+/* Messages read so far, with an open-addressing index by id: a slot holds
+ * a message's index + 1 (0: empty) and the top half of its id's hash, so
+ * that a probe compares ids only when the hashes agree; the table is kept
+ * at most half full. */
+#define RECOVERY_MAX (UINT32_MAX - 1) /* messages */
+
+struct slot {
+	uint32_t idx, tag;
+};
+
 struct recovery {
 	struct pending_msg *msgs;
 	size_t n, cap;
-	size_t *slots;
+	struct slot *slots;
 	size_t nslots;
 };
 
-static size_t id_hash(const char *id)
+static uint64_t id_hash(const char *id)
 {
-	size_t h = 1469598103934665603ull;
+	uint64_t h = 1469598103934665603ull;
 	for (; *id; id++) h = (h ^ (unsigned char)*id) * 1099511628211ull;
 	return h;
 }
 
-static size_t *find_slot(struct recovery *rv, const char *id)
+static struct slot *find_slot(struct recovery *rv, const char *id, uint64_t h)
 {
-	size_t mask = rv->nslots - 1, i = id_hash(id) & mask;
-	while (rv->slots[i] && strcmp(rv->msgs[rv->slots[i] - 1].rec.id, id)) i = (i + 1) & mask;
+	size_t mask = rv->nslots - 1, i = (size_t)h & mask;
+	uint32_t tag = (uint32_t)(h >> 32);
+	while (rv->slots[i].idx &&
+	       (rv->slots[i].tag != tag || strcmp(rv->msgs[rv->slots[i].idx - 1].rec.id, id)))
+		i = (i + 1) & mask;
 	return &rv->slots[i];
 }
 
 static struct pending_msg *find_msg(struct recovery *rv, const char *id)
 {
 	if (!rv->nslots) return NULL;
-	size_t *slot = find_slot(rv, id);
-	return *slot ? &rv->msgs[*slot - 1] : NULL;
+	struct slot *sl = find_slot(rv, id, id_hash(id));
+	return sl->idx ? &rv->msgs[sl->idx - 1] : NULL;
 }
 
-static struct pending_msg *add_msg(struct recovery *rv)
+/* Adds a message record with this id unless one is there already: NULL. */
+static struct pending_msg *add_msg(struct recovery *rv, const char *id)
 {
-	if (rv->n == rv->cap) {
-		rv->cap = rv->cap ? 2 * rv->cap : 64;
-		rv->msgs = base_xrealloc(rv->msgs, rv->cap * sizeof *rv->msgs);
-	}
 	if (2 * (rv->n + 1) > rv->nslots) {
 		free(rv->slots);
 		rv->nslots = rv->nslots ? 2 * rv->nslots : 128;
 		rv->slots = base_xcalloc(rv->nslots, sizeof *rv->slots);
-		for (size_t i = 0; i < rv->n; i++) *find_slot(rv, rv->msgs[i].rec.id) = i + 1;
+		for (size_t i = 0; i < rv->n; i++) {
+			uint64_t h = id_hash(rv->msgs[i].rec.id);
+			*find_slot(rv, rv->msgs[i].rec.id, h) =
+			    (struct slot){.idx = (uint32_t)i + 1, .tag = (uint32_t)(h >> 32)};
+		}
 	}
+	uint64_t h = id_hash(id);
+	struct slot *sl = find_slot(rv, id, h);
+	if (sl->idx) return NULL;
+	if (rv->n == rv->cap) {
+		rv->cap = rv->cap ? 2 * rv->cap : 64;
+		rv->msgs = base_xrealloc(rv->msgs, rv->cap * sizeof *rv->msgs);
+	}
+	*sl = (struct slot){.idx = (uint32_t)rv->n + 1, .tag = (uint32_t)(h >> 32)};
 	return &rv->msgs[rv->n++];
-}
-
-static void index_msg(struct recovery *rv, struct pending_msg *m)
-{
-	*find_slot(rv, m->rec.id) = (size_t)(m - rv->msgs) + 1;
 }
 
 /* Whether p, if it points into the block of n bytes at rec, points into
@@ -494,10 +509,15 @@ static int recover_segment(struct relay_spool *sp, uint32_t no, struct recovery 
 			          (unsigned long long)off, n < 0 ? e2.msg : "truncated record");
 			break;
 		}
-		if (r.type == 'M' && !find_msg(rv, r.id)) {
-			struct pending_msg *m = add_msg(rv);
+		if (r.type == 'M' && rv->n == RECOVERY_MAX) {
+			close(fd);
+			free(rd.buf);
+			return base_errf(err, "spool %s: more than %u messages", sp->dir,
+			                 RECOVERY_MAX);
+		}
+		struct pending_msg *m;
+		if (r.type == 'M' && (m = add_msg(rv, r.id))) {
 			m->rec = r;
-			index_msg(rv, m);
 			m->loc = (struct relay_loc){
 			    .seg = no, .off = off + r.body_off, .len = (uint32_t)r.body_len};
 			/* keep the envelope only: the body stays on disk, so that
@@ -521,7 +541,7 @@ static int recover_segment(struct relay_spool *sp, uint32_t no, struct recovery 
 			m->states = (uint32_t *)(m->next + r.nrcpt);
 			m->attempts = m->states + r.nrcpt;
 		} else if (r.type == 'S') {
-			struct pending_msg *m = find_msg(rv, r.id);
+			m = find_msg(rv, r.id);
 			if (m && r.rcpt_index < m->rec.nrcpt) {
 				m->states[r.rcpt_index] = r.state;
 				m->attempts[r.rcpt_index] = r.attempts;
@@ -531,7 +551,7 @@ static int recover_segment(struct relay_spool *sp, uint32_t no, struct recovery 
 				if (r.flags) m->flags[r.rcpt_index] |= r.flags;
 			}
 		} else if (r.type == 'P') {
-			struct pending_msg *m = find_msg(rv, r.id);
+			m = find_msg(rv, r.id);
 			if (m && !m->dsn) {
 				m->dsn = base_xmalloc(r.dsn_len + 1);
 				memcpy(m->dsn, r.dsn, r.dsn_len);
