@@ -231,8 +231,8 @@ const char *relay_intern(struct relay_ctx *x, const char *s)
 	return n->s;
 }
 
-/* A new message in the queue and the scheduler's heap, every recipient
- * pending; not yet in the counters (relay_tally_msg_in). */
+/* A new message in the queue, every recipient pending; not yet in the
+ * scheduler's heap nor in the counters (relay_tally_msg_in). */
 static struct rmsg *queue_new(struct relay_ctx *x, const char *id, const char *sender,
                               const char *attrs, const char *client, int64_t received,
                               const struct relay_loc *loc, const char *const *rcpts, uint32_t nrcpt)
@@ -254,7 +254,6 @@ static struct rmsg *queue_new(struct relay_ctx *x, const char *id, const char *s
 	x->msgs = m;
 	x->nmsgs++;
 	m->hidx = RELAY_HEAP_NONE;
-	relay_heap_update(&x->heap, m, 0);
 	return m;
 }
 
@@ -263,6 +262,7 @@ struct rmsg *relay_queue_add(struct relay_ctx *x, const char *id, const char *se
                              const struct relay_loc *loc, const char *const *rcpts, uint32_t nrcpt)
 {
 	struct rmsg *m = queue_new(x, id, sender, attrs, client, received, loc, rcpts, nrcpt);
+	relay_heap_update(&x->heap, m, 0);
 	relay_tally_msg_in(x, m);
 	return m;
 }
