@@ -434,7 +434,11 @@ static void rebase(const char **p, uintptr_t old, size_t n, const uint8_t *rec)
  * offset, in increasing order, and most records are served from the block
  * already read, without a system call of their own. buf holds the file's
  * bytes [base, base + len); it grows to hold the largest record asked for. */
+#ifdef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
+#define READ_BLOCK 64u /* the fuzzer's segments are small: records cross blocks */
+#else
 #define READ_BLOCK (1u << 20)
+#endif
 
 struct seg_reader {
 	int fd;
