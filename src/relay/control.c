@@ -454,7 +454,7 @@ int64_t relay_control_held(struct relay_ctx *x, const struct rmsg *m, const char
 /* ---- summary ------------------------------------------------------------------ */
 
 /* Counts by name, in a small open-addressing table (a queue may hold many
- * domains). */
+ * domains). A table of domains (fold) keeps its names in lower case. */
 struct agg_ent {
 	char *name; /* NULL: empty slot; "" stands for none (no pool, no account) */
 	uint64_t msgs, rcpts, deferred;
@@ -464,17 +464,24 @@ struct agg_ent {
 struct agg {
 	struct agg_ent *v;
 	size_t n, cap;
+	int fold;
 };
 
-static uint64_t hash_str(const char *s)
+static uint64_t hash_str(const char *s, int fold)
 {
 	uint64_t h = 1469598103934665603ull;
-	for (; *s; s++) h = (h ^ (unsigned char)base_lower(*s)) * 1099511628211ull;
+	for (; *s; s++) h = (h ^ (unsigned char)(fold ? base_lower(*s) : *s)) * 1099511628211ull;
 	return h;
+}
+
+static int name_is(const char *a, const char *b, int fold)
+{
+	return fold ? !base_strcasecmp_ascii(a, b) : !strcmp(a, b);
 }
 
 static struct agg_ent *agg_get(struct agg *a, const char *name)
 {
+	if (!name) name = "";
 	if (2 * (a->n + 1) > a->cap) {
 		struct agg old = *a;
 		a->cap = a->cap ? 2 * a->cap : 64;
@@ -482,29 +489,40 @@ static struct agg_ent *agg_get(struct agg *a, const char *name)
 		a->n = 0;
 		for (size_t i = 0; i < old.cap; i++)
 			if (old.v[i].name) {
-				size_t k = hash_str(old.v[i].name) & (a->cap - 1);
+				size_t k = hash_str(old.v[i].name, a->fold) & (a->cap - 1);
 				while (a->v[k].name) k = (k + 1) & (a->cap - 1);
 				a->v[k] = old.v[i];
 				a->n++;
 			}
 		free(old.v);
 	}
-	size_t k = hash_str(name) & (a->cap - 1);
-	while (a->v[k].name && base_strcasecmp_ascii(a->v[k].name, name))
-		k = (k + 1) & (a->cap - 1);
+	size_t k = hash_str(name, a->fold) & (a->cap - 1);
+	while (a->v[k].name && !name_is(a->v[k].name, name, a->fold)) k = (k + 1) & (a->cap - 1);
 	if (!a->v[k].name) {
 		a->v[k].name = base_xstrdup(name);
+		if (a->fold)
+			for (char *p = a->v[k].name; *p; p++) *p = base_lower(*p);
 		a->n++;
 	}
 	return &a->v[k];
 }
 
+/* One pending recipient of message number msgno. */
 static void agg_add(struct agg *a, const char *name, uint64_t msgno, int deferred)
 {
-	struct agg_ent *e = agg_get(a, name ? name : "");
+	struct agg_ent *e = agg_get(a, name);
 	if (e->last != msgno) e->msgs++, e->last = msgno;
 	e->rcpts++;
 	if (deferred) e->deferred++;
+}
+
+/* Counts of a tally cell. */
+static void agg_put(struct agg *a, const char *name, const struct relay_cell *c)
+{
+	struct agg_ent *e = agg_get(a, name);
+	e->msgs += c->msgs;
+	e->rcpts += c->rcpts;
+	e->deferred += c->deferred;
 }
 
 static int cmp_ent(const void *p, const void *q)
@@ -626,31 +644,115 @@ static void held_out(struct relay_ctx *x, int64_t now, struct base_buf *j, struc
 	base_buf_puts(j, "]");
 }
 
-static void do_summary(struct relay_control *c, struct base_buf *j)
+/* What the summary reports, before it is written out. */
+struct summary {
+	struct agg dom, site, pool, acct;
+	uint64_t msgs, rcpts;
+	int64_t oldest;
+	int any; /* oldest is set */
+};
+
+static void summary_init(struct summary *s)
 {
-	struct relay_ctx *x = c->x;
-	struct agg dom = {0}, site = {0}, pool = {0}, acct = {0};
-	uint64_t msgs = 0, rcpts = 0, msgno = 0;
-	int64_t oldest = 0;
-	char sb[300];
+	memset(s, 0, sizeof *s);
+	s->dom.fold = 1;
+}
+
+/* The summary from the queue itself: every recipient of every message.
+ * O(messages); kept as the reference the counters are checked against. */
+static void summary_walk(struct relay_ctx *x, struct summary *s)
+{
+	uint64_t msgno = 0;
+	char sb[300], dom[SMTP_PATH_MAX + 1];
 	for (struct rmsg *m = x->msgs; m; m = m->next) {
 		if (!m->live) continue;
-		msgs++, msgno++;
-		if (!oldest || m->received < oldest) oldest = m->received;
+		s->msgs++, msgno++;
+		if (!s->any || m->received < s->oldest) s->oldest = m->received, s->any = 1;
 		for (uint32_t i = 0; i < m->nrcpt; i++) {
 			struct rrcpt *r = &m->rcpt[i];
 			if (r->state != RELAY_RCPT_PENDING) continue;
-			rcpts++;
+			s->rcpts++;
 			int def = r->attempts > 0;
-			agg_add(&dom, smtp_path_domain(r->addr), msgno, def);
-			const char *s = relay_site(x, m, r->addr, sb, sizeof sb);
-			agg_add(&site, s ? s : "", msgno, def);
-			agg_add(&pool, m->pool, msgno, def);
-			agg_add(&acct, m->account, msgno, def);
+			snprintf(dom, sizeof dom, "%s", smtp_path_domain(r->addr));
+			for (char *p = dom; *p; p++) *p = base_lower(*p);
+			agg_add(&s->dom, dom, msgno, def);
+			const char *st = relay_site_domain(x, m->pool, dom, m->id, sb, sizeof sb);
+			agg_add(&s->site, st ? st : "", msgno, def);
+			agg_add(&s->pool, m->pool, msgno, def);
+			agg_add(&s->acct, m->account, msgno, def);
 		}
 	}
+}
+
+static int cmp_cellno(const void *p, const void *q)
+{
+	uint32_t a = *(const uint32_t *)p, b = *(const uint32_t *)q;
+	return a < b ? -1 : a > b;
+}
+
+static int cmp_strp(const void *p, const void *q)
+{
+	return strcmp(*(const char *const *)p, *(const char *const *)q);
+}
+
+/* A message whose pending recipients span k > 1 cells was counted k times
+ * by its pool and its account, and j times by a site that j of those cells
+ * go to: count it once. */
+static void uncount_multi(struct relay_ctx *x, struct summary *s, const struct rmsg *m,
+                          char **site_of)
+{
+	uint32_t *cells = base_xmalloc(m->nrcpt * sizeof *cells), k = 0;
+	for (uint32_t i = 0; i < m->nrcpt; i++)
+		if (m->rcpt[i].cell != RELAY_CELL_NONE) cells[k++] = m->rcpt[i].cell;
+	base_sort(cells, k, sizeof *cells, cmp_cellno);
+	uint32_t u = 0;
+	for (uint32_t i = 0; i < k; i++)
+		if (!u || cells[u - 1] != cells[i]) cells[u++] = cells[i];
+	agg_get(&s->pool, m->pool)->msgs -= u - 1;
+	agg_get(&s->acct, m->account)->msgs -= u - 1;
+	const char **names = base_xmalloc(u * sizeof *names);
+	for (uint32_t i = 0; i < u; i++) names[i] = site_of[cells[i]];
+	base_sort(names, u, sizeof *names, cmp_strp);
+	for (uint32_t i = 1; i < u; i++)
+		if (!strcmp(names[i - 1], names[i])) agg_get(&s->site, names[i])->msgs--;
+	free(names);
+	free(cells);
+	(void)x;
+}
+
+/* The summary from the counters (tally.c): O(cells + messages whose
+ * recipients span cells), whatever the length of the queue. A cell's site
+ * is asked once, for its domain and pool. */
+static void summary_tally(struct relay_ctx *x, struct summary *s)
+{
+	const struct relay_tally *t = &x->tally;
+	s->msgs = t->msgs;
+	s->rcpts = t->rcpts;
+	s->any = relay_tally_oldest(t, &s->oldest);
+	char **site_of = base_xcalloc(t->ncells + 1, sizeof *site_of);
+	char sb[300];
+	for (uint32_t i = 0; i < t->ncells; i++) {
+		const struct relay_cell *c = &t->cells[i];
+		if (!c->domain) continue;
+		agg_put(&s->dom, c->domain, c);
+		agg_put(&s->pool, c->pool, c);
+		agg_put(&s->acct, c->account, c);
+		const char *st = relay_site_domain(x, c->pool, c->domain, NULL, sb, sizeof sb);
+		site_of[i] = base_xstrdup(st ? st : "");
+		agg_put(&s->site, site_of[i], c);
+	}
+	for (size_t i = 0; i < t->nmulti; i++) uncount_multi(x, s, t->multi[i], site_of);
+	for (uint32_t i = 0; i < t->ncells; i++) free(site_of[i]);
+	free(site_of);
+}
+
+/* Writes the summary's reply (and frees s's tables). */
+static void summary_out(struct relay_control *c, struct summary *s, struct base_buf *j)
+{
+	uint64_t msgs = s->msgs, rcpts = s->rcpts;
+	int64_t oldest = s->oldest;
 	char t[32] = "-";
-	if (oldest) iso(oldest, t, sizeof t);
+	if (s->any) iso(oldest, t, sizeof t);
 	struct base_buf txt;
 	base_buf_init(&txt);
 	base_buf_printf(&txt, "%llu messages, %llu recipients pending, oldest %s\n",
@@ -659,12 +761,12 @@ static void do_summary(struct relay_control *c, struct base_buf *j)
 	                "{\"ok\":true,\"source\":\"relay\",\"total\":{\"messages\":%llu,"
 	                "\"recipients\":%llu,\"oldest\":",
 	                (unsigned long long)msgs, (unsigned long long)rcpts);
-	json_esc(j, oldest ? t : NULL);
+	json_esc(j, s->any ? t : NULL);
 	base_buf_puts(j, "}");
-	agg_out(&dom, "domains", "domain", j, &txt);
-	agg_out(&site, "sites", "site", j, &txt);
-	agg_out(&pool, "pools", "pool", j, &txt);
-	agg_out(&acct, "accounts", "account", j, &txt);
+	agg_out(&s->dom, "domains", "domain", j, &txt);
+	agg_out(&s->site, "sites", "site", j, &txt);
+	agg_out(&s->pool, "pools", "pool", j, &txt);
+	agg_out(&s->acct, "accounts", "account", j, &txt);
 	base_buf_puts(j, ",\"suspended\":[");
 	base_buf_puts(&txt, "suspended:\n");
 	int64_t now = base_now();
@@ -690,19 +792,49 @@ static void do_summary(struct relay_control *c, struct base_buf *j)
 	base_buf_free(&txt);
 }
 
+static void refuse(struct base_buf *j, const char *why);
+
+static void do_summary(struct relay_control *c, struct base_buf *j)
+{
+	struct summary s;
+	summary_init(&s);
+	summary_tally(c->x, &s);
+	if (!c->x->verify) {
+		summary_out(c, &s, j);
+		return;
+	}
+	/* tests: the same summary from a walk of the queue, or a refusal */
+	struct summary w;
+	summary_init(&w);
+	summary_walk(c->x, &w);
+	struct base_buf jw;
+	base_buf_init(&jw);
+	summary_out(c, &s, j);
+	summary_out(c, &w, &jw);
+	if (j->len != jw.len || memcmp(j->data, jw.data, j->len)) {
+		base_error("queue summary from the counters: %.*s", (int)j->len, j->data);
+		base_error("queue summary from the queue:    %.*s", (int)jw.len, jw.data);
+		j->len = 0;
+		refuse(j, "the summary from the counters differs from a walk of the queue");
+	}
+	base_buf_free(&jw);
+}
+
 static void do_list(struct relay_control *c, const struct relay_ctl_req *q, struct base_buf *j)
 {
 	struct base_buf txt;
 	base_buf_init(&txt);
 	base_buf_puts(j, "{\"ok\":true,\"source\":\"relay\",\"messages\":[");
 	uint32_t n = 0;
+	uint64_t lines = 0; /* recipients listed */
 	int more = 0;
 	for (struct rmsg *m = c->x->msgs; m; m = m->next) {
 		if (!m->live) continue;
-		if (n == q->limit) {
+		if (n == q->limit || (n && lines + m->live > RELAY_CTL_LIST_MAX)) {
 			more = 1;
 			break;
 		}
+		lines += m->live;
 		char t[32];
 		iso(m->received, t, sizeof t);
 		base_buf_printf(j, "%s{\"id\":", n++ ? "," : "");
@@ -731,7 +863,7 @@ static void do_list(struct relay_control *c, const struct relay_ctl_req *q, stru
 		}
 		base_buf_puts(j, "]}");
 	}
-	if (more) base_buf_printf(&txt, "(more: the first %u shown)\n", q->limit);
+	if (more) base_buf_printf(&txt, "(more: the newest %u shown)\n", n);
 	base_buf_printf(j, "],\"truncated\":%s,\"text\":", more ? "true" : "false");
 	json_esc(j, txt.data ? txt.data : "");
 	base_buf_puts(j, "}\n");

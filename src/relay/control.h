@@ -8,7 +8,8 @@
  * spaces; the relay answers with one JSON object and closes:
  *
  *   summary                                   counts by domain, site, pool, account
- *   list [LIMIT]                              the messages (LIMIT: 1000 by default)
+ *   list [LIMIT]                              the newest messages (LIMIT: 1000 by
+ *                                             default, at most RELAY_CTL_LIST_MAX)
  *   suspend domain|site|pool|account NAME [DURATION|@UNIXTIME]   hold mail
  *   resume domain|site|pool|account NAME
  *   bounce id|domain|account NAME             final bounce with a DSN to the sender
@@ -25,7 +26,9 @@
 
 #define RELAY_CTL_LINE_MAX  1024
 #define RELAY_CTL_NAME_MAX  255
-#define RELAY_CTL_LIST_MAX  1000000u
+/* A list reply holds at most this many messages, and no more messages once
+ * it holds this many recipients: the relay's loop builds it at once. */
+#define RELAY_CTL_LIST_MAX  10000u
 #define RELAY_CTL_SOCKET    "control"
 #define RELAY_CTL_SUSPENDED "suspended"
 

@@ -134,6 +134,7 @@ void relay_dsn_owe(struct relay_ctx *x, struct rmsg *m, uint32_t idx, uint32_t s
 	struct rrcpt *r = &m->rcpt[idx];
 	r->state = state;
 	m->live--;
+	relay_tally_rcpt_out(x, m, idx);
 	/* never bounce a bounce, nor to whom asked for none: final at once */
 	if (!m->sender[0] || !(notify_of(x, m, idx) & RELAY_NOTIFY_FAILURE)) {
 		struct base_err err;

@@ -17,9 +17,10 @@ struct rrcpt {
 	char *addr;
 	uint32_t state; /* enum relay_rcpt_state */
 	uint32_t attempts;
-	int64_t next; /* earliest next attempt */
-	int busy;     /* in a job right now */
+	int64_t next;   /* earliest next attempt */
+	uint8_t busy;   /* in a job right now */
 	uint8_t warned; /* its delayed-delivery DSN is sent or owed (dsn.c) */
+	uint32_t cell;  /* its counters while PENDING (tally.c); RELAY_CELL_NONE: final */
 };
 
 /* A queued message. Invariant: `live` counts recipients still PENDING; the
@@ -34,10 +35,12 @@ struct rmsg {
 	int64_t received;
 	struct relay_loc loc;
 	uint32_t nrcpt, live, busy;
+	uint32_t oidx; /* position in the tally's heap by reception time (tally.c) */
 	struct rrcpt *rcpt;
 	struct rmsg *prev, *next;
 	int64_t due;   /* scheduler: see sched.c */
 	uint32_t hidx; /* position in the scheduler's heap, RELAY_HEAP_NONE: not in it */
+	uint32_t midx; /* position in the tally's list of messages spanning cells */
 	struct relay_dsn_item *owed; /* final failures awaiting the message's DSN (dsn.c) */
 	struct relay_dsn_params *dsnp; /* RET, ENVID, NOTIFY, ORCPT (dsnparam.h); NULL: none */
 };
@@ -56,6 +59,37 @@ struct rmsg *relay_heap_top(const struct relay_heap *h);
 void relay_heap_free(struct relay_heap *h);
 /* The earliest `next` of m's pending recipients not in a job (INT64_MAX: none). */
 int64_t relay_msg_due(const struct rmsg *m);
+
+/* tally.c: the queue's counters by domain, pool and account, kept as
+ * recipients come and go (the invariants are at the top of tally.c). */
+#define RELAY_CELL_NONE UINT32_MAX
+struct relay_cell {
+	char *domain;               /* lower case, owned; NULL: a free slot */
+	const char *pool, *account; /* interned; NULL: none */
+	uint64_t msgs, rcpts, deferred;
+	uint32_t chain; /* next in its bucket, or in the free list (index + 1; 0: end) */
+};
+struct relay_tally {
+	struct relay_cell *cells;
+	uint32_t ncells, cap, used; /* slots, allocated, in use */
+	uint32_t *buckets;          /* chain heads (index + 1) */
+	uint32_t nbuckets, free;
+	uint64_t msgs, rcpts; /* live messages, pending recipients */
+	struct rmsg **old;    /* live messages, a min-heap by reception time */
+	size_t nold, capold;
+	struct rmsg **multi; /* live messages whose pending recipients span cells */
+	size_t nmulti, capmulti;
+};
+struct relay_ctx;
+void relay_tally_msg_in(struct relay_ctx *x, struct rmsg *m);
+void relay_tally_tried(struct relay_ctx *x, struct rmsg *m, uint32_t idx);
+void relay_tally_rcpt_out(struct relay_ctx *x, struct rmsg *m, uint32_t idx);
+void relay_tally_msg_out(struct relay_ctx *x, struct rmsg *m);
+/* The reception time of the oldest live message: 1 with *oldest, 0: none. */
+int relay_tally_oldest(const struct relay_tally *t, int64_t *oldest);
+void relay_tally_free(struct relay_tally *t);
+/* Checks every counter against the queue itself (MAILREP_QUEUE_VERIFY). */
+int relay_tally_check(struct relay_ctx *x, struct base_err *err);
 
 /* Recipients of one message going to one destination in one transaction. */
 struct job {
@@ -218,6 +252,10 @@ struct relay_ctx {
 	 * that a throttle rule can apply to that source alone. */
 	uint32_t acct_si;
 	struct relay_shapestate *shst; /* shapestate.c: SPOOL/shaping; NULL: not kept */
+	struct relay_tally tally;    /* the queue's counters (tally.c) */
+	/* MAILREP_QUEUE_VERIFY set: the counters are checked against the queue
+	 * at every tick, and every summary is made both ways and compared */
+	int verify;
 };
 
 /* A name kept once for the daemon's life (accounts and pools are few). */
@@ -300,6 +338,10 @@ void relay_job_free(struct relay_ctx *x, struct job *j);
 void relay_resched(struct relay_ctx *x, struct rmsg *m);
 const char *relay_site(struct relay_ctx *x, const struct rmsg *m, const char *addr, char *buf,
                        size_t n);
+/* The same for a domain in mail of a pool (NULL: none); id names a message
+ * in a warning (NULL: none). The site depends on nothing else of a recipient. */
+const char *relay_site_domain(struct relay_ctx *x, const char *pool, const char *domain,
+                              const char *id, char *buf, size_t n);
 void relay_admin_bounce(struct relay_ctx *x, struct rmsg *m, uint32_t idx, const char *reply);
 
 /* control.c: the control socket SPOOL/control and administrators' holds.

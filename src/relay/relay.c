@@ -241,10 +241,11 @@ const char *relay_intern(struct relay_ctx *x, const char *s)
 	return n->s;
 }
 
-struct rmsg *relay_queue_add(struct relay_ctx *x, const char *id, const char *sender,
-                             const char *attrs, const char *client, int64_t received,
-                             const struct relay_loc *loc, const char *const *rcpts,
-                             uint32_t nrcpt)
+/* A new message in the queue, every recipient pending; not yet in the
+ * scheduler's heap nor in the counters (relay_tally_msg_in). */
+static struct rmsg *queue_new(struct relay_ctx *x, const char *id, const char *sender,
+                              const char *attrs, const char *client, int64_t received,
+                              const struct relay_loc *loc, const char *const *rcpts, uint32_t nrcpt)
 {
 	struct rmsg *m = base_xcalloc(1, sizeof *m);
 	snprintf(m->id, sizeof m->id, "%s", id);
@@ -263,7 +264,16 @@ struct rmsg *relay_queue_add(struct relay_ctx *x, const char *id, const char *se
 	x->msgs = m;
 	x->nmsgs++;
 	m->hidx = RELAY_HEAP_NONE;
+	return m;
+}
+
+struct rmsg *relay_queue_add(struct relay_ctx *x, const char *id, const char *sender,
+                             const char *attrs, const char *client, int64_t received,
+                             const struct relay_loc *loc, const char *const *rcpts, uint32_t nrcpt)
+{
+	struct rmsg *m = queue_new(x, id, sender, attrs, client, received, loc, rcpts, nrcpt);
 	relay_heap_update(&x->heap, m, 0);
+	relay_tally_msg_in(x, m);
 	return m;
 }
 
@@ -277,6 +287,7 @@ static void msg_drop(struct relay_ctx *x, struct rmsg *m)
 	if (m->next) m->next->prev = m->prev;
 	x->nmsgs--;
 	relay_heap_remove(&x->heap, m);
+	relay_tally_msg_out(x, m);
 	relay_dsn_discard(m);
 	relay_dsn_params_free(m->dsnp);
 	for (uint32_t i = 0; i < m->nrcpt; i++) free(m->rcpt[i].addr);
@@ -304,8 +315,7 @@ static void recovered(void *arg, const struct relay_record *rec, const struct re
 		p += strlen(p) + 1;
 	}
 	struct rmsg *m =
-	    relay_queue_add(x, rec->id, rec->sender, rec->attrs, "", rec->received, loc, rc,
-	                    rec->nrcpt);
+	    queue_new(x, rec->id, rec->sender, rec->attrs, "", rec->received, loc, rc, rec->nrcpt);
 	free(rc);
 	relay_dsn_attach(x, m, rec->dsn, rec->dsn_len, rec->rflags);
 	m->live = 0;
@@ -315,6 +325,7 @@ static void recovered(void *arg, const struct relay_record *rec, const struct re
 		m->rcpt[i].next = next[i];
 		if (states[i] == RELAY_RCPT_PENDING) m->live++;
 	}
+	relay_tally_msg_in(x, m);
 	relay_heap_update(&x->heap, m, relay_msg_due(m));
 }
 
@@ -327,14 +338,15 @@ static const struct relay_route *route_for(const struct relay_config *c, const c
 static struct dest *dest_get(struct relay_ctx *x, const char *host, uint16_t port,
                              const struct relay_pool *pool, const struct relay_hops *h);
 
-static int dest_for(struct relay_ctx *x, const struct rmsg *m, const char *addr, struct dest **d,
-                    int *code, const char **reply)
+/* The same for a domain in mail of pool mpool (NULL: none); id names the
+ * message in a warning (NULL: no warning). */
+static int dest_for_domain(struct relay_ctx *x, const char *mpool, const char *domain,
+                           const char *id, struct dest **d, int *code, const char **reply)
 {
-	const char *domain = smtp_path_domain(addr);
 	const struct relay_config *c = x->cfg;
-	const struct relay_pool *pool = relay_pool_find(c, m->pool ? m->pool : c->default_pool);
-	if (m->pool && !pool) {
-		base_warn("%s: unknown IP pool '%s': deferred", m->id, m->pool);
+	const struct relay_pool *pool = relay_pool_find(c, mpool ? mpool : c->default_pool);
+	if (mpool && !pool) {
+		if (id) base_warn("%s: unknown IP pool '%s': deferred", id, mpool);
 		*code = 451;
 		*reply = "451 4.3.5 unknown IP pool";
 		return -1;
@@ -379,6 +391,12 @@ static int dest_for(struct relay_ctx *x, const struct rmsg *m, const char *addr,
 		relay_dest_limits(x, *d); /* the rate buckets follow a changed rate */
 	}
 	return r;
+}
+
+static int dest_for(struct relay_ctx *x, const struct rmsg *m, const char *addr, struct dest **d,
+                    int *code, const char **reply)
+{
+	return dest_for_domain(x, m->pool, smtp_path_domain(addr), m->id, d, code, reply);
 }
 
 static const struct relay_route *route_for(const struct relay_config *c, const char *domain)
@@ -504,6 +522,7 @@ static void finish(struct relay_ctx *x, struct rmsg *m, uint32_t idx, uint32_t s
 	if (relay_spool_state(x->spool, m->id, idx, state, r->attempts, r->next, &err) < 0)
 		base_warn("%s", err.msg);
 	m->live--;
+	relay_tally_rcpt_out(x, m, idx);
 }
 
 void relay_outcome(struct relay_ctx *x, struct dest *d, struct rmsg *m, uint32_t idx, int code,
@@ -512,6 +531,7 @@ void relay_outcome(struct relay_ctx *x, struct dest *d, struct rmsg *m, uint32_t
 	struct rrcpt *r = &m->rcpt[idx];
 	int64_t now = base_now();
 	r->attempts++;
+	relay_tally_tried(x, m, idx);
 	relay_throttle_reply(x, d, code, reply);
 	if (code >= 200 && code < 300) {
 		/* the line first: a kill -9 between the two writes then delivers
@@ -669,6 +689,13 @@ static int64_t schedule_msg(struct relay_ctx *x, struct rmsg *m, int64_t now)
 
 static void schedule(struct relay_ctx *x)
 {
+	if (x->verify) {
+		struct base_err err;
+		if (relay_tally_check(x, &err) < 0) {
+			base_error("queue counters differ from the queue: %s", err.msg);
+			abort();
+		}
+	}
 	int64_t now = base_now();
 	struct rmsg *m, **again = NULL; /* still due: back into the heap after the tick */
 	size_t nagain = 0, capagain = 0;
@@ -709,10 +736,16 @@ void relay_resched(struct relay_ctx *x, struct rmsg *m)
 const char *relay_site(struct relay_ctx *x, const struct rmsg *m, const char *addr, char *buf,
                        size_t n)
 {
+	return relay_site_domain(x, m->pool, smtp_path_domain(addr), m->id, buf, n);
+}
+
+const char *relay_site_domain(struct relay_ctx *x, const char *pool, const char *domain,
+                              const char *id, char *buf, size_t n)
+{
 	struct dest *d;
 	int code = 0;
 	const char *why = NULL;
-	if (dest_for(x, m, addr, &d, &code, &why) != 1) return NULL;
+	if (dest_for_domain(x, pool, domain, id, &d, &code, &why) != 1) return NULL;
 	snprintf(buf, n, "%s:%u", d->host, d->port);
 	return buf;
 }
@@ -1023,6 +1056,7 @@ int relay_run(const struct relay_config *c, struct base_err *err)
 	x.live = *c;
 	x.cfg = &x.live;
 	x.pid = (unsigned)getpid();
+	x.verify = getenv("MAILREP_QUEUE_VERIFY") && *getenv("MAILREP_QUEUE_VERIFY");
 	signal(SIGPIPE, SIG_IGN);
 	srandom((unsigned)base_mono_ns());
 	if (c->hostname)
@@ -1100,6 +1134,7 @@ int relay_run(const struct relay_config *c, struct base_err *err)
 	/* the queue stays in the spool for the next start */
 	while (x.msgs) msg_drop(&x, x.msgs);
 	relay_heap_free(&x.heap);
+	relay_tally_free(&x.tally);
 	relay_dests_free(&x);
 	free(x.waiting);
 	while (x.names) {

@@ -341,62 +341,77 @@ static int cmp_u32(const void *a, const void *b)
 struct pending_msg {
 	struct relay_record rec;
 	struct relay_loc loc;
-	uint8_t *payload; /* the whole record */
+	uint8_t *payload; /* the record up to its body (the envelope) */
 	uint32_t *states, *attempts;
-	int64_t *next;
+	int64_t *next;   /* one allocation with states and attempts behind it */
 	uint32_t *flags; /* NULL: none set */
 	char *dsn;       /* its 'P' record's parameters; NULL: none */
 	size_t dsn_len;
 };
 
-/* Messages read so far, with an open-addressing index by id (slots hold
- * index + 1; 0 is empty; the table is kept at most half full). */
+/* Messages read so far, with an open-addressing index by id: a slot holds
+ * a message's index + 1 (0: empty) and the top half of its id's hash, so
+ * that a probe compares ids only when the hashes agree; the table is kept
+ * at most half full. */
+#define RECOVERY_MAX (UINT32_MAX - 1) /* messages */
+
+struct slot {
+	uint32_t idx, tag;
+};
+
 struct recovery {
 	struct pending_msg *msgs;
 	size_t n, cap;
-	size_t *slots;
+	struct slot *slots;
 	size_t nslots;
 };
 
-static size_t id_hash(const char *id)
+static uint64_t id_hash(const char *id)
 {
-	size_t h = 1469598103934665603ull;
+	uint64_t h = 1469598103934665603ull;
 	for (; *id; id++) h = (h ^ (unsigned char)*id) * 1099511628211ull;
 	return h;
 }
 
-static size_t *find_slot(struct recovery *rv, const char *id)
+static struct slot *find_slot(struct recovery *rv, const char *id, uint64_t h)
 {
-	size_t mask = rv->nslots - 1, i = id_hash(id) & mask;
-	while (rv->slots[i] && strcmp(rv->msgs[rv->slots[i] - 1].rec.id, id)) i = (i + 1) & mask;
+	size_t mask = rv->nslots - 1, i = (size_t)h & mask;
+	uint32_t tag = (uint32_t)(h >> 32);
+	while (rv->slots[i].idx &&
+	       (rv->slots[i].tag != tag || strcmp(rv->msgs[rv->slots[i].idx - 1].rec.id, id)))
+		i = (i + 1) & mask;
 	return &rv->slots[i];
 }
 
 static struct pending_msg *find_msg(struct recovery *rv, const char *id)
 {
 	if (!rv->nslots) return NULL;
-	size_t *slot = find_slot(rv, id);
-	return *slot ? &rv->msgs[*slot - 1] : NULL;
+	struct slot *sl = find_slot(rv, id, id_hash(id));
+	return sl->idx ? &rv->msgs[sl->idx - 1] : NULL;
 }
 
-static struct pending_msg *add_msg(struct recovery *rv)
+/* Adds a message record with this id unless one is there already: NULL. */
+static struct pending_msg *add_msg(struct recovery *rv, const char *id)
 {
-	if (rv->n == rv->cap) {
-		rv->cap = rv->cap ? 2 * rv->cap : 64;
-		rv->msgs = base_xrealloc(rv->msgs, rv->cap * sizeof *rv->msgs);
-	}
 	if (2 * (rv->n + 1) > rv->nslots) {
 		free(rv->slots);
 		rv->nslots = rv->nslots ? 2 * rv->nslots : 128;
 		rv->slots = base_xcalloc(rv->nslots, sizeof *rv->slots);
-		for (size_t i = 0; i < rv->n; i++) *find_slot(rv, rv->msgs[i].rec.id) = i + 1;
+		for (size_t i = 0; i < rv->n; i++) {
+			uint64_t h = id_hash(rv->msgs[i].rec.id);
+			*find_slot(rv, rv->msgs[i].rec.id, h) =
+			    (struct slot){.idx = (uint32_t)i + 1, .tag = (uint32_t)(h >> 32)};
+		}
 	}
+	uint64_t h = id_hash(id);
+	struct slot *sl = find_slot(rv, id, h);
+	if (sl->idx) return NULL;
+	if (rv->n == rv->cap) {
+		rv->cap = rv->cap ? 2 * rv->cap : 64;
+		rv->msgs = base_xrealloc(rv->msgs, rv->cap * sizeof *rv->msgs);
+	}
+	*sl = (struct slot){.idx = (uint32_t)rv->n + 1, .tag = (uint32_t)(h >> 32)};
 	return &rv->msgs[rv->n++];
-}
-
-static void index_msg(struct recovery *rv, struct pending_msg *m)
-{
-	*find_slot(rv, m->rec.id) = (size_t)(m - rv->msgs) + 1;
 }
 
 /* Whether p, if it points into the block of n bytes at rec, points into
@@ -415,6 +430,54 @@ static void rebase(const char **p, uintptr_t old, size_t n, const uint8_t *rec)
 	if (v >= old && v < old + n) *p = (const char *)rec + (v - old);
 }
 
+/* A segment read in large blocks: recovery asks for a record's bytes by
+ * offset, in increasing order, and most records are served from the block
+ * already read, without a system call of their own. buf holds the file's
+ * bytes [base, base + len); it grows to hold the largest record asked for. */
+#ifdef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
+#define READ_BLOCK 64u /* the fuzzer's segments are small: records cross blocks */
+#else
+#define READ_BLOCK (1u << 20)
+#endif
+
+struct seg_reader {
+	int fd;
+	uint64_t size; /* the file's size when it was opened: nothing past it is read */
+	uint8_t *buf;
+	size_t cap, len;
+	uint64_t base;
+};
+
+/* Bytes [off, off + n) of the file, or NULL when they are not all there. */
+static const uint8_t *seg_bytes(struct seg_reader *rd, uint64_t off, size_t n)
+{
+	if (off >= rd->base && off + n <= rd->base + rd->len) return rd->buf + (off - rd->base);
+	if (off > rd->size || n > rd->size - off) return NULL;
+	/* keep what is already read from off on, and read behind it */
+	if (off >= rd->base && off < rd->base + rd->len) {
+		size_t skip = (size_t)(off - rd->base);
+		memmove(rd->buf, rd->buf + skip, rd->len - skip);
+		rd->len -= skip;
+	} else {
+		rd->len = 0;
+	}
+	rd->base = off;
+	if (rd->cap < n || rd->cap < READ_BLOCK) {
+		rd->cap = n > READ_BLOCK ? n : READ_BLOCK;
+		rd->buf = base_xrealloc(rd->buf, rd->cap);
+	}
+	while (rd->len < n) {
+		uint64_t at = rd->base + rd->len;
+		size_t want = rd->cap - rd->len;
+		if (want > rd->size - at) want = (size_t)(rd->size - at);
+		ssize_t got = pread(rd->fd, rd->buf + rd->len, want, (off_t)at);
+		if (got < 0 && errno == EINTR) continue;
+		if (got <= 0) return NULL;
+		rd->len += (size_t)got;
+	}
+	return rd->buf;
+}
+
 /* Reads one segment's records; cuts a torn tail off. */
 static int recover_segment(struct relay_spool *sp, uint32_t no, struct recovery *rv, int readonly,
                            struct base_err *err)
@@ -431,59 +494,58 @@ static int recover_segment(struct relay_spool *sp, uint32_t no, struct recovery 
 	sp->segs = base_xrealloc(sp->segs, (sp->nsegs + 1) * sizeof *sp->segs);
 	sp->segs[sp->nsegs++] = (struct segment){.no = no, .fd = -1};
 	uint64_t off = 0, size = (uint64_t)st.st_size;
-	uint8_t hdr[RELAY_RECORD_HDR];
+	struct seg_reader rd = {.fd = fd, .size = size};
 	while (off + RELAY_RECORD_HDR <= size) {
-		if (pread(fd, hdr, sizeof hdr, (off_t)off) != (ssize_t)sizeof hdr) break;
+		const uint8_t *hdr = seg_bytes(&rd, off, RELAY_RECORD_HDR);
+		if (!hdr) break;
 		uint32_t plen = get_u32(hdr + 8);
 		if (memcmp(hdr, "MRS1", 4) || plen > RELAY_RECORD_MAX ||
 		    off + RELAY_RECORD_HDR + plen > size)
 			break;
-		uint8_t *rec = base_xmalloc(RELAY_RECORD_HDR + (size_t)plen);
-		if (pread(fd, rec, RELAY_RECORD_HDR + (size_t)plen, (off_t)off) !=
-		    (ssize_t)(RELAY_RECORD_HDR + plen)) {
-			free(rec);
-			break;
-		}
+		size_t rlen = RELAY_RECORD_HDR + (size_t)plen;
+		const uint8_t *rec = seg_bytes(&rd, off, rlen);
+		if (!rec) break;
 		struct relay_record r;
 		struct base_err e2;
-		int n = relay_record_parse(rec, RELAY_RECORD_HDR + (size_t)plen, &r, &e2);
+		int n = relay_record_parse(rec, rlen, &r, &e2);
 		if (n <= 0) {
 			base_warn("spool %s/%s: offset %llu: %s", sp->dir, name,
 			          (unsigned long long)off, n < 0 ? e2.msg : "truncated record");
-			free(rec);
 			break;
 		}
-		if (r.type == 'M' && !find_msg(rv, r.id)) {
-			struct pending_msg *m = add_msg(rv);
-			m->payload = rec;
-			/* re-parse so the pointers point into the kept copy */
-			relay_record_parse(rec, (size_t)n, &m->rec, &e2);
-			index_msg(rv, m);
-			m->loc = (struct relay_loc){.seg = no,
-			                            .off = off + m->rec.body_off,
-			                            .len = (uint32_t)m->rec.body_len};
+		if (r.type == 'M' && rv->n == RECOVERY_MAX) {
+			close(fd);
+			free(rd.buf);
+			return base_errf(err, "spool %s: more than %u messages", sp->dir,
+			                 RECOVERY_MAX);
+		}
+		struct pending_msg *m;
+		if (r.type == 'M' && (m = add_msg(rv, r.id))) {
+			m->rec = r;
+			m->loc = (struct relay_loc){
+			    .seg = no, .off = off + r.body_off, .len = (uint32_t)r.body_len};
 			/* keep the envelope only: the body stays on disk, so that
 			 * recovering a large spool needs no more memory than the
 			 * queue it rebuilds */
-			size_t keep = m->rec.body_off;
-			if (keep < (size_t)n && below(m->rec.sender, rec, n, keep) &&
-			    below(m->rec.attrs, rec, n, keep) &&
-			    below(m->rec.rcpts, rec, n, keep)) {
-				uintptr_t old = (uintptr_t)rec;
-				m->payload = rec = base_xrealloc(rec, keep);
-				rebase(&m->rec.sender, old, keep, rec);
-				rebase(&m->rec.attrs, old, keep, rec);
-				rebase(&m->rec.rcpts, old, keep, rec);
-			}
+			size_t keep = r.body_off;
+			if (!below(r.sender, rec, (size_t)n, keep) ||
+			    !below(r.attrs, rec, (size_t)n, keep) ||
+			    !below(r.rcpts, rec, (size_t)n, keep))
+				keep = (size_t)n;
+			m->payload = base_xmalloc(keep);
+			memcpy(m->payload, rec, keep);
+			rebase(&m->rec.sender, (uintptr_t)rec, keep, m->payload);
+			rebase(&m->rec.attrs, (uintptr_t)rec, keep, m->payload);
+			rebase(&m->rec.rcpts, (uintptr_t)rec, keep, m->payload);
 			m->flags = NULL;
 			m->dsn = NULL;
 			m->dsn_len = 0;
-			m->states = base_xcalloc(r.nrcpt, sizeof *m->states);
-			m->attempts = base_xcalloc(r.nrcpt, sizeof *m->attempts);
-			m->next = base_xcalloc(r.nrcpt, sizeof *m->next);
-			rec = NULL;
+			/* one block: next, then states, then attempts */
+			m->next = base_xcalloc(r.nrcpt, sizeof *m->next + 2 * sizeof(uint32_t));
+			m->states = (uint32_t *)(m->next + r.nrcpt);
+			m->attempts = m->states + r.nrcpt;
 		} else if (r.type == 'S') {
-			struct pending_msg *m = find_msg(rv, r.id);
+			m = find_msg(rv, r.id);
 			if (m && r.rcpt_index < m->rec.nrcpt) {
 				m->states[r.rcpt_index] = r.state;
 				m->attempts[r.rcpt_index] = r.attempts;
@@ -493,16 +555,16 @@ static int recover_segment(struct relay_spool *sp, uint32_t no, struct recovery 
 				if (r.flags) m->flags[r.rcpt_index] |= r.flags;
 			}
 		} else if (r.type == 'P') {
-			struct pending_msg *m = find_msg(rv, r.id);
+			m = find_msg(rv, r.id);
 			if (m && !m->dsn) {
 				m->dsn = base_xmalloc(r.dsn_len + 1);
 				memcpy(m->dsn, r.dsn, r.dsn_len);
 				m->dsn_len = r.dsn_len;
 			}
 		}
-		free(rec);
 		off += (uint64_t)n;
 	}
+	free(rd.buf);
 	if (off < size && !readonly) {
 		base_warn("spool %s/%s: cutting %llu unreadable bytes at offset %llu", sp->dir,
 		          name, (unsigned long long)(size - off), (unsigned long long)off);
@@ -596,9 +658,7 @@ static int load(struct relay_spool *sp, int readonly, relay_recover_cb cb, void 
 		free(m->flags);
 		free(m->dsn);
 		free(m->payload);
-		free(m->states);
-		free(m->attempts);
-		free(m->next);
+		free(m->next); /* with states and attempts */
 	}
 	free(rv.msgs);
 	free(rv.slots);

@@ -3,7 +3,9 @@
  * reader: the input is read as a segment file, record after record, the
  * way recovery does (a record never claims more bytes than it was given,
  * and a parsed record's fields stay inside it); then the same bytes are
- * put in a real spool directory as a segment and recovered.
+ * put in a real spool directory as a segment and recovered. In this build
+ * recovery reads segments in blocks of 64 bytes (spool.c), so records
+ * cross blocks and outgrow them.
  */
 #include <fcntl.h>
 #include <stdio.h>

@@ -52,8 +52,12 @@ def start_relay(tmpdir, args, spool=None, port=None, preexec_fn=None, name="rela
     srv.logpath = os.path.join(tmpdir, "%s-%d-%d.log" % (name, port, int(time.time() * 1000)))
     srv.log = open(srv.logpath, "wb")
     import subprocess
+    # every relay of the tests checks its queue counters against the queue
+    # at each scheduler tick (and aborts if they differ), and makes every
+    # summary both ways, refusing to answer when they differ
+    env = dict(os.environ, MAILREP_QUEUE_VERIFY="1")
     srv.proc = subprocess.Popen(argv, stdout=srv.log, stderr=subprocess.STDOUT,
-                                preexec_fn=preexec_fn)
+                                preexec_fn=preexec_fn, env=env)
     try:
         wait_port(port, srv.proc)
     except Exception:

@@ -91,6 +91,9 @@ def test_summary_by_domain_and_site_matches_offline(datadir, servers):
     listed = queue(relay.spool, "--list")
     assert sorted(m["id"] for m in listed["messages"]) == sorted(ids)
     assert queue(relay.spool, "list", "2")["truncated"] is True
+    # a list is built in the relay's loop at once: it is bounded
+    q = queue(relay.spool, "list", "10001", check=False)
+    assert q.returncode != 0 and b"bad LIMIT '10001' (1 to 10000)" in q.stderr, q.stderr
     text = queue(relay.spool, json_out=False).stdout.decode()
     assert text.startswith("4 messages, 7 recipients pending") and "by site:" in text, text
     stop_clean(relay)
@@ -410,4 +413,119 @@ def test_suspend_and_bounce_by_account(datadir, servers):
     assert a[-1]["messages"] == 2 and a[-1]["recipients"] == 3
     q = queue(spool, "bounce", "account", "nobody")
     assert q["ok"] and q["recipients"] == 0
+    stop_clean(relay)
+
+
+def test_summary_counters_through_the_life_of_the_queue(datadir, servers, monkeypatch):
+    """The summary comes from counters kept as mail comes and goes; the test
+    relays (MAILREP_QUEUE_VERIFY) also make it by walking the queue and
+    refuse to answer when the two differ, and check the counters at every
+    scheduler tick. Here every kind of change goes by: receptions (several
+    domains in one message, two domains of one site, a domain in two
+    spellings, a pool), deliveries, deferrals, 5xx bounces, an
+    administrator's suspend, retry and bounce, expiry, and a restart."""
+    clock = os.path.join(datadir, "clock")
+
+    def at(t):
+        with open(clock, "w") as f:
+            f.write(t + "\n")
+
+    at("2026-01-01T00:00:00Z")
+    monkeypatch.setenv("MAILREP_NOW", "file:" + clock)
+    ok, grey, hard = start_sink(datadir), start_sink(datadir, ["-r", "RCPT"]), \
+        start_sink(datadir, ["-f", "RCPT"])
+    servers.extend([ok, grey, hard])
+    closed = free_port()
+    args = ["--route", "deliver.example=" + ok.hop, "--route", "defer.example=" + grey.hop,
+            "--route", "x.example=" + grey.hop, "--route", "y.example=" + grey.hop,
+            "--route", "bounce.example=" + hard.hop, "--route", "*=127.0.0.1:%d" % closed,
+            "--trusted", "127.0.0.1", "--retry-schedule", "1s", "--max-age", "1h",
+            "--pool", "bulk=127.0.0.1"]
+    relay = start_relay(datadir, args)
+    spool = relay.spool
+
+    def summary():
+        s = queue(spool)  # ok only if the counters agree with the walk
+        assert s.get("source") == "relay", relay.output()  # not aborted by a tick's check
+        return s, {d["domain"]: (d["messages"], d["recipients"], d["deferred"])
+                   for d in s["domains"]}, \
+            {x["site"]: (x["messages"], x["recipients"]) for x in s["sites"]}
+
+    m1 = submit(relay.port, "alice@example.com",
+                ["a@deliver.example", "b@defer.example", "c@bounce.example"])
+    m2 = submit(relay.port, "alice@example.com", ["d@defer.example", "e@Defer.EXAMPLE"])
+    m3 = submit(relay.port, "alice@example.com", ["f@nowhere.example"])
+    submit(relay.port, "alice@example.com", ["g@deliver.example"])
+    m5 = submit(relay.port, "alice@example.com", ["h@x.example", "i@y.example"],
+                "X-Mailrep-Pool: bulk\r\n" + message("m5"))
+    assert wait_for(lambda: len(of(relay, "delivery")) == 2)
+    assert wait_for(lambda: len(of(relay, "bounce")) == 1)
+    # six deferred, and the DSN of c's bounce to alice (the closed port)
+    assert wait_for(lambda: len(of(relay, "transient")) == 7)
+    s, doms, sites = summary()
+    # one message in two domains of one site counts once for the site
+    assert sites[grey.hop] == (3, 5), sites
+    assert doms["defer.example"] == (2, 3, 3) and doms["x.example"] == (1, 1, 1), doms
+    assert doms["nowhere.example"] == (1, 1, 1) and doms["example.com"] == (1, 1, 1)
+    assert "deliver.example" not in doms and "bounce.example" not in doms
+    assert {p["pool"]: p["messages"] for p in s["pools"]} == {"bulk": 1, None: 4}, s["pools"]
+    assert s["total"]["messages"] == 5 and s["total"]["recipients"] == 7, s["total"]
+    assert s["total"]["oldest"] == "2026-01-01T00:00:00Z"
+
+    # an administrator: a suspension, a retry, a bounce (and its DSN)
+    assert queue(spool, "suspend", "domain", "x.example")["ok"]
+    r = queue(spool, "retry", "domain", "defer.example")
+    assert r["recipients"] + r["busy"] == 3, r
+    again = {"b@defer.example", "d@defer.example", "e@Defer.EXAMPLE"}
+    assert wait_for(lambda: {e["rcpt"] for e in of(relay, "transient", attempts=2)} == again)
+    r = queue(spool, "bounce", "id", m3)
+    assert r["ok"] and r["recipients"] == 1
+    # m2's two deferred recipients leave a domain where m1's stays
+    r = queue(spool, "bounce", "id", m2)
+    assert r["ok"] and r["recipients"] == 2
+    s, doms, sites = summary()
+    assert "nowhere.example" not in doms and doms["x.example"] == (1, 1, 1), doms
+    assert doms["defer.example"] == (1, 1, 1), doms
+    assert s["total"]["messages"] == 5, s["total"]  # m2 and m3 left, their DSNs came
+    assert queue(spool, "resume", "domain", "x.example")["ok"]
+
+    # an hour later every deferred recipient expires at its next attempt
+    at("2026-01-01T01:00:05Z")
+    # (b, h, i, and the three DSNs, which get none of their own)
+    assert wait_for(lambda: len(of(relay, "expiry")) == 6), of(relay, "expiry")
+    assert {m1, m5} < {e["id"] for e in of(relay, "expiry")}
+    s, doms, sites = summary()
+    # only the expiry DSNs to alice are left, one per message
+    assert doms == {"example.com": (2, 2, s["domains"][0]["deferred"])}, doms
+    assert grey.hop not in sites
+    before = s["total"]
+
+    # recovery rebuilds the same counters
+    stop_clean(relay)
+    relay = start_relay(datadir, args, spool=spool, name="again")
+    servers.append(relay)
+    s, doms, sites = summary()
+    assert s["total"] == before and set(doms) == {"example.com"}
+    assert queue(spool, "bounce", "domain", "example.com")["ok"]
+    assert wait_for(lambda: queue(spool)["total"]["messages"] == 0)
+    s, doms, sites = summary()
+    assert s["total"] == {"messages": 0, "recipients": 0, "oldest": None}
+    assert doms == {} and sites == {} and s["pools"] == [] and s["accounts"] == []
+    stop_clean(relay)
+
+
+def test_list_is_bounded_by_recipients_too(datadir, servers):
+    relay = start_relay(datadir, ["--route", "*=127.0.0.1:%d" % free_port(),
+                                  "--trusted", "127.0.0.1", "--retry-schedule", "1h",
+                                  "--max-rcpts", "1000"])
+    servers.append(relay)
+    ids = [submit(relay.port, "alice@example.com",
+                  ["r%d@dest%d.example" % (i, i % 7) for i in range(1000)]) for _ in range(11)]
+    listed = queue(relay.spool, "list", "20")
+    # ten messages hold the 10,000 recipients a reply may hold: the newest ten
+    assert listed["truncated"] is True
+    assert [m["id"] for m in listed["messages"]] == ids[::-1][:10]
+    assert sum(len(m["rcpts"]) for m in listed["messages"]) == 10000
+    total = queue(relay.spool)["total"]
+    assert (total["messages"], total["recipients"]) == (11, 11000)
     stop_clean(relay)

@@ -227,6 +227,98 @@ static void test_spool_recovery(void **state)
 	assert_int_equal(system(cmd), 0);
 }
 
+struct counted {
+	uint32_t n, bad;
+	uint64_t attempts;
+};
+
+static void on_count(void *arg, const struct relay_record *m, const struct relay_loc *loc,
+                     const uint32_t *states, const uint32_t *attempts, const int64_t *next)
+{
+	struct counted *c = arg;
+	char want[32];
+	/* every third message is delivered: the others come back, in order */
+	uint32_t i = c->n + c->n / 2;
+	snprintf(want, sizeof want, "m%u", i);
+	if (strcmp(m->id, want) || m->nrcpt != 1 || strcmp(m->rcpts, "r@dest.example") ||
+	    states[0] != RELAY_RCPT_PENDING || next[0] != 1000 + i || loc->len == 0)
+		c->bad++;
+	c->attempts += attempts[0];
+	c->n++;
+}
+
+/* Recovery reads a segment in blocks of 1 MB: records that straddle a
+ * block, a record larger than a block, and a bad checksum past the first
+ * blocks are read exactly as record by record (everything before the bad
+ * record kept, the tail from it cut). */
+static void test_spool_recovery_in_blocks(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/mailrep-spool-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	struct relay_spool *sp;
+	struct base_err err;
+	struct counted c = {0};
+	assert_int_equal(relay_spool_open(&sp, dir, on_count, &c, &err), 0);
+	const char *rc[] = {"r@dest.example"};
+	size_t big = 3u << 20;
+	char *body = base_xmalloc(big);
+	memset(body, 'y', big);
+	struct relay_loc loc, bigloc = {0}, cut = {0};
+	char id[32], path[256];
+	off_t cut_at = 0;
+	for (uint32_t i = 0; i < 6000; i++) {
+		snprintf(id, sizeof id, "m%u", i);
+		if (i == 5000) { /* the record to damage: the file ends here before it */
+			struct stat st;
+			snprintf(path, sizeof path, "%s/seg-%08u", dir, loc.seg);
+			assert_int_equal(stat(path, &st), 0);
+			cut_at = st.st_size;
+		}
+		/* bodies of 333 bytes, and one of 3 MB */
+		size_t len = i == 1500 ? big : 333;
+		assert_int_equal(
+		    relay_spool_add(sp, id, "s@x.example", "", 1, rc, 1, body, len, &loc, &err), 0);
+		if (i == 1500) bigloc = loc;
+		if (i == 5000) cut = loc;
+		uint32_t st = i % 3 == 2 ? RELAY_RCPT_DELIVERED : RELAY_RCPT_PENDING;
+		assert_int_equal(relay_spool_state(sp, id, 0, st, 1 + i % 2, 1000 + i, &err), 0);
+	}
+	assert_int_equal(relay_spool_commit(sp, &err), 0);
+	relay_spool_close(sp);
+	assert_int_equal(cut.seg, bigloc.seg); /* all in one segment */
+
+	/* the whole spool comes back */
+	assert_int_equal(relay_spool_scan(dir, on_count, &c, &err), 0);
+	assert_int_equal(c.n, 4000);
+	assert_int_equal(c.bad, 0);
+	assert_int_equal(c.attempts, 6000); /* 1 or 2, alternately */
+
+	/* a damaged body: recovery stops at its record and cuts it off */
+	int fd = open(path, O_WRONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, "z", 1, (off_t)cut.off + 100), 1);
+	close(fd);
+	memset(&c, 0, sizeof c);
+	assert_int_equal(relay_spool_open(&sp, dir, on_count, &c, &err), 0);
+	assert_int_equal(c.n, 3334); /* m0 .. m4999, less the delivered ones */
+	assert_int_equal(c.bad, 0);
+	struct stat st;
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_size, cut_at);
+	struct base_buf b;
+	base_buf_init(&b);
+	assert_int_equal(relay_spool_read(sp, &bigloc, &b, &err), 0);
+	assert_int_equal(b.len, big);
+	assert_int_equal(memcmp(b.data, body, big), 0);
+	base_buf_free(&b);
+	relay_spool_close(sp);
+	free(body);
+	char cmd[300];
+	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 /* A pinned spool does not rotate: a DSN and the states behind it share a
  * segment, so a crash cannot keep the states and lose the DSN. */
 static void test_spool_pin(void **state)
@@ -365,11 +457,15 @@ static void test_classify(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_record_roundtrip), cmocka_unit_test(test_record_bounds),
+	    cmocka_unit_test(test_record_roundtrip),
+	    cmocka_unit_test(test_record_bounds),
 	    cmocka_unit_test(test_record_without_attrs),
-	    cmocka_unit_test(test_spool_recovery),   cmocka_unit_test(test_spool_pin),
+	    cmocka_unit_test(test_spool_recovery),
+	    cmocka_unit_test(test_spool_recovery_in_blocks),
+	    cmocka_unit_test(test_spool_pin),
 	    cmocka_unit_test(test_schedule),
-	    cmocka_unit_test(test_check_rcpt),       cmocka_unit_test(test_classify),
+	    cmocka_unit_test(test_check_rcpt),
+	    cmocka_unit_test(test_classify),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -142,6 +142,8 @@ static void test_ctl_parse(void **state)
 	assert_int_equal(parse("list\r", &q, &err), 0);
 	assert_int_equal(q.op, RELAY_CTL_LIST);
 	assert_int_equal(q.limit, 1000);
+	assert_int_equal(parse("list 10000", &q, &err), 0);
+	assert_int_equal(q.limit, RELAY_CTL_LIST_MAX);
 	assert_int_equal(parse("list 5", &q, &err), 0);
 	assert_int_equal(q.limit, 5);
 	assert_int_equal(parse("suspend domain Example.COM", &q, &err), 0);
@@ -178,6 +180,7 @@ static void test_ctl_parse(void **state)
 	    {"summary now", "no argument"},
 	    {"list 0", "LIMIT"},
 	    {"list 99999999999", "LIMIT"},
+	    {"list 10001", "LIMIT"},
 	    {"list -1", "LIMIT"},
 	    {"suspend", "what?"},
 	    {"suspend id x", "domain, site, pool or account"},
