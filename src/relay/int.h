@@ -138,6 +138,8 @@ struct evconnlistener;
 struct relay_control;
 struct relay_authc;
 struct relay_mtasts;
+struct relay_tlsrpt;
+struct relay_dane;
 
 struct relay_ctx {
 	const struct relay_config *cfg;
@@ -181,6 +183,7 @@ struct relay_ctx {
 	struct relay_mtasts *mtasts; /* MTA-STS policies (mtasts.h); NULL: off */
 	const char *acct_sts;        /* the attempt's MTA-STS outcome for accounting; NULL: none */
 	int acct_dane;               /* the usage (2, 3) of the TLSA record that matched; 0: none */
+	struct relay_tlsrpt *tlsrpt; /* TLS reporting (tlsrpt.c); NULL: off */
 };
 
 /* A name kept once for the daemon's life (accounts and pools are few). */
@@ -309,6 +312,16 @@ void relay_lookup_arm(struct relay_ctx *x);
 
 /* tls.c: the STARTTLS policy for a recipient domain */
 enum relay_tls_mode relay_tls_mode_for(const struct relay_config *c, const char *domain);
+
+/* tlsrpt.c: TLS reporting (RFC 8460). relay_tlsrpt_note counts one
+ * session to domain's MX host mx (receiving IP rip, from sending IP sip;
+ * any may be NULL): result 0 for a successful TLS session, else an enum
+ * tlsrpt_result; dn: DANE for the host (NULL: it does not apply), which
+ * makes the policy tlsa, else the domain's MTA-STS policy, else none. */
+int relay_tlsrpt_start(struct relay_ctx *x, struct base_err *err);
+void relay_tlsrpt_stop(struct relay_ctx *x);
+void relay_tlsrpt_note(struct relay_ctx *x, const char *domain, const struct relay_dane *dn,
+                       int result, const char *sip, const char *rip, const char *mx);
 
 /* mta.c */
 void relay_mta_pump(struct relay_ctx *x, struct dest *d);

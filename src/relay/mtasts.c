@@ -51,6 +51,7 @@
 #include "dns/dns.h"
 #include "relay/int.h"
 #include "relay/mtasts.h"
+#include "relay/tlsrpt.h"
 #include "relay/tls.h"
 
 #define NEG_SECONDS   300 /* no record, an invalid one, a failed fetch */
@@ -383,6 +384,13 @@ static void fetch_done(struct relay_work *w)
 		} else {
 			snprintf(e->failed_id, sizeof e->failed_id, "%s", f->id);
 			e->fetch_next = now + NEG_SECONDS;
+			/* for TLS reports (RFC 8460 4.3.2.2) */
+			relay_tlsrpt_note(
+			    f->s->x, e->domain, NULL,
+			    !strncmp(f->why, "policy: ", 8)              ? TLSRPT_STS_POLICY_INVALID
+			    : strstr(f->why, "certificate not accepted") ? TLSRPT_STS_WEBPKI_INVALID
+			                                                 : TLSRPT_STS_FETCH_ERROR,
+			    NULL, NULL, NULL);
 			if (active(e, now))
 				base_warn("mta-sts %s: fetching https://%s/.well-known/mta-sts.txt "
 				          "failed: %s; the cached policy (id %s) stays in force",
@@ -662,6 +670,13 @@ int relay_mtasts_tls(struct relay_ctx *x, const char *domain)
 	const struct mtasts_policy *p = e ? active(e, base_now()) : NULL;
 	if (!p) return 0;
 	return p->mode == MTASTS_ENFORCE ? 1 : p->mode == MTASTS_TESTING ? 2 : 0;
+}
+
+const struct mtasts_policy *relay_mtasts_policy(struct relay_ctx *x, const char *domain)
+{
+	if (!x->mtasts || explicit_tls(x->cfg, domain)) return NULL;
+	struct sts_entry *e = entry_for(x, domain, 0);
+	return e ? active(e, base_now()) : NULL;
 }
 
 const char *relay_mtasts_acct(struct relay_ctx *x, const char *domain, const char *mx, int tls,

@@ -1,0 +1,187 @@
+"""SMTP TLS Reporting (RFC 8460) from mailrep relay, end to end on loopback.
+
+knotd serves the recipient domains: their MX, `_smtp._tls` TXT records
+asking for reports by mail to tlsrpt@reports.example, and for one domain
+an MTA-STS record. The MX hosts are a second relay (B) with STARTTLS and a
+CA-signed certificate at 127.0.0.1, and smtp-sink (no STARTTLS) at
+127.0.0.2 on the same port (the fixtures of test_relay_mta_sts.py). The
+reports go, by --route, to another smtp-sink, whose dumps are read back:
+headers, attachment name, and the gzip JSON inside.
+
+The relay's clock is MAILREP_NOW=file:PATH: the sessions happen at noon
+of day D, the counters are written a minute later without a restart, and
+after a restart the clock is moved past midnight, when the day's reports
+are looked up and sent (--tlsrpt-delay 0: at once)."""
+import base64
+import email
+import email.policy
+import gzip
+import json
+import os
+import subprocess
+import time
+
+from conftest import MAILREP, datadir, free_port, servers  # noqa: F401 (fixtures)
+from knot import soa, start_knot
+from relay_util import events, message, sink_files, start_relay, start_sink, stop_clean, \
+    submit, wait_for
+from test_relay_mta_sts import PolicyServer, make_ca, policy, receiver
+
+RUA = '_smtp._tls TXT "v=TLSRPTv1; rua=mailto:tlsrpt@reports.example"\n'
+
+
+def show(spool, *args):
+    r = subprocess.run([MAILREP, "tlsrpt", "show", "--spool", spool, "--hostname", "relay.test",
+                        "--org", "Example ESP", "--contact", "postmaster@esp.example"]
+                       + list(args), capture_output=True, text=True)
+    return r
+
+
+def reports(out):
+    return {json.loads(line)["policies"][0]["policy"]["policy-domain"]: json.loads(line)
+            for line in out.splitlines() if line.strip()}
+
+
+def test_reports_by_mail_after_midnight(datadir, servers, monkeypatch):
+    ca, sign = make_ca(datadir)
+    hcert, hkey = sign("https", ["mta-sts.sts.example"])
+    web = PolicyServer(hcert, hkey)
+    servers.append(web)
+    # testing mode, and B's certificate is not for mx.sts.example
+    web.policies["mta-sts.sts.example"] = policy("testing", "mx.sts.example")
+    b, bsink, plain = receiver(datadir, servers, sign, ["mx.ok.example"])
+    mx = "@ MX 10 mx\nmx A %s\n"
+    zones = {
+        "req.example": soa("req.example") + mx % "127.0.0.2" + RUA,
+        "ok.example": soa("ok.example") + mx % "127.0.0.1" +
+        '_smtp._tls TXT "v=TLSRPTv1;rua=mailto:tlsrpt@reports.example?subject=x"\n',
+        "sts.example": soa("sts.example") + mx % "127.0.0.1" +
+        'mta-sts A 127.0.0.1\n_mta-sts TXT "v=STSv1; id=1;"\n' + RUA,
+        # counted, but publishes no record: no report
+        "norpt.example": soa("norpt.example") + mx % "127.0.0.2",
+        # a broken record: no report, and the log says why
+        "bad.example": soa("bad.example") + mx % "127.0.0.2" +
+        '_smtp._tls TXT "v=TLSRPTv1; rua=mailto:nobody"\n',
+    }
+    knot = start_knot(datadir, zones)
+    servers.append(knot)
+    rsink = start_sink(datadir)
+    servers.append(rsink)
+
+    clock = os.path.join(datadir, "clock")
+    noon = int(time.time()) // 86400 * 86400 + 43200
+    day = time.strftime("%Y-%m-%d", time.gmtime(noon))
+
+    def set_clock(t):
+        with open(clock + ".tmp", "w") as f:
+            f.write(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)))
+        os.replace(clock + ".tmp", clock)
+    set_clock(noon)
+    monkeypatch.setenv("MAILREP_NOW", "file:" + clock)
+    spool = os.path.join(datadir, "a-spool")
+    args = ["--trusted", "127.0.0.1/32", "--resolver", knot.resolver,
+            "--smtp-port", str(b.port), "--retry-schedule", "1h", "--max-age", "3d",
+            "--tls-ca", ca, "--mta-sts-port", str(web.port), "--mta-sts-timeout", "10s",
+            "--tls-policy", "req.example=required", "--tls-policy", "norpt.example=required",
+            "--tls-policy", "bad.example=required",
+            "--route", "reports.example=127.0.0.1:%d" % rsink.port,
+            "--tlsrpt", "on", "--tlsrpt-delay", "0", "--tlsrpt-org", 'Example "ESP"',
+            "--tlsrpt-contact", "postmaster@esp.example",
+            "--tlsrpt-from", "tlsrpt-noreply@esp.example"]
+    a = start_relay(datadir, args, spool=spool, name="a")
+    servers.append(a)
+    rcpts = ["u@req.example", "u@ok.example", "u@sts.example", "u@norpt.example",
+             "u@bad.example"]
+    for r in rcpts:
+        submit(a.port, "alice@example.com", [r], data=message(r))
+
+    def outcomes():
+        return {e["rcpt"]: e for e in events(a) if e["event"] in ("delivery", "transient")}
+    assert wait_for(lambda: len(outcomes()) == 5), a.output()
+    o = outcomes()
+    assert o["u@ok.example"]["event"] == "delivery" and o["u@ok.example"]["tls"] is True
+    assert o["u@sts.example"]["mta_sts"] == "testing-fail", o
+    for r in ("u@req.example", "u@norpt.example", "u@bad.example"):
+        assert o[r]["event"] == "transient" and "4.7.5" in o[r]["reply"], o
+
+    # a minute later the counters are on disk, the relay still running
+    state = os.path.join(spool, "tlsrpt", day)
+    assert not os.path.exists(state)
+    set_clock(noon + 61)
+    assert wait_for(lambda: os.path.exists(state), timeout=5), a.output()
+    r = show(spool, "--day", day)
+    assert r.returncode == 0, r.stderr
+    shown = reports(r.stdout)
+    assert sorted(shown) == ["bad.example", "norpt.example", "ok.example", "req.example",
+                             "sts.example"], r.stdout
+    req = shown["req.example"]
+    assert req["organization-name"] == "Example ESP"
+    assert req["contact-info"] == "postmaster@esp.example"
+    assert req["date-range"] == {"start-datetime": day + "T00:00:00Z",
+                                 "end-datetime": day + "T23:59:59Z"}
+    # a local "required" is no published policy: no-policy-found (RFC 8460 4.4)
+    assert req["policies"] == [{
+        "policy": {"policy-type": "no-policy-found", "policy-domain": "req.example"},
+        "summary": {"total-successful-session-count": 0, "total-failure-session-count": 1},
+        "failure-details": [{"result-type": "starttls-not-supported",
+                             "sending-mta-ip": "127.0.0.1",
+                             "receiving-mx-hostname": "mx.req.example",
+                             "receiving-ip": "127.0.0.2", "failed-session-count": 1}]}]
+    assert shown["ok.example"]["policies"] == [{
+        "policy": {"policy-type": "no-policy-found", "policy-domain": "ok.example"},
+        "summary": {"total-successful-session-count": 1, "total-failure-session-count": 0}}]
+    sts = shown["sts.example"]["policies"]
+    assert sts == [{
+        "policy": {"policy-type": "sts",
+                   "policy-string": ["version: STSv1", "mode: testing", "mx: mx.sts.example",
+                                     "max_age: 86400"],
+                   "policy-domain": "sts.example", "mx-host": ["mx.sts.example"]},
+        "summary": {"total-successful-session-count": 0, "total-failure-session-count": 1},
+        "failure-details": [{"result-type": "certificate-host-mismatch",
+                             "sending-mta-ip": "127.0.0.1",
+                             "receiving-mx-hostname": "mx.sts.example",
+                             "receiving-ip": "127.0.0.1", "failed-session-count": 1}]}], sts
+    r = show(spool, "--day", day, "--domain", "nosuch.example")
+    assert r.returncode != 0 and "no TLS counters for nosuch.example" in r.stderr
+    stop_clean(a)
+    assert not sink_files(rsink)
+
+    # after midnight (and a restart) the reports go out
+    set_clock(noon + 12 * 3600 + 30)
+    a = start_relay(datadir, args, spool=spool, name="a2")
+    servers.append(a)
+    assert wait_for(lambda: len(sink_files(rsink)) == 3), a.output()
+    assert wait_for(lambda: os.path.exists(state + ".sent")), a.output()
+    assert not os.path.exists(state)
+    assert "tlsrpt bad.example: TXT record at _smtp._tls.bad.example: bad mailto URI" \
+        in a.output(), a.output()
+    got = {}
+    for raw in sink_files(rsink):
+        m = email.message_from_bytes(raw, policy=email.policy.default)
+        got[m["TLS-Report-Domain"]] = m
+    assert sorted(got) == ["ok.example", "req.example", "sts.example"]
+    begin = noon - 43200
+    for dom, m in got.items():
+        assert m["TLS-Report-Submitter"] == "esp.example"
+        assert m["To"].addresses[0].addr_spec == "tlsrpt@reports.example"
+        assert m["From"].addresses[0].addr_spec == "tlsrpt-noreply@esp.example"
+        rid = "%s.%s@relay.test" % (day, dom)
+        assert m["Subject"] == "Report Domain: %s Submitter: esp.example Report-ID: <%s>" % (
+            dom, rid)
+        assert m.get_content_type() == "multipart/report"
+        assert m.get_param("report-type") == "tlsrpt"
+        parts = [p for p in m.iter_parts() if p.get_content_type() == "application/tlsrpt+gzip"]
+        assert len(parts) == 1
+        assert parts[0].get_filename() == "esp.example!%s!%d!%d.json.gz" % (
+            dom, begin, begin + 86399)
+        rep = json.loads(gzip.decompress(base64.b64decode(parts[0].get_payload())))
+        assert rep["report-id"] == rid
+        assert rep["organization-name"] == 'Example "ESP"'
+        assert rep["policies"] == shown[dom]["policies"], (dom, rep)
+    # queued and delivered like other mail, from --tlsrpt-from
+    dl = [e for e in events(a) if e["event"] == "delivery" and
+          e.get("rcpt") == "tlsrpt@reports.example"]
+    assert len(dl) == 3 and all(e["sender"] == "tlsrpt-noreply@esp.example" for e in dl), dl
+    # the day reported is shown still, from DAY.sent
+    assert show(spool, "--day", day).returncode == 0
+    stop_clean(a)
