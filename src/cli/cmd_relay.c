@@ -79,6 +79,7 @@ static const char relay_help[] =
     "  --tlsrpt-from ADDR         the reports' sender (default: the null sender)\n"
     "  --tlsrpt-delay DURATION    the most the reports wait after midnight UTC, at random\n"
     "                             (1h; 0 for tests)\n"
+    "  --tlsrpt-port N            HTTPS port of every https: report URI (for tests)\n"
     "  --hash-password            read a password on stdin, print its hash for [account]\n"
     "  -c, --config FILE          read the [relay], [pool NAME], [domain NAME] and\n"
     "                             [account NAME] sections of an INI file first\n"
@@ -421,6 +422,7 @@ int cli_relay(int argc, char **argv)
 	                                     {"tlsrpt-contact", required_argument, NULL, O_BASE},
 	                                     {"tlsrpt-from", required_argument, NULL, O_BASE},
 	                                     {"tlsrpt-delay", required_argument, NULL, O_BASE},
+	                                     {"tlsrpt-port", required_argument, NULL, O_BASE},
 	                                     {"auth-without-tls", no_argument, NULL, 'A'},
 	                                     {"hash-password", no_argument, NULL, 'H'},
 	                                     {"config", required_argument, NULL, 'c'},

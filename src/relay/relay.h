@@ -399,6 +399,7 @@ struct relay_config {
 	int tlsrpt;
 	const char *tlsrpt_org, *tlsrpt_contact, *tlsrpt_from;
 	uint32_t tlsrpt_delay;
+	uint16_t tlsrpt_port; /* the port of every https: report URI (0: the URI's; for tests) */
 };
 
 /* The MTA-STS settings (mta-sts = on|off, mta-sts-port, mta-sts-timeout):
@@ -406,7 +407,7 @@ struct relay_config {
 int relay_mtasts_set(struct relay_config *c, const char *key, const char *value,
                      struct base_err *err);
 /* The TLS reporting settings (tlsrpt = on|off, tlsrpt-org, tlsrpt-contact,
- * tlsrpt-from, tlsrpt-delay; values are kept, not copied): 0, -1 with err,
+ * tlsrpt-from, tlsrpt-delay, tlsrpt-port; values are kept, not copied): 0, -1 with err,
  * or 1 when key is not one of them (tlsrpt.c). */
 int relay_tlsrpt_set(struct relay_config *c, const char *key, const char *value,
                      struct base_err *err);

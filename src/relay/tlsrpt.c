@@ -24,14 +24,21 @@
  * (the null sender, or --tlsrpt-from; DKIM-signed when a key applies).
  * When every answer is in, the file is renamed DAY.sent. A shutdown in the
  * middle leaves the file as it is: the next start reports the day again
- * (a domain may get its report twice). https: URIs are not posted to yet:
- * they are logged and skipped.
+ * (a domain may get its report twice). For an https: URI the host's
+ * addresses are asked through the same resolver, then a worker thread
+ * POSTs the gzip report (Content-Type application/tlsrpt+gzip) with the
+ * MTA-STS fetch's HTTPS client (https.c: the certificate verified against
+ * --tls-ca or the system store, for the URI's host); a 2xx answer is
+ * success, anything else is logged. A failed POST or mail is not retried
+ * by this module (a mail is retried by the queue like any other).
  */
 #include <dirent.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <openssl/evp.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,11 +49,34 @@
 
 #include "dns/dns.h"
 #include "relay/dane.h"
+#include "relay/https.h"
 #include "relay/int.h"
 #include "relay/mtasts.h"
+#include "relay/tls.h"
 #include "relay/tlsrpt.h"
 
 #define SAVE_SECONDS 60
+#define POST_ADDRS   8
+#define POST_TIMEOUT 60 /* seconds for one POST, over every address */
+#define POST_REPLY   16384
+
+/* A report on its way to an https: URI: the host's addresses through the
+ * resolver, then the POST on the worker thread. Owned by the relay_tlsrpt
+ * list while its lookups run, by the worker pool once submitted. */
+struct post {
+	struct relay_work work;
+	struct relay_tlsrpt *t;
+	char domain[256], host[256], path[TLSRPT_URI_MAX];
+	uint16_t port;
+	struct base_buf body; /* the gzip report */
+	struct base_sockaddr addrs[POST_ADDRS];
+	size_t naddrs;
+	unsigned pending; /* address queries in flight */
+	SSL_CTX *ctx;
+	int ok;
+	char why[512];
+	struct post *next; /* in relay_tlsrpt.posts while looking up */
+};
 
 struct relay_tlsrpt {
 	struct relay_ctx *x;
@@ -64,6 +94,9 @@ struct relay_tlsrpt {
 	struct tlsrpt_domain **doms;
 	size_t pending;
 	unsigned sent;
+	struct relay_workers *workers; /* the POSTs; NULL until the first */
+	struct post *posts;            /* looking up their host */
+	atomic_int stop;
 };
 
 struct txt_q {
@@ -313,6 +346,148 @@ static void send_mail(struct relay_tlsrpt *t, const struct tlsrpt_domain *dom, c
 	base_buf_free(&m);
 }
 
+/* ---- https: POST (section 5.2) ------------------------------------------------- */
+
+static void post_free(struct post *p)
+{
+	base_buf_free(&p->body);
+	free(p);
+}
+
+static void post_run(struct relay_work *w)
+{
+	struct post *p = (struct post *)w;
+	struct base_buf req, resp;
+	base_buf_init(&req);
+	base_buf_init(&resp);
+	base_buf_printf(&req,
+	                "POST %s HTTP/1.0\r\nHost: %s\r\nUser-Agent: mailrep\r\n"
+	                "Content-Type: application/tlsrpt+gzip\r\nContent-Length: %zu\r\n"
+	                "Connection: close\r\n\r\n",
+	                p->path, p->host, p->body.len);
+	base_buf_append(&req, p->body.data, p->body.len);
+	struct relay_https h = {.ctx = p->ctx,
+	                        .host = p->host,
+	                        .port = p->port,
+	                        .stop = &p->t->stop,
+	                        .deadline = base_mono_ns() + POST_TIMEOUT * 1000000000ull,
+	                        .max = POST_REPLY};
+	snprintf(p->why, sizeof p->why, "no address");
+	for (size_t i = 0; i < p->naddrs && !p->ok; i++) {
+		resp.len = 0;
+		if (relay_https_exchange(&h, &p->addrs[i], req.data, req.len, &resp, p->why,
+		                         sizeof p->why) < 0)
+			continue;
+		/* "HTTP/1.x NNN ...": 2xx is taken */
+		base_buf_append(&resp, "", 1);
+		const char *s = resp.data;
+		size_t line = strcspn(s, "\r\n");
+		if (strncmp(s, "HTTP/1.", 7) || line < 12 || s[8] != ' ')
+			snprintf(p->why, sizeof p->why, "not an HTTP response");
+		else if (s[9] == '2')
+			p->ok = 1;
+		else
+			snprintf(p->why, sizeof p->why, "the server answered '%.*s'",
+			         (int)(line > 200 ? 200 : line), s);
+	}
+	base_buf_free(&req);
+	base_buf_free(&resp);
+}
+
+static void post_done(struct relay_work *w)
+{
+	struct post *p = (struct post *)w;
+	if (w->ran && p->ok)
+		base_info("tlsrpt %s: report posted to https://%s:%u%s", p->domain, p->host,
+		          p->port, p->path);
+	else if (w->ran)
+		base_warn("tlsrpt %s: posting the report to https://%s:%u%s failed: %s", p->domain,
+		          p->host, p->port, p->path, p->why);
+	post_free(p);
+}
+
+static void post_unlist(struct post *p)
+{
+	struct post **pp = &p->t->posts;
+	while (*pp && *pp != p) pp = &(*pp)->next;
+	if (*pp) *pp = p->next;
+}
+
+static void on_post_addr(void *arg, const char *name, uint16_t type, struct dns_answer *ans)
+{
+	struct post *p = arg;
+	p->pending--;
+	for (size_t i = 0; ans->status == DNS_LOOKUP_OK && i < ans->n; i++) {
+		struct dns_record *r = &ans->rr[i];
+		if (p->naddrs == POST_ADDRS) break;
+		struct base_sockaddr *a = &p->addrs[p->naddrs];
+		memset(a, 0, sizeof *a);
+		if (type == DNS_T_A && r->len == 4) {
+			a->family = AF_INET;
+			memcpy(a->a.v4, r->data, 4);
+			p->naddrs++;
+		} else if (type == DNS_T_AAAA && r->len == 16) {
+			a->family = AF_INET6;
+			memcpy(a->a.v6, r->data, 16);
+			p->naddrs++;
+		}
+	}
+	/* stopping: relay_tlsrpt_stop frees what is still listed */
+	if (p->pending || p->t->x->stopping) return;
+	post_unlist(p);
+	if (!p->naddrs) {
+		base_warn("tlsrpt %s: %s has no address: the report is not posted", p->domain,
+		          p->host);
+		post_free(p);
+		return;
+	}
+	struct relay_tlsrpt *t = p->t;
+	struct base_err err;
+	if (!t->workers && !(t->workers = relay_workers_new(t->x->base, 1, &err))) {
+		base_warn("tlsrpt %s: %s", p->domain, err.msg);
+		post_free(p);
+		return;
+	}
+	relay_workers_submit(t->workers, &p->work);
+}
+
+/* https://host[:port][/path] (checked by tlsrpt_txt_parse). */
+static void send_post(struct relay_tlsrpt *t, const struct tlsrpt_domain *dom, const char *uri,
+                      const struct base_buf *gz)
+{
+	struct relay_ctx *x = t->x;
+	struct post *p = base_xcalloc(1, sizeof *p);
+	p->work.run = post_run;
+	p->work.done = post_done;
+	p->t = t;
+	p->ctx = x->tls->verify;
+	snprintf(p->domain, sizeof p->domain, "%s", dom->name);
+	const char *h = uri + 8, *e = h + strcspn(h, ":/");
+	snprintf(p->host, sizeof p->host, "%.*s", (int)(e - h), h);
+	p->port = 443;
+	if (*e == ':') p->port = (uint16_t)atoi(e + 1);
+	if (x->cfg->tlsrpt_port) p->port = x->cfg->tlsrpt_port;
+	const char *path = strchr(h, '/');
+	snprintf(p->path, sizeof p->path, "%s", path ? path : "/");
+	base_buf_init(&p->body);
+	base_buf_append(&p->body, gz->data, gz->len);
+	p->next = t->posts;
+	t->posts = p;
+	static const uint16_t types[2] = {DNS_T_A, DNS_T_AAAA};
+	struct base_err err;
+	p->pending = 1; /* held while submitting */
+	for (int k = 0; k < 2; k++) {
+		p->pending++;
+		if (dns_resolver_submit(x->resolver, p->host, types[k], on_post_addr, p, &err) < 0)
+			p->pending--;
+	}
+	relay_lookup_arm(x);
+	struct dns_answer none;
+	dns_answer_init(&none);
+	none.status = DNS_LOOKUP_NODATA;
+	on_post_addr(p, p->host, 0, &none); /* drops the hold */
+}
+
 static void report_id(const char *day, const char *domain, const char *host, char *out, size_t n)
 {
 	snprintf(out, n, "%s.%s@%s", day, domain, host);
@@ -340,7 +515,7 @@ static void report_domain(struct relay_tlsrpt *t, const struct tlsrpt_domain *do
 			if (q) *q = 0;
 			send_mail(t, dom, addr, rid, &gz);
 		} else {
-			base_warn("tlsrpt %s: %s: https reports are not sent yet", dom->name, u);
+			send_post(t, dom, u, &gz);
 		}
 	}
 	base_buf_free(&json);
@@ -524,6 +699,7 @@ int relay_tlsrpt_start(struct relay_ctx *x, struct base_err *err)
 	t->ev = event_new(x->base, -1, EV_PERSIST, on_second, t);
 	struct timeval sec = {1, 0};
 	evtimer_add(t->ev, &sec);
+	atomic_init(&t->stop, 0);
 	x->tlsrpt = t;
 	(void)err;
 	return 0;
@@ -535,6 +711,13 @@ void relay_tlsrpt_stop(struct relay_ctx *x)
 	if (!t) return;
 	save(t);
 	event_free(t->ev);
+	atomic_store(&t->stop, 1);
+	relay_workers_free(t->workers); /* a POST under way ends; done() frees it */
+	while (t->posts) {
+		struct post *p = t->posts;
+		t->posts = p->next;
+		post_free(p);
+	}
 	tlsrpt_day_free(&t->day);
 	tlsrpt_day_free(&t->rep);
 	free(t->doms);
@@ -564,6 +747,12 @@ int relay_tlsrpt_set(struct relay_config *c, const char *key, const char *value,
 		if (!at || at == value || !at[1] || strpbrk(value, " <>\"\t\r\n"))
 			return base_errf(err, "tlsrpt-from: expected an address, not '%s'", value);
 		c->tlsrpt_from = value;
+	} else if (!strcmp(key, "tlsrpt-port")) {
+		uint64_t n;
+		int k = base_parse_uint(value, 65535, &n);
+		if (k <= 0 || value[k] || n == 0)
+			return base_errf(err, "tlsrpt-port: bad port '%s'", value);
+		c->tlsrpt_port = (uint16_t)n;
 	} else if (!strcmp(key, "tlsrpt-delay")) {
 		uint32_t t;
 		if (base_parse_duration(value, &t, err) < 0) return -1;

@@ -16,9 +16,12 @@ import base64
 import email
 import email.policy
 import gzip
+import http.server
 import json
 import os
+import ssl
 import subprocess
+import threading
 import time
 
 from conftest import MAILREP, datadir, free_port, servers  # noqa: F401 (fixtures)
@@ -28,6 +31,36 @@ from relay_util import events, message, sink_files, start_relay, start_sink, sto
 from test_relay_mta_sts import PolicyServer, make_ca, policy, receiver
 
 RUA = '_smtp._tls TXT "v=TLSRPTv1; rua=mailto:tlsrpt@reports.example"\n'
+
+
+class ReportServer:
+    """HTTPS on 127.0.0.1 recording each POST: (path, headers, body)."""
+
+    def __init__(self, cert, key):
+        self.posts = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                outer.posts.append((self.path, dict(self.headers), self.rfile.read(n)))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.port = free_port()
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
 
 
 def show(spool, *args):
@@ -49,6 +82,9 @@ def test_reports_by_mail_after_midnight(datadir, servers, monkeypatch):
     servers.append(web)
     # testing mode, and B's certificate is not for mx.sts.example
     web.policies["mta-sts.sts.example"] = policy("testing", "mx.sts.example")
+    rcert, rkey = sign("rpt", ["rpt.reports.example"])
+    rweb = ReportServer(rcert, rkey)
+    servers.append(rweb)
     b, bsink, plain = receiver(datadir, servers, sign, ["mx.ok.example"])
     mx = "@ MX 10 mx\nmx A %s\n"
     zones = {
@@ -62,6 +98,10 @@ def test_reports_by_mail_after_midnight(datadir, servers, monkeypatch):
         # a broken record: no report, and the log says why
         "bad.example": soa("bad.example") + mx % "127.0.0.2" +
         '_smtp._tls TXT "v=TLSRPTv1; rua=mailto:nobody"\n',
+        # reports by HTTPS POST
+        "web.example": soa("web.example") + mx % "127.0.0.2" +
+        '_smtp._tls TXT "v=TLSRPTv1; rua=https://rpt.reports.example/v1/tlsrpt"\n',
+        "reports.example": soa("reports.example") + "rpt A 127.0.0.1\n",
     }
     knot = start_knot(datadir, zones)
     servers.append(knot)
@@ -83,7 +123,8 @@ def test_reports_by_mail_after_midnight(datadir, servers, monkeypatch):
             "--smtp-port", str(b.port), "--retry-schedule", "1h", "--max-age", "3d",
             "--tls-ca", ca, "--mta-sts-port", str(web.port), "--mta-sts-timeout", "10s",
             "--tls-policy", "req.example=required", "--tls-policy", "norpt.example=required",
-            "--tls-policy", "bad.example=required",
+            "--tls-policy", "bad.example=required", "--tls-policy", "web.example=required",
+            "--tlsrpt-port", str(rweb.port),
             "--route", "reports.example=127.0.0.1:%d" % rsink.port,
             "--tlsrpt", "on", "--tlsrpt-delay", "0", "--tlsrpt-org", 'Example "ESP"',
             "--tlsrpt-contact", "postmaster@esp.example",
@@ -91,17 +132,17 @@ def test_reports_by_mail_after_midnight(datadir, servers, monkeypatch):
     a = start_relay(datadir, args, spool=spool, name="a")
     servers.append(a)
     rcpts = ["u@req.example", "u@ok.example", "u@sts.example", "u@norpt.example",
-             "u@bad.example"]
+             "u@bad.example", "u@web.example"]
     for r in rcpts:
         submit(a.port, "alice@example.com", [r], data=message(r))
 
     def outcomes():
         return {e["rcpt"]: e for e in events(a) if e["event"] in ("delivery", "transient")}
-    assert wait_for(lambda: len(outcomes()) == 5), a.output()
+    assert wait_for(lambda: len(outcomes()) == 6), a.output()
     o = outcomes()
     assert o["u@ok.example"]["event"] == "delivery" and o["u@ok.example"]["tls"] is True
     assert o["u@sts.example"]["mta_sts"] == "testing-fail", o
-    for r in ("u@req.example", "u@norpt.example", "u@bad.example"):
+    for r in ("u@req.example", "u@norpt.example", "u@bad.example", "u@web.example"):
         assert o[r]["event"] == "transient" and "4.7.5" in o[r]["reply"], o
 
     # a minute later the counters are on disk, the relay still running
@@ -113,7 +154,7 @@ def test_reports_by_mail_after_midnight(datadir, servers, monkeypatch):
     assert r.returncode == 0, r.stderr
     shown = reports(r.stdout)
     assert sorted(shown) == ["bad.example", "norpt.example", "ok.example", "req.example",
-                             "sts.example"], r.stdout
+                             "sts.example", "web.example"], r.stdout
     req = shown["req.example"]
     assert req["organization-name"] == "Example ESP"
     assert req["contact-info"] == "postmaster@esp.example"
@@ -144,7 +185,7 @@ def test_reports_by_mail_after_midnight(datadir, servers, monkeypatch):
     r = show(spool, "--day", day, "--domain", "nosuch.example")
     assert r.returncode != 0 and "no TLS counters for nosuch.example" in r.stderr
     stop_clean(a)
-    assert not sink_files(rsink)
+    assert not sink_files(rsink) and not rweb.posts
 
     # after midnight (and a restart) the reports go out
     set_clock(noon + 12 * 3600 + 30)
@@ -182,6 +223,19 @@ def test_reports_by_mail_after_midnight(datadir, servers, monkeypatch):
     dl = [e for e in events(a) if e["event"] == "delivery" and
           e.get("rcpt") == "tlsrpt@reports.example"]
     assert len(dl) == 3 and all(e["sender"] == "tlsrpt-noreply@esp.example" for e in dl), dl
+    # the https: URI got the same report by POST
+    assert wait_for(lambda: rweb.posts), a.output()
+    assert len(rweb.posts) == 1
+    path, headers, body = rweb.posts[0]
+    assert path == "/v1/tlsrpt"
+    assert headers["Content-Type"] == "application/tlsrpt+gzip"
+    assert headers["Host"] == "rpt.reports.example"
+    rep = json.loads(gzip.decompress(body))
+    assert rep["report-id"] == "%s.web.example@relay.test" % day
+    assert rep["policies"] == shown["web.example"]["policies"]
+    assert rep["policies"][0]["failure-details"][0]["result-type"] == "starttls-not-supported"
+    assert wait_for(lambda: "report posted to https://rpt.reports.example:%d/v1/tlsrpt" %
+                    rweb.port in a.output()), a.output()
     # the day reported is shown still, from DAY.sent
     assert show(spool, "--day", day).returncode == 0
     stop_clean(a)
