@@ -135,6 +135,7 @@ struct conn {
 	int plain; /* this address again without STARTTLS, after a failed handshake */
 	int probe; /* MTA-STS testing: the certificate checked, not enforced */
 	int dane_usage; /* in TLS authenticated by DANE: the usage (2, 3) of the matched record */
+	int reported;   /* the current attempt is counted for TLS reporting */
 	enum relay_tls_mode mode;
 	/* the reply being read */
 	struct base_buf reply;
@@ -378,7 +379,8 @@ static const char *conn_domain(const struct conn *c)
 static void tlsrpt_note(struct conn *c, int result)
 {
 	const char *dom = conn_domain(c);
-	if (!c->x->tlsrpt || !dom) return;
+	if (!c->x->tlsrpt || !dom || c->reported) return;
+	c->reported = 1; /* once per attempt */
 	const struct relay_dane *dn = conn_dane(c);
 	if (dn && explicit_off(c->x->cfg, dom)) dn = NULL;
 	char rip[INET6_ADDRSTRLEN + 8] = "";
@@ -710,6 +712,8 @@ static void on_tx_reply(struct conn *c, int code, const char *text)
 static int tls_wanted(struct conn *c)
 {
 	const char *dom = conn_domain(c);
+	/* dane-only without TLSA records: next_job reports dane-required */
+	if (c->mode == RELAY_TLS_DANE && !conn_dane(c)) return 0;
 	return c->mode >= RELAY_TLS_REQUIRED ||
 	       (c->mode != RELAY_TLS_OFF && dom && !dane_site(c->d) &&
 	        relay_mtasts_tls(c->x, dom) == 2);
@@ -877,6 +881,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg);
 static int attempt(struct conn *c, char *why, size_t n)
 {
 	const struct relay_dane *dn = conn_dane(c);
+	c->reported = 0;
 	if (dn && dn->state == RELAY_DANE_FAIL && job_mode(c, c->d->head) == RELAY_TLS_DANE) {
 		/* RFC 7672 2.2: a host whose TLSA lookup failed is not used */
 		snprintf(why, n, "%.250s", dn->why);
@@ -1005,10 +1010,12 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 				int u = relay_dane_matched(bufferevent_openssl_get_ssl(bev));
 				c->dane_usage = u > 0 ? u : 0;
 			}
-			tlsrpt_note(c, c->probe && !c->verified
-			                   ? tlsrpt_cert_result(SSL_get_verify_result(
-			                         bufferevent_openssl_get_ssl(bev)))
-			                   : 0);
+			/* (dane-only without TLSA records: next_job reports dane-required) */
+			if (c->mode != RELAY_TLS_DANE || c->dane_usage)
+				tlsrpt_note(c, c->probe && !c->verified
+				                   ? tlsrpt_cert_result(SSL_get_verify_result(
+				                         bufferevent_openssl_get_ssl(bev)))
+				                   : 0);
 			c->st = C_EHLO;
 			c->pipelining = c->starttls = c->dsn = 0;
 			send_line(c, "EHLO %s", ehlo_name(c));

@@ -28,6 +28,7 @@ from conftest import MAILREP, datadir, free_port, servers  # noqa: F401 (fixture
 from knot import soa, start_knot
 from relay_util import events, message, sink_files, start_relay, start_sink, stop_clean, \
     submit, wait_for
+from test_relay_delivery import keygen
 from test_relay_mta_sts import PolicyServer, make_ca, policy, receiver
 
 RUA = '_smtp._tls TXT "v=TLSRPTv1; rua=mailto:tlsrpt@reports.example"\n'
@@ -87,6 +88,7 @@ def test_reports_by_mail_after_midnight(datadir, servers, monkeypatch):
     servers.append(rweb)
     b, bsink, plain = receiver(datadir, servers, sign, ["mx.ok.example"])
     mx = "@ MX 10 mx\nmx A %s\n"
+    key, dkim_rec = keygen(datadir, "s1", "esp.example")
     zones = {
         "req.example": soa("req.example") + mx % "127.0.0.2" + RUA,
         "ok.example": soa("ok.example") + mx % "127.0.0.1" +
@@ -102,6 +104,7 @@ def test_reports_by_mail_after_midnight(datadir, servers, monkeypatch):
         "web.example": soa("web.example") + mx % "127.0.0.2" +
         '_smtp._tls TXT "v=TLSRPTv1; rua=https://rpt.reports.example/v1/tlsrpt"\n',
         "reports.example": soa("reports.example") + "rpt A 127.0.0.1\n",
+        "esp.example": soa("esp.example") + dkim_rec,
     }
     knot = start_knot(datadir, zones)
     servers.append(knot)
@@ -128,7 +131,8 @@ def test_reports_by_mail_after_midnight(datadir, servers, monkeypatch):
             "--route", "reports.example=127.0.0.1:%d" % rsink.port,
             "--tlsrpt", "on", "--tlsrpt-delay", "0", "--tlsrpt-org", 'Example "ESP"',
             "--tlsrpt-contact", "postmaster@esp.example",
-            "--tlsrpt-from", "tlsrpt-noreply@esp.example"]
+            "--tlsrpt-from", "tlsrpt-noreply@esp.example",
+            "--dkim-key", "esp.example=s1:" + key]
     a = start_relay(datadir, args, spool=spool, name="a")
     servers.append(a)
     rcpts = ["u@req.example", "u@ok.example", "u@sts.example", "u@norpt.example",
@@ -191,7 +195,14 @@ def test_reports_by_mail_after_midnight(datadir, servers, monkeypatch):
     set_clock(noon + 12 * 3600 + 30)
     a = start_relay(datadir, args, spool=spool, name="a2")
     servers.append(a)
-    assert wait_for(lambda: len(sink_files(rsink)) == 3), a.output()
+    # queued and delivered like other mail, from --tlsrpt-from (the dumps
+    # are read once their deliveries are logged: smtp-sink writes them late)
+    def delivered():
+        return [e for e in events(a) if e["event"] == "delivery" and
+                e.get("rcpt") == "tlsrpt@reports.example"]
+    assert wait_for(lambda: len(delivered()) == 3), a.output()
+    assert all(e["sender"] == "tlsrpt-noreply@esp.example" for e in delivered())
+    assert len(sink_files(rsink)) == 3
     assert wait_for(lambda: os.path.exists(state + ".sent")), a.output()
     assert not os.path.exists(state)
     assert "tlsrpt bad.example: TXT record at _smtp._tls.bad.example: bad mailto URI" \
@@ -200,6 +211,11 @@ def test_reports_by_mail_after_midnight(datadir, servers, monkeypatch):
     for raw in sink_files(rsink):
         m = email.message_from_bytes(raw, policy=email.policy.default)
         got[m["TLS-Report-Domain"]] = m
+        # signed like other mail from esp.example
+        signed = raw[raw.index(b"DKIM-Signature:"):]
+        p = subprocess.run([MAILREP, "dkim", "verify", "--resolver", knot.resolver],
+                           input=signed, capture_output=True, timeout=30)
+        assert p.stdout.startswith(b"dkim=pass d=esp.example s=s1"), p.stdout + p.stderr
     assert sorted(got) == ["ok.example", "req.example", "sts.example"]
     begin = noon - 43200
     for dom, m in got.items():
@@ -219,10 +235,6 @@ def test_reports_by_mail_after_midnight(datadir, servers, monkeypatch):
         assert rep["report-id"] == rid
         assert rep["organization-name"] == 'Example "ESP"'
         assert rep["policies"] == shown[dom]["policies"], (dom, rep)
-    # queued and delivered like other mail, from --tlsrpt-from
-    dl = [e for e in events(a) if e["event"] == "delivery" and
-          e.get("rcpt") == "tlsrpt@reports.example"]
-    assert len(dl) == 3 and all(e["sender"] == "tlsrpt-noreply@esp.example" for e in dl), dl
     # the https: URI got the same report by POST
     assert wait_for(lambda: rweb.posts), a.output()
     assert len(rweb.posts) == 1
@@ -239,3 +251,55 @@ def test_reports_by_mail_after_midnight(datadir, servers, monkeypatch):
     # the day reported is shown still, from DAY.sent
     assert show(spool, "--day", day).returncode == 0
     stop_clean(a)
+
+
+def test_dane_results(datadir, servers):
+    """DANE's outcomes as the report says them, through the DANE test's
+    world (knotd signing, unbound validating, B with a CA-signed chain):
+    the policy is tlsa with the host's records, and each failure has its
+    result type; dane-only without records is dane-required."""
+    from test_relay_dane import sender as dane_sender, world
+    b, bsink, plain, unbound, _, _ = world(datadir, servers)
+    os.makedirs(os.path.join(datadir, "a"))
+    a = dane_sender(datadir, unbound, b.port, "a",
+                    ["--dane", "on", "--tls-policy", "only.plain.example=dane-only",
+                     "--tlsrpt", "on"])
+    servers.append(a)
+    names = ["ee", "bad", "tawrong", "notls", "bogus"]
+    rcpts = ["u@%s.dane.example" % n for n in names] + ["u@only.plain.example"]
+    for r in rcpts:
+        submit(a.port, "alice@example.com", [r], data=message(r))
+    assert wait_for(lambda: len([e for e in events(a) if e["event"] in
+                                 ("delivery", "transient")]) == len(rcpts), timeout=30), \
+        a.output()
+    stop_clean(a)
+    r = show(os.path.join(datadir, "a", "spool"))
+    assert r.returncode == 0, r.stderr
+    got = reports(r.stdout)
+
+    def one(dom):
+        pols = got[dom]["policies"]
+        assert len(pols) == 1, pols
+        return pols[0]
+    ee = one("ee.dane.example")
+    assert ee["policy"]["policy-type"] == "tlsa"
+    assert len(ee["policy"]["policy-string"]) == 1
+    assert ee["policy"]["policy-string"][0].startswith("3 1 1 ")
+    assert ee["summary"] == {"total-successful-session-count": 1,
+                             "total-failure-session-count": 0}
+    want = {"bad.dane.example": ("tlsa", "validation-failure"),
+            "tawrong.dane.example": ("tlsa", "certificate-host-mismatch"),
+            "notls.dane.example": ("tlsa", "starttls-not-supported"),
+            "bogus.dane.example": ("tlsa", "dnssec-invalid"),
+            "only.plain.example": ("no-policy-found", "dane-required")}
+    for dom, (ptype, result) in want.items():
+        p = one(dom)
+        assert p["policy"]["policy-type"] == ptype, (dom, p)
+        assert p["summary"] == {"total-successful-session-count": 0,
+                                "total-failure-session-count": 1}, (dom, p)
+        d = p["failure-details"]
+        assert len(d) == 1 and d[0]["result-type"] == result, (dom, p)
+        assert d[0]["receiving-mx-hostname"] == "mx-%s" % dom, (dom, p)
+        assert d[0]["failed-session-count"] == 1
+    # a TLSA lookup that failed has no records to show
+    assert one("bogus.dane.example")["policy"]["policy-string"] == []
