@@ -22,7 +22,9 @@
  *   end
  *
  * The parser takes nothing on trust: every field is checked against the
- * same bounds as the counters, and any error names its line.
+ * same bounds as the counters (a count is at most 2^48), a policy's rows
+ * and dropped sessions must add up to its failures, and any error names
+ * its line.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -340,9 +342,18 @@ static size_t split(char *line, char **f, size_t max)
 	return n;
 }
 
+/* Whether a policy's rows and dropped sessions add up to its failures. */
+static int policy_whole(const struct tlsrpt_policy *p)
+{
+	uint64_t n = p->dropped;
+	for (size_t i = 0; i < p->nrows; i++) n += p->rows[i].count;
+	return n == p->failed;
+}
+
 static int count_parse(const char *s, uint64_t *out)
 {
-	int k = base_parse_uint(s, UINT64_MAX / 4, out);
+	/* at most 2^48: sums of a policy's rows cannot overflow */
+	int k = base_parse_uint(s, (uint64_t)1 << 48, out);
 	return k > 0 && !s[k] ? 0 : -1;
 }
 
@@ -405,6 +416,16 @@ int tlsrpt_state_parse(const char *text, size_t len, struct tlsrpt_day *d, struc
 			}
 			snprintf(d->day, sizeof d->day, "%s", f[2]);
 			continue;
+		}
+		if (pol &&
+		    (!strcmp(f[0], "end") || !strcmp(f[0], "domain") || !strcmp(f[0], "policy")) &&
+		    !policy_whole(pol)) {
+			base_errf(
+			    err,
+			    "line %u: the rows and dropped sessions of the policy above do not "
+			    "add up to its %llu failed sessions",
+			    ln, (unsigned long long)pol->failed);
+			goto bad;
 		}
 		if (!strcmp(f[0], "end") && nf == 1) {
 			ended = 1;

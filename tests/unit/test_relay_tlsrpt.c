@@ -205,6 +205,13 @@ static void test_state_file(void **state)
 	     "string x\nend\n",
 	     "line 4"},
 	    {"mailrep-tlsrpt v1 2026-11-22\n\nend\n", "line 2: empty"},
+	    {"mailrep-tlsrpt v1 2026-11-22\ndomain a.example 0\npolicy sts 0 3 1\n"
+	     "row validation-failure 1 - - -\nend\n",
+	     "line 5: the rows and dropped sessions of the policy above do not add up to its 3"},
+	    {"mailrep-tlsrpt v1 2026-11-22\ndomain a.example 0\npolicy sts 0 1 0\n"
+	     "domain b.example 0\nend\n",
+	     "line 4: the rows"},
+	    {"mailrep-tlsrpt v1 2026-11-22\ndropped 281474976710657\nend\n", "line 2: bad count"},
 	    {"mailrep-tlsrpt v1 2026-11-22\nend\nend\n", "line 3: text after"},
 	    {"mailrep-tlsrpt v1 2026-11-22\ndomain a\x01 0\nend\n", "line 2"},
 	};
