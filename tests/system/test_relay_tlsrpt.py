@@ -78,11 +78,12 @@ def reports(out):
 
 def test_reports_by_mail_after_midnight(datadir, servers, monkeypatch):
     ca, sign = make_ca(datadir)
-    hcert, hkey = sign("https", ["mta-sts.sts.example"])
+    hcert, hkey = sign("https", ["mta-sts.sts.example", "mta-sts.stsbad.example"])
     web = PolicyServer(hcert, hkey)
     servers.append(web)
     # testing mode, and B's certificate is not for mx.sts.example
     web.policies["mta-sts.sts.example"] = policy("testing", "mx.sts.example")
+    web.policies["mta-sts.stsbad.example"] = "version: STSv1\nmode: sometimes\nmax_age: 60\n"
     rcert, rkey = sign("rpt", ["rpt.reports.example"])
     rweb = ReportServer(rcert, rkey)
     servers.append(rweb)
@@ -104,6 +105,9 @@ def test_reports_by_mail_after_midnight(datadir, servers, monkeypatch):
         "web.example": soa("web.example") + mx % "127.0.0.2" +
         '_smtp._tls TXT "v=TLSRPTv1; rua=https://rpt.reports.example/v1/tlsrpt"\n',
         "reports.example": soa("reports.example") + "rpt A 127.0.0.1\n",
+        # a policy that does not parse: reported, delivered without it
+        "stsbad.example": soa("stsbad.example") + mx % "127.0.0.1" +
+        'mta-sts A 127.0.0.1\n_mta-sts TXT "v=STSv1; id=1;"\n',
         "esp.example": soa("esp.example") + dkim_rec,
     }
     knot = start_knot(datadir, zones)
@@ -136,13 +140,13 @@ def test_reports_by_mail_after_midnight(datadir, servers, monkeypatch):
     a = start_relay(datadir, args, spool=spool, name="a")
     servers.append(a)
     rcpts = ["u@req.example", "u@ok.example", "u@sts.example", "u@norpt.example",
-             "u@bad.example", "u@web.example"]
+             "u@bad.example", "u@web.example", "u@stsbad.example"]
     for r in rcpts:
         submit(a.port, "alice@example.com", [r], data=message(r))
 
     def outcomes():
         return {e["rcpt"]: e for e in events(a) if e["event"] in ("delivery", "transient")}
-    assert wait_for(lambda: len(outcomes()) == 6), a.output()
+    assert wait_for(lambda: len(outcomes()) == 7), a.output()
     o = outcomes()
     assert o["u@ok.example"]["event"] == "delivery" and o["u@ok.example"]["tls"] is True
     assert o["u@sts.example"]["mta_sts"] == "testing-fail", o
@@ -158,7 +162,7 @@ def test_reports_by_mail_after_midnight(datadir, servers, monkeypatch):
     assert r.returncode == 0, r.stderr
     shown = reports(r.stdout)
     assert sorted(shown) == ["bad.example", "norpt.example", "ok.example", "req.example",
-                             "sts.example", "web.example"], r.stdout
+                             "sts.example", "stsbad.example", "web.example"], r.stdout
     req = shown["req.example"]
     assert req["organization-name"] == "Example ESP"
     assert req["contact-info"] == "postmaster@esp.example"
@@ -186,6 +190,25 @@ def test_reports_by_mail_after_midnight(datadir, servers, monkeypatch):
                              "sending-mta-ip": "127.0.0.1",
                              "receiving-mx-hostname": "mx.sts.example",
                              "receiving-ip": "127.0.0.1", "failed-session-count": 1}]}], sts
+    # the failed policy fetch is a failure of its own, without a session's fields
+    assert shown["stsbad.example"]["policies"] == [{
+        "policy": {"policy-type": "no-policy-found", "policy-domain": "stsbad.example"},
+        "summary": {"total-successful-session-count": 1, "total-failure-session-count": 1},
+        "failure-details": [{"result-type": "sts-policy-invalid",
+                             "failed-session-count": 1}]}], shown["stsbad.example"]
+    # -c: the [relay] section of the config file names the spool and the rest
+    ini = os.path.join(datadir, "relay.ini")
+    with open(ini, "w") as f:
+        f.write("[relay]\nspool = %s\nhostname = relay.test\ntlsrpt = on\n"
+                "tlsrpt-org = From the file\n" % spool)
+    r = subprocess.run([MAILREP, "tlsrpt", "show", "-c", ini, "--day", day, "--domain",
+                        "ok.example"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["organization-name"] == "From the file"
+    assert rep["report-id"] == "%s.ok.example@relay.test" % day
+    r = show(spool, "--day", "2026-02-30")
+    assert r.returncode != 0 and "bad day '2026-02-30'" in r.stderr, r.stderr
     r = show(spool, "--day", day, "--domain", "nosuch.example")
     assert r.returncode != 0 and "no TLS counters for nosuch.example" in r.stderr
     stop_clean(a)
