@@ -67,7 +67,8 @@
  * TLS, or needed it, counts once for the recipient domain of the job it
  * was opened for: a handshake that worked (under MTA-STS testing, one
  * whose certificate also verified), or the reason it did not, in RFC
- * 8460's terms. A plain-text session that needed no TLS does not count.
+ * 8460's terms; in TLS, once more for each other domain it carries mail
+ * for. A plain-text session that needed no TLS does not count.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -107,6 +108,10 @@
  * one of them would pay for a new connection, greeting and EHLO. */
 #define IDLE_LINGER 2
 
+/* Recipient domains one connection attempt remembers having counted for
+ * TLS reporting (a connection carrying more may count one twice). */
+#define RPT_DOMS 16
+
 enum cstate {
 	C_CONNECT,
 	C_GREETING,
@@ -135,7 +140,11 @@ struct conn {
 	int plain; /* this address again without STARTTLS, after a failed handshake */
 	int probe; /* MTA-STS testing: the certificate checked, not enforced */
 	int dane_usage; /* in TLS authenticated by DANE: the usage (2, 3) of the matched record */
-	int reported;   /* the current attempt is counted for TLS reporting */
+	/* TLS reporting: the domains this attempt is counted for (hashes, the
+	 * last RPT_DOMS), and the handshake's result for them */
+	uint64_t rpt_dom[RPT_DOMS];
+	unsigned nrpt;
+	int tls_result;
 	enum relay_tls_mode mode;
 	/* the reply being read */
 	struct base_buf reply;
@@ -374,13 +383,16 @@ static const char *conn_domain(const struct conn *c)
 	return j ? smtp_path_domain(j->m->rcpt[j->idx[0]].addr) : NULL;
 }
 
-/* Counts the current attempt for TLS reporting: result 0 when TLS worked,
- * else an enum tlsrpt_result. */
-static void tlsrpt_note(struct conn *c, int result)
+/* Counts the current attempt for TLS reporting, once for each recipient
+ * domain: result 0 when TLS worked, else an enum tlsrpt_result. */
+static void tlsrpt_note_for(struct conn *c, const char *dom, int result)
 {
-	const char *dom = conn_domain(c);
-	if (!c->x->tlsrpt || !dom || c->reported) return;
-	c->reported = 1; /* once per attempt */
+	if (!c->x->tlsrpt || !dom) return;
+	uint64_t h = 14695981039346656037ull;
+	for (const char *p = dom; *p; p++) h = (h ^ (uint8_t)base_lower(*p)) * 1099511628211ull;
+	for (unsigned i = 0; i < c->nrpt && i < RPT_DOMS; i++)
+		if (c->rpt_dom[i] == h) return;
+	c->rpt_dom[c->nrpt++ % RPT_DOMS] = h;
 	const struct relay_dane *dn = conn_dane(c);
 	if (dn && explicit_off(c->x->cfg, dom)) dn = NULL;
 	char rip[INET6_ADDRSTRLEN + 8] = "";
@@ -391,6 +403,11 @@ static void tlsrpt_note(struct conn *c, int result)
 	}
 	relay_tlsrpt_note(c->x, dom, dn, result, c->src_ip, rip,
 	                  c->ai < c->naddrs ? c->names[c->ai] : NULL);
+}
+
+static void tlsrpt_note(struct conn *c, int result)
+{
+	tlsrpt_note_for(c, conn_domain(c), result);
 }
 
 /* A verification error as an RFC 8460 result type. */
@@ -582,6 +599,14 @@ static void send_step(struct conn *c, uint32_t k)
 static void start_tx(struct conn *c)
 {
 	struct job *j = c->job;
+	/* over TLS: the session counts for the other recipient domains it
+	 * carries mail for too (connections are reused across domains that
+	 * share MX hosts); an MTA-STS testing check made for the connection's
+	 * first domain applies to the others in testing */
+	for (uint32_t i = 0; c->tls && c->x->tlsrpt && i < j->n; i++) {
+		const char *dom = smtp_path_domain(j->m->rcpt[j->idx[i]].addr);
+		tlsrpt_note_for(c, dom, relay_mtasts_tls(c->x, dom) == 2 ? c->tls_result : 0);
+	}
 	c->st = C_TX;
 	c->step = 0;
 	c->accepted = 0;
@@ -881,7 +906,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg);
 static int attempt(struct conn *c, char *why, size_t n)
 {
 	const struct relay_dane *dn = conn_dane(c);
-	c->reported = 0;
+	c->nrpt = 0;
 	if (dn && dn->state == RELAY_DANE_FAIL && job_mode(c, c->d->head) == RELAY_TLS_DANE) {
 		/* RFC 7672 2.2: a host whose TLSA lookup failed is not used */
 		snprintf(why, n, "%.250s", dn->why);
@@ -1011,11 +1036,12 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 				c->dane_usage = u > 0 ? u : 0;
 			}
 			/* (dane-only without TLSA records: next_job reports dane-required) */
+			c->tls_result = c->probe && !c->verified
+			                    ? tlsrpt_cert_result(SSL_get_verify_result(
+			                          bufferevent_openssl_get_ssl(bev)))
+			                    : 0;
 			if (c->mode != RELAY_TLS_DANE || c->dane_usage)
-				tlsrpt_note(c, c->probe && !c->verified
-				                   ? tlsrpt_cert_result(SSL_get_verify_result(
-				                         bufferevent_openssl_get_ssl(bev)))
-				                   : 0);
+				tlsrpt_note(c, c->tls_result);
 			c->st = C_EHLO;
 			c->pipelining = c->starttls = c->dsn = 0;
 			send_line(c, "EHLO %s", ehlo_name(c));

@@ -105,6 +105,8 @@ def test_reports_by_mail_after_midnight(datadir, servers, monkeypatch):
         "web.example": soa("web.example") + mx % "127.0.0.2" +
         '_smtp._tls TXT "v=TLSRPTv1; rua=https://rpt.reports.example/v1/tlsrpt"\n',
         "reports.example": soa("reports.example") + "rpt A 127.0.0.1\n",
+        # shares ok.example's MX host, and its mail goes with ok.example's
+        "ok2.example": soa("ok2.example") + "@ MX 10 mx.ok.example.\n",
         # a policy that does not parse: reported, delivered without it
         "stsbad.example": soa("stsbad.example") + mx % "127.0.0.1" +
         'mta-sts A 127.0.0.1\n_mta-sts TXT "v=STSv1; id=1;"\n',
@@ -142,11 +144,12 @@ def test_reports_by_mail_after_midnight(datadir, servers, monkeypatch):
     rcpts = ["u@req.example", "u@ok.example", "u@sts.example", "u@norpt.example",
              "u@bad.example", "u@web.example", "u@stsbad.example"]
     for r in rcpts:
-        submit(a.port, "alice@example.com", [r], data=message(r))
+        extra = ["u@ok2.example"] if r == "u@ok.example" else []
+        submit(a.port, "alice@example.com", [r] + extra, data=message(r))
 
     def outcomes():
         return {e["rcpt"]: e for e in events(a) if e["event"] in ("delivery", "transient")}
-    assert wait_for(lambda: len(outcomes()) == 7), a.output()
+    assert wait_for(lambda: len(outcomes()) == 8), a.output()
     o = outcomes()
     assert o["u@ok.example"]["event"] == "delivery" and o["u@ok.example"]["tls"] is True
     assert o["u@sts.example"]["mta_sts"] == "testing-fail", o
@@ -161,8 +164,9 @@ def test_reports_by_mail_after_midnight(datadir, servers, monkeypatch):
     r = show(spool, "--day", day)
     assert r.returncode == 0, r.stderr
     shown = reports(r.stdout)
-    assert sorted(shown) == ["bad.example", "norpt.example", "ok.example", "req.example",
-                             "sts.example", "stsbad.example", "web.example"], r.stdout
+    assert sorted(shown) == ["bad.example", "norpt.example", "ok.example", "ok2.example",
+                             "req.example", "sts.example", "stsbad.example",
+                             "web.example"], r.stdout
     req = shown["req.example"]
     assert req["organization-name"] == "Example ESP"
     assert req["contact-info"] == "postmaster@esp.example"
@@ -178,6 +182,10 @@ def test_reports_by_mail_after_midnight(datadir, servers, monkeypatch):
                              "receiving-ip": "127.0.0.2", "failed-session-count": 1}]}]
     assert shown["ok.example"]["policies"] == [{
         "policy": {"policy-type": "no-policy-found", "policy-domain": "ok.example"},
+        "summary": {"total-successful-session-count": 1, "total-failure-session-count": 0}}]
+    # the session counts for the other domain whose mail it carried too
+    assert shown["ok2.example"]["policies"] == [{
+        "policy": {"policy-type": "no-policy-found", "policy-domain": "ok2.example"},
         "summary": {"total-successful-session-count": 1, "total-failure-session-count": 0}}]
     sts = shown["sts.example"]["policies"]
     assert sts == [{
