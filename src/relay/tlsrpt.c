@@ -695,6 +695,9 @@ int relay_tlsrpt_start(struct relay_ctx *x, struct base_err *err)
 		free(p);
 	}
 	if (!x->resolver) base_warn("tlsrpt: no --resolver: sessions are counted, no reports sent");
+	if (!x->cfg->ndkim)
+		base_warn("tlsrpt: no --dkim-key: report mails go unsigned (RFC 8460 5.3 asks for "
+		          "DKIM)");
 	t->next_save = now + SAVE_SECONDS;
 	t->ev = event_new(x->base, -1, EV_PERSIST, on_second, t);
 	struct timeval sec = {1, 0};
