@@ -24,5 +24,6 @@ int cli_check(int argc, char **argv);
 int cli_relay(int argc, char **argv);
 int cli_queue(int argc, char **argv);
 int cli_send(int argc, char **argv);
+int cli_tlsrpt(int argc, char **argv);
 
 #endif

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "auth/auth.h"
 #include "base/base.h"
@@ -72,6 +73,14 @@ static const char relay_help[] =
     "  --mta-sts-port N           HTTPS port of policy hosts (443; for tests)\n"
     "  --dane on|off              authenticate MX hosts by DANE TLSA records (off);\n"
     "                             --resolver must then be a validating resolver\n"
+    "  --tlsrpt on|off            count TLS results per domain and send daily TLS reports\n"
+    "                             (RFC 8460) to the domains that ask for them (off)\n"
+    "  --tlsrpt-org NAME          the reports' organization-name (default: the host name)\n"
+    "  --tlsrpt-contact TEXT      the reports' contact-info (an address or a URL)\n"
+    "  --tlsrpt-from ADDR         the reports' sender (default: the null sender)\n"
+    "  --tlsrpt-delay DURATION    the most the reports wait after midnight UTC, at random\n"
+    "                             (1h; 0 for tests)\n"
+    "  --tlsrpt-port N            HTTPS port of every https: report URI (for tests)\n"
     "  --hash-password            read a password on stdin, print its hash for [account]\n"
     "  -c, --config FILE          read the [relay], [pool NAME], [domain NAME] and\n"
     "                             [account NAME] sections of an INI file first\n"
@@ -83,8 +92,8 @@ static const char relay_help[] =
 
 struct relay_cli {
 	struct relay_config c;
-	char *strs[32];
-	size_t nstrs;
+	char **strs; /* every string kept() (config values the config points to) */
+	size_t nstrs, capstrs;
 	int flag_routes, flag_trusted, flag_dkim, flag_pools, flag_tls_policy;
 	struct relay_accounts accounts;
 	const char *rules_file;
@@ -96,7 +105,11 @@ struct relay_cli {
 static const char *keep(struct relay_cli *r, const char *v)
 {
 	char *s = base_xstrdup(v);
-	if (r->nstrs < sizeof r->strs / sizeof r->strs[0]) r->strs[r->nstrs++] = s;
+	if (r->nstrs == r->capstrs) {
+		r->capstrs = r->capstrs ? 2 * r->capstrs : 32;
+		r->strs = base_xrealloc(r->strs, r->capstrs * sizeof *r->strs);
+	}
+	r->strs[r->nstrs++] = s;
 	return s;
 }
 
@@ -336,6 +349,10 @@ static int relay_set(struct relay_cli *r, const char *key, const char *v, struct
 			c->smtp_port = (uint16_t)u;
 		} else
 			c->commit_delay_us = u;
+	} else if (!strncmp(key, "tlsrpt", 6)) {
+		int k = relay_tlsrpt_set(c, key, keep(r, v), err);
+		if (k == 1) return base_errf(err, "unknown setting '%s'", key);
+		return k;
 	} else if (!strncmp(key, "mta-sts", 7)) {
 		int k = relay_mtasts_set(c, key, v, err);
 		if (k == 1) return base_errf(err, "unknown setting '%s'", key);
@@ -412,6 +429,12 @@ static const struct option relay_opts[] = {{"listen", required_argument, NULL, O
                                      {"dane", required_argument, NULL, O_BASE},
                                      {"mta-sts-port", required_argument, NULL, O_BASE},
                                      {"mta-sts-timeout", required_argument, NULL, O_BASE},
+                                     {"tlsrpt", required_argument, NULL, O_BASE},
+                                     {"tlsrpt-org", required_argument, NULL, O_BASE},
+                                     {"tlsrpt-contact", required_argument, NULL, O_BASE},
+                                     {"tlsrpt-from", required_argument, NULL, O_BASE},
+                                     {"tlsrpt-delay", required_argument, NULL, O_BASE},
+                                     {"tlsrpt-port", required_argument, NULL, O_BASE},
                                      {"auth-without-tls", no_argument, NULL, 'A'},
                                      {"hash-password", no_argument, NULL, 'H'},
                                      {"config", required_argument, NULL, 'c'},
@@ -438,6 +461,7 @@ static void relay_cli_free(struct relay_cli *r)
 	relay_rules_free(r->c.rules);
 	relay_shaping_free(&r->c);
 	for (size_t i = 0; i < r->nstrs; i++) free(r->strs[i]);
+	free(r->strs);
 }
 
 #define BAD(...) (base_errf(&r->err, __VA_ARGS__), 2)
@@ -811,4 +835,107 @@ int cli_queue(int argc, char **argv)
 	for (size_t i = 0; i < q.ndoms; i++) free(q.doms[i].name);
 	free(q.doms);
 	return 0;
+}
+
+/* ---- mailrep tlsrpt ---------------------------------------------------------- */
+
+#define tfail(...) cli_fail("tlsrpt", __VA_ARGS__)
+
+static const char tlsrpt_help[] =
+    "usage: mailrep tlsrpt show --spool DIR [--day YYYY-MM-DD] [--domain DOMAIN]\n"
+    "                           [--org NAME] [--contact TEXT] [--hostname NAME] [-c FILE]\n"
+    "\n"
+    "Prints the TLS reports (RFC 8460 JSON, one per line and domain) that a relay\n"
+    "run with --tlsrpt on would send for a day (default: today, UTC, so far) from\n"
+    "the counters in DIR/tlsrpt/. -c reads spool, hostname, tlsrpt-org and\n"
+    "tlsrpt-contact from the [relay] section of a config file first.\n";
+
+struct tlsrpt_cli {
+	const char *spool, *org, *contact, *host;
+	char *strs[8];
+	size_t nstrs;
+};
+
+static int tlsrpt_ini(void *ctx, const char *key, const char *value, struct base_err *err)
+{
+	struct tlsrpt_cli *t = ctx;
+	const char **to = !strcmp(key, "spool")            ? &t->spool
+	                  : !strcmp(key, "tlsrpt-org")     ? &t->org
+	                  : !strcmp(key, "tlsrpt-contact") ? &t->contact
+	                  : !strcmp(key, "hostname")       ? &t->host
+	                                                   : NULL;
+	if (to && t->nstrs < 8) *to = t->strs[t->nstrs++] = base_xstrdup(value);
+	(void)err;
+	return 0;
+}
+
+int cli_tlsrpt(int argc, char **argv)
+{
+	static const struct option opts[] = {{"spool", required_argument, NULL, 's'},
+	                                     {"day", required_argument, NULL, 'D'},
+	                                     {"domain", required_argument, NULL, 'm'},
+	                                     {"org", required_argument, NULL, 'o'},
+	                                     {"contact", required_argument, NULL, 'C'},
+	                                     {"hostname", required_argument, NULL, 'H'},
+	                                     {"config", required_argument, NULL, 'c'},
+	                                     {"help", no_argument, NULL, 'h'},
+	                                     {NULL, 0, NULL, 0}};
+	struct tlsrpt_cli t;
+	memset(&t, 0, sizeof t);
+	const char *day = NULL, *domain = NULL;
+	struct base_err err;
+	int rc = 0, c;
+	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+		fputs(tlsrpt_help, argc < 2 ? stderr : stdout);
+		return argc < 2 ? 2 : 0;
+	}
+	if (strcmp(argv[1], "show")) return tfail("unknown command '%s' (see --help)", argv[1]);
+	argc--;
+	argv++;
+	for (int i = 1; i < argc && !rc; i++)
+		if ((!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) && i + 1 < argc &&
+		    base_ini_read(argv[i + 1], "relay", tlsrpt_ini, &t, &err) < 0)
+			rc = tfail("%s", err.msg);
+	while (!rc && (c = getopt_long(argc, argv, "hc:", opts, NULL)) != -1) {
+		switch (c) {
+		case 's':
+			t.spool = optarg;
+			break;
+		case 'D':
+			day = optarg;
+			break;
+		case 'm':
+			domain = optarg;
+			break;
+		case 'o':
+			t.org = optarg;
+			break;
+		case 'C':
+			t.contact = optarg;
+			break;
+		case 'H':
+			t.host = optarg;
+			break;
+		case 'c':
+			break;
+		case 'h':
+			fputs(tlsrpt_help, stdout);
+			rc = -1;
+			break;
+		default:
+			rc = tfail("see --help");
+		}
+	}
+	if (!rc && optind != argc) rc = tfail("unexpected argument '%s'", argv[optind]);
+	if (!rc && !t.spool) rc = tfail("--spool DIR is required");
+	char host[256] = "localhost";
+	if (t.host)
+		snprintf(host, sizeof host, "%s", t.host);
+	else if (gethostname(host, sizeof host - 1) < 0)
+		strcpy(host, "localhost");
+	if (!rc &&
+	    relay_tlsrpt_show(stdout, t.spool, day, domain, t.org, t.contact, host, &err) < 0)
+		rc = tfail("%s", err.msg);
+	for (size_t i = 0; i < t.nstrs; i++) free(t.strs[i]);
+	return rc < 0 ? 0 : rc;
 }

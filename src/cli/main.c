@@ -39,6 +39,7 @@ static const struct subcommand commands[] = {
 	{"relay", cli_relay, "outbound relay: sign, spool durably, deliver, retry, bounce"},
 	{"queue", cli_queue, "show what a relay's spool holds, by domain or message"},
 	{"send", cli_send, "submit a message on stdin to a relay over SMTP, like sendmail"},
+	{"tlsrpt", cli_tlsrpt, "show the TLS reports (RFC 8460) a relay would send for a day"},
 };
 
 static void usage(FILE *f)

@@ -199,6 +199,8 @@ struct evconnlistener;
 struct relay_control;
 struct relay_authc;
 struct relay_mtasts;
+struct relay_tlsrpt;
+struct relay_dane;
 
 struct relay_ctx {
 	const struct relay_config *cfg; /* &live */
@@ -256,6 +258,7 @@ struct relay_ctx {
 	/* MAILREP_QUEUE_VERIFY set: the counters are checked against the queue
 	 * at every tick, and every summary is made both ways and compared */
 	int verify;
+	struct relay_tlsrpt *tlsrpt; /* TLS reporting (tlsrpt.c); NULL: off */
 };
 
 /* A name kept once for the daemon's life (accounts and pools are few). */
@@ -426,6 +429,16 @@ void relay_lookup_arm(struct relay_ctx *x);
 
 /* tls.c: the STARTTLS policy for a recipient domain */
 enum relay_tls_mode relay_tls_mode_for(const struct relay_config *c, const char *domain);
+
+/* tlsrpt.c: TLS reporting (RFC 8460). relay_tlsrpt_note counts one
+ * session to domain's MX host mx (receiving IP rip, from sending IP sip;
+ * any may be NULL): result 0 for a successful TLS session, else an enum
+ * tlsrpt_result; dn: DANE for the host (NULL: it does not apply), which
+ * makes the policy tlsa, else the domain's MTA-STS policy, else none. */
+int relay_tlsrpt_start(struct relay_ctx *x, struct base_err *err);
+void relay_tlsrpt_stop(struct relay_ctx *x);
+void relay_tlsrpt_note(struct relay_ctx *x, const char *domain, const struct relay_dane *dn,
+                       int result, const char *sip, const char *rip, const char *mx);
 
 /* mta.c */
 void relay_mta_pump(struct relay_ctx *x, struct dest *d);

@@ -62,6 +62,13 @@
  * without authentication; a failed TLSA lookup keeps the connection away
  * from that host. The policy dane-only asks DANE of every MX host of the
  * domain: mail to one without usable TLSA records fails transiently.
+ *
+ * TLS reporting (--tlsrpt, tlsrpt.c): each connection attempt that tried
+ * TLS, or needed it, counts once for the recipient domain of the job it
+ * was opened for: a handshake that worked (under MTA-STS testing, one
+ * whose certificate also verified), or the reason it did not, in RFC
+ * 8460's terms; in TLS, once more for each other domain it carries mail
+ * for. A plain-text session that needed no TLS does not count.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -80,6 +87,7 @@
 #include "relay/int.h"
 #include "relay/mtasts.h"
 #include "relay/tls.h"
+#include "relay/tlsrpt.h"
 #include "smtp/smtp.h"
 
 #define REPLY_LINE_MAX  2048
@@ -99,6 +107,10 @@
  * a steady stream each commit brings only a few jobs, and without it every
  * one of them would pay for a new connection, greeting and EHLO. */
 #define IDLE_LINGER 2
+
+/* Recipient domains one connection attempt remembers having counted for
+ * TLS reporting (a connection carrying more may count one twice). */
+#define RPT_DOMS 16
 
 enum cstate {
 	C_CONNECT,
@@ -128,6 +140,11 @@ struct conn {
 	int plain; /* this address again without STARTTLS, after a failed handshake */
 	int probe; /* MTA-STS testing: the certificate checked, not enforced */
 	int dane_usage; /* in TLS authenticated by DANE: the usage (2, 3) of the matched record */
+	/* TLS reporting: the domains this attempt is counted for (hashes, the
+	 * last RPT_DOMS), and the handshake's result for them */
+	uint64_t rpt_dom[RPT_DOMS];
+	unsigned nrpt;
+	int tls_result;
 	enum relay_tls_mode mode;
 	/* the reply being read */
 	struct base_buf reply;
@@ -163,6 +180,7 @@ struct conn {
 
 static void on_read(struct bufferevent *bev, void *arg);
 static void on_event(struct bufferevent *bev, short what, void *arg);
+static void sockaddr_text(const struct sockaddr_storage *ss, char *out, size_t n, int port);
 
 /* Backs off from c's destination after its reply `why` (a 4xx greeting, a
  * 421); a throttle rule scoped to the source sees the connection's. */
@@ -370,6 +388,56 @@ static const struct relay_dane *conn_dane(const struct conn *c)
 	return c->ai < c->naddrs ? c->dane[c->ai] : NULL;
 }
 
+/* The recipient domain of the job in hand, else of the first waiting one. */
+static const char *conn_domain(const struct conn *c)
+{
+	const struct job *j = c->job ? c->job : c->d->head;
+	return j ? smtp_path_domain(j->m->rcpt[j->idx[0]].addr) : NULL;
+}
+
+/* Counts the current attempt for TLS reporting, once for each recipient
+ * domain: result 0 when TLS worked, else an enum tlsrpt_result. */
+static void tlsrpt_note_for(struct conn *c, const char *dom, int result)
+{
+	if (!c->x->tlsrpt || !dom) return;
+	uint64_t h = 14695981039346656037ull;
+	for (const char *p = dom; *p; p++) h = (h ^ (uint8_t)base_lower(*p)) * 1099511628211ull;
+	for (unsigned i = 0; i < c->nrpt && i < RPT_DOMS; i++)
+		if (c->rpt_dom[i] == h) return;
+	c->rpt_dom[c->nrpt++ % RPT_DOMS] = h;
+	const struct relay_dane *dn = conn_dane(c);
+	if (dn && explicit_off(c->x->cfg, dom)) dn = NULL;
+	char rip[INET6_ADDRSTRLEN + 8] = "";
+	if (c->ai < c->naddrs) {
+		struct sockaddr_storage ss;
+		base_sockaddr_to(&c->addrs[c->ai], &ss);
+		sockaddr_text(&ss, rip, sizeof rip, 0);
+	}
+	relay_tlsrpt_note(c->x, dom, dn, result, c->src_ip, rip,
+	                  c->ai < c->naddrs ? c->names[c->ai] : NULL);
+}
+
+static void tlsrpt_note(struct conn *c, int result)
+{
+	tlsrpt_note_for(c, conn_domain(c), result);
+}
+
+/* A verification error as an RFC 8460 result type. */
+static int tlsrpt_cert_result(long vr)
+{
+	switch (vr) {
+	case X509_V_OK:
+	case X509_V_ERR_DANE_NO_MATCH:
+		return TLSRPT_VALIDATION_FAILURE;
+	case X509_V_ERR_HOSTNAME_MISMATCH:
+		return TLSRPT_CERT_HOST_MISMATCH;
+	case X509_V_ERR_CERT_HAS_EXPIRED:
+		return TLSRPT_CERT_EXPIRED;
+	default:
+		return TLSRPT_CERT_NOT_TRUSTED;
+	}
+}
+
 static enum relay_tls_mode job_mode(struct conn *c, const struct job *j)
 {
 	const char *dom = j ? smtp_path_domain(j->m->rcpt[j->idx[0]].addr) : "*";
@@ -490,6 +558,8 @@ static void next_job(struct conn *c)
 		c->job = j;
 		c->rcpt_code = base_xcalloc(j->n, sizeof *c->rcpt_code);
 		c->rcpt_reply = base_xcalloc(j->n, sizeof *c->rcpt_reply);
+		if (job_mode(c, j) == RELAY_TLS_DANE && !conn_dane(c))
+			tlsrpt_note(c, TLSRPT_DANE_REQUIRED);
 		tx_report(c, 451, tls_refusal(c, job_mode(c, j), why, sizeof why));
 		j = relay_job_take(c->d);
 	}
@@ -543,6 +613,14 @@ static void send_step(struct conn *c, uint32_t k)
 static void start_tx(struct conn *c)
 {
 	struct job *j = c->job;
+	/* over TLS: the session counts for the other recipient domains it
+	 * carries mail for too (connections are reused across domains that
+	 * share MX hosts); an MTA-STS testing check made for the connection's
+	 * first domain applies to the others in testing */
+	for (uint32_t i = 0; c->tls && c->x->tlsrpt && i < j->n; i++) {
+		const char *dom = smtp_path_domain(j->m->rcpt[j->idx[i]].addr);
+		tlsrpt_note_for(c, dom, relay_mtasts_tls(c->x, dom) == 2 ? c->tls_result : 0);
+	}
 	c->st = C_TX;
 	c->step = 0;
 	c->accepted = 0;
@@ -668,12 +746,26 @@ static void on_tx_reply(struct conn *c, int code, const char *text)
 	send_step(c, k + 1);
 }
 
+/* Whether the connection needs TLS (its policy requires it, or an MTA-STS
+ * policy in testing mode asks that failures be reported). */
+static int tls_wanted(struct conn *c)
+{
+	const char *dom = conn_domain(c);
+	/* dane-only without TLSA records: next_job reports dane-required */
+	if (c->mode == RELAY_TLS_DANE && !conn_dane(c)) return 0;
+	return c->mode >= RELAY_TLS_REQUIRED ||
+	       (c->mode != RELAY_TLS_OFF && dom && !dane_site(c->d) &&
+	        relay_mtasts_tls(c->x, dom) == 2);
+}
+
 /* A server that offers no STARTTLS (or no ESMTP) to a connection whose
  * first job needs TLS: the site's next address is tried instead, as
  * Postfix does under "encrypt"; the last address gets the jobs' 4.7.5.
  * 1 when it moved on. */
 static int no_tls_next(struct conn *c)
 {
+	if (!c->tls && !c->jobs && !c->plain && tls_wanted(c))
+		tlsrpt_note(c, TLSRPT_STARTTLS_NOT_SUPPORTED);
 	if (c->tls || c->jobs || c->mode < RELAY_TLS_REQUIRED) return 0;
 	relay_addr_tls_failed(c->x, &c->addrs[c->ai]);
 	if (c->ai + 1 >= c->naddrs) return 0;
@@ -725,10 +817,12 @@ static void on_reply(struct conn *c, int code, const char *text)
 			conn_fail(c, code, text);
 		break;
 	case C_STARTTLS:
-		if (code == 220)
+		if (code == 220) {
 			start_tls(c);
-		else
+		} else {
+			if (tls_wanted(c)) tlsrpt_note(c, TLSRPT_STARTTLS_NOT_SUPPORTED);
 			next_job(c); /* refused: jobs that need TLS fail there */
+		}
 		break;
 	case C_TX:
 		on_tx_reply(c, code, text);
@@ -826,9 +920,11 @@ static void on_event(struct bufferevent *bev, short what, void *arg);
 static int attempt(struct conn *c, char *why, size_t n)
 {
 	const struct relay_dane *dn = conn_dane(c);
+	c->nrpt = 0;
 	if (dn && dn->state == RELAY_DANE_FAIL && job_mode(c, c->d->head) == RELAY_TLS_DANE) {
 		/* RFC 7672 2.2: a host whose TLSA lookup failed is not used */
 		snprintf(why, n, "%.250s", dn->why);
+		tlsrpt_note(c, TLSRPT_DNSSEC_INVALID);
 		return -1;
 	}
 	const struct base_sockaddr *a = &c->addrs[c->ai];
@@ -953,6 +1049,13 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 				int u = relay_dane_matched(bufferevent_openssl_get_ssl(bev));
 				c->dane_usage = u > 0 ? u : 0;
 			}
+			/* (dane-only without TLSA records: next_job reports dane-required) */
+			c->tls_result = c->probe && !c->verified
+			                    ? tlsrpt_cert_result(SSL_get_verify_result(
+			                          bufferevent_openssl_get_ssl(bev)))
+			                    : 0;
+			if (c->mode != RELAY_TLS_DANE || c->dane_usage)
+				tlsrpt_note(c, c->tls_result);
 			c->st = C_EHLO;
 			c->pipelining = c->starttls = c->dsn = 0;
 			send_line(c, "EHLO %s", ehlo_name(c));
@@ -974,6 +1077,10 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 		}
 		if (what & BEV_EVENT_TIMEOUT) snprintf(e, sizeof e, "timeout");
 		base_warn("TLS handshake with %s failed: %s", c->peer, e);
+		tlsrpt_note(c, (c->mode == RELAY_TLS_VERIFY || c->mode == RELAY_TLS_DANE) &&
+		                       !(what & BEV_EVENT_TIMEOUT)
+		                   ? tlsrpt_cert_result(vr)
+		                   : TLSRPT_VALIDATION_FAILURE);
 		snprintf(why, sizeof why, "451 4.7.5 TLS handshake failed: %s", e);
 		if (c->mode == RELAY_TLS_DANE && conn_dane(c) && !(what & BEV_EVENT_TIMEOUT)) {
 			const char *nm = conn_dane(c)->host;

@@ -49,8 +49,10 @@
 #include <dirent.h>
 
 #include "dns/dns.h"
+#include "relay/https.h"
 #include "relay/int.h"
 #include "relay/mtasts.h"
+#include "relay/tlsrpt.h"
 #include "relay/tls.h"
 
 #define NEG_SECONDS   300 /* no record, an invalid one, a failed fetch */
@@ -199,125 +201,22 @@ static int lower_domain(const char *domain, char out[256])
 
 /* ---- the fetch, on a worker thread --------------------------------------- */
 
-/* Waits for fd to be ready for ev until deadline (monotonic ns), in short
- * slices so that a stopping relay is not held up: 0, or -1 with why. */
-static int wait_fd(struct sts_fetch *f, int fd, short ev, uint64_t deadline, char *why, size_t n)
-{
-	for (;;) {
-		if (atomic_load(&f->s->stop)) return snprintf(why, n, "relay stopping"), -1;
-		uint64_t now = base_mono_ns();
-		if (now >= deadline) return snprintf(why, n, "timeout"), -1;
-		uint64_t left = (deadline - now) / 1000000 + 1;
-		struct pollfd p = {.fd = fd, .events = ev};
-		int r = poll(&p, 1, left > 200 ? 200 : (int)left);
-		if (r > 0) return 0;
-		if (r < 0 && errno != EINTR)
-			return snprintf(why, n, "poll: %s", strerror(errno)), -1;
-	}
-}
-
-/* Runs an SSL call until done, waiting on the socket as it asks. */
-static int ssl_wait(struct sts_fetch *f, SSL *ssl, int fd, int r, uint64_t deadline, char *why,
-                    size_t n)
-{
-	int e = SSL_get_error(ssl, r);
-	if (e == SSL_ERROR_WANT_READ) return wait_fd(f, fd, POLLIN, deadline, why, n);
-	if (e == SSL_ERROR_WANT_WRITE) return wait_fd(f, fd, POLLOUT, deadline, why, n);
-	return -2;
-}
-
-static void ssl_why(SSL *ssl, const char *what, char *why, size_t n)
-{
-	long vr = SSL_get_verify_result(ssl);
-	char e[256];
-	if (vr != X509_V_OK)
-		snprintf(why, n, "%s: certificate not accepted: %s", what,
-		         X509_verify_cert_error_string(vr));
-	else
-		snprintf(why, n, "%s: %s", what, relay_tls_error(e, sizeof e));
-}
-
 /* One address: the whole response in resp, or -1 with why. */
 static int fetch_from(struct sts_fetch *f, const struct base_sockaddr *a, uint64_t deadline,
                       struct base_buf *resp, char *why, size_t n)
 {
-	struct base_sockaddr to = *a;
-	to.port = f->port;
-	struct sockaddr_storage ss;
-	socklen_t sl = base_sockaddr_to(&to, &ss);
-	int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0) return snprintf(why, n, "socket: %s", strerror(errno)), -1;
-	SSL *ssl = NULL;
-	int rc = -1;
-	if (connect(fd, (struct sockaddr *)&ss, sl) < 0) {
-		if (errno != EINPROGRESS) {
-			snprintf(why, n, "connect: %s", strerror(errno));
-			goto out;
-		}
-		if (wait_fd(f, fd, POLLOUT, deadline, why, n) < 0) goto out;
-		int soerr = 0;
-		socklen_t el = sizeof soerr;
-		getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &el);
-		if (soerr) {
-			snprintf(why, n, "connect: %s", strerror(soerr));
-			goto out;
-		}
-	}
-	ssl = SSL_new(f->ctx);
-	if (!ssl || SSL_set_fd(ssl, fd) != 1 || SSL_set_tlsext_host_name(ssl, f->host) != 1 ||
-	    SSL_set1_host(ssl, f->host) != 1) {
-		snprintf(why, n, "TLS setup failed");
-		goto out;
-	}
-	/* the server may close without close_notify; the body's length is
-	 * checked against Content-Length */
-	SSL_set_options(ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
-	SSL_set_connect_state(ssl);
-	int r;
-	while ((r = SSL_connect(ssl)) != 1) {
-		int w = ssl_wait(f, ssl, fd, r, deadline, why, n);
-		if (w == -2) ssl_why(ssl, "TLS handshake", why, n);
-		if (w < 0) goto out;
-	}
+	struct relay_https h = {.ctx = f->ctx,
+	                        .host = f->host,
+	                        .port = f->port,
+	                        .stop = &f->s->stop,
+	                        .deadline = deadline,
+	                        .max = MTASTS_RESPONSE_MAX};
 	char req[512];
 	int rl = snprintf(req, sizeof req,
 	                  "GET /.well-known/mta-sts.txt HTTP/1.0\r\nHost: %s\r\n"
 	                  "User-Agent: mailrep\r\nConnection: close\r\n\r\n",
 	                  f->host);
-	for (int off = 0; off < rl;) {
-		r = SSL_write(ssl, req + off, rl - off);
-		if (r > 0) {
-			off += r;
-			continue;
-		}
-		int w = ssl_wait(f, ssl, fd, r, deadline, why, n);
-		if (w == -2) ssl_why(ssl, "write", why, n);
-		if (w < 0) goto out;
-	}
-	char chunk[16384];
-	for (;;) {
-		r = SSL_read(ssl, chunk, sizeof chunk);
-		if (r > 0) {
-			if (resp->len + (size_t)r > MTASTS_RESPONSE_MAX) {
-				snprintf(why, n, "response larger than %d bytes",
-				         MTASTS_RESPONSE_MAX);
-				goto out;
-			}
-			base_buf_append(resp, chunk, (size_t)r);
-			continue;
-		}
-		int e = SSL_get_error(ssl, r);
-		if (e == SSL_ERROR_ZERO_RETURN) break;
-		int w = ssl_wait(f, ssl, fd, r, deadline, why, n);
-		if (w == -2) ssl_why(ssl, "read", why, n);
-		if (w < 0) goto out;
-	}
-	rc = 0;
-out:
-	if (ssl) SSL_free(ssl);
-	close(fd);
-	ERR_clear_error();
-	return rc;
+	return relay_https_exchange(&h, a, req, (size_t)rl, resp, why, n);
 }
 
 static void fetch_run(struct relay_work *w)
@@ -383,6 +282,13 @@ static void fetch_done(struct relay_work *w)
 		} else {
 			snprintf(e->failed_id, sizeof e->failed_id, "%s", f->id);
 			e->fetch_next = now + NEG_SECONDS;
+			/* for TLS reports (RFC 8460 4.3.2.2) */
+			relay_tlsrpt_note(
+			    f->s->x, e->domain, NULL,
+			    !strncmp(f->why, "policy: ", 8)              ? TLSRPT_STS_POLICY_INVALID
+			    : strstr(f->why, "certificate not accepted") ? TLSRPT_STS_WEBPKI_INVALID
+			                                                 : TLSRPT_STS_FETCH_ERROR,
+			    NULL, NULL, NULL);
 			if (active(e, now))
 				base_warn("mta-sts %s: fetching https://%s/.well-known/mta-sts.txt "
 				          "failed: %s; the cached policy (id %s) stays in force",
@@ -662,6 +568,13 @@ int relay_mtasts_tls(struct relay_ctx *x, const char *domain)
 	const struct mtasts_policy *p = e ? active(e, base_now()) : NULL;
 	if (!p) return 0;
 	return p->mode == MTASTS_ENFORCE ? 1 : p->mode == MTASTS_TESTING ? 2 : 0;
+}
+
+const struct mtasts_policy *relay_mtasts_policy(struct relay_ctx *x, const char *domain)
+{
+	if (!x->mtasts || explicit_tls(x->cfg, domain)) return NULL;
+	struct sts_entry *e = entry_for(x, domain, 0);
+	return e ? active(e, base_now()) : NULL;
 }
 
 const char *relay_mtasts_acct(struct relay_ctx *x, const char *domain, const char *mx, int tls,

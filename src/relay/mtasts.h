@@ -89,6 +89,10 @@ int relay_mtasts_route(struct relay_ctx *x, const char *domain, const char **sit
  * --tls-policy for the domain comes first (0). */
 int relay_mtasts_tls(struct relay_ctx *x, const char *domain);
 
+/* The domain's policy in force (NULL: none; an explicit --tls-policy for
+ * the domain means none), for TLS reports. */
+const struct mtasts_policy *relay_mtasts_policy(struct relay_ctx *x, const char *domain);
+
 /* What to say in the accounting line of an attempt to domain over the MX
  * host mx ("enforce", "testing", "testing-fail"), NULL without a policy.
  * tls: the transaction ran over TLS; verified: its certificate verified

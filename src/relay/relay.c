@@ -43,6 +43,7 @@ void relay_config_init(struct relay_config *c)
 	c->max_conns = 256;
 	c->timeout = 300;
 	c->smtp_port = 25;
+	c->tlsrpt_delay = 3600;
 }
 
 /* ---- ids, accounting -------------------------------------------------------- */
@@ -1102,6 +1103,7 @@ int relay_run(const struct relay_config *c, struct base_err *err)
 	                                  err)))
 		rc = -1;
 	if (rc == 0) rc = relay_mx_start(&x, c->resolver, err);
+	if (rc == 0) rc = relay_tlsrpt_start(&x, err);
 	if (rc == 0) rc = relay_control_start(&x, err);
 	if (rc == 0) {
 		relay_kick(&x);
@@ -1125,6 +1127,7 @@ int relay_run(const struct relay_config *c, struct base_err *err)
 	relay_server_stop(&x);
 	relay_mta_shutdown(&x);
 	relay_mx_stop(&x);
+	relay_tlsrpt_stop(&x); /* after the last session's outcome: the counters are whole */
 	event_free(sigterm);
 	event_free(sigint);
 	event_free(sighup);

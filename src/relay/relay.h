@@ -13,6 +13,7 @@
 #include <regex.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <time.h>
 
 #include "base/base.h"
@@ -397,12 +398,30 @@ struct relay_config {
 	uint32_t mta_sts_timeout;
 	int dane; /* DANE (RFC 7672) for MX-routed mail; needs a validating resolver */
 	uint32_t delay_warning; /* seconds deferred before a delayed-delivery DSN; 0: none */
+	/* TLS reporting, RFC 8460 (tlsrpt.c): off unless tlsrpt; the report's
+	 * organization-name (NULL: the host name) and contact-info, the
+	 * reports' sender (NULL: the null sender, From MAILER-DAEMON@host),
+	 * and the most a day's reports wait after midnight, at random */
+	int tlsrpt;
+	const char *tlsrpt_org, *tlsrpt_contact, *tlsrpt_from;
+	uint32_t tlsrpt_delay;
+	uint16_t tlsrpt_port; /* the port of every https: report URI (0: the URI's; for tests) */
 };
 
 /* The MTA-STS settings (mta-sts = on|off, mta-sts-port, mta-sts-timeout):
  * 0, -1 with err, or 1 when key is not one of them (mtasts_policy.c). */
 int relay_mtasts_set(struct relay_config *c, const char *key, const char *value,
                      struct base_err *err);
+/* The TLS reporting settings (tlsrpt = on|off, tlsrpt-org, tlsrpt-contact,
+ * tlsrpt-from, tlsrpt-delay, tlsrpt-port; values are kept, not copied): 0, -1 with err,
+ * or 1 when key is not one of them (tlsrpt.c). */
+int relay_tlsrpt_set(struct relay_config *c, const char *key, const char *value,
+                     struct base_err *err);
+/* `mailrep tlsrpt show`: prints the JSON report of each domain (or of
+ * domain only) of day's counters in SPOOL/tlsrpt (day NULL: today, UTC),
+ * one per line, as the relay would send them from host. 0 or -1 with err. */
+int relay_tlsrpt_show(FILE *out, const char *spool, const char *day, const char *domain,
+                      const char *org, const char *contact, const char *host, struct base_err *err);
 void relay_config_init(struct relay_config *c);
 /* Runs until SIGTERM/SIGINT. */
 int relay_run(const struct relay_config *c, struct base_err *err);
