@@ -133,7 +133,7 @@ def start_relay(binary, work, name, route, key, perf=None, strace=None):
     wait_port(port, p)
     rec = None
     if perf:
-        rec = subprocess.Popen(["perf", "record", "-g", "-o", perf, "-p", str(p.pid)],
+        rec = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-g", "-o", perf, "-p", str(p.pid)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)
     elif strace:
@@ -166,7 +166,7 @@ def run_relay(binary, work, name, sink_port, key, n, perf=None, strace=None):
         time.sleep(0.02)
     secs = time.monotonic() - start
     cpu = cpu_seconds(p.pid)
-    loop = cpu_seconds(p.pid, p.pid)
+    roles = thread_cpu(p.pid)
     if os.environ.get("RELAY_BENCH_SWITCHES"):
         print("       context switches per message (voluntary, involuntary), by thread: " +
               ", ".join("%.2f/%.2f" % (v / n, i / n) for v, i in switches(p.pid)), flush=True)
@@ -177,7 +177,43 @@ def run_relay(binary, work, name, sink_port, key, n, perf=None, strace=None):
     with open(spool + ".out", errors="replace") as f:
         commits = [ln.split("info: ", 1)[-1].strip() for ln in f if "group commit" in ln]
     shutil.rmtree(spool, ignore_errors=True)
-    return secs, cpu, loop, commits[-1] if commits else "", source_cpu
+    return secs, cpu, roles, commits[-1] if commits else "", source_cpu
+
+
+def thread_cpu(pid):
+    """CPU seconds of a relay's threads by role: "loop" for the main thread
+    (the event loop: sessions, scheduler, deliveries), and the name of each
+    worker pool (threads named mailrep-sign, mailrep-commit, ...)."""
+    out = {}
+    for t in os.listdir("/proc/%d/task" % pid):
+        tid = int(t)
+        try:
+            with open("/proc/%d/task/%d/comm" % (pid, tid)) as f:
+                name = f.read().strip()
+            c = cpu_seconds(pid, tid)
+        except OSError:
+            continue
+        role = "loop" if tid == pid else name.replace("mailrep-", "")
+        out[role] = out.get(role, 0.0) + c
+    return out
+
+
+def signature_cost(key):
+    """CPU microseconds of one signature with this machine's OpenSSL (the
+    library the relay signs with), from `openssl speed`; None if unknown."""
+    alg = "rsa2048" if key == "rsa" else "ed25519"
+    try:
+        out = subprocess.run(["openssl", "speed", "-seconds", "2", alg], capture_output=True,
+                             text=True, timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for ln in out.splitlines():
+        w = ln.split()
+        if key == "rsa" and ln.startswith("rsa 2048 bits") and len(w) > 3:
+            return float(w[3].rstrip("s")) * 1e6
+        if key != "rsa" and len(w) > 4 and w[1] == "(Ed25519)":
+            return float(w[2].rstrip("s")) * 1e6
+    return None
 
 
 def switches(pid):
@@ -302,22 +338,33 @@ def main():
                        check=True, stdout=subprocess.DEVNULL)
         label = "RSA-2048" if a.key == "rsa" else "Ed25519"
         rates_r, rates_p, ratios, cpu_r, cpu_p, cpu_ratios = [], [], [], [], [], []
+        load_src, load_sink = [], []
+        sig = signature_cost(a.key)
+        if sig:
+            print("one %s signature with this machine's OpenSSL: %.0f us of CPU (openssl speed)"
+                  % (label, sig), flush=True)
         for i in range(a.runs):
             r = p = None
             if a.only != "postfix":
                 sink0 = cpu_seconds(sink.pid)
-                secs, cpu, loop, commits, src = run_relay(a.bin, work, "spool%d" % i, sink_port, key, n,
+                secs, cpu, roles, commits, src = run_relay(a.bin, work, "spool%d" % i, sink_port, key, n,
                                           a.perf if i == 0 else None,
                                           a.strace if i == 0 else None)
                 r = n / secs
                 rates_r.append(r)
                 cpu_r.append(cpu * 1e6 / n)
                 print("run %d: mailrep relay: %d messages end to end in %.2f s: %.0f msg/s "
-                      "(DKIM %s, durable spool; CPU %.0f us/msg, loop thread %.0f; %s)"
-                      % (i + 1, n, secs, r, label, cpu * 1e6 / n, loop * 1e6 / n, commits),
+                      "(DKIM %s, durable spool; CPU %.0f us/msg; %s)"
+                      % (i + 1, n, secs, r, label, cpu * 1e6 / n, commits),
                       flush=True)
+                print("       relay CPU by thread, us/msg: " +
+                      ", ".join("%s %.0f" % (k, v * 1e6 / n)
+                                for k, v in sorted(roles.items(), key=lambda kv: -kv[1])),
+                      flush=True)
+                load_src.append(src * 1e6 / n)
+                load_sink.append((cpu_seconds(sink.pid) - sink0) * 1e6 / n)
                 print("       load: smtp-source %.0f us/msg, smtp-sink %.0f us/msg"
-                      % (src * 1e6 / n, (cpu_seconds(sink.pid) - sink0) * 1e6 / n), flush=True)
+                      % (load_src[-1], load_sink[-1]), flush=True)
             if a.only != "relay":
                 sink0 = cpu_seconds(sink.pid)
                 secs, pcpu, src = run_postfix(work, sink_port, n)
@@ -349,6 +396,14 @@ def main():
             print("  CPU ratio      %s (postfix CPU per message / mailrep's)"
                   % (("%.2f" % cpu_ratios[0]) if len(cpu_ratios) == 1 else
                      "%.2f–%.2f" % (min(cpu_ratios), max(cpu_ratios))))
+        if sig and load_src:
+            # an upper bound: the cores minus the load generator and the sink,
+            # spent on nothing but one signature per message
+            cores = os.cpu_count() or 1
+            ceiling = cores * 1e6 / (sig + min(load_src) + min(load_sink))
+            print("  ceiling        %.0f msg/s on %d cores: a signature (%.0f us), smtp-source and "
+                  "smtp-sink per message and nothing else" % (ceiling, cores, sig), end="")
+            print(" = %.2f× the fastest Postfix run" % (ceiling / max(rates_p)) if rates_p else "")
         if not a.no_memory and a.only != "postfix":
             before, after, per = memory_per_deferred(a.bin, work, key, n)
             print("  relay memory: %d messages deferred: RSS %d kB -> %d kB: %d bytes per "

@@ -382,7 +382,8 @@ void relay_dsn_mail_params(const struct rmsg *m, struct base_buf *b);
 void relay_dsn_rcpt_params(const struct rmsg *m, uint32_t idx, struct base_buf *b);
 
 /* work.c */
-struct relay_workers *relay_workers_new(struct event_base *base, unsigned nthreads,
+/* name: the threads' name ("mailrep-" NAME, as top -H and /proc show it; at most 7 bytes). */
+struct relay_workers *relay_workers_new(struct event_base *base, const char *name, unsigned nthreads,
                                         struct base_err *err);
 void relay_workers_submit(struct relay_workers *p, struct relay_work *w);
 /* Joins the threads, then calls done() for every piece of work not yet done. */

@@ -642,7 +642,7 @@ int relay_mtasts_start(struct relay_ctx *x, struct base_err *err)
 	struct relay_mtasts *s = base_xcalloc(1, sizeof *s);
 	s->x = x;
 	atomic_init(&s->stop, 0);
-	s->workers = relay_workers_new(x->base, FETCH_THREADS, err);
+	s->workers = relay_workers_new(x->base, "mtasts", FETCH_THREADS, err);
 	if (!s->workers) {
 		free(s);
 		return -1;

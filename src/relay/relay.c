@@ -969,7 +969,7 @@ static void reload(struct relay_ctx *x)
 	}
 	int accounts = n->accounts && n->accounts->n;
 	if ((n->ndkim || accounts) && !x->signers &&
-	    !(x->signers = relay_workers_new(x->base,
+	    !(x->signers = relay_workers_new(x->base, "sign",
 	                                     n->sign_threads ? n->sign_threads : relay_workers_cores(),
 	                                     &err))) {
 		base_error("reload refused, the running configuration stays: %s", err.msg);
@@ -1096,10 +1096,10 @@ int relay_run(const struct relay_config *c, struct base_err *err)
 	 * thread starts or any peer is talked to */
 	int rc = relay_server_start(&x, err);
 	if (rc == 0) rc = drop_root(c, err);
-	if (rc == 0 && !(x.syncer = relay_workers_new(x.base, 1, err))) rc = -1;
+	if (rc == 0 && !(x.syncer = relay_workers_new(x.base, "commit", 1, err))) rc = -1;
 	/* the same threads check AUTH passwords */
 	if (rc == 0 && (c->ndkim || (c->accounts && c->accounts->n)) &&
-	    !(x.signers = relay_workers_new(x.base, c->sign_threads ? c->sign_threads : relay_workers_cores(),
+	    !(x.signers = relay_workers_new(x.base, "sign", c->sign_threads ? c->sign_threads : relay_workers_cores(),
 	                                  err)))
 		rc = -1;
 	if (rc == 0) rc = relay_mx_start(&x, c->resolver, err);

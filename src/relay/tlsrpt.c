@@ -444,7 +444,7 @@ static void on_post_addr(void *arg, const char *name, uint16_t type, struct dns_
 	}
 	struct relay_tlsrpt *t = p->t;
 	struct base_err err;
-	if (!t->workers && !(t->workers = relay_workers_new(t->x->base, 1, &err))) {
+	if (!t->workers && !(t->workers = relay_workers_new(t->x->base, "tlsrpt", 1, &err))) {
 		base_warn("tlsrpt %s: %s", p->domain, err.msg);
 		post_free(p);
 		return;

@@ -20,6 +20,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -96,7 +97,7 @@ static void on_done(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-struct relay_workers *relay_workers_new(struct event_base *base, unsigned nthreads,
+struct relay_workers *relay_workers_new(struct event_base *base, const char *name, unsigned nthreads,
                                         struct base_err *err)
 {
 	struct relay_workers *p = base_xcalloc(1, sizeof *p);
@@ -119,6 +120,9 @@ struct relay_workers *relay_workers_new(struct event_base *base, unsigned nthrea
 			return NULL;
 		}
 		p->nthreads++;
+		char tn[16];
+		snprintf(tn, sizeof tn, "mailrep-%.7s", name);
+		pthread_setname_np(p->threads[i], tn); /* only informative: a failure changes nothing */
 	}
 	return p;
 }

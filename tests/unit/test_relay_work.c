@@ -50,7 +50,7 @@ static void test_pool_runs_off_the_loop_and_returns(void **state)
 	(void)state;
 	struct event_base *base = event_base_new();
 	struct base_err err;
-	struct relay_workers *p = relay_workers_new(base, 3, &err);
+	struct relay_workers *p = relay_workers_new(base, "test", 3, &err);
 	assert_non_null(p);
 	enum { N = 300 };
 	struct tjob *jobs = calloc(N, sizeof *jobs);
@@ -83,7 +83,7 @@ static void test_pool_free_returns_every_job(void **state)
 	(void)state;
 	struct event_base *base = event_base_new();
 	struct base_err err;
-	struct relay_workers *p = relay_workers_new(base, 1, &err);
+	struct relay_workers *p = relay_workers_new(base, "test", 1, &err);
 	assert_non_null(p);
 	pthread_mutex_t gate = PTHREAD_MUTEX_INITIALIZER;
 	pthread_mutex_lock(&gate);
