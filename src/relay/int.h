@@ -99,20 +99,31 @@ struct job {
 	struct job *next;
 };
 
-/* Per source address of a destination (one, unbound, without a pool).
- * Invariant: lim is the destination's lim lowered by the rules scoped to
- * this source (cut, until cut_until; throttle.c), and the rate buckets are
- * initialised for lim's rates. */
-/* Open connections from one source address to one site, whatever the
- * pool: pools that share an address share its connection limit there. */
+/* One source address towards one site, whatever the pool: the receiver
+ * sees one address, so pools that share it share its open connections,
+ * its rate buckets and its limits there. Invariant: users are every
+ * pool's view of this address and site (a dest_src); lim is the lowest of their
+ * lims (a source-scoped throttle rule put in one pool holds the address
+ * in all), and the buckets are armed for lim's rates. */
 struct src_site {
 	char *host;
 	uint16_t port;
 	struct base_sockaddr addr;
 	uint32_t active;
+	struct relay_limits lim;
+	struct relay_rate msgs, conns;
+	struct src_user {
+		struct dest *d;
+		size_t si; /* d->src[si] */
+	} *users;
+	size_t nusers;
 	struct src_site *next;
 };
 
+/* Per source address of a destination (one, unbound, without a pool).
+ * Invariant: lim is the destination's lim lowered by the rules scoped to
+ * this source (cut, until cut_until; throttle.c), and the rate buckets are
+ * initialised for lim's rates. */
 struct dest_src {
 	uint32_t active; /* open connections from this source, in this pool */
 	struct src_site *all; /* those of every pool (a pool's source); NULL: active alone */
@@ -301,6 +312,16 @@ void relay_jobs_back(struct relay_ctx *x, struct dest *d, int64_t until);
 /* Frees every destination, its waiting jobs and the shared source counts
  * (at the end: no connection is open). */
 void relay_dests_free(struct relay_ctx *x);
+/* The shared view of a source (relay.c): what holds for the address of
+ * ds towards its site in every pool, or ds's own when no pool shares it. */
+void relay_src_site_limits(struct src_site *ss);
+uint32_t relay_src_conn_limit(const struct dest_src *ds);
+struct relay_rate *relay_src_msgs(struct dest_src *ds);
+struct relay_rate *relay_src_conns(struct dest_src *ds);
+int64_t relay_src_suspended_until(const struct dest_src *ds);
+/* Whether another pool has mail waiting for a connection from the
+ * address of d->src[si] to its site. */
+int relay_src_wanted(const struct dest *d, size_t si);
 /* The destination for site host:port seen from pool, created (with the
  * configured limits and no address yet) when new. */
 struct dest *relay_dest_new(struct relay_ctx *x, const char *host, uint16_t port,

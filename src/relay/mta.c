@@ -527,6 +527,29 @@ static void start_tls(struct conn *c)
 	set_timeout(c, T_GREET);
 }
 
+/* Ends an idle connection (C_IDLE) with QUIT; it is freed, and the
+ * destinations pumped, when the peer answers or closes. */
+static void conn_quit(struct conn *c)
+{
+	c->st = C_QUIT;
+	send_line(c, "QUIT");
+	set_timeout(c, 10);
+	bufferevent_enable(c->bev, EV_READ);
+}
+
+/* The source address ss is at its connection limit towards its site: an
+ * idle connection another pool keeps from it there is ended, so that d's
+ * waiting mail gets the place (without this, the idle linger of one pool
+ * would hold back the other). One a call: each close pumps again. */
+static void release_idle(struct relay_ctx *x, const struct dest *d, const struct src_site *ss)
+{
+	for (struct conn *c = x->clist; c; c = c->next)
+		if (c->st == C_IDLE && c->d != d && c->d->src[c->si].all == ss) {
+			conn_quit(c);
+			return;
+		}
+}
+
 static void next_job(struct conn *c)
 {
 	if (c->counted_connecting) {
@@ -536,10 +559,11 @@ static void next_job(struct conn *c)
 	struct dest_src *ds = &c->d->src[c->si];
 	uint32_t limit = ds->lim.msgs_per_conn;
 	int64_t now_s = base_now();
-	int stop = c->x->stopping || c->d->suspended_until > now_s || ds->suspended_until > now_s ||
+	int stop = c->x->stopping || c->d->suspended_until > now_s ||
+	           relay_src_suspended_until(ds) > now_s ||
 	           (limit && c->jobs >= limit);
 	if (!stop && c->d->head) {
-		int64_t w = relay_rate_take(&ds->msgs, (int64_t)base_mono_ns());
+		int64_t w = relay_rate_take(relay_src_msgs(ds), (int64_t)base_mono_ns());
 		if (w > 0) {
 			/* the message rate: wait for the next token, not a failure */
 			if (!c->wait) c->wait = evtimer_new(c->x->base, on_wait, c);
@@ -563,7 +587,8 @@ static void next_job(struct conn *c)
 		tx_report(c, 451, tls_refusal(c, job_mode(c, j), why, sizeof why));
 		j = relay_job_take(c->d);
 	}
-	if (!j && !stop && c->st != C_IDLE) {
+	/* lingers for more mail, unless another pool waits for the address */
+	if (!j && !stop && c->st != C_IDLE && !relay_src_wanted(c->d, c->si)) {
 		c->st = C_IDLE;
 		set_timeout(c, IDLE_LINGER);
 		return;
@@ -1108,10 +1133,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 	}
 	if (c->st == C_IDLE && what & BEV_EVENT_TIMEOUT) {
 		/* lingered long enough: the timeout stopped reading, QUIT resumes it */
-		c->st = C_QUIT;
-		send_line(c, "QUIT");
-		set_timeout(c, 10);
-		bufferevent_enable(c->bev, EV_READ);
+		conn_quit(c);
 		return;
 	}
 	if (c->st == C_QUIT || c->st == C_WAIT || c->st == C_IDLE) {
@@ -1249,8 +1271,9 @@ static int64_t sources_held(const struct dest *d, int64_t now)
 		for (size_t k = 0; !fam && k < d->naddrs; k++)
 			fam = d->addrs[k].family == s->addr.family;
 		if (!fam) continue;
-		if (d->src[i].suspended_until <= now) return 0;
-		if (!end || d->src[i].suspended_until < end) end = d->src[i].suspended_until;
+		int64_t until = relay_src_suspended_until(&d->src[i]);
+		if (until <= now) return 0;
+		if (!end || until < end) end = until;
 	}
 	return end;
 }
@@ -1291,12 +1314,15 @@ void relay_mta_pump(struct relay_ctx *x, struct dest *d)
 			cur[i] = ds->swrr;
 			/* the limit counts the address's connections in every pool */
 			uint32_t open = ds->all ? ds->all->active : ds->active;
-			if (!fam || open >= ds->lim.conn_limit || ds->suspended_until > now_s)
+			if (!fam || relay_src_suspended_until(ds) > now_s) continue;
+			if (open >= relay_src_conn_limit(ds)) {
+				if (ds->all && open > ds->active) release_idle(x, d, ds->all);
 				continue;
+			}
 			/* a new connection needs a connection token, and is of use
 			 * only when a message may go now */
-			int64_t w1 = relay_rate_wait(&ds->conns, now);
-			int64_t w2 = relay_rate_wait(&ds->msgs, now);
+			int64_t w1 = relay_rate_wait(relay_src_conns(ds), now);
+			int64_t w2 = relay_rate_wait(relay_src_msgs(ds), now);
 			int64_t w = w1 > w2 ? w1 : w2;
 			if (w > 0) {
 				if (!wait || w < wait) wait = w;
@@ -1314,7 +1340,7 @@ void relay_mta_pump(struct relay_ctx *x, struct dest *d)
 		long pick = relay_swrr_pick(weight, cur, ok, n);
 		if (pick < 0) break;
 		for (size_t i = 0; i < n; i++) d->src[i].swrr = cur[i];
-		relay_rate_take(&d->src[pick].conns, now);
+		relay_rate_take(relay_src_conns(&d->src[pick]), now);
 		conn_open(x, d, (size_t)pick);
 	}
 	if (wait > 0 && d->njobs > d->connecting) {

@@ -430,6 +430,7 @@ void relay_dests_free(struct relay_ctx *x)
 	while (x->src_sites) {
 		struct src_site *s = x->src_sites;
 		x->src_sites = s->next;
+		free(s->users);
 		free(s->host);
 		free(s);
 	}
@@ -452,6 +453,64 @@ static struct src_site *src_site(struct relay_ctx *x, const char *host, uint16_t
 	s->next = x->src_sites;
 	x->src_sites = s;
 	return s;
+}
+
+/* The lower of two rates or limits, where 0 is no limit. */
+static uint32_t lower(uint32_t a, uint32_t b)
+{
+	return !a ? b : !b ? a : a < b ? a : b;
+}
+
+void relay_src_site_limits(struct src_site *ss)
+{
+	struct relay_limits l = ss->users[0].d->src[ss->users[0].si].lim;
+	for (size_t i = 1; i < ss->nusers; i++) {
+		const struct relay_limits *u = &ss->users[i].d->src[ss->users[i].si].lim;
+		l.conn_limit = u->conn_limit < l.conn_limit ? u->conn_limit : l.conn_limit;
+		l.msgs_per_sec = lower(l.msgs_per_sec, u->msgs_per_sec);
+		l.conns_per_min = lower(l.conns_per_min, u->conns_per_min);
+	}
+	if (l.msgs_per_sec != ss->lim.msgs_per_sec || !ss->lim.set)
+		relay_rate_init(&ss->msgs, l.msgs_per_sec, 1000000000ull);
+	if (l.conns_per_min != ss->lim.conns_per_min || !ss->lim.set)
+		relay_rate_init(&ss->conns, l.conns_per_min, 60000000000ull);
+	ss->lim = l;
+	ss->lim.set = RELAY_LIM_CONN | RELAY_LIM_MPS | RELAY_LIM_CPM; /* armed */
+}
+
+uint32_t relay_src_conn_limit(const struct dest_src *ds)
+{
+	return ds->all ? ds->all->lim.conn_limit : ds->lim.conn_limit;
+}
+
+struct relay_rate *relay_src_msgs(struct dest_src *ds)
+{
+	return ds->all ? &ds->all->msgs : &ds->msgs;
+}
+
+struct relay_rate *relay_src_conns(struct dest_src *ds)
+{
+	return ds->all ? &ds->all->conns : &ds->conns;
+}
+
+int64_t relay_src_suspended_until(const struct dest_src *ds)
+{
+	if (!ds->all) return ds->suspended_until;
+	int64_t u = 0;
+	for (size_t i = 0; i < ds->all->nusers; i++) {
+		const struct src_user *w = &ds->all->users[i];
+		if (w->d->src[w->si].suspended_until > u) u = w->d->src[w->si].suspended_until;
+	}
+	return u;
+}
+
+int relay_src_wanted(const struct dest *d, size_t si)
+{
+	const struct src_site *ss = d->src[si].all;
+	for (size_t i = 0; ss && i < ss->nusers; i++)
+		if (ss->users[i].d != d && ss->users[i].d->njobs > ss->users[i].d->connecting)
+			return 1;
+	return 0;
 }
 
 struct dest *relay_dest_new(struct relay_ctx *x, const char *host, uint16_t port,
@@ -477,6 +536,12 @@ struct dest *relay_dest_new(struct relay_ctx *x, const char *host, uint16_t port
 		d->src[i].lim = d->conf;
 		relay_rate_init(&d->src[i].msgs, c->msgs_per_sec, 1000000000ull);
 		relay_rate_init(&d->src[i].conns, c->conns_per_min, 60000000000ull);
+		struct src_site *ss = d->src[i].all;
+		if (ss) {
+			ss->users = base_xrealloc(ss->users, (ss->nusers + 1) * sizeof *ss->users);
+			ss->users[ss->nusers++] = (struct src_user){d, i};
+			relay_src_site_limits(ss);
+		}
 	}
 	d->next = x->dests;
 	x->dests = d;

@@ -272,6 +272,7 @@ void relay_dest_limits(struct relay_ctx *x, struct dest *d)
 		if (se.conns_per_min != s->lim.conns_per_min)
 			relay_rate_init(&s->conns, se.conns_per_min, 60000000000ull);
 		s->lim = se;
+		if (s->all) relay_src_site_limits(s->all);
 	}
 }
 

@@ -229,3 +229,75 @@ def test_account_naming_an_unconfigured_pool_is_refused(datadir):
             # the spool directory it cannot create
             assert r.returncode != 0 and "no pool named" not in r.stderr and \
                 "never-created" in r.stderr, r.stderr
+
+
+def shared_address_span(datadir, servers, pools, n=30):
+    """Seconds from the relay's start to the n-th message at the sink, with
+    n queued messages split between pools news and tx (pools: their
+    --pool arguments), a limit of 5 messages a second, and a connection a
+    message, so that both pools keep opening connections."""
+    import time
+    sink = PeerSink(delay=0)
+    try:
+        spool = os.path.join(datadir, "spool-%d" % sink.port)
+        os.makedirs(spool)
+        now = int(time.time())
+        with open(os.path.join(spool, "seg-00000001"), "wb") as f:
+            for i in range(n):
+                pool = "news" if i % 2 else "tx"
+                f.write(spool_record("m%d.%s" % (i, pool), "pool=" + pool,
+                                     "u%d@dest.example" % i, now))
+        t0 = time.monotonic()
+        relay = start_relay(datadir, ["--route", "*=127.0.0.1:%d" % sink.port,
+                                      "--trusted", "127.0.0.1", "--msgs-per-sec", "5",
+                                      "--msgs-per-conn", "1"] + pools,
+                            spool=spool)
+        servers.append(relay)
+        assert wait_for(lambda: sink.messages >= n, timeout=60), relay.output()
+        span = time.monotonic() - t0
+        assert {e["pool"] for e in deliveries(relay)} == {"news", "tx"}
+        stop_clean(relay)
+        return span
+    finally:
+        sink.stop()
+
+
+def test_pools_sharing_an_address_share_its_rate(datadir, servers):
+    """The message rate holds for the address, not for each pool's view of
+    it: 30 messages at 5 a second (a burst of 5) take at least 5 s when both
+    pools send from 127.0.0.2; with one address each, each address has its
+    own 5 a second and the same mail goes in about half the time."""
+    shared = shared_address_span(datadir, servers, ["--pool", "news=127.0.0.2/news.test",
+                                                    "--pool", "tx=127.0.0.2/tx.test"])
+    assert shared >= 4.0, shared
+    apart = shared_address_span(datadir, servers, ["--pool", "news=127.0.0.2/news.test",
+                                                   "--pool", "tx=127.0.0.3/tx.test"])
+    assert apart < shared, (apart, shared)
+
+
+def test_an_idle_connection_gives_way_to_another_pool(datadir, servers):
+    """With one connection allowed from 127.0.0.2, which both pools use, the
+    first pool's connection does not linger idle (2 s) once its mail is
+    gone while the other pool's mail waits for the address: the second
+    connection follows the first at once."""
+    import time
+    sink = PeerSink(delay=0)
+    try:
+        spool = os.path.join(datadir, "spool")
+        os.makedirs(spool)
+        now = int(time.time())
+        with open(os.path.join(spool, "seg-00000001"), "wb") as f:
+            f.write(spool_record("m1.news", "pool=news", "a@dest.example", now))
+            f.write(spool_record("m2.tx", "pool=tx", "b@dest.example", now))
+        relay = start_relay(datadir, ["--route", "*=127.0.0.1:%d" % sink.port,
+                                      "--trusted", "127.0.0.1", "--conn-limit", "1",
+                                      "--pool", "news=127.0.0.2/news.test",
+                                      "--pool", "tx=127.0.0.2/tx.test"], spool=spool)
+        servers.append(relay)
+        assert wait_for(lambda: sink.messages >= 2, timeout=30), relay.output()
+        assert sink.connections == 2 and sink.peer_max == {"127.0.0.2": 1}, sink.peer_max
+        t = sorted(sink.conn_times)
+        assert t[1] - t[0] < 1.5, t
+        stop_clean(relay)
+    finally:
+        sink.stop()

@@ -10,12 +10,13 @@ both are held. A damaged state file is reported by line and the relay
 starts anyway."""
 import os
 import signal
+import smtplib
 import threading
 import time
 
 from conftest import datadir, servers  # noqa: F401 (fixtures)
 from relay_peers import PeerSink
-from relay_util import start_relay, stop_clean, submit, wait_for
+from relay_util import message, start_relay, stop_clean, submit, wait_for
 from test_relay_throttle import RATE, T0, T2H, of, rate_once, set_clock, submit_many, summary
 
 POOL = "\ndefault-pool = bulk\n\n[pool bulk]\nsource = 127.0.0.2\nsource = 127.0.0.3\n"
@@ -217,6 +218,36 @@ def test_rule_scoped_to_the_source_that_got_the_reply(datadir, servers, monkeypa
         assert summary(relay)["held"] == want
         peak = load_per_source(relay, sink, 100, 24)
         assert peak == {"127.0.0.2": 1, "127.0.0.3": 3}, peak
+        stop_clean(relay)
+    finally:
+        sink.stop()
+
+
+def test_rule_scoped_to_a_source_holds_it_in_every_pool(datadir, servers, monkeypatch):
+    """The receiver sees an address, not a pool: a rule put on 127.0.0.2 by
+    a reply in pool bulk also holds 127.0.0.2 to one connection when pool
+    tx, which sends from the same address, has mail for the site."""
+    sink = PerSourceSink("127.0.0.2", delay=0.3)
+    try:
+        conf = write_config(datadir, sink.port, "conn-limit = 3" + POOL +
+                            "\n[pool tx]\nsource = 127.0.0.2\n", GMAIL_RULE)
+        relay, _ = start(datadir, servers, monkeypatch, conf)
+        ev = trigger(relay)
+        assert ev["source"] == "127.0.0.2" and ev["pool"] == "bulk", ev
+        with sink.lock:
+            sink.peer_max = dict(sink.peer_now)
+        done = len(of(relay, "delivery"))
+        s = smtplib.SMTP("127.0.0.1", relay.port, timeout=30)
+        s.ehlo("client.test")
+        for i in range(12):
+            submit(relay.port, "alice@example.com", ["tx%d@dest.example" % i],
+                   data="X-Mailrep-Pool: tx\r\n" + message("tx%d" % i), conn=s)
+        s.quit()
+        assert wait_for(lambda: len(of(relay, "delivery")) >= done + 12, timeout=60), \
+            relay.output()
+        assert {e["pool"] for e in of(relay, "delivery")[done:]} == {"tx"}
+        with sink.lock:
+            assert sink.peer_max == {"127.0.0.2": 1}, sink.peer_max
         stop_clean(relay)
     finally:
         sink.stop()
