@@ -254,6 +254,59 @@ static void test_site_scope_holds_back_every_source(void **state)
 	free_dest(d);
 }
 
+/* Two pools' destinations towards one site share the first source's
+ * address: what a rule puts on it in one pool holds it in the other. */
+static void test_a_shared_address_holds_in_every_pool(void **state)
+{
+	(void)state;
+	rule("rate", "4\\.7\\.28", "conn-limit 2", "1h");
+	rule("mps", "4\\.7\\.0 slow", "msgs-per-sec 1", "2h");
+	rule("block", "TSS04", "suspend", "30m");
+	struct relay_ctx x;
+	memset(&x, 0, sizeof x);
+	x.cfg = &cfg;
+	struct dest *a = pool_dest(&x), *b = new_dest(&x, 10, 5);
+	b->pool = a->pool;
+	struct src_site ss;
+	memset(&ss, 0, sizeof ss);
+	struct src_user users[2] = {{a, 0}, {b, 0}};
+	ss.users = users;
+	ss.nusers = 2;
+	a->src[0].all = b->src[0].all = &ss;
+	relay_src_site_limits(&ss);
+	/* the lowest of each, 0 being no limit: b's 5 a second */
+	assert_int_equal(ss.lim.conn_limit, 10);
+	assert_int_equal(ss.lim.msgs_per_sec, 5);
+	assert_ptr_equal(relay_src_msgs(&a->src[0]), &ss.msgs);
+	assert_ptr_equal(relay_src_msgs(&a->src[1]), &a->src[1].msgs); /* not shared */
+	/* a's first source gets the replies */
+	x.acct_si = 1;
+	assert_int_equal(relay_throttle_reply(&x, a, 451, "451 4.7.28 unusual rate"), 1);
+	assert_int_equal(relay_src_conn_limit(&b->src[0]), 2);
+	assert_int_equal(relay_src_conn_limit(&b->src[1]), 10);
+	assert_int_equal(relay_throttle_reply(&x, a, 421, "421 4.7.0 slow down"), 1);
+	int64_t t = 1000000000000ll;
+	assert_int_equal(relay_rate_take(relay_src_msgs(&b->src[0]), t), 0);
+	assert_true(relay_rate_take(relay_src_msgs(&a->src[0]), t) > 0); /* one bucket */
+	assert_int_equal(relay_src_suspended_until(&b->src[0]), 0);
+	assert_int_equal(relay_throttle_reply(&x, a, 421, "421 4.7.0 [TSS04] deferred"), 1);
+	assert_int_equal(relay_src_suspended_until(&b->src[0]), base_now() + 1800);
+	assert_int_equal(relay_src_suspended_until(&b->src[1]), 0);
+	/* mail waiting in b wants the address a's connection holds */
+	assert_false(relay_src_wanted(a, 0));
+	b->njobs = 1;
+	assert_true(relay_src_wanted(a, 0));
+	assert_false(relay_src_wanted(a, 1));
+	assert_false(relay_src_wanted(b, 0)); /* a has nothing waiting */
+	/* the ends pass: the address's limits return */
+	setenv("MAILREP_NOW", "2026-11-23T12:00:01Z", 1);
+	relay_dest_limits(&x, a);
+	assert_int_equal(ss.lim.conn_limit, 10);
+	assert_int_equal(ss.lim.msgs_per_sec, 5);
+	free_dest(a);
+	free_dest(b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -264,6 +317,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_source_scope_holds_back_one_source, setup,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_site_scope_holds_back_every_source, setup,
+	                                    teardown),
+	    cmocka_unit_test_setup_teardown(test_a_shared_address_holds_in_every_pool, setup,
 	                                    teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
