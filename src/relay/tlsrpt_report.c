@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "relay/int.h"
 #include "relay/tlsrpt.h"
 
 static const char *const result_names[] = {
@@ -527,13 +528,6 @@ static int is_alnum(char c)
 	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
 }
 
-/* tlsrpt-ext-value = 1*(%x21-3A / %x3C / %x3E-7E) */
-static int ext_char(char c)
-{
-	unsigned char u = (unsigned char)c;
-	return u >= 0x21 && u <= 0x7e && c != ';' && c != '=';
-}
-
 /* A URI character of RFC 3986 (unreserved, reserved, '%'), without ',' and
  * ';', which the record uses as delimiters (they must be %-encoded). */
 static int uri_char(char c)
@@ -581,76 +575,64 @@ static int https_ok(const char *u, size_t n)
 	return p == end || *p == '/';
 }
 
+/* The URIs of a rua field's value: tlsrpt-uri *(*WSP "," *WSP tlsrpt-uri)
+ * (§3); those of schemes other than mailto: and https: are counted in
+ * *skipped. */
+static int rua_parse(const char *txt, const struct relay_txt_field *f, struct tlsrpt_rua *rua,
+                     size_t *skipped, struct base_err *err)
+{
+	const char *p = f->value, *end = f->value + f->vlen;
+	for (;;) {
+		const char *u = p;
+		while (p < end && uri_char(*p)) p++;
+		size_t ul = (size_t)(p - u);
+		if (!ul) return base_errf(err, "empty URI at offset %zu", (size_t)(u - txt));
+		if (ul >= TLSRPT_URI_MAX)
+			return base_errf(err, "URI longer than %d bytes at offset %zu",
+			                 TLSRPT_URI_MAX - 1, (size_t)(u - txt));
+		int mailto = ul > 7 && !memcmp(u, "mailto:", 7);
+		int https = ul > 8 && !memcmp(u, "https://", 8);
+		if (mailto && !mailto_ok(u, ul))
+			return base_errf(err, "bad mailto URI '%.*s' at offset %zu", (int)ul, u,
+			                 (size_t)(u - txt));
+		if (https && !https_ok(u, ul))
+			return base_errf(err, "bad https URI '%.*s' at offset %zu", (int)ul, u,
+			                 (size_t)(u - txt));
+		if ((mailto || https) && rua->n < TLSRPT_RUA_MAX) {
+			memcpy(rua->uri[rua->n], u, ul);
+			rua->uri[rua->n++][ul] = 0;
+		} else {
+			(*skipped)++;
+		}
+		while (p < end && is_wsp(*p)) p++;
+		if (p == end) return 0;
+		if (*p != ',')
+			return base_errf(err, "expected ',' or ';' at offset %zu", (size_t)(p - txt));
+		p++;
+		while (p < end && is_wsp(*p)) p++;
+	}
+}
+
 int tlsrpt_txt_parse(const char *txt, size_t len, struct tlsrpt_rua *rua, struct base_err *err)
 {
-	const char *p = txt, *end = txt + len;
 	rua->n = 0;
 	/* records that do not start with "v=TLSRPTv1;" are discarded (§3) */
 	if (len < 10 || memcmp(txt, "v=TLSRPTv1", 10)) return 0;
-	p += 10;
-	if (p < end && !is_wsp(*p) && *p != ';') return 0;
-	int have_rua = 0, fields = 0;
-	size_t skipped = 0;
-	for (;;) {
-		while (p < end && is_wsp(*p)) p++;
-		if (p == end) break;
-		if (*p != ';')
-			return base_errf(err, "expected ';' at offset %zu", (size_t)(p - txt));
-		p++;
-		while (p < end && is_wsp(*p)) p++;
-		if (p == end) break; /* a trailing delimiter */
-		const char *name = p;
-		if (!is_alnum(*p))
-			return base_errf(err, "bad field name at offset %zu", (size_t)(p - txt));
-		while (p < end && (is_alnum(*p) || *p == '_' || *p == '-' || *p == '.')) p++;
-		size_t nl = (size_t)(p - name);
-		if (nl > 32 || p == end || *p != '=')
-			return base_errf(err, "bad field at offset %zu", (size_t)(name - txt));
-		p++;
-		fields++;
-		if (nl == 3 && !memcmp(name, "rua", 3)) {
-			if (have_rua) return base_errf(err, "rua given twice");
-			have_rua = 1;
-			for (;;) {
-				const char *u = p;
-				while (p < end && uri_char(*p)) p++;
-				size_t ul = (size_t)(p - u);
-				if (!ul)
-					return base_errf(err, "empty URI at offset %zu",
-					                 (size_t)(u - txt));
-				if (ul >= TLSRPT_URI_MAX)
-					return base_errf(err, "URI longer than %d bytes",
-					                 TLSRPT_URI_MAX - 1);
-				int mailto = ul > 7 && !memcmp(u, "mailto:", 7);
-				int https = ul > 8 && !memcmp(u, "https://", 8);
-				if (mailto && !mailto_ok(u, ul))
-					return base_errf(err, "bad mailto URI '%.*s'", (int)ul, u);
-				if (https && !https_ok(u, ul))
-					return base_errf(err, "bad https URI '%.*s'", (int)ul, u);
-				if ((mailto || https) && rua->n < TLSRPT_RUA_MAX) {
-					memcpy(rua->uri[rua->n], u, ul);
-					rua->uri[rua->n++][ul] = 0;
-				} else {
-					skipped++;
-				}
-				const char *q = p;
-				while (q < end && is_wsp(*q)) q++;
-				if (q < end && *q == ',') {
-					p = q + 1;
-					while (p < end && is_wsp(*p)) p++;
-					continue;
-				}
-				break;
-			}
-		} else {
-			const char *v = p;
-			while (p < end && ext_char(*p)) p++;
-			if (p == v)
-				return base_errf(err, "empty value at offset %zu",
-				                 (size_t)(v - txt));
+	if (len > 10 && !is_wsp(txt[10]) && txt[10] != ';') return 0;
+	int have_rua = 0, k;
+	size_t skipped = 0, pos = 10;
+	struct relay_txt_field f;
+	while ((k = relay_txt_next(txt, len, &pos, 0, &f, err)) == 1) {
+		if (!relay_txt_name_is(&f, "rua")) {
+			if (relay_txt_ext_value(&f, err) < 0) return -1;
+			continue;
 		}
+		if (have_rua) return base_errf(err, "rua given twice at offset %zu", f.off);
+		have_rua = 1;
+		if (rua_parse(txt, &f, rua, &skipped, err) < 0) return -1;
 	}
-	if (!fields || !have_rua) return base_errf(err, "no rua field");
+	if (k < 0) return -1;
+	if (!have_rua) return base_errf(err, "no rua field");
 	if (!rua->n)
 		return base_errf(err, "no mailto: or https: URI in rua (%zu other%s skipped)",
 		                 skipped, skipped == 1 ? "" : "s");

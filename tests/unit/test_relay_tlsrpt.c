@@ -60,6 +60,31 @@ static void test_txt(void **state)
 	assert_int_equal(txt("v=TLSRPTv1; rua=https://", &r, &err), -1);
 	assert_int_equal(txt("v=TLSRPTv1; rua=https://h.example:0/", &r, &err), -1);
 	assert_int_equal(txt("v=TLSRPTv1; =x; rua=mailto:a@b.example", &r, &err), -1);
+	/* the exact errors, each naming its byte offset */
+	static const struct {
+		const char *text, *msg;
+	} bad[] = {
+	    {"v=TLSRPTv1 rua=mailto:a@b.example", "expected ';' at offset 11"},
+	    {"v=TLSRPTv1; =x; rua=mailto:a@b.example", "bad field name at offset 12"},
+	    {"v=TLSRPTv1; rua =mailto:a@b.example", "expected '=' after 'rua' at offset 15"},
+	    {"v=TLSRPTv1; rua=", "empty value for 'rua' at offset 16"},
+	    {"v=TLSRPTv1; abcdefghijabcdefghijabcdefghijabc=1; rua=mailto:a@b.example",
+	     "field name longer than 32 at offset 12"},
+	    {"v=TLSRPTv1; x=a=b; rua=mailto:a@b.example",
+	     "bad character in the value of 'x' at offset 15"},
+	    {"v=TLSRPTv1; rua=mailto:a@b.example x", "expected ',' or ';' at offset 35"},
+	    {"v=TLSRPTv1; rua=mailto:a@b.example,", "empty URI at offset 35"},
+	    {"v=TLSRPTv1; rua=mailto:nobody", "bad mailto URI 'mailto:nobody' at offset 16"},
+	    {"v=TLSRPTv1; rua=mailto:a@b.example; rua=mailto:c@d.example",
+	     "rua given twice at offset 36"},
+	    {"v=TLSRPTv1; x=1", "no rua field"},
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		err.msg[0] = 0;
+		int k = txt(bad[i].text, &r, &err);
+		if (k != -1 || strcmp(err.msg, bad[i].msg))
+			fail_msg("txt case %zu: %d '%s'", i, k, err.msg);
+	}
 }
 
 static void add(struct tlsrpt_day *d, const char *dom, int type, int result, const char *mx)
