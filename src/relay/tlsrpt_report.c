@@ -25,6 +25,18 @@
  * same bounds as the counters (a count is at most 2^48), a policy's rows
  * and dropped sessions must add up to its failures, and any error names
  * its line.
+ *
+ * A report to try again (SPOOL/tlsrpt/retry/NAME), header lines ending in
+ * LF, then the gzip report's bytes, exactly as many as the last line says:
+ *
+ *   mailrep-tlsrpt-retry v1
+ *   domain NAME                        the policy domain
+ *   day YYYY-MM-DD                     the day reported
+ *   uri URI                            mailto:ADDRESS or https://...
+ *   first SECONDS                      the first attempt (Unix time)
+ *   next SECONDS                       the next attempt
+ *   attempts N                         failed so far
+ *   report BYTES
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -607,7 +619,8 @@ static int rua_parse(const char *txt, const struct relay_txt_field *f, struct tl
 		while (p < end && is_wsp(*p)) p++;
 		if (p == end) return 0;
 		if (*p != ',')
-			return base_errf(err, "expected ',' or ';' at offset %zu", (size_t)(p - txt));
+			return base_errf(err, "expected ',' or ';' at offset %zu",
+			                 (size_t)(p - txt));
 		p++;
 		while (p < end && is_wsp(*p)) p++;
 	}
@@ -637,6 +650,119 @@ int tlsrpt_txt_parse(const char *txt, size_t len, struct tlsrpt_rua *rua, struct
 		return base_errf(err, "no mailto: or https: URI in rua (%zu other%s skipped)",
 		                 skipped, skipped == 1 ? "" : "s");
 	return 1;
+}
+
+/* ---- a report to try again ---------------------------------------------------- */
+
+void tlsrpt_retry_format(const struct tlsrpt_retry *r, struct base_buf *out)
+{
+	base_buf_printf(out,
+	                "mailrep-tlsrpt-retry v1\ndomain %s\nday %s\nuri %s\nfirst %lld\n"
+	                "next %lld\nattempts %u\nreport %zu\n",
+	                r->domain, r->day, r->uri, (long long)r->first, (long long)r->next,
+	                r->attempts, r->len);
+	base_buf_append(out, r->report, r->len);
+}
+
+uint32_t tlsrpt_retry_wait(uint32_t first, uint32_t attempts)
+{
+	uint64_t w = first;
+	for (uint32_t i = 1; i < attempts && w < TLSRPT_RETRY_CAP; i++) w *= 3;
+	if (w > TLSRPT_RETRY_CAP) w = first > TLSRPT_RETRY_CAP ? first : TLSRPT_RETRY_CAP;
+	return (uint32_t)w;
+}
+
+/* Decimal digits only, without leading zeros (the file is written back the
+ * same), at most max. */
+static int uint_parse(const char *s, uint64_t max, uint64_t *out)
+{
+	uint64_t n = 0;
+	if (!*s || strlen(s) > 20 || (s[0] == '0' && s[1])) return -1;
+	for (; *s; s++) {
+		if (*s < '0' || *s > '9') return -1;
+		n = n * 10 + (uint64_t)(*s - '0');
+		if (n > max) return -1;
+	}
+	*out = n;
+	return 0;
+}
+
+int tlsrpt_retry_parse(const char *text, size_t len, struct tlsrpt_retry *r, struct base_err *err)
+{
+	static const char *const keys[] = {
+	    "mailrep-tlsrpt-retry", "domain", "day", "uri", "first", "next", "attempts", "report"};
+	memset(r, 0, sizeof *r);
+	const char *p = text, *end = text + len;
+	char line[TLSRPT_URI_MAX + 64];
+	for (unsigned ln = 1; ln <= 8; ln++) {
+		size_t off = (size_t)(p - text);
+		const char *eol = memchr(p, '\n', (size_t)(end - p));
+		if (!eol)
+			return base_errf(err,
+			                 "line %u (offset %zu): no line end (the file is cut "
+			                 "short)",
+			                 ln, off);
+		size_t n = (size_t)(eol - p);
+		if (n >= sizeof line || !printable(p, n))
+			return base_errf(
+			    err, "line %u (offset %zu): too long or not printable ASCII", ln, off);
+		memcpy(line, p, n);
+		line[n] = 0;
+		p = eol + 1;
+		const char *k = keys[ln - 1];
+		size_t kl = strlen(k);
+		if (strncmp(line, k, kl) || line[kl] != ' ')
+			return base_errf(err, "line %u (offset %zu): expected '%s ...'", ln, off,
+			                 k);
+		const char *v = line + kl + 1;
+		uint64_t u = 0;
+		int ok = 1;
+		switch (ln) {
+		case 1:
+			ok = !strcmp(v, "v1");
+			break;
+		case 2:
+			ok = name_ok(v, 0);
+			if (ok) snprintf(r->domain, sizeof r->domain, "%s", v);
+			break;
+		case 3:
+			ok = tlsrpt_day_ok(v);
+			if (ok) memcpy(r->day, v, 11);
+			break;
+		case 4: {
+			size_t ul = strlen(v);
+			ok = ul < TLSRPT_URI_MAX &&
+			     ((ul > 7 && !strncmp(v, "mailto:", 7) && !strchr(v, '?') &&
+			       mailto_ok(v, ul)) ||
+			      (ul > 8 && !strncmp(v, "https://", 8) && https_ok(v, ul)));
+			for (size_t i = 0; ok && i < ul; i++) ok = uri_char(v[i]);
+			if (ok) memcpy(r->uri, v, ul + 1);
+			break;
+		}
+		case 5:
+		case 6:
+			ok = uint_parse(v, (uint64_t)1 << 40, &u) == 0;
+			*(ln == 5 ? &r->first : &r->next) = (int64_t)u;
+			break;
+		case 7:
+			ok = uint_parse(v, TLSRPT_ATTEMPTS_MAX, &u) == 0;
+			r->attempts = (uint32_t)u;
+			break;
+		default:
+			ok = uint_parse(v, TLSRPT_REPORT_MAX, &u) == 0 && u > 0;
+			r->len = (size_t)u;
+			break;
+		}
+		if (!ok)
+			return base_errf(err, "line %u (offset %zu): bad %s '%.*s'", ln, off,
+			                 ln == 1 ? "version" : k, 80, v);
+	}
+	size_t off = (size_t)(p - text);
+	if ((size_t)(end - p) != r->len)
+		return base_errf(err, "offset %zu: %zu bytes of report, not %zu", off,
+		                 (size_t)(end - p), r->len);
+	r->report = p;
+	return 0;
 }
 
 /* ---- the JSON report (§4) ---------------------------------------------------- */
