@@ -51,7 +51,8 @@ int mtasts_txt_parse(const char *txt, size_t len, char id[MTASTS_ID_MAX + 1], st
 			                 MTASTS_ID_MAX, f.voff);
 		for (size_t i = 0; i < f.vlen; i++)
 			if (!is_alnum(f.value[i]))
-				return base_errf(err, "id '%.*s': letters and digits only (offset %zu)",
+				return base_errf(err,
+				                 "id '%.*s': letters and digits only (offset %zu)",
 				                 (int)f.vlen, f.value, f.voff + i);
 		memcpy(id, f.value, f.vlen);
 		id[f.vlen] = 0;
