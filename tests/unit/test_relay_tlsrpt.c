@@ -263,6 +263,12 @@ static void test_settings(void **state)
 	assert_int_equal(relay_tlsrpt_set(&c, "tlsrpt-delay", "0", &err), 0);
 	assert_int_equal(c.tlsrpt_delay, 0);
 	assert_int_equal(relay_tlsrpt_set(&c, "tlsrpt-delay", "2d", &err), -1);
+	assert_int_equal(c.tlsrpt_retry, 300);
+	assert_int_equal(relay_tlsrpt_set(&c, "tlsrpt-retry", "1s", &err), 0);
+	assert_int_equal(c.tlsrpt_retry, 1);
+	assert_int_equal(relay_tlsrpt_set(&c, "tlsrpt-retry", "0", &err), -1);
+	assert_string_equal(err.msg, "tlsrpt-retry: from 1s to 1h, not '0'");
+	assert_int_equal(relay_tlsrpt_set(&c, "tlsrpt-retry", "2h", &err), -1);
 	assert_int_equal(relay_tlsrpt_set(&c, "tlsrpt-other", "1", &err), 1);
 	assert_int_equal(tlsrpt_day_ok("2024-02-29"), 1);
 	assert_int_equal(tlsrpt_day_ok("2026-02-29"), 0);
