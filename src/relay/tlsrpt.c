@@ -392,12 +392,10 @@ static void pend_free(struct pend *pe)
 	free(pe);
 }
 
+/* SPOOL/tlsrpt/retry/FILE */
 static char *pend_path(const struct relay_tlsrpt *t, const char *file)
 {
-	size_t n = strlen(t->rdir) + strlen(file) + 2;
-	char *p = base_xmalloc(n);
-	snprintf(p, n, "%s/%s", t->rdir, file);
-	return p;
+	return path_of(t, "retry/", file);
 }
 
 /* Writes pe to its file: 0, or -1 logged. */
