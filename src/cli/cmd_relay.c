@@ -80,6 +80,8 @@ static const char relay_help[] =
     "  --tlsrpt-from ADDR         the reports' sender (default: the null sender)\n"
     "  --tlsrpt-delay DURATION    the most the reports wait after midnight UTC, at random\n"
     "                             (1h; 0 for tests)\n"
+    "  --tlsrpt-retry DURATION    wait before a failed report's second attempt (5m); then\n"
+    "                             three times longer each time, at most 4h, for 24h\n"
     "  --tlsrpt-port N            HTTPS port of every https: report URI (for tests)\n"
     "  --hash-password            read a password on stdin, print its hash for [account]\n"
     "  -c, --config FILE          read the [relay], [pool NAME], [domain NAME] and\n"
@@ -434,6 +436,7 @@ static const struct option relay_opts[] = {{"listen", required_argument, NULL, O
                                      {"tlsrpt-contact", required_argument, NULL, O_BASE},
                                      {"tlsrpt-from", required_argument, NULL, O_BASE},
                                      {"tlsrpt-delay", required_argument, NULL, O_BASE},
+                                     {"tlsrpt-retry", required_argument, NULL, O_BASE},
                                      {"tlsrpt-port", required_argument, NULL, O_BASE},
                                      {"auth-without-tls", no_argument, NULL, 'A'},
                                      {"hash-password", no_argument, NULL, 'H'},

@@ -452,6 +452,28 @@ void relay_lookup_arm(struct relay_ctx *x);
 /* tls.c: the STARTTLS policy for a recipient domain */
 enum relay_tls_mode relay_tls_mode_for(const struct relay_config *c, const char *domain);
 
+/* txtfield.c: one field of a DNS TXT policy record (MTA-STS's `_mta-sts`,
+ * TLS reporting's `_smtp._tls`) after its version: the name and the value,
+ * neither NUL-terminated, and their byte offsets in the record. */
+struct relay_txt_field {
+	const char *name, *value;
+	size_t nlen, vlen;
+	size_t off, voff;
+};
+#define RELAY_TXT_WSP_EQ 1 /* white space allowed around '=' (MTA-STS) */
+/* The next field of the record txt from byte *pos (just past the version,
+ * then where the previous call left it): 1 with *f and *pos moved on, 0 at
+ * the end (a trailing ';' allowed), -1 with err naming the byte offset. The
+ * value runs to the next ';' or the end, without trailing white space, and
+ * is not empty; what it may hold is the caller's to check. */
+int relay_txt_next(const char *txt, size_t len, size_t *pos, int flags, struct relay_txt_field *f,
+                   struct base_err *err);
+/* 0 when f's value is an extension value, 1*(%x21-3A / %x3C / %x3E-7E);
+ * else -1 with err naming the offset of the first byte that is not. */
+int relay_txt_ext_value(const struct relay_txt_field *f, struct base_err *err);
+/* Whether f's name is name (case-sensitive). */
+int relay_txt_name_is(const struct relay_txt_field *f, const char *name);
+
 /* tlsrpt.c: TLS reporting (RFC 8460). relay_tlsrpt_note counts one
  * session to domain's MX host mx (receiving IP rip, from sending IP sip;
  * any may be NULL): result 0 for a successful TLS session, else an enum

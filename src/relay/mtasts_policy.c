@@ -18,8 +18,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "relay/int.h"
 #include "relay/mtasts.h"
-#include "relay/relay.h"
 
 static int is_alnum(char c)
 {
@@ -33,61 +33,32 @@ static int is_wsp(char c)
 
 /* ---- the TXT record (§3.1) ------------------------------------------------- */
 
-/* sts-ext-value = 1*(%x21-3A / %x3C / %x3E-7E) */
-static int ext_char(char c)
-{
-	unsigned char u = (unsigned char)c;
-	return u >= 0x21 && u <= 0x7e && c != ';' && c != '=';
-}
-
 int mtasts_txt_parse(const char *txt, size_t len, char id[MTASTS_ID_MAX + 1], struct base_err *err)
 {
-	const char *p = txt, *end = txt + len;
 	/* sts-version = "v" *WSP "=" *WSP "STSv1"; candidates start "v=STSv1" */
 	if (len < 7 || memcmp(txt, "v=STSv1", 7)) return 0;
-	p += 7;
-	if (p < end && !is_wsp(*p) && *p != ';') return 0; /* "v=STSv10": another version */
+	if (len > 7 && !is_wsp(txt[7]) && txt[7] != ';') return 0; /* "v=STSv10": another version */
 	int have_id = 0;
 	id[0] = 0;
-	for (;;) {
-		while (p < end && is_wsp(*p)) p++;
-		if (p == end) break;
-		if (*p != ';')
-			return base_errf(err, "expected ';' at offset %zu", (size_t)(p - txt));
-		p++;
-		while (p < end && is_wsp(*p)) p++;
-		if (p == end) break; /* a trailing delimiter */
-		const char *name = p;
-		if (!is_alnum(*p))
-			return base_errf(err, "bad field name at offset %zu", (size_t)(p - txt));
-		while (p < end && (is_alnum(*p) || *p == '_' || *p == '-' || *p == '.')) p++;
-		size_t nl = (size_t)(p - name);
-		if (nl > 32)
-			return base_errf(err, "field name longer than 32 at offset %zu",
-			                 (size_t)(name - txt));
-		while (p < end && is_wsp(*p)) p++;
-		if (p == end || *p != '=')
-			return base_errf(err, "expected '=' after '%.*s'", (int)nl, name);
-		p++;
-		while (p < end && is_wsp(*p)) p++;
-		const char *val = p;
-		while (p < end && ext_char(*p)) p++;
-		size_t vl = (size_t)(p - val);
-		if (!vl) return base_errf(err, "empty value for '%.*s'", (int)nl, name);
-		if (nl == 2 && !memcmp(name, "id", 2)) {
-			if (have_id) continue; /* the first one counts */
-			if (vl > MTASTS_ID_MAX)
-				return base_errf(err, "id longer than %d characters",
-				                 MTASTS_ID_MAX);
-			for (size_t i = 0; i < vl; i++)
-				if (!is_alnum(val[i]))
-					return base_errf(err, "id '%.*s': letters and digits only",
-					                 (int)vl, val);
-			memcpy(id, val, vl);
-			id[vl] = 0;
-			have_id = 1;
-		}
+	size_t pos = 7;
+	struct relay_txt_field f;
+	int k;
+	while ((k = relay_txt_next(txt, len, &pos, RELAY_TXT_WSP_EQ, &f, err)) == 1) {
+		if (relay_txt_ext_value(&f, err) < 0) return -1;
+		if (!relay_txt_name_is(&f, "id") || have_id) continue; /* the first id counts */
+		if (f.vlen > MTASTS_ID_MAX)
+			return base_errf(err, "id longer than %d characters at offset %zu",
+			                 MTASTS_ID_MAX, f.voff);
+		for (size_t i = 0; i < f.vlen; i++)
+			if (!is_alnum(f.value[i]))
+				return base_errf(err,
+				                 "id '%.*s': letters and digits only (offset %zu)",
+				                 (int)f.vlen, f.value, f.voff + i);
+		memcpy(id, f.value, f.vlen);
+		id[f.vlen] = 0;
+		have_id = 1;
 	}
+	if (k < 0) return -1;
 	if (!have_id) return base_errf(err, "no id field");
 	return 1;
 }

@@ -44,6 +44,7 @@ void relay_config_init(struct relay_config *c)
 	c->timeout = 300;
 	c->smtp_port = 25;
 	c->tlsrpt_delay = 3600;
+	c->tlsrpt_retry = 300;
 }
 
 /* ---- ids, accounting -------------------------------------------------------- */

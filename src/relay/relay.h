@@ -405,6 +405,8 @@ struct relay_config {
 	int tlsrpt;
 	const char *tlsrpt_org, *tlsrpt_contact, *tlsrpt_from;
 	uint32_t tlsrpt_delay;
+	/* seconds before a failed report's second attempt (RFC 8460 5.4) */
+	uint32_t tlsrpt_retry;
 	uint16_t tlsrpt_port; /* the port of every https: report URI (0: the URI's; for tests) */
 };
 
@@ -413,8 +415,8 @@ struct relay_config {
 int relay_mtasts_set(struct relay_config *c, const char *key, const char *value,
                      struct base_err *err);
 /* The TLS reporting settings (tlsrpt = on|off, tlsrpt-org, tlsrpt-contact,
- * tlsrpt-from, tlsrpt-delay, tlsrpt-port; values are kept, not copied): 0, -1 with err,
- * or 1 when key is not one of them (tlsrpt.c). */
+ * tlsrpt-from, tlsrpt-delay, tlsrpt-retry, tlsrpt-port; values are kept, not
+ * copied): 0, -1 with err, or 1 when key is not one of them (tlsrpt.c). */
 int relay_tlsrpt_set(struct relay_config *c, const char *key, const char *value,
                      struct base_err *err);
 /* `mailrep tlsrpt show`: prints the JSON report of each domain (or of

@@ -29,8 +29,18 @@
  * POSTs the gzip report (Content-Type application/tlsrpt+gzip) with the
  * MTA-STS fetch's HTTPS client (https.c: the certificate verified against
  * --tls-ca or the system store, for the URI's host); a 2xx answer is
- * success, anything else is logged. A failed POST or mail is not retried
- * by this module (a mail is retried by the queue like any other).
+ * success.
+ *
+ * Retries (§5.4): a report that is not delivered (a POST that fails, a
+ * mail that cannot be queued; a queued mail is retried by the queue like
+ * any other) is tried again after --tlsrpt-retry, then three times longer
+ * each time (tlsrpt_retry_wait), and given up when the next attempt would
+ * be more than a day after the first. While it may need another attempt it
+ * is a file SPOOL/tlsrpt/retry/NAME (tlsrpt_retry_format), written
+ * atomically; an https: report's before its first POST, so that a kill -9
+ * during the POST loses nothing (the endpoint may then get it twice). A
+ * start reads them back. At most TLSRPT_RETRY_MAX of them, of
+ * TLSRPT_RETRY_BYTES together: a dead endpoint cannot fill the disk.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -60,15 +70,28 @@
 #define POST_TIMEOUT 60 /* seconds for one POST, over every address */
 #define POST_REPLY   16384
 
+/* One report to one URI, from its first attempt until it is delivered or
+ * given up. Kept on disk (file[0] set) while it may need another attempt:
+ * an https: report from before its first POST (so that a kill -9 during
+ * the POST loses nothing), a mailto: one once it could not be queued. */
+struct pend {
+	struct tlsrpt_retry r; /* r.report: body's bytes */
+	struct base_buf body;  /* the gzip report */
+	char file[32];         /* its name in SPOOL/tlsrpt/retry; "": not on disk */
+	int busy;              /* an attempt under way */
+	struct pend *next;     /* in relay_tlsrpt.pends when on disk */
+};
+
 /* A report on its way to an https: URI: the host's addresses through the
  * resolver, then the POST on the worker thread. Owned by the relay_tlsrpt
- * list while its lookups run, by the worker pool once submitted. */
+ * list while its lookups run, by the worker pool once submitted; its pend
+ * is not (the POST only reads the pend's body). */
 struct post {
 	struct relay_work work;
 	struct relay_tlsrpt *t;
-	char domain[256], host[256], path[TLSRPT_URI_MAX];
+	struct pend *pe;
+	char host[256], path[TLSRPT_URI_MAX];
 	uint16_t port;
-	struct base_buf body; /* the gzip report */
 	struct base_sockaddr addrs[POST_ADDRS];
 	size_t naddrs;
 	unsigned pending; /* address queries in flight */
@@ -97,6 +120,10 @@ struct relay_tlsrpt {
 	struct relay_workers *workers; /* the POSTs; NULL until the first */
 	struct post *posts;            /* looking up their host */
 	atomic_int stop;
+	/* the reports kept for another attempt (RFC 8460 5.4) */
+	char *rdir; /* SPOOL/tlsrpt/retry; NULL: none kept */
+	struct pend *pends;
+	size_t npend, pbytes;
 };
 
 struct txt_q {
@@ -282,11 +309,19 @@ static const char *submitter(const struct relay_ctx *x)
 	return at && at[1] ? at + 1 : x->hostname;
 }
 
-/* Queues the report as a message to addr (RFC 8460 5.3). */
-static void send_mail(struct relay_tlsrpt *t, const struct tlsrpt_domain *dom, const char *addr,
-                      const char *rid, const struct base_buf *gz)
+static void report_id(const char *day, const char *domain, const char *host, char *out, size_t n)
+{
+	snprintf(out, n, "%s.%s@%s", day, domain, host);
+}
+
+/* Queues pe's report as a message to its mailto: address (RFC 8460 5.3):
+ * 0, or -1 with why. */
+static int send_mail(struct relay_tlsrpt *t, const struct pend *pe, char *why, size_t wn)
 {
 	struct relay_ctx *x = t->x;
+	const char *addr = pe->r.uri + 7, *dname = pe->r.domain, *day = pe->r.day;
+	char rid[600];
+	report_id(day, dname, x->hostname, rid, sizeof rid);
 	const struct relay_config *c = x->cfg;
 	const char *sub = submitter(x);
 	char id[RELAY_ID_MAX + 1], date[64], fname[600];
@@ -295,8 +330,8 @@ static void send_mail(struct relay_tlsrpt *t, const struct tlsrpt_domain *dom, c
 	struct tm tm;
 	gmtime_r(&now, &tm);
 	strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S +0000", &tm);
-	int64_t b = day_start(t->rep.day);
-	snprintf(fname, sizeof fname, "%s!%s!%lld!%lld.json.gz", sub, dom->name, (long long)b,
+	int64_t b = day_start(day);
+	snprintf(fname, sizeof fname, "%s!%s!%lld!%lld.json.gz", sub, dname, (long long)b,
 	         (long long)(b + 86399));
 	struct base_buf m;
 	base_buf_init(&m);
@@ -322,10 +357,9 @@ static void send_mail(struct relay_tlsrpt *t, const struct tlsrpt_domain *dom, c
 	                "Content-Disposition: attachment;\r\n\tfilename=\"%s\"\r\n\r\n",
 	                c->tlsrpt_from ? "<" : "MAILER-DAEMON@",
 	                c->tlsrpt_from ? c->tlsrpt_from : x->hostname, c->tlsrpt_from ? ">" : "",
-	                addr, date, dom->name, sub, rid, id, x->hostname, dom->name, sub, id,
-	                x->hostname, id, x->hostname, sub, dom->name, t->rep.day, id, x->hostname,
-	                fname);
-	b64_lines(gz, &m);
+	                addr, date, dname, sub, rid, id, x->hostname, dname, sub, id, x->hostname,
+	                id, x->hostname, sub, dname, day, id, x->hostname, fname);
+	b64_lines(&pe->body, &m);
 	base_buf_printf(&m, "\r\n--%s/%s--\r\n", id, x->hostname);
 	struct base_err err;
 	if (relay_sign(x->cfg->dkim, x->cfg->ndkim, &m, &err) < 0)
@@ -333,31 +367,143 @@ static void send_mail(struct relay_tlsrpt *t, const struct tlsrpt_domain *dom, c
 	const char *rc[1] = {addr};
 	const char *sender = c->tlsrpt_from ? c->tlsrpt_from : "";
 	struct relay_loc loc;
+	int rc2 = 0;
 	if (relay_spool_add(x->spool, id, sender, "", now, rc, 1, m.data, m.len, &loc, &err) < 0) {
-		base_error("tlsrpt: report for %s: %s", dom->name, err.msg);
+		snprintf(why, wn, "%s", err.msg);
+		rc2 = -1;
 	} else {
 		struct rmsg *q = relay_queue_add(x, id, sender, "", "", now, &loc, rc, 1);
 		relay_account(x, "reception", q, NULL, NULL, 0, "TLSRPT");
 		relay_commit_soon(x);
 		relay_kick(x);
 		t->sent++;
-		base_info("tlsrpt %s: report %s for %s queued as %s to %s", dom->name, rid,
-		          t->rep.day, id, addr);
+		base_info("tlsrpt %s: report %s for %s queued as %s to %s", dname, rid, day, id,
+		          addr);
 	}
 	base_buf_free(&m);
+	return rc2;
+}
+
+/* ---- the reports kept for another attempt (section 5.4) ---------------------- */
+
+static void pend_free(struct pend *pe)
+{
+	base_buf_free(&pe->body);
+	free(pe);
+}
+
+/* SPOOL/tlsrpt/retry/FILE */
+static char *pend_path(const struct relay_tlsrpt *t, const char *file)
+{
+	return path_of(t, "retry/", file);
+}
+
+/* Writes pe to its file: 0, or -1 logged. */
+static int pend_write(struct relay_tlsrpt *t, struct pend *pe)
+{
+	struct base_buf b;
+	base_buf_init(&b);
+	pe->r.report = pe->body.data;
+	pe->r.len = pe->body.len;
+	tlsrpt_retry_format(&pe->r, &b);
+	char *path = pend_path(t, pe->file);
+	struct base_err err;
+	int rc = base_write_file_atomic(path, b.data, b.len, &err);
+	if (rc < 0) base_warn("tlsrpt %s: %s", pe->r.domain, err.msg);
+	free(path);
+	base_buf_free(&b);
+	return rc;
+}
+
+/* Puts pe on disk and in the list, when the bounds leave room: 0, or -1
+ * logged (pe is then not kept). */
+static int pend_keep(struct relay_tlsrpt *t, struct pend *pe)
+{
+	if (!t->rdir) return -1;
+	if (pe->body.len > TLSRPT_REPORT_MAX) {
+		base_warn("tlsrpt %s: the report for %s to %s is not kept for another attempt: "
+		          "%zu bytes (at most %u)",
+		          pe->r.domain, pe->r.day, pe->r.uri, pe->body.len, TLSRPT_REPORT_MAX);
+		return -1;
+	}
+	if (t->npend >= TLSRPT_RETRY_MAX || t->pbytes + pe->body.len > TLSRPT_RETRY_BYTES) {
+		base_warn("tlsrpt %s: the report for %s to %s is not kept for another attempt: "
+		          "%zu reports of %zu bytes are (at most %d of %u bytes)",
+		          pe->r.domain, pe->r.day, pe->r.uri, t->npend, t->pbytes, TLSRPT_RETRY_MAX,
+		          TLSRPT_RETRY_BYTES);
+		return -1;
+	}
+	snprintf(pe->file, sizeof pe->file, "%08x%08x", arc4random(), arc4random());
+	if (pend_write(t, pe) < 0) {
+		pe->file[0] = 0;
+		return -1;
+	}
+	pe->next = t->pends;
+	t->pends = pe;
+	t->npend++;
+	t->pbytes += pe->body.len;
+	return 0;
+}
+
+/* Takes pe off the disk and the list, and frees it. */
+static void pend_drop(struct relay_tlsrpt *t, struct pend *pe)
+{
+	if (pe->file[0]) {
+		char *path = pend_path(t, pe->file);
+		if (unlink(path) < 0 && errno != ENOENT)
+			base_warn("tlsrpt: unlink %s: %s", path, strerror(errno));
+		free(path);
+		struct pend **pp = &t->pends;
+		while (*pp && *pp != pe) pp = &(*pp)->next;
+		if (*pp) *pp = pe->next;
+		t->npend--;
+		t->pbytes -= pe->body.len;
+	}
+	pend_free(pe);
+}
+
+/* The end of an attempt at pe: delivered (ok), or another attempt after the
+ * back-off, or given up TLSRPT_RETRY_SPAN after the first. */
+static void attempt_done(struct relay_tlsrpt *t, struct pend *pe, int ok, const char *why)
+{
+	pe->busy = 0;
+	if (atomic_load(&t->stop)) {
+		/* stopping: what is on disk is attempted again at the next start */
+		if (!pe->file[0]) pend_free(pe);
+		return;
+	}
+	if (ok) {
+		pend_drop(t, pe);
+		return;
+	}
+	int64_t now = base_now();
+	uint32_t wait = tlsrpt_retry_wait(t->x->cfg->tlsrpt_retry, pe->r.attempts + 1);
+	if (now + wait > pe->r.first + TLSRPT_RETRY_SPAN ||
+	    pe->r.attempts + 1 >= TLSRPT_ATTEMPTS_MAX) {
+		base_warn("tlsrpt %s: the report for %s to %s is given up after %u attempt%s: %s",
+		          pe->r.domain, pe->r.day, pe->r.uri, pe->r.attempts + 1,
+		          pe->r.attempts ? "s" : "", why);
+		pend_drop(t, pe);
+		return;
+	}
+	pe->r.attempts++;
+	pe->r.next = now + wait;
+	if (pe->file[0] ? pend_write(t, pe) : pend_keep(t, pe)) {
+		base_warn("tlsrpt %s: the report for %s to %s failed (%s) and is not tried again",
+		          pe->r.domain, pe->r.day, pe->r.uri, why);
+		pend_drop(t, pe);
+		return;
+	}
+	base_warn("tlsrpt %s: the report for %s to %s failed (%s): attempt %u in %u s",
+	          pe->r.domain, pe->r.day, pe->r.uri, why, pe->r.attempts + 1, wait);
 }
 
 /* ---- https: POST (section 5.2) ------------------------------------------------- */
 
-static void post_free(struct post *p)
-{
-	base_buf_free(&p->body);
-	free(p);
-}
-
 static void post_run(struct relay_work *w)
 {
 	struct post *p = (struct post *)w;
+	const struct base_buf *body = &p->pe->body;
 	struct base_buf req, resp;
 	base_buf_init(&req);
 	base_buf_init(&resp);
@@ -365,8 +511,8 @@ static void post_run(struct relay_work *w)
 	                "POST %s HTTP/1.0\r\nHost: %s\r\nUser-Agent: mailrep\r\n"
 	                "Content-Type: application/tlsrpt+gzip\r\nContent-Length: %zu\r\n"
 	                "Connection: close\r\n\r\n",
-	                p->path, p->host, p->body.len);
-	base_buf_append(&req, p->body.data, p->body.len);
+	                p->path, p->host, body->len);
+	base_buf_append(&req, body->data, body->len);
 	struct relay_https h = {.ctx = p->ctx,
 	                        .host = p->host,
 	                        .port = p->port,
@@ -398,13 +544,12 @@ static void post_run(struct relay_work *w)
 static void post_done(struct relay_work *w)
 {
 	struct post *p = (struct post *)w;
+	struct pend *pe = p->pe;
 	if (w->ran && p->ok)
-		base_info("tlsrpt %s: report posted to https://%s:%u%s", p->domain, p->host,
-		          p->port, p->path);
-	else if (w->ran)
-		base_warn("tlsrpt %s: posting the report to https://%s:%u%s failed: %s", p->domain,
-		          p->host, p->port, p->path, p->why);
-	post_free(p);
+		base_info("tlsrpt %s: report posted to https://%s:%u%s (%s, attempt %u)",
+		          pe->r.domain, p->host, p->port, p->path, pe->r.day, pe->r.attempts + 1);
+	attempt_done(p->t, pe, w->ran && p->ok, w->ran ? p->why : "the relay stopped");
+	free(p);
 }
 
 static void post_unlist(struct post *p)
@@ -436,42 +581,38 @@ static void on_post_addr(void *arg, const char *name, uint16_t type, struct dns_
 	/* stopping: relay_tlsrpt_stop frees what is still listed */
 	if (p->pending || p->t->x->stopping) return;
 	post_unlist(p);
-	if (!p->naddrs) {
-		base_warn("tlsrpt %s: %s has no address: the report is not posted", p->domain,
-		          p->host);
-		post_free(p);
-		return;
-	}
 	struct relay_tlsrpt *t = p->t;
 	struct base_err err;
-	if (!t->workers && !(t->workers = relay_workers_new(t->x->base, "tlsrpt", 1, &err))) {
-		base_warn("tlsrpt %s: %s", p->domain, err.msg);
-		post_free(p);
+	if (!p->naddrs) {
+		snprintf(p->why, sizeof p->why, "%s has no address", p->host);
+	} else if (!t->workers && !(t->workers = relay_workers_new(t->x->base, "tlsrpt", 1, &err))) {
+		snprintf(p->why, sizeof p->why, "%s", err.msg);
+	} else {
+		relay_workers_submit(t->workers, &p->work);
 		return;
 	}
-	relay_workers_submit(t->workers, &p->work);
+	attempt_done(t, p->pe, 0, p->why);
+	free(p);
 }
 
-/* https://host[:port][/path] (checked by tlsrpt_txt_parse). */
-static void send_post(struct relay_tlsrpt *t, const struct tlsrpt_domain *dom, const char *uri,
-                      const struct base_buf *gz)
+/* POSTs pe's report to its https://host[:port][/path] (checked by
+ * tlsrpt_txt_parse or tlsrpt_retry_parse). */
+static void send_post(struct relay_tlsrpt *t, struct pend *pe)
 {
 	struct relay_ctx *x = t->x;
 	struct post *p = base_xcalloc(1, sizeof *p);
 	p->work.run = post_run;
 	p->work.done = post_done;
 	p->t = t;
+	p->pe = pe;
 	p->ctx = x->tls->verify;
-	snprintf(p->domain, sizeof p->domain, "%s", dom->name);
-	const char *h = uri + 8, *e = h + strcspn(h, ":/");
+	const char *h = pe->r.uri + 8, *e = h + strcspn(h, ":/");
 	snprintf(p->host, sizeof p->host, "%.*s", (int)(e - h), h);
 	p->port = 443;
 	if (*e == ':') p->port = (uint16_t)atoi(e + 1);
 	if (x->cfg->tlsrpt_port) p->port = x->cfg->tlsrpt_port;
 	const char *path = strchr(h, '/');
 	snprintf(p->path, sizeof p->path, "%s", path ? path : "/");
-	base_buf_init(&p->body);
-	base_buf_append(&p->body, gz->data, gz->len);
 	p->next = t->posts;
 	t->posts = p;
 	static const uint16_t types[2] = {DNS_T_A, DNS_T_AAAA};
@@ -489,9 +630,17 @@ static void send_post(struct relay_tlsrpt *t, const struct tlsrpt_domain *dom, c
 	on_post_addr(p, p->host, 0, &none); /* drops the hold */
 }
 
-static void report_id(const char *day, const char *domain, const char *host, char *out, size_t n)
+/* One attempt at pe; its end comes to attempt_done (at once for a mail). */
+static void attempt(struct relay_tlsrpt *t, struct pend *pe)
 {
-	snprintf(out, n, "%s.%s@%s", day, domain, host);
+	pe->busy = 1;
+	if (!strncmp(pe->r.uri, "mailto:", 7)) {
+		char why[BASE_ERR_MAX];
+		int ok = send_mail(t, pe, why, sizeof why) == 0;
+		attempt_done(t, pe, ok, why);
+	} else {
+		send_post(t, pe);
+	}
 }
 
 static void report_domain(struct relay_tlsrpt *t, const struct tlsrpt_domain *dom,
@@ -507,17 +656,20 @@ static void report_domain(struct relay_tlsrpt *t, const struct tlsrpt_domain *do
 	base_buf_init(&gz);
 	tlsrpt_json(&t->rep, dom, &meta, &json);
 	gzip_buf(&json, &gz);
+	int64_t now = base_now();
 	for (size_t i = 0; i < rua->n; i++) {
-		const char *u = rua->uri[i];
-		if (!strncmp(u, "mailto:", 7)) {
-			char addr[TLSRPT_URI_MAX];
-			snprintf(addr, sizeof addr, "%s", u + 7);
-			char *q = strchr(addr, '?');
-			if (q) *q = 0;
-			send_mail(t, dom, addr, rid, &gz);
-		} else {
-			send_post(t, dom, u, &gz);
-		}
+		struct pend *pe = base_xcalloc(1, sizeof *pe);
+		snprintf(pe->r.domain, sizeof pe->r.domain, "%s", dom->name);
+		memcpy(pe->r.day, t->rep.day, sizeof pe->r.day);
+		snprintf(pe->r.uri, sizeof pe->r.uri, "%s", rua->uri[i]);
+		int mail = !strncmp(pe->r.uri, "mailto:", 7);
+		if (mail) pe->r.uri[strcspn(pe->r.uri, "?")] = 0; /* the ?query is not used */
+		pe->r.first = pe->r.next = now;
+		base_buf_init(&pe->body);
+		base_buf_append(&pe->body, gz.data, gz.len);
+		/* on disk before the POST: a relay killed during it posts it again */
+		if (!mail) pend_keep(t, pe);
+		attempt(t, pe);
 	}
 	base_buf_free(&json);
 	base_buf_free(&gz);
@@ -650,7 +802,12 @@ static void on_second(evutil_socket_t fd, short what, void *arg)
 		save(t);
 		t->next_save = now + SAVE_SECONDS;
 	}
-	if (!t->dir || !x->resolver || t->running || x->stopping) return;
+	if (!t->dir || !x->resolver || x->stopping) return;
+	for (struct pend *pe = t->pends, *nx; pe; pe = nx) {
+		nx = pe->next; /* a mail's attempt ends at once, and may free pe */
+		if (!pe->busy && pe->r.next <= now) attempt(t, pe);
+	}
+	if (t->running) return;
 	if (!t->rday[0]) {
 		if (!next_day(t, t->rday)) return;
 		int64_t due = day_start(t->rday) + 86400;
@@ -661,6 +818,76 @@ static void on_second(evutil_socket_t fd, short what, void *arg)
 		          (long long)(t->due - now));
 	}
 	if (now >= t->due) run_start(t);
+}
+
+/* Reads back the reports kept for another attempt. A file that does not
+ * parse is set aside as NAME.bad; one past TLSRPT_RETRY_SPAN is given up;
+ * the rest are attempted at their time (at once when it is past). */
+static void pend_load(struct relay_tlsrpt *t, int64_t now)
+{
+	DIR *d = opendir(t->rdir);
+	if (!d) return;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		const char *n = e->d_name;
+		/* NAME: 16 hex digits; others are temporary or set-aside files */
+		if (strlen(n) != 16 || strspn(n, "0123456789abcdef") != 16) continue;
+		char *path = pend_path(t, n);
+		struct pend *pe = base_xcalloc(1, sizeof *pe);
+		base_buf_init(&pe->body);
+		struct base_err err;
+		struct base_buf raw;
+		base_buf_init(&raw);
+		int rc = read_file(path, &raw, &err);
+		if (rc == 0 &&
+		    tlsrpt_retry_parse(raw.data ? raw.data : "", raw.len, &pe->r, &err) < 0) {
+			base_warn("tlsrpt: %s: %s; set aside as %s.bad", path, err.msg, n);
+			char *bad = base_xmalloc(strlen(path) + 5);
+			sprintf(bad, "%s.bad", path);
+			if (rename(path, bad) < 0)
+				base_warn("tlsrpt: rename %s: %s", path, strerror(errno));
+			free(bad);
+			rc = -1;
+		} else if (rc < 0) {
+			base_warn("tlsrpt: %s", err.msg);
+		} else if (now > pe->r.first + TLSRPT_RETRY_SPAN) {
+			base_warn(
+			    "tlsrpt %s: the report for %s to %s is given up after %u attempt%s: "
+			    "its first was more than %d s ago",
+			    pe->r.domain, pe->r.day, pe->r.uri, pe->r.attempts,
+			    pe->r.attempts == 1 ? "" : "s", TLSRPT_RETRY_SPAN);
+			if (unlink(path) < 0)
+				base_warn("tlsrpt: unlink %s: %s", path, strerror(errno));
+			rc = -1;
+		} else if (t->npend >= TLSRPT_RETRY_MAX ||
+		           t->pbytes + pe->r.len > TLSRPT_RETRY_BYTES) {
+			base_warn("tlsrpt: %s: left out: %zu reports of %zu bytes are kept already "
+			          "(at most %d of %u bytes)",
+			          path, t->npend, t->pbytes, TLSRPT_RETRY_MAX, TLSRPT_RETRY_BYTES);
+			rc = -1;
+		}
+		if (rc == 0) {
+			base_buf_append(&pe->body, pe->r.report, pe->r.len);
+			pe->r.report = NULL;
+			memcpy(pe->file, n, 17);
+			/* a clock set back: no longer than the longest wait */
+			int64_t most = now + tlsrpt_retry_wait(t->x->cfg->tlsrpt_retry, UINT32_MAX);
+			if (pe->r.next > most) pe->r.next = most;
+			pe->next = t->pends;
+			t->pends = pe;
+			t->npend++;
+			t->pbytes += pe->body.len;
+			base_info(
+			    "tlsrpt %s: the report for %s to %s is pending: attempt %u in %lld s",
+			    pe->r.domain, pe->r.day, pe->r.uri, pe->r.attempts + 1,
+			    (long long)(pe->r.next > now ? pe->r.next - now : 0));
+		} else {
+			pend_free(pe);
+		}
+		base_buf_free(&raw);
+		free(path);
+	}
+	closedir(d);
 }
 
 int relay_tlsrpt_start(struct relay_ctx *x, struct base_err *err)
@@ -694,6 +921,18 @@ int relay_tlsrpt_start(struct relay_ctx *x, struct base_err *err)
 			}
 		}
 		free(p);
+		/* the reports kept for another attempt */
+		size_t rn = strlen(t->dir) + sizeof "/retry";
+		t->rdir = base_xmalloc(rn);
+		snprintf(t->rdir, rn, "%s/retry", t->dir);
+		if (mkdir(t->rdir, 0700) < 0 && errno != EEXIST) {
+			base_warn("tlsrpt: %s: %s; failed reports are not tried again", t->rdir,
+			          strerror(errno));
+			free(t->rdir);
+			t->rdir = NULL;
+		} else {
+			pend_load(t, now);
+		}
 	}
 	if (!x->resolver) base_warn("tlsrpt: no --resolver: sessions are counted, no reports sent");
 	if (!x->cfg->ndkim)
@@ -720,8 +959,16 @@ void relay_tlsrpt_stop(struct relay_ctx *x)
 	while (t->posts) {
 		struct post *p = t->posts;
 		t->posts = p->next;
-		post_free(p);
+		if (!p->pe->file[0]) pend_free(p->pe);
+		free(p);
 	}
+	/* what is on disk is attempted again at the next start */
+	while (t->pends) {
+		struct pend *pe = t->pends;
+		t->pends = pe->next;
+		pend_free(pe);
+	}
+	free(t->rdir);
 	tlsrpt_day_free(&t->day);
 	tlsrpt_day_free(&t->rep);
 	free(t->doms);
@@ -757,6 +1004,12 @@ int relay_tlsrpt_set(struct relay_config *c, const char *key, const char *value,
 		if (k <= 0 || value[k] || n == 0)
 			return base_errf(err, "tlsrpt-port: bad port '%s'", value);
 		c->tlsrpt_port = (uint16_t)n;
+	} else if (!strcmp(key, "tlsrpt-retry")) {
+		uint32_t t;
+		if (base_parse_duration(value, &t, err) < 0) return -1;
+		if (t == 0 || t > 3600)
+			return base_errf(err, "tlsrpt-retry: from 1s to 1h, not '%s'", value);
+		c->tlsrpt_retry = t;
 	} else if (!strcmp(key, "tlsrpt-delay")) {
 		uint32_t t;
 		if (base_parse_duration(value, &t, err) < 0) return -1;

@@ -141,6 +141,35 @@ void tlsrpt_json(const struct tlsrpt_day *d, const struct tlsrpt_domain *dom,
  * backslashes escaped; bytes >= 0x80 as they are). */
 void tlsrpt_json_str(struct base_buf *out, const char *s);
 
+/* A report whose delivery is to be tried again (RFC 8460 5.4), as kept in
+ * SPOOL/tlsrpt/retry/NAME (see tlsrpt_report.c for its lines). The pending
+ * reports are at most TLSRPT_RETRY_MAX, their reports TLSRPT_RETRY_BYTES
+ * together; each is given up TLSRPT_RETRY_SPAN after its first attempt. */
+#define TLSRPT_RETRY_MAX    256
+#define TLSRPT_RETRY_BYTES  (16u << 20)
+#define TLSRPT_REPORT_MAX   (1u << 20) /* one gzip report */
+#define TLSRPT_RETRY_SPAN   86400
+#define TLSRPT_RETRY_CAP    14400 /* the longest interval between attempts */
+#define TLSRPT_ATTEMPTS_MAX 1000
+struct tlsrpt_retry {
+	char domain[256];
+	char day[11];
+	char uri[TLSRPT_URI_MAX]; /* mailto:ADDRESS (without ?query) or https://... */
+	int64_t first;            /* the first attempt */
+	int64_t next;             /* the next one */
+	uint32_t attempts;        /* failed so far */
+	const char *report;       /* the gzip report (into the parsed text) */
+	size_t len;
+};
+void tlsrpt_retry_format(const struct tlsrpt_retry *r, struct base_buf *out);
+/* Fills r (its report points into text) or returns -1 with err naming the
+ * line and its byte offset ("line 3 (offset 40): ..."). */
+int tlsrpt_retry_parse(const char *text, size_t len, struct tlsrpt_retry *r, struct base_err *err);
+/* Seconds to wait after the attempts-th failure (attempts >= 1): first,
+ * then three times the previous wait, at most TLSRPT_RETRY_CAP (or first,
+ * when that is longer). */
+uint32_t tlsrpt_retry_wait(uint32_t first, uint32_t attempts);
+
 /* A day "YYYY-MM-DD" that is a real date (also the state file's name). */
 int tlsrpt_day_ok(const char *s);
 

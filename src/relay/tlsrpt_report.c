@@ -25,11 +25,24 @@
  * same bounds as the counters (a count is at most 2^48), a policy's rows
  * and dropped sessions must add up to its failures, and any error names
  * its line.
+ *
+ * A report to try again (SPOOL/tlsrpt/retry/NAME), header lines ending in
+ * LF, then the gzip report's bytes, exactly as many as the last line says:
+ *
+ *   mailrep-tlsrpt-retry v1
+ *   domain NAME                        the policy domain
+ *   day YYYY-MM-DD                     the day reported
+ *   uri URI                            mailto:ADDRESS or https://...
+ *   first SECONDS                      the first attempt (Unix time)
+ *   next SECONDS                       the next attempt
+ *   attempts N                         failed so far
+ *   report BYTES
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "relay/int.h"
 #include "relay/tlsrpt.h"
 
 static const char *const result_names[] = {
@@ -527,13 +540,6 @@ static int is_alnum(char c)
 	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
 }
 
-/* tlsrpt-ext-value = 1*(%x21-3A / %x3C / %x3E-7E) */
-static int ext_char(char c)
-{
-	unsigned char u = (unsigned char)c;
-	return u >= 0x21 && u <= 0x7e && c != ';' && c != '=';
-}
-
 /* A URI character of RFC 3986 (unreserved, reserved, '%'), without ',' and
  * ';', which the record uses as delimiters (they must be %-encoded). */
 static int uri_char(char c)
@@ -581,80 +587,182 @@ static int https_ok(const char *u, size_t n)
 	return p == end || *p == '/';
 }
 
+/* The URIs of a rua field's value: tlsrpt-uri *(*WSP "," *WSP tlsrpt-uri)
+ * (§3); those of schemes other than mailto: and https: are counted in
+ * *skipped. */
+static int rua_parse(const char *txt, const struct relay_txt_field *f, struct tlsrpt_rua *rua,
+                     size_t *skipped, struct base_err *err)
+{
+	const char *p = f->value, *end = f->value + f->vlen;
+	for (;;) {
+		const char *u = p;
+		while (p < end && uri_char(*p)) p++;
+		size_t ul = (size_t)(p - u);
+		if (!ul) return base_errf(err, "empty URI at offset %zu", (size_t)(u - txt));
+		if (ul >= TLSRPT_URI_MAX)
+			return base_errf(err, "URI longer than %d bytes at offset %zu",
+			                 TLSRPT_URI_MAX - 1, (size_t)(u - txt));
+		int mailto = ul > 7 && !memcmp(u, "mailto:", 7);
+		int https = ul > 8 && !memcmp(u, "https://", 8);
+		if (mailto && !mailto_ok(u, ul))
+			return base_errf(err, "bad mailto URI '%.*s' at offset %zu", (int)ul, u,
+			                 (size_t)(u - txt));
+		if (https && !https_ok(u, ul))
+			return base_errf(err, "bad https URI '%.*s' at offset %zu", (int)ul, u,
+			                 (size_t)(u - txt));
+		if ((mailto || https) && rua->n < TLSRPT_RUA_MAX) {
+			memcpy(rua->uri[rua->n], u, ul);
+			rua->uri[rua->n++][ul] = 0;
+		} else {
+			(*skipped)++;
+		}
+		while (p < end && is_wsp(*p)) p++;
+		if (p == end) return 0;
+		if (*p != ',')
+			return base_errf(err, "expected ',' or ';' at offset %zu",
+			                 (size_t)(p - txt));
+		p++;
+		while (p < end && is_wsp(*p)) p++;
+	}
+}
+
 int tlsrpt_txt_parse(const char *txt, size_t len, struct tlsrpt_rua *rua, struct base_err *err)
 {
-	const char *p = txt, *end = txt + len;
 	rua->n = 0;
 	/* records that do not start with "v=TLSRPTv1;" are discarded (§3) */
 	if (len < 10 || memcmp(txt, "v=TLSRPTv1", 10)) return 0;
-	p += 10;
-	if (p < end && !is_wsp(*p) && *p != ';') return 0;
-	int have_rua = 0, fields = 0;
-	size_t skipped = 0;
-	for (;;) {
-		while (p < end && is_wsp(*p)) p++;
-		if (p == end) break;
-		if (*p != ';')
-			return base_errf(err, "expected ';' at offset %zu", (size_t)(p - txt));
-		p++;
-		while (p < end && is_wsp(*p)) p++;
-		if (p == end) break; /* a trailing delimiter */
-		const char *name = p;
-		if (!is_alnum(*p))
-			return base_errf(err, "bad field name at offset %zu", (size_t)(p - txt));
-		while (p < end && (is_alnum(*p) || *p == '_' || *p == '-' || *p == '.')) p++;
-		size_t nl = (size_t)(p - name);
-		if (nl > 32 || p == end || *p != '=')
-			return base_errf(err, "bad field at offset %zu", (size_t)(name - txt));
-		p++;
-		fields++;
-		if (nl == 3 && !memcmp(name, "rua", 3)) {
-			if (have_rua) return base_errf(err, "rua given twice");
-			have_rua = 1;
-			for (;;) {
-				const char *u = p;
-				while (p < end && uri_char(*p)) p++;
-				size_t ul = (size_t)(p - u);
-				if (!ul)
-					return base_errf(err, "empty URI at offset %zu",
-					                 (size_t)(u - txt));
-				if (ul >= TLSRPT_URI_MAX)
-					return base_errf(err, "URI longer than %d bytes",
-					                 TLSRPT_URI_MAX - 1);
-				int mailto = ul > 7 && !memcmp(u, "mailto:", 7);
-				int https = ul > 8 && !memcmp(u, "https://", 8);
-				if (mailto && !mailto_ok(u, ul))
-					return base_errf(err, "bad mailto URI '%.*s'", (int)ul, u);
-				if (https && !https_ok(u, ul))
-					return base_errf(err, "bad https URI '%.*s'", (int)ul, u);
-				if ((mailto || https) && rua->n < TLSRPT_RUA_MAX) {
-					memcpy(rua->uri[rua->n], u, ul);
-					rua->uri[rua->n++][ul] = 0;
-				} else {
-					skipped++;
-				}
-				const char *q = p;
-				while (q < end && is_wsp(*q)) q++;
-				if (q < end && *q == ',') {
-					p = q + 1;
-					while (p < end && is_wsp(*p)) p++;
-					continue;
-				}
-				break;
-			}
-		} else {
-			const char *v = p;
-			while (p < end && ext_char(*p)) p++;
-			if (p == v)
-				return base_errf(err, "empty value at offset %zu",
-				                 (size_t)(v - txt));
+	if (len > 10 && !is_wsp(txt[10]) && txt[10] != ';') return 0;
+	int have_rua = 0, k;
+	size_t skipped = 0, pos = 10;
+	struct relay_txt_field f;
+	while ((k = relay_txt_next(txt, len, &pos, 0, &f, err)) == 1) {
+		if (!relay_txt_name_is(&f, "rua")) {
+			if (relay_txt_ext_value(&f, err) < 0) return -1;
+			continue;
 		}
+		if (have_rua) return base_errf(err, "rua given twice at offset %zu", f.off);
+		have_rua = 1;
+		if (rua_parse(txt, &f, rua, &skipped, err) < 0) return -1;
 	}
-	if (!fields || !have_rua) return base_errf(err, "no rua field");
+	if (k < 0) return -1;
+	if (!have_rua) return base_errf(err, "no rua field");
 	if (!rua->n)
 		return base_errf(err, "no mailto: or https: URI in rua (%zu other%s skipped)",
 		                 skipped, skipped == 1 ? "" : "s");
 	return 1;
+}
+
+/* ---- a report to try again ---------------------------------------------------- */
+
+void tlsrpt_retry_format(const struct tlsrpt_retry *r, struct base_buf *out)
+{
+	base_buf_printf(out,
+	                "mailrep-tlsrpt-retry v1\ndomain %s\nday %s\nuri %s\nfirst %lld\n"
+	                "next %lld\nattempts %u\nreport %zu\n",
+	                r->domain, r->day, r->uri, (long long)r->first, (long long)r->next,
+	                r->attempts, r->len);
+	base_buf_append(out, r->report, r->len);
+}
+
+uint32_t tlsrpt_retry_wait(uint32_t first, uint32_t attempts)
+{
+	uint64_t w = first;
+	for (uint32_t i = 1; i < attempts && w < TLSRPT_RETRY_CAP; i++) w *= 3;
+	if (w > TLSRPT_RETRY_CAP) w = first > TLSRPT_RETRY_CAP ? first : TLSRPT_RETRY_CAP;
+	return (uint32_t)w;
+}
+
+/* Decimal digits only, without leading zeros (the file is written back the
+ * same), at most max. */
+static int uint_parse(const char *s, uint64_t max, uint64_t *out)
+{
+	uint64_t n = 0;
+	if (!*s || strlen(s) > 20 || (s[0] == '0' && s[1])) return -1;
+	for (; *s; s++) {
+		if (*s < '0' || *s > '9') return -1;
+		n = n * 10 + (uint64_t)(*s - '0');
+		if (n > max) return -1;
+	}
+	*out = n;
+	return 0;
+}
+
+int tlsrpt_retry_parse(const char *text, size_t len, struct tlsrpt_retry *r, struct base_err *err)
+{
+	static const char *const keys[] = {
+	    "mailrep-tlsrpt-retry", "domain", "day", "uri", "first", "next", "attempts", "report"};
+	memset(r, 0, sizeof *r);
+	const char *p = text, *end = text + len;
+	char line[TLSRPT_URI_MAX + 64];
+	for (unsigned ln = 1; ln <= 8; ln++) {
+		size_t off = (size_t)(p - text);
+		const char *eol = memchr(p, '\n', (size_t)(end - p));
+		if (!eol)
+			return base_errf(err,
+			                 "line %u (offset %zu): no line end (the file is cut "
+			                 "short)",
+			                 ln, off);
+		size_t n = (size_t)(eol - p);
+		if (n >= sizeof line || !printable(p, n))
+			return base_errf(
+			    err, "line %u (offset %zu): too long or not printable ASCII", ln, off);
+		memcpy(line, p, n);
+		line[n] = 0;
+		p = eol + 1;
+		const char *k = keys[ln - 1];
+		size_t kl = strlen(k);
+		if (strncmp(line, k, kl) || line[kl] != ' ')
+			return base_errf(err, "line %u (offset %zu): expected '%s ...'", ln, off,
+			                 k);
+		const char *v = line + kl + 1;
+		uint64_t u = 0;
+		int ok = 1;
+		switch (ln) {
+		case 1:
+			ok = !strcmp(v, "v1");
+			break;
+		case 2:
+			ok = name_ok(v, 0);
+			if (ok) snprintf(r->domain, sizeof r->domain, "%s", v);
+			break;
+		case 3:
+			ok = tlsrpt_day_ok(v);
+			if (ok) memcpy(r->day, v, 11);
+			break;
+		case 4: {
+			size_t ul = strlen(v);
+			ok = ul < TLSRPT_URI_MAX &&
+			     ((ul > 7 && !strncmp(v, "mailto:", 7) && !strchr(v, '?') &&
+			       mailto_ok(v, ul)) ||
+			      (ul > 8 && !strncmp(v, "https://", 8) && https_ok(v, ul)));
+			for (size_t i = 0; ok && i < ul; i++) ok = uri_char(v[i]);
+			if (ok) memcpy(r->uri, v, ul + 1);
+			break;
+		}
+		case 5:
+		case 6:
+			ok = uint_parse(v, (uint64_t)1 << 40, &u) == 0;
+			*(ln == 5 ? &r->first : &r->next) = (int64_t)u;
+			break;
+		case 7:
+			ok = uint_parse(v, TLSRPT_ATTEMPTS_MAX, &u) == 0;
+			r->attempts = (uint32_t)u;
+			break;
+		default:
+			ok = uint_parse(v, TLSRPT_REPORT_MAX, &u) == 0 && u > 0;
+			r->len = (size_t)u;
+			break;
+		}
+		if (!ok)
+			return base_errf(err, "line %u (offset %zu): bad %s '%.*s'", ln, off,
+			                 ln == 1 ? "version" : k, 80, v);
+	}
+	size_t off = (size_t)(p - text);
+	if ((size_t)(end - p) != r->len)
+		return base_errf(err, "offset %zu: %zu bytes of report, not %zu", off,
+		                 (size_t)(end - p), r->len);
+	r->report = p;
+	return 0;
 }
 
 /* ---- the JSON report (§4) ---------------------------------------------------- */

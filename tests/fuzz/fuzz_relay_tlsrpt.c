@@ -1,9 +1,12 @@
 /*
  * fuzz_relay_tlsrpt.c — libFuzzer target for the TLS reporting parsers:
- * the first byte picks the _smtp._tls TXT record or the state file
- * (SPOOL/tlsrpt/DAY). Invariants checked: an accepted TXT record has 1 to
- * TLSRPT_RUA_MAX URIs, each mailto: or https: and NUL-terminated within
- * its slot; an accepted state file stays within the counters' bounds,
+ * the first byte picks the _smtp._tls TXT record (odd), the file of a
+ * report kept for another attempt (SPOOL/tlsrpt/retry/NAME; 2 set) or the
+ * state file (SPOOL/tlsrpt/DAY). Invariants checked: an accepted TXT
+ * record has 1 to TLSRPT_RUA_MAX URIs, each mailto: or https: and
+ * NUL-terminated within its slot; an accepted retry file has its fields
+ * within their bounds, its report inside the input, and writes back to the
+ * same bytes; an accepted state file stays within the counters' bounds,
  * writes back to a file that parses again to the same text, and its JSON
  * reports build; every error is a non-empty message and leaves no domain.
  */
@@ -55,6 +58,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		} else if (k < 0 && !err.msg[0]) {
 			abort();
 		}
+		return 0;
+	}
+	if (data[0] & 2) {
+		struct tlsrpt_retry r;
+		if (tlsrpt_retry_parse(text, len, &r, &err) < 0) {
+			if (!err.msg[0]) abort();
+			return 0;
+		}
+		if (!r.domain[0] || !tlsrpt_day_ok(r.day) || r.attempts > TLSRPT_ATTEMPTS_MAX ||
+		    !r.len || r.len > TLSRPT_REPORT_MAX || r.report < text ||
+		    r.report + r.len != text + len)
+			abort();
+		if (strncmp(r.uri, "mailto:", 7) && strncmp(r.uri, "https://", 8)) abort();
+		struct base_buf a;
+		base_buf_init(&a);
+		tlsrpt_retry_format(&r, &a);
+		if (a.len != len || memcmp(a.data, text, len)) abort();
+		base_buf_free(&a);
 		return 0;
 	}
 	static struct tlsrpt_day d, e;

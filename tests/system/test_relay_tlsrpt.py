@@ -19,6 +19,8 @@ import gzip
 import http.server
 import json
 import os
+import pwd
+import shutil
 import ssl
 import subprocess
 import threading
@@ -35,24 +37,32 @@ RUA = '_smtp._tls TXT "v=TLSRPTv1; rua=mailto:tlsrpt@reports.example"\n'
 
 
 class ReportServer:
-    """HTTPS on 127.0.0.1 recording each POST: (path, headers, body)."""
+    """HTTPS on 127.0.0.1 recording each POST it takes: (path, headers,
+    body); the first `fail` POSTs are answered 503 and only counted in
+    `refused`."""
 
-    def __init__(self, cert, key):
+    def __init__(self, cert, key, port=None, fail=0):
         self.posts = []
+        self.fail, self.refused = fail, 0
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self):
                 n = int(self.headers.get("Content-Length") or 0)
-                outer.posts.append((self.path, dict(self.headers), self.rfile.read(n)))
-                self.send_response(200)
+                body = self.rfile.read(n)
+                if outer.refused < outer.fail:
+                    outer.refused += 1
+                    self.send_response(503)
+                else:
+                    outer.posts.append((self.path, dict(self.headers), body))
+                    self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
             def log_message(self, *args):
                 pass
 
-        self.port = free_port()
+        self.port = port or free_port()
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(cert, key)
@@ -334,3 +344,157 @@ def test_dane_results(datadir, servers):
         assert d[0]["failed-session-count"] == 1
     # a TLSA lookup that failed has no records to show
     assert one("bogus.dane.example")["policy"]["policy-string"] == []
+
+
+# ---- a failed report is tried again (RFC 8460 5.4) --------------------------------------
+
+
+def retry_world(datadir, servers):
+    """knotd with web.example asking for reports by POST to
+    rpt.reports.example (127.0.0.1), that host's certificate, and
+    yesterday's counters for web.example in a new spool, due at once.
+    Returns (args, spool, day, (cert, key))."""
+    ca, sign = make_ca(datadir)
+    cert = sign("rpt", ["rpt.reports.example"])
+    zones = {
+        "web.example": soa("web.example") +
+        '_smtp._tls TXT "v=TLSRPTv1; rua=https://rpt.reports.example/v1/tlsrpt"\n',
+        "reports.example": soa("reports.example") + "rpt A 127.0.0.1\n",
+    }
+    knot = start_knot(datadir, zones)
+    servers.append(knot)
+    day = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 86400))
+    spool = os.path.join(datadir, "spool")
+    os.makedirs(os.path.join(spool, "tlsrpt"))
+    with open(os.path.join(spool, "tlsrpt", day), "w") as f:
+        f.write("mailrep-tlsrpt v1 %s\ndropped 0\ndomain web.example 0\n"
+                "policy no-policy-found 0 1 0\n"
+                "row starttls-not-supported 1 127.0.0.1 127.0.0.2 mx.web.example\nend\n" % day)
+    port = free_port()
+    args = ["--resolver", knot.resolver, "--tls-ca", ca, "--tlsrpt", "on",
+            "--tlsrpt-delay", "0", "--tlsrpt-retry", "1s", "--tlsrpt-port", str(port)]
+    return args, spool, day, cert, port
+
+
+def pending(spool):
+    d = os.path.join(spool, "tlsrpt", "retry")
+    return sorted(n for n in os.listdir(d)) if os.path.isdir(d) else []
+
+
+def test_failed_post_is_tried_again(datadir, servers):
+    """The endpoint answers 503 twice, then takes the report: it arrives
+    once, after attempts 1 s and 3 s apart, and nothing is left pending."""
+    args, spool, day, (cert, key), port = retry_world(datadir, servers)
+    rweb = ReportServer(cert, key, port=port, fail=2)
+    servers.append(rweb)
+    a = start_relay(datadir, args, spool=spool, name="a")
+    servers.append(a)
+    uri = "https://rpt.reports.example/v1/tlsrpt"
+    assert wait_for(lambda: "tlsrpt web.example: the report for %s to %s failed (the server "
+                    "answered 'HTTP/1.0 503 Service Unavailable'): attempt 2 in 1 s" % (day, uri)
+                    in a.output(), timeout=15), a.output()
+    assert wait_for(lambda: "attempt 3 in 3 s" in a.output(), timeout=15), a.output()
+    assert len(pending(spool)) == 1
+    assert wait_for(lambda: rweb.posts, timeout=15), a.output()
+    assert wait_for(lambda: "report posted to https://rpt.reports.example:%d/v1/tlsrpt "
+                    "(%s, attempt 3)" % (port, day) in a.output()), a.output()
+    assert wait_for(lambda: not pending(spool)), pending(spool)
+    time.sleep(2)
+    assert rweb.refused == 2 and len(rweb.posts) == 1, a.output()
+    rep = json.loads(gzip.decompress(rweb.posts[0][2]))
+    assert rep["report-id"] == "%s.web.example@relay.test" % day
+    assert os.path.exists(os.path.join(spool, "tlsrpt", day + ".sent"))
+    stop_clean(a)
+
+
+def test_pending_report_survives_kill(datadir, servers):
+    """Nothing listens at the endpoint: the report is kept; the relay is
+    killed (-9) and started again once the endpoint is up, and the report
+    kept is posted then, once."""
+    args, spool, day, (cert, key), port = retry_world(datadir, servers)
+    a = start_relay(datadir, args, spool=spool, name="a")
+    servers.append(a)
+    assert wait_for(lambda: "tlsrpt web.example: the report for %s to https://rpt.reports."
+                    "example/v1/tlsrpt failed (connect: Connection refused): attempt 2 in 1 s"
+                    % day in a.output(), timeout=15), a.output()
+    assert wait_for(lambda: os.path.exists(os.path.join(spool, "tlsrpt", day + ".sent")))
+    a.proc.kill()
+    a.proc.wait()
+    kept = pending(spool)
+    assert len(kept) == 1, kept
+    with open(os.path.join(spool, "tlsrpt", "retry", kept[0]), "rb") as f:
+        head = f.read().split(b"\nreport ")[0].decode()
+    assert "\ndomain web.example\nday %s\nuri https://rpt.reports.example/v1/tlsrpt\n" % day \
+        in head, head
+    rweb = ReportServer(cert, key, port=port)
+    servers.append(rweb)
+    a = start_relay(datadir, args, spool=spool, name="a2")
+    servers.append(a)
+    assert "tlsrpt web.example: the report for %s to https://rpt.reports.example/v1/tlsrpt is " \
+        "pending: attempt" % day in a.output(), a.output()
+    assert wait_for(lambda: rweb.posts, timeout=15), a.output()
+    assert wait_for(lambda: not pending(spool)), a.output()
+    time.sleep(2)
+    assert len(rweb.posts) == 1, a.output()
+    rep = json.loads(gzip.decompress(rweb.posts[0][2]))
+    assert rep["report-id"] == "%s.web.example@relay.test" % day
+    stop_clean(a)
+
+
+def test_pending_files_at_start(datadir, servers):
+    """What a start finds in SPOOL/tlsrpt/retry: a report by mail still due
+    is queued and delivered; one first tried more than a day ago is given
+    up; a file that does not parse is set aside, the log naming it and
+    the offset."""
+    rsink = start_sink(datadir)
+    servers.append(rsink)
+    zones = {"reports.example": soa("reports.example")}
+    knot = start_knot(datadir, zones)
+    servers.append(knot)
+    spool = os.path.join(datadir, "spool")
+    rdir = os.path.join(spool, "tlsrpt", "retry")
+    os.makedirs(rdir)
+    now = int(time.time())
+    day = time.strftime("%Y-%m-%d", time.gmtime(now - 86400))
+    gz = gzip.compress(b'{"report-id": "x"}')
+
+    def kept(name, first, uri="mailto:tlsrpt@reports.example", extra=b""):
+        head = ("mailrep-tlsrpt-retry v1\ndomain web.example\nday %s\nuri %s\n"
+                "first %d\nnext %d\nattempts 1\nreport %d\n" %
+                (day, uri, first, first + 60, len(gz))).encode()
+        with open(os.path.join(rdir, name), "wb") as f:
+            f.write(head + gz + extra)
+        return len(head)
+    kept("00000000000000a1", now - 600)
+    kept("00000000000000b2", now - 86400 - 60, uri="https://rpt.reports.example/")
+    off = kept("00000000000000c3", now - 600, extra=b"more")
+    if os.geteuid() == 0:
+        # the relay, root at first, gives only the spool's top to the user it
+        # becomes; what it did not create below that is given here
+        user = "mailrep" if any(p.pw_name == "mailrep" for p in pwd.getpwall()) else "nobody"
+        for d, _, names in os.walk(spool):
+            for n in [d] + [os.path.join(d, n) for n in names]:
+                shutil.chown(n, user)
+    args = ["--resolver", knot.resolver, "--tlsrpt", "on", "--tlsrpt-retry", "1s",
+            "--route", "reports.example=127.0.0.1:%d" % rsink.port]
+    a = start_relay(datadir, args, spool=spool, name="a")
+    servers.append(a)
+
+    def delivered():
+        return [e for e in events(a) if e["event"] == "delivery" and
+                e.get("rcpt") == "tlsrpt@reports.example"]
+    assert wait_for(lambda: len(delivered()) == 1, timeout=15), a.output()
+    out = a.output()
+    assert "tlsrpt web.example: the report for %s to https://rpt.reports.example/ is given up " \
+        "after 1 attempt: its first was more than 86400 s ago" % day in out, out
+    assert "tlsrpt: %s/00000000000000c3: offset %d: %d bytes of report, not %d; set aside as " \
+        "00000000000000c3.bad" % (rdir, off, len(gz) + 4, len(gz)) in out, out
+    assert wait_for(lambda: sorted(os.listdir(rdir)) == ["00000000000000c3.bad"]), \
+        (os.listdir(rdir), out)
+    files = sink_files(rsink)
+    assert len(files) == 1
+    m = email.message_from_bytes(files[0], policy=email.policy.default)
+    assert m["TLS-Report-Domain"] == "web.example"
+    part = [p for p in m.iter_parts() if p.get_content_type() == "application/tlsrpt+gzip"][0]
+    assert base64.b64decode(part.get_payload()) == gz
+    stop_clean(a)

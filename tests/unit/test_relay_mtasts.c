@@ -47,6 +47,30 @@ static void test_txt(void **state)
 	struct base_err err;
 	assert_int_equal(mtasts_txt_parse("v=STSv1; x=1", 12, id, &err), -1);
 	assert_non_null(strstr(err.msg, "no id"));
+	/* the exact errors, each naming its byte offset */
+	static const struct {
+		const char *text, *msg;
+	} bad[] = {
+	    {"v=STSv1 id=1", "expected ';' at offset 8"},
+	    {"v=STSv1; =x; id=1", "bad field name at offset 9"},
+	    {"v=STSv1; id 1", "expected '=' after 'id' at offset 12"},
+	    {"v=STSv1; id = ;", "empty value for 'id' at offset 14"},
+	    {"v=STSv1; abcdefghijabcdefghijabcdefghijabc=1; id=1",
+	     "field name longer than 32 at offset 9"},
+	    {"v=STSv1; id=1 2", "bad character in the value of 'id' at offset 13"},
+	    {"v=STSv1; id=a-b", "id 'a-b': letters and digits only (offset 13)"},
+	    {"v=STSv1; id=123456789012345678901234567890123",
+	     "id longer than 32 characters at offset 12"},
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		err.msg[0] = 0;
+		int k = mtasts_txt_parse(bad[i].text, strlen(bad[i].text), id, &err);
+		if (k != -1 || strcmp(err.msg, bad[i].msg))
+			fail_msg("txt case %zu: %d '%s'", i, k, err.msg);
+	}
+	/* white space around '=', a repeated id (the first counts) */
+	assert_int_equal(txt("v=STSv1; id = abc ; id=def", id), 1);
+	assert_string_equal(id, "abc");
 }
 
 static const char good[] = "version: STSv1\r\n"

@@ -60,6 +60,31 @@ static void test_txt(void **state)
 	assert_int_equal(txt("v=TLSRPTv1; rua=https://", &r, &err), -1);
 	assert_int_equal(txt("v=TLSRPTv1; rua=https://h.example:0/", &r, &err), -1);
 	assert_int_equal(txt("v=TLSRPTv1; =x; rua=mailto:a@b.example", &r, &err), -1);
+	/* the exact errors, each naming its byte offset */
+	static const struct {
+		const char *text, *msg;
+	} bad[] = {
+	    {"v=TLSRPTv1 rua=mailto:a@b.example", "expected ';' at offset 11"},
+	    {"v=TLSRPTv1; =x; rua=mailto:a@b.example", "bad field name at offset 12"},
+	    {"v=TLSRPTv1; rua =mailto:a@b.example", "expected '=' after 'rua' at offset 15"},
+	    {"v=TLSRPTv1; rua=", "empty value for 'rua' at offset 16"},
+	    {"v=TLSRPTv1; abcdefghijabcdefghijabcdefghijabc=1; rua=mailto:a@b.example",
+	     "field name longer than 32 at offset 12"},
+	    {"v=TLSRPTv1; x=a=b; rua=mailto:a@b.example",
+	     "bad character in the value of 'x' at offset 15"},
+	    {"v=TLSRPTv1; rua=mailto:a@b.example x", "expected ',' or ';' at offset 35"},
+	    {"v=TLSRPTv1; rua=mailto:a@b.example,", "empty URI at offset 35"},
+	    {"v=TLSRPTv1; rua=mailto:nobody", "bad mailto URI 'mailto:nobody' at offset 16"},
+	    {"v=TLSRPTv1; rua=mailto:a@b.example; rua=mailto:c@d.example",
+	     "rua given twice at offset 36"},
+	    {"v=TLSRPTv1; x=1", "no rua field"},
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		err.msg[0] = 0;
+		int k = txt(bad[i].text, &r, &err);
+		if (k != -1 || strcmp(err.msg, bad[i].msg))
+			fail_msg("txt case %zu: %d '%s'", i, k, err.msg);
+	}
 }
 
 static void add(struct tlsrpt_day *d, const char *dom, int type, int result, const char *mx)
@@ -238,10 +263,95 @@ static void test_settings(void **state)
 	assert_int_equal(relay_tlsrpt_set(&c, "tlsrpt-delay", "0", &err), 0);
 	assert_int_equal(c.tlsrpt_delay, 0);
 	assert_int_equal(relay_tlsrpt_set(&c, "tlsrpt-delay", "2d", &err), -1);
+	assert_int_equal(c.tlsrpt_retry, 300);
+	assert_int_equal(relay_tlsrpt_set(&c, "tlsrpt-retry", "1s", &err), 0);
+	assert_int_equal(c.tlsrpt_retry, 1);
+	assert_int_equal(relay_tlsrpt_set(&c, "tlsrpt-retry", "0", &err), -1);
+	assert_string_equal(err.msg, "tlsrpt-retry: from 1s to 1h, not '0'");
+	assert_int_equal(relay_tlsrpt_set(&c, "tlsrpt-retry", "2h", &err), -1);
 	assert_int_equal(relay_tlsrpt_set(&c, "tlsrpt-other", "1", &err), 1);
 	assert_int_equal(tlsrpt_day_ok("2024-02-29"), 1);
 	assert_int_equal(tlsrpt_day_ok("2026-02-29"), 0);
 	assert_int_equal(tlsrpt_day_ok("2026-1-01"), 0);
+}
+
+static const char retry_text[] = "mailrep-tlsrpt-retry v1\n"
+                                 "domain web.example\n"
+                                 "day 2026-11-22\n"
+                                 "uri https://rpt.reports.example/v1/tlsrpt\n"
+                                 "first 1795000000\n"
+                                 "next 1795000300\n"
+                                 "attempts 1\n"
+                                 "report 4\n"
+                                 "\x1f\x8b\n\x00";
+
+static void test_retry_file(void **state)
+{
+	(void)state;
+	struct tlsrpt_retry r;
+	struct base_err err;
+	size_t len = sizeof retry_text - 1;
+	assert_int_equal(tlsrpt_retry_parse(retry_text, len, &r, &err), 0);
+	assert_string_equal(r.domain, "web.example");
+	assert_string_equal(r.day, "2026-11-22");
+	assert_string_equal(r.uri, "https://rpt.reports.example/v1/tlsrpt");
+	assert_int_equal(r.first, 1795000000);
+	assert_int_equal(r.next, 1795000300);
+	assert_int_equal(r.attempts, 1);
+	assert_int_equal(r.len, 4);
+	assert_memory_equal(r.report, "\x1f\x8b\n\x00", 4);
+	struct base_buf b;
+	base_buf_init(&b);
+	tlsrpt_retry_format(&r, &b);
+	assert_int_equal(b.len, len);
+	assert_memory_equal(b.data, retry_text, len);
+	base_buf_free(&b);
+	/* a mailto: URI */
+	const char *m = "mailrep-tlsrpt-retry v1\ndomain a.example\nday 2026-11-22\n"
+	                "uri mailto:t@r.example\nfirst 1\nnext 2\nattempts 0\nreport 1\nx";
+	assert_int_equal(tlsrpt_retry_parse(m, strlen(m), &r, &err), 0);
+	assert_string_equal(r.uri, "mailto:t@r.example");
+	/* the errors name the line and its byte offset */
+	static const struct {
+		const char *from, *to, *msg;
+	} bad[] = {
+	    {"retry v1", "retry v2", "line 1 (offset 0): bad version 'v2'"},
+	    {"domain web", "domian web", "line 2 (offset 24): expected 'domain ...'"},
+	    {"day 2026-11-22", "day 2026-11-31", "line 3 (offset 43): bad day '2026-11-31'"},
+	    {"uri https://rpt", "uri ftp://xrpt",
+	     "line 4 (offset 58): bad uri 'ftp://xrpt.reports.example/v1/tlsrpt'"},
+	    {"first 1795000000", "first 17950000x0", "line 5 (offset 100): bad first '17950000x0'"},
+	    {"attempts 1", "attempts 1001", "line 7 (offset 133): bad attempts '1001'"},
+	    {"next 1795000300", "next 01795000300", "line 6 (offset 117): bad next '01795000300'"},
+	    {"report 4", "report 5", "offset 153: 4 bytes of report, not 5"},
+	    {"report 4", "report 3", "offset 153: 4 bytes of report, not 3"},
+	    {"report 4", "report 0", "line 8 (offset 144): bad report '0'"},
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		char t[sizeof retry_text + 8];
+		const char *at = strstr(retry_text, bad[i].from);
+		size_t pre = (size_t)(at - retry_text), fl = strlen(bad[i].from),
+		       tl = strlen(bad[i].to);
+		memcpy(t, retry_text, pre);
+		memcpy(t + pre, bad[i].to, tl);
+		memcpy(t + pre + tl, at + fl, len - pre - fl);
+		size_t n = len - fl + tl;
+		err.msg[0] = 0;
+		int k = tlsrpt_retry_parse(t, n, &r, &err);
+		if (k != -1 || strcmp(err.msg, bad[i].msg))
+			fail_msg("retry case %zu: %d '%s'", i, k, err.msg);
+	}
+	assert_int_equal(tlsrpt_retry_parse(retry_text, 60, &r, &err), -1);
+	assert_string_equal(err.msg, "line 4 (offset 58): no line end (the file is cut short)");
+	/* the waits: 5 min, then three times longer, at most 4 h */
+	assert_int_equal(tlsrpt_retry_wait(300, 1), 300);
+	assert_int_equal(tlsrpt_retry_wait(300, 2), 900);
+	assert_int_equal(tlsrpt_retry_wait(300, 3), 2700);
+	assert_int_equal(tlsrpt_retry_wait(300, 4), 8100);
+	assert_int_equal(tlsrpt_retry_wait(300, 5), 14400);
+	assert_int_equal(tlsrpt_retry_wait(300, 1000), 14400);
+	assert_int_equal(tlsrpt_retry_wait(1, 3), 9);
+	assert_int_equal(tlsrpt_retry_wait(3600, 2), 10800);
 }
 
 int main(void)
@@ -249,7 +359,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_txt),      cmocka_unit_test(test_counters_and_json),
 	    cmocka_unit_test(test_bounds),   cmocka_unit_test(test_state_file),
-	    cmocka_unit_test(test_settings),
+	    cmocka_unit_test(test_settings), cmocka_unit_test(test_retry_file),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
