@@ -49,6 +49,28 @@ void *base_xrealloc(void *p, size_t n);
 char *base_xstrdup(const char *s);
 char *base_xstrndup(const char *s, size_t n);
 
+/* ---- hash index (hmap.c) ------------------------------------------------ */
+
+/* Pointers to the caller's items by a 64-bit hash of their key; a lookup
+ * asks match(item, key) of the items whose hash is equal. Zeroed is empty. */
+struct base_hmap {
+	struct base_hslot {
+		uint64_t h;
+		void *p;
+	} *s;
+	size_t cap, n;
+};
+/* FNV-1a of len bytes (of s lower-cased in ASCII), going on from h; h = 0
+ * starts from the process's random seed. */
+uint64_t base_hash_mix(uint64_t h, const void *data, size_t len);
+uint64_t base_hash_lower(uint64_t h, const char *s);
+void base_hmap_put(struct base_hmap *m, uint64_t h, void *item);
+void *base_hmap_find(const struct base_hmap *m, uint64_t h,
+                     int (*match)(const void *item, const void *key), const void *key);
+/* Removes item (this pointer, put with hash h); returns whether it was there. */
+int base_hmap_del(struct base_hmap *m, uint64_t h, const void *item);
+void base_hmap_free(struct base_hmap *m);
+
 /* A growable byte buffer; always NUL-terminated for convenience. */
 struct base_buf {
 	char *data;

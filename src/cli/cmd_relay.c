@@ -57,6 +57,7 @@ static const char relay_help[] =
     "  --max-size BYTES           largest message accepted (10485760)\n"
     "  --max-rcpts N              recipients per message (100)\n"
     "  --max-conns N              simultaneous inbound sessions (256)\n"
+    "  --max-outbound N           simultaneous outbound connections, all sites (1000)\n"
     "  --timeout DURATION         inbound idle timeout (5m)\n"
     "  --commit-delay USEC        group-commit window in microseconds (0: one loop turn)\n"
     "  --sign-threads N           DKIM signing and password threads (0: one per core)\n"
@@ -327,6 +328,7 @@ static int relay_set(struct relay_cli *r, const char *key, const char *v, struct
 			c->timeout = u ? u : 1;
 	} else if (!strcmp(key, "conn-limit") || !strcmp(key, "max-rcpts") ||
 	           !strcmp(key, "max-conns") || !strcmp(key, "commit-delay") ||
+	           !strcmp(key, "max-outbound") ||
 	           !strcmp(key, "max-size") || !strcmp(key, "smtp-port") ||
 	           !strcmp(key, "msgs-per-conn") || !strcmp(key, "sign-threads")) {
 		int zero_ok = !strcmp(key, "commit-delay") || !strcmp(key, "sign-threads");
@@ -340,6 +342,8 @@ static int relay_set(struct relay_cli *r, const char *key, const char *v, struct
 			c->max_rcpts = u;
 		else if (!strcmp(key, "max-conns"))
 			c->max_conns = u;
+		else if (!strcmp(key, "max-outbound"))
+			c->max_outbound = u;
 		else if (!strcmp(key, "max-size"))
 			c->max_size = u;
 		else if (!strcmp(key, "msgs-per-conn"))
@@ -412,6 +416,7 @@ static const struct option relay_opts[] = {{"listen", required_argument, NULL, O
                                      {"max-size", required_argument, NULL, O_BASE},
                                      {"max-rcpts", required_argument, NULL, O_BASE},
                                      {"max-conns", required_argument, NULL, O_BASE},
+                                     {"max-outbound", required_argument, NULL, O_BASE},
                                      {"timeout", required_argument, NULL, O_BASE},
                                      {"commit-delay", required_argument, NULL, O_BASE},
                                      {"sign-threads", required_argument, NULL, O_BASE},

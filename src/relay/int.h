@@ -188,6 +188,8 @@ struct dest {
 	const char *susp_rule;
 	struct job *head, *tail; /* waiting jobs */
 	uint32_t njobs;
+	int in_busy; /* on x->busy */
+	struct conn *conns; /* its open connections (mta.c) */
 	struct dest *next;
 };
 
@@ -224,7 +226,15 @@ struct relay_ctx {
 	struct rmsg *msgs; /* all live messages, newest first */
 	size_t nmsgs;
 	struct dest *dests;
+	struct base_hmap dest_index; /* the dests by host, port and pool */
 	struct src_site *src_sites;
+	struct base_hmap src_index;  /* the src_sites by host, port and address */
+	/* the dests that may have jobs (njobs > 0 when put; dropped by the
+	 * pass that finds them without), so that a kick of the scheduler
+	 * pumps those alone; every dest is pumped once a second */
+	struct dest **busy;
+	size_t nbusy, capbusy;
+	int64_t full_pass; /* monotonic ns of the last pump of every dest */
 	struct event *tick, *commit_ev;
 	struct session **waiting; /* sessions whose message awaits the commit */
 	size_t nwaiting, capwaiting;
@@ -236,10 +246,13 @@ struct relay_ctx {
 	struct session *slist; /* inbound sessions */
 	struct evconnlistener *listener;
 	struct conn *clist; /* outbound connections */
+	uint32_t nout;      /* of them (connecting included) */
+	uint32_t max_out;   /* --max-outbound, within the open-file limit */
+	int out_wait;       /* a destination waits for nout to fall below max_outbound */
 	int stopping;
 	struct dns_resolver *resolver; /* MX lookups; NULL without --resolver */
 	struct event *dns_ev;
-	struct mxroute *mx;
+	struct base_hmap mx; /* struct mxroute by kind, port and name (lookup.c) */
 	struct relay_dead *dead; /* addresses that refused or timed out (lookup.c) */
 	uint64_t seq;
 	unsigned pid;   /* for message ids; the relay does not fork */

@@ -99,8 +99,28 @@ struct mxroute {
 	int secure; /* --dane and the MX answer (or its NODATA) was validated, or a route's host */
 	uint16_t port; /* of the MX hosts, or the route's (for the TLSA name) */
 	int tlsa;   /* the TLSA queries are asked (after the addresses) */
-	struct mxroute *next;
+	uint64_t hash; /* its key's, in x->mx */
 };
+
+struct mxkey {
+	int kind;
+	uint16_t port;
+	const char *name;
+};
+
+static uint64_t mxkey_hash(const struct mxkey *k)
+{
+	unsigned char kp[3] = {(unsigned char)k->kind, (unsigned char)(k->port >> 8),
+	                       (unsigned char)k->port};
+	return base_hash_lower(base_hash_mix(0, kp, sizeof kp), k->name);
+}
+
+static int mxkey_match(const void *item, const void *key)
+{
+	const struct mxroute *e = item;
+	const struct mxkey *k = key;
+	return e->kind == k->kind && e->port == k->port && !base_strcasecmp_ascii(e->domain, k->name);
+}
 
 static void poll_dns(evutil_socket_t fd, short what, void *arg)
 {
@@ -384,17 +404,13 @@ static void entry_free(struct mxroute *e)
 /* The cache entry of (kind, name, port), started when missing or expired. */
 static struct mxroute *entry_get(struct relay_ctx *x, int kind, const char *name, uint16_t port)
 {
-	struct mxroute **pp = &x->mx, *e;
-	int64_t now = base_now();
-	for (; (e = *pp); pp = &e->next) {
-		if (e->kind != kind || e->port != port || base_strcasecmp_ascii(e->domain, name))
-			continue;
-		if (e->state != MX_RESOLVING && e->expires <= now) {
-			*pp = e->next;
-			entry_free(e);
-			e = NULL;
-		}
-		break;
+	const struct mxkey k = {kind, port, name};
+	uint64_t h = mxkey_hash(&k);
+	struct mxroute *e = base_hmap_find(&x->mx, h, mxkey_match, &k);
+	if (e && e->state != MX_RESOLVING && e->expires <= base_now()) {
+		base_hmap_del(&x->mx, h, e);
+		entry_free(e);
+		e = NULL;
 	}
 	if (e) return e;
 	e = base_xcalloc(1, sizeof *e);
@@ -403,8 +419,8 @@ static struct mxroute *entry_get(struct relay_ctx *x, int kind, const char *name
 	e->kind = kind;
 	e->port = port;
 	e->state = MX_RESOLVING;
-	e->next = x->mx;
-	x->mx = e;
+	e->hash = h;
+	base_hmap_put(&x->mx, h, e);
 	if (kind == KIND_HOST) {
 		/* a host the configuration names: DANE applies when its address
 		 * answers are secure and it has TLSA records (RFC 7672 2.2.3) */
@@ -614,11 +630,9 @@ void relay_mx_stop(struct relay_ctx *x)
 	x->dns_ev = NULL;
 	x->resolver = NULL;
 	relay_mtasts_stop(x);
-	while (x->mx) {
-		struct mxroute *e = x->mx;
-		x->mx = e->next;
-		entry_free(e);
-	}
+	for (size_t i = 0; i < x->mx.cap; i++)
+		if (x->mx.s[i].p) entry_free(x->mx.s[i].p);
+	base_hmap_free(&x->mx);
 	free(x->dead);
 	x->dead = NULL;
 }

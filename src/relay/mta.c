@@ -171,7 +171,8 @@ struct conn {
 	char last_why[256], why4xx[256];        /* the last failure, the last 4xx greeting */
 	char src_ip[48], peer[64], peer4xx[64]; /* of the current attempt */
 	struct event *wait;                     /* C_WAIT: the message rate's timer */
-	struct conn *prev, *next;
+	struct conn *prev, *next;   /* x->clist */
+	struct conn *dprev, *dnext; /* d->conns */
 	/* commands not sent yet (send_line while batch is set): a pipelined
 	 * MAIL, RCPT... DATA goes out in one write */
 	struct base_buf out;
@@ -204,8 +205,14 @@ static void conn_free(struct conn *c)
 	else
 		x->clist = c->next;
 	if (c->next) c->next->prev = c->prev;
+	if (c->dprev)
+		c->dprev->dnext = c->dnext;
+	else
+		c->d->conns = c->dnext;
+	if (c->dnext) c->dnext->dprev = c->dprev;
 	if (c->counted_connecting) c->d->connecting--;
 	c->d->active--;
+	x->nout--;
 	c->d->src[c->si].active--;
 	if (c->d->src[c->si].all) c->d->src[c->si].all->active--;
 	if (c->wait) event_free(c->wait);
@@ -537,14 +544,15 @@ static void conn_quit(struct conn *c)
 	bufferevent_enable(c->bev, EV_READ);
 }
 
-/* The source address ss is at its connection limit towards its site: an
- * idle connection another pool keeps from it there is ended, so that d's
+/* The source address ss is at its connection limit towards its site (or,
+ * with ss NULL, the relay at --max-outbound): an idle connection another
+ * destination keeps from it there (from anywhere) is ended, so that d's
  * waiting mail gets the place (without this, the idle linger of one pool
  * would hold back the other). One a call: each close pumps again. */
 static void release_idle(struct relay_ctx *x, const struct dest *d, const struct src_site *ss)
 {
 	for (struct conn *c = x->clist; c; c = c->next)
-		if (c->st == C_IDLE && c->d != d && c->d->src[c->si].all == ss) {
+		if (c->st == C_IDLE && c->d != d && (!ss || c->d->src[c->si].all == ss)) {
 			conn_quit(c);
 			return;
 		}
@@ -587,8 +595,9 @@ static void next_job(struct conn *c)
 		tx_report(c, 451, tls_refusal(c, job_mode(c, j), why, sizeof why));
 		j = relay_job_take(c->d);
 	}
-	/* lingers for more mail, unless another pool waits for the address */
-	if (!j && !stop && c->st != C_IDLE && !relay_src_wanted(c->d, c->si)) {
+	/* lingers for more mail, unless another pool waits for the address or
+	 * another destination for a connection under --max-outbound */
+	if (!j && !stop && c->st != C_IDLE && !c->x->out_wait && !relay_src_wanted(c->d, c->si)) {
 		c->st = C_IDLE;
 		set_timeout(c, IDLE_LINGER);
 		return;
@@ -1221,6 +1230,7 @@ static void conn_open(struct relay_ctx *x, struct dest *d, size_t si)
 	c->si = si;
 	c->src = d->pool ? &d->pool->src[si] : NULL;
 	d->active++;
+	x->nout++;
 	d->connecting++;
 	d->src[si].active++;
 	if (d->src[si].all) d->src[si].all->active++;
@@ -1229,6 +1239,9 @@ static void conn_open(struct relay_ctx *x, struct dest *d, size_t si)
 	c->next = x->clist;
 	if (x->clist) x->clist->prev = c;
 	x->clist = c;
+	c->dnext = d->conns;
+	if (d->conns) d->conns->dprev = c;
+	d->conns = c;
 	order_addrs(c);
 	if (!c->naddrs) {
 		conn_fail(c, 0, "000 no next hop address");
@@ -1291,9 +1304,9 @@ void relay_mta_pump(struct relay_ctx *x, struct dest *d)
 	}
 	/* idle connections first, when their TLS state suits the next job */
 	struct conn *cn;
-	for (struct conn *c = x->clist; c && d->head; c = cn) {
-		cn = c->next;
-		if (c->d == d && c->st == C_IDLE && tls_ok(c, d->head)) next_job(c);
+	for (struct conn *c = d->conns; c && d->head; c = cn) {
+		cn = c->dnext;
+		if (c->st == C_IDLE && tls_ok(c, d->head)) next_job(c);
 	}
 	int64_t now = (int64_t)base_mono_ns(), wait = 0;
 	uint32_t weight[RELAY_POOL_SOURCES_MAX];
@@ -1301,6 +1314,13 @@ void relay_mta_pump(struct relay_ctx *x, struct dest *d)
 	unsigned char ok[RELAY_POOL_SOURCES_MAX];
 	size_t n = d->nsrc < RELAY_POOL_SOURCES_MAX ? d->nsrc : RELAY_POOL_SOURCES_MAX;
 	while (d->njobs > d->connecting) {
+		if (x->nout >= x->max_out) {
+			/* one idle connection ended a scheduler pass at most: its
+			 * close starts the next pass */
+			if (!x->out_wait) release_idle(x, d, NULL);
+			x->out_wait = 1;
+			break;
+		}
 		int usable = 0;
 		for (size_t i = 0; i < n; i++) {
 			const struct relay_source *s = d->pool ? &d->pool->src[i] : NULL;

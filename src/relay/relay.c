@@ -20,6 +20,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "auth/auth.h"
@@ -41,10 +42,35 @@ void relay_config_init(struct relay_config *c)
 	c->max_size = 10485760;
 	c->max_rcpts = 100;
 	c->max_conns = 256;
+	c->max_outbound = 1000;
 	c->timeout = 300;
 	c->smtp_port = 25;
 	c->tlsrpt_delay = 3600;
 	c->tlsrpt_retry = 300;
+}
+
+/* The outbound connections the relay may open: --max-outbound, fitted
+ * into the limit on open files (raised to its hard limit first) beside
+ * the inbound sessions and a reserve for the spool, logs and DNS. */
+#define FD_RESERVE 64
+static uint32_t out_limit(const struct relay_config *c)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0) return c->max_outbound;
+	if (rl.rlim_cur < rl.rlim_max) {
+		struct rlimit up = {rl.rlim_max, rl.rlim_max};
+		if (setrlimit(RLIMIT_NOFILE, &up) == 0) rl = up;
+	}
+	uint64_t need = (uint64_t)c->max_outbound + c->max_conns + FD_RESERVE;
+	if (rl.rlim_cur == RLIM_INFINITY || need <= rl.rlim_cur) return c->max_outbound;
+	uint64_t fit = rl.rlim_cur > (uint64_t)c->max_conns + FD_RESERVE + 1
+	                   ? rl.rlim_cur - c->max_conns - FD_RESERVE
+	                   : 1;
+	base_warn("%u outbound connections and %u inbound sessions need about %llu open files, "
+	          "and the limit is %llu: at most %llu outbound connections",
+	          c->max_outbound, c->max_conns, (unsigned long long)need,
+	          (unsigned long long)rl.rlim_cur, (unsigned long long)fit);
+	return (uint32_t)fit;
 }
 
 /* ---- ids, accounting -------------------------------------------------------- */
@@ -435,24 +461,71 @@ void relay_dests_free(struct relay_ctx *x)
 		free(s->host);
 		free(s);
 	}
+	base_hmap_free(&x->dest_index);
+	base_hmap_free(&x->src_index);
+	free(x->busy);
+	x->busy = NULL;
+	x->nbusy = x->capbusy = 0;
+}
+
+struct src_key {
+	const char *host;
+	uint16_t port;
+	const struct base_sockaddr *addr;
+};
+
+static uint64_t src_key_hash(const struct src_key *k)
+{
+	size_t alen = k->addr->family == AF_INET ? 4 : 16;
+	uint64_t h = base_hash_mix(0, &k->port, sizeof k->port);
+	h = base_hash_mix(h, &k->addr->a, alen);
+	return base_hash_mix(h, k->host, strlen(k->host));
+}
+
+static int src_key_match(const void *item, const void *key)
+{
+	const struct src_site *s = item;
+	const struct src_key *k = key;
+	return s->port == k->port && s->addr.family == k->addr->family &&
+	       !memcmp(&s->addr.a, &k->addr->a, k->addr->family == AF_INET ? 4 : 16) &&
+	       !strcmp(s->host, k->host);
+}
+
+struct dest_key {
+	const char *host;
+	uint16_t port;
+	const struct relay_pool *pool;
+};
+
+static uint64_t dest_key_hash(const struct dest_key *k)
+{
+	uint64_t h = base_hash_mix(0, &k->port, sizeof k->port);
+	h = base_hash_mix(h, &k->pool, sizeof k->pool);
+	return base_hash_mix(h, k->host, strlen(k->host));
+}
+
+static int dest_key_match(const void *item, const void *key)
+{
+	const struct dest *d = item;
+	const struct dest_key *k = key;
+	return d->port == k->port && d->pool == k->pool && !strcmp(d->host, k->host);
 }
 
 /* The shared count of connections from addr to the site host:port. */
 static struct src_site *src_site(struct relay_ctx *x, const char *host, uint16_t port,
                                  const struct base_sockaddr *addr)
 {
-	struct src_site *s;
-	for (s = x->src_sites; s; s = s->next)
-		if (s->port == port && s->addr.family == addr->family &&
-		    !memcmp(&s->addr.a, &addr->a, addr->family == AF_INET ? 4 : 16) &&
-		    !strcmp(s->host, host))
-			return s;
+	const struct src_key k = {host, port, addr};
+	uint64_t h = src_key_hash(&k);
+	struct src_site *s = base_hmap_find(&x->src_index, h, src_key_match, &k);
+	if (s) return s;
 	s = base_xcalloc(1, sizeof *s);
 	s->host = base_xstrdup(host);
 	s->port = port;
 	s->addr = *addr;
 	s->next = x->src_sites;
 	x->src_sites = s;
+	base_hmap_put(&x->src_index, h, s);
 	return s;
 }
 
@@ -517,9 +590,10 @@ int relay_src_wanted(const struct dest *d, size_t si)
 struct dest *relay_dest_new(struct relay_ctx *x, const char *host, uint16_t port,
                             const struct relay_pool *pool)
 {
-	struct dest *d;
-	for (d = x->dests; d; d = d->next)
-		if (d->port == port && d->pool == pool && !strcmp(d->host, host)) return d;
+	const struct dest_key k = {host, port, pool};
+	uint64_t h = dest_key_hash(&k);
+	struct dest *d = base_hmap_find(&x->dest_index, h, dest_key_match, &k);
+	if (d) return d;
 	const struct relay_config *c = x->cfg;
 	d = base_xcalloc(1, sizeof *d);
 	d->host = base_xstrdup(host);
@@ -546,6 +620,7 @@ struct dest *relay_dest_new(struct relay_ctx *x, const char *host, uint16_t port
 	}
 	d->next = x->dests;
 	x->dests = d;
+	base_hmap_put(&x->dest_index, h, d);
 	return d;
 }
 
@@ -745,6 +820,14 @@ static int64_t schedule_msg(struct relay_ctx *x, struct rmsg *m, int64_t now)
 			d->head = j;
 		d->tail = j;
 		d->njobs++;
+		if (!d->in_busy) {
+			if (x->nbusy == x->capbusy) {
+				x->capbusy = x->capbusy ? 2 * x->capbusy : 64;
+				x->busy = base_xrealloc(x->busy, x->capbusy * sizeof *x->busy);
+			}
+			x->busy[x->nbusy++] = d;
+			d->in_busy = 1;
+		}
 	}
 	if (m->busy == 0) relay_dsn_flush(x, m); /* failures without a job (no route) */
 	if (m->live == 0 && m->busy == 0) {
@@ -783,7 +866,26 @@ static void schedule(struct relay_ctx *x)
 	}
 	for (size_t i = 0; i < nagain; i++) relay_heap_push(&x->heap, again[i]);
 	free(again);
-	for (struct dest *d = x->dests; d; d = d->next) relay_mta_pump(x, d);
+	x->out_wait = 0; /* found again by the pumps, while it holds */
+	/* every destination once a second (a throttle rule's end is noticed
+	 * there), else those with jobs */
+	int64_t mono = (int64_t)base_mono_ns();
+	if (mono - x->full_pass >= 1000000000ll) {
+		x->full_pass = mono;
+		for (struct dest *d = x->dests; d; d = d->next) relay_mta_pump(x, d);
+	} else {
+		/* a pump can put jobs back and add to the list: by index */
+		for (size_t i = 0; i < x->nbusy; i++) relay_mta_pump(x, x->busy[i]);
+	}
+	size_t k = 0;
+	for (size_t i = 0; i < x->nbusy; i++) {
+		struct dest *d = x->busy[i];
+		if (d->njobs)
+			x->busy[k++] = d;
+		else
+			d->in_busy = 0;
+	}
+	x->nbusy = k;
 }
 
 /* Puts a message back at its due time after an administrator changed it. */
@@ -1146,6 +1248,7 @@ int relay_run(const struct relay_config *c, struct base_err *err)
 	}
 	base_info("spool %s: %zu messages recovered", c->spool, x.nmsgs);
 	x.base = event_base_new();
+	x.max_out = out_limit(c);
 	relay_shape_load(&x); /* throttles and back-offs still in force */
 	x.tick = evtimer_new(x.base, on_tick, &x);
 	x.commit_ev = evtimer_new(x.base, on_commit, &x);

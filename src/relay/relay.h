@@ -370,6 +370,7 @@ struct relay_config {
 	uint64_t max_size;
 	uint32_t max_rcpts;
 	uint32_t max_conns;        /* inbound sessions */
+	uint32_t max_outbound;     /* outbound connections, every site together */
 	uint32_t timeout;          /* inbound idle timeout, seconds */
 	uint32_t commit_delay_us;  /* group-commit window; 0: commit at the end of each loop turn */
 	uint32_t sign_threads;     /* DKIM signing and password threads; 0: one per core */

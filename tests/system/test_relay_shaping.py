@@ -149,3 +149,74 @@ def test_domains_with_the_same_mx_hosts_share_a_site(datadir, servers):
         stop_clean(relay)
     finally:
         sink.stop()
+
+
+class OpenCount:
+    """Connections open now, and their maximum, over several sinks."""
+
+    def __init__(self):
+        self.lock, self.now, self.max = threading.Lock(), 0, 0
+
+
+class CountedSink(PeerSink):
+    def __init__(self, count, **kw):
+        self.count = count
+        super().__init__(**kw)
+
+    def session(self, c):
+        with self.count.lock:
+            self.count.now += 1
+            self.count.max = max(self.count.max, self.count.now)
+        try:
+            super().session(c)
+        finally:
+            with self.count.lock:
+                self.count.now -= 1
+
+
+def test_max_outbound_holds_over_every_site(datadir, servers):
+    """Four sites (four sinks, each answering slowly) and --max-outbound 2:
+    never more than two connections open in all, where each site alone
+    would allow ten; every message still goes, each connection giving way
+    to another site's waiting mail instead of lingering."""
+    count = OpenCount()
+    sinks = [CountedSink(count, delay=0.3) for _ in range(4)]
+    try:
+        routes = []
+        for i, s in enumerate(sinks):
+            routes += ["--route", "d%d.example=127.0.0.1:%d" % (i, s.port)]
+        relay = start_relay(datadir, routes + ["--trusted", "127.0.0.1", "--max-outbound", "2"])
+        servers.append(relay)
+        s = smtplib.SMTP("127.0.0.1", relay.port, timeout=30)
+        s.ehlo("client.test")
+        for i in range(16):
+            submit(relay.port, "alice@example.com", ["u%d@d%d.example" % (i, i % 4)], conn=s)
+        s.quit()
+        assert wait_for(lambda: sum(k.messages for k in sinks) >= 16, timeout=60), \
+            relay.output()
+        assert count.max == 2, count.max
+        assert all(k.messages == 4 for k in sinks), [k.messages for k in sinks]
+        stop_clean(relay)
+    finally:
+        for k in sinks:
+            k.stop()
+
+
+def test_max_outbound_is_fitted_to_the_open_file_limit(datadir, servers):
+    import resource
+
+    def low_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (400, 400))
+    sink = PeerSink(delay=0)
+    try:
+        relay = start_relay(datadir, ["--route", "*=127.0.0.1:%d" % sink.port,
+                                      "--trusted", "127.0.0.1"], preexec_fn=low_limit)
+        servers.append(relay)
+        # 400 files - 256 inbound sessions - a reserve of 64
+        assert wait_for(lambda: "and the limit is 400: at most 80 outbound connections"
+                        in relay.output(), timeout=10), relay.output()
+        submit(relay.port, "alice@example.com", ["bob@dest.example"])
+        assert wait_for(lambda: sink.messages >= 1, timeout=30), relay.output()
+        stop_clean(relay)
+    finally:
+        sink.stop()
