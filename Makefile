@@ -56,6 +56,7 @@ bench: build
 	@echo "== relay: mailrep relay vs Postfix"; $(PYTHON) bench/relay_bench.py --bin $(BUILD)/mailrep -n 20000 --runs 3
 	@echo "== relay: the same, injecting over persistent connections"; $(PYTHON) bench/relay_bench.py --bin $(BUILD)/mailrep -n 20000 --runs 3 --reuse --no-memory
 	@echo "== relay: a large deferred queue"; $(PYTHON) bench/relay_queue_bench.py --bin $(BUILD)/mailrep -n 100000
+	@echo "== relay: mail to 5,000 sites against mail to one"; $(PYTHON) bench/relay_sites_bench.py --bin $(BUILD)/mailrep
 
 format:
 	clang-format -i src/*/*.c src/*/*.h tests/unit/*.c tests/fuzz/*.c
