@@ -958,6 +958,15 @@ static void do_summary(struct relay_control *c, struct base_buf *j)
 
 static void do_list(struct relay_control *c, const struct relay_ctl_req *q, struct base_buf *j)
 {
+	if (q->after > c->x->order.seq) { /* a cursor of an earlier run, most likely */
+		char e[160];
+		snprintf(e, sizeof e,
+		         "list after %llu: not a cursor of this relay (it has numbered %llu "
+		         "messages since it started)",
+		         (unsigned long long)q->after, (unsigned long long)c->x->order.seq);
+		refuse(j, e);
+		return;
+	}
 	struct base_buf txt;
 	base_buf_init(&txt);
 	base_buf_puts(j, "{\"ok\":true,\"source\":\"relay\",\"messages\":[");

@@ -584,6 +584,8 @@ def test_list_pages_through_every_message_once(datadir, servers):
     assert q.returncode != 0 and ("no queued message %s" % bounced[0]).encode() in q.stderr
     # a cursor past the oldest lists nothing more; refusals name what is wrong
     assert queue(relay.spool, "list", "after", "1")["messages"] == []
+    q = queue(relay.spool, "list", "after", "99999999", check=False)
+    assert q.returncode != 0 and b"not a cursor of this relay" in q.stderr, q.stderr
     q = queue(relay.spool, "--list", "--after", "soon", check=False)
     assert q.returncode != 0 and b"bad CURSOR 'soon'" in q.stderr, q.stderr
     q = queue(relay.spool, "--offline", "--list", "--after", "5", check=False)
