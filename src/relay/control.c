@@ -397,15 +397,13 @@ static void hold_unpark_all(struct relay_hold *h)
 
 /* Brings the messages parked on h forward to their due time without the
  * hold: the scheduler looks at them again (and parks those still held). */
-static uint64_t hold_release(struct relay_ctx *x, struct relay_hold *h)
+static void hold_release(struct relay_ctx *x, struct relay_hold *h)
 {
-	uint64_t n = h->nparked;
 	for (uint32_t i = 0; i < h->nparked; i++) {
 		struct rmsg *m = h->parked[i];
 		if (m->hidx != RELAY_HEAP_NONE) relay_heap_update(&x->heap, m, relay_msg_due(m));
 	}
 	hold_unpark_all(h);
-	return n;
 }
 
 static void hold_free(struct relay_hold *h)
