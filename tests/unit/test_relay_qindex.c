@@ -132,6 +132,7 @@ static void test_random_against_model(void **state)
 			if (m[i].next) m[i].next->prev = m[i].prev;
 			queued--;
 		}
+		assert_int_equal(t.n, queued); /* a removal missed would link it twice */
 		if (step % 20000) continue;
 		struct base_err err;
 		if (relay_qindex_check(&t, &o, head, queued, &err) < 0) fail_msg("%s", err.msg);
