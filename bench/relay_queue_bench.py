@@ -9,7 +9,12 @@ so every message stays queued (deferred). Reported:
   - the injection rate;
   - the restart: time from start until the whole spool is recovered and
     the relay accepts connections again, and its RSS per message then;
-  - the cost of one `mailrep queue` summary over the control socket.
+  - the cost of one `mailrep queue` summary over the control socket;
+  - administrators' requests on the full queue, each timed from the
+    request to the end of the reply on the control socket (no client
+    process): `retry id` and `bounce id` of the oldest messages, `resume`
+    of a hold that holds nothing, a list's first page of 10,000 and the
+    page after it (median of 5, or of as many as were run).
 The spool is deleted at the end.
 
 Usage: bench/relay_queue_bench.py [--bin build/mailrep] [-n N] [--sessions S]
@@ -67,6 +72,67 @@ def queue_summary(binary, spool):
     return doc, time.time() - t
 
 
+def ctl(spool, line):
+    """One control request, timed; returns (reply, seconds)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(600)
+    s.connect(os.path.join(spool, "control"))
+    t = time.perf_counter()
+    s.sendall(line.encode() + b"\n")
+    data = b""
+    while True:
+        chunk = s.recv(1 << 20)
+        if not chunk:
+            break
+        data += chunk
+    secs = time.perf_counter() - t
+    s.close()
+    import json
+    return json.loads(data), secs
+
+
+def median_ms(secs):
+    secs = sorted(secs)
+    return 1000.0 * secs[len(secs) // 2]
+
+
+def admin(binary, spool):
+    """Times administrators' requests on the full queue (see the top)."""
+    q = subprocess.run([binary, "queue", "--spool", spool, "--offline", "--list", "--json"],
+                       capture_output=True, timeout=600)
+    import json
+    oldest = [m["id"] for m in json.loads(q.stdout)["messages"][:6]]  # in spool order
+    retry = []
+    for _ in range(5):
+        r, secs = ctl(spool, "retry id " + oldest[0])
+        if not r.get("ok"):
+            raise SystemExit("retry id: %s" % r)
+        retry.append(secs)
+    bounce = []
+    for qid in oldest[1:6]:
+        r, secs = ctl(spool, "bounce id " + qid)
+        if not r.get("ok"):
+            raise SystemExit("bounce id: %s" % r)
+        bounce.append(secs)
+    resume = []
+    for _ in range(5):
+        ctl(spool, "suspend domain idle.example")
+        r, secs = ctl(spool, "resume domain idle.example")
+        if not r.get("ok"):
+            raise SystemExit("resume: %s" % r)
+        resume.append(secs)
+    first, lsecs = ctl(spool, "list 10000")
+    line = "relay queue: admin: retry id %.2f ms, bounce id %.2f ms, resume %.2f ms, " \
+        "list of 10,000 %.0f ms" % (median_ms(retry), median_ms(bounce), median_ms(resume),
+                                    1000.0 * lsecs)
+    if first.get("next"):
+        page, psecs = ctl(spool, "list 10000 after %d" % first["next"])
+        line += ", the page after it %.0f ms (%d messages)" % (1000.0 * psecs,
+                                                            len(page.get("messages", [])))
+    print(line)
+    sys.stdout.flush()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default="build/mailrep")
@@ -108,8 +174,10 @@ def main():
               % (du(spool) / 1e6, du(spool) / max(queued, 1)))
         print("relay queue: `mailrep queue` summary over the control socket: %.2f s" % qsecs)
         sys.stdout.flush()
+        admin(binary, spool)
         if queued != a.n:
             print("relay queue: WARNING: %d messages expected in the queue" % a.n)
+        queued = ctl(spool, "summary")[0]["total"]["messages"]  # the bounces' DSNs
         relay.send_signal(signal.SIGTERM)
         relay.wait(timeout=600)
         t0 = time.time()

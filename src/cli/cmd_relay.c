@@ -581,7 +581,8 @@ int cli_relay(int argc, char **argv)
 #define qfail(...) cli_fail("queue", __VA_ARGS__)
 
 static const char queue_help[] =
-    "usage: mailrep queue --spool DIR [--json] [--list] [--limit N] [--offline]\n"
+    "usage: mailrep queue --spool DIR [--json] [--list] [--limit N] [--after CURSOR]\n"
+    "                     [--offline]\n"
     "       mailrep queue --spool DIR [--json] COMMAND...\n"
     "\n"
     "Shows and manages a relay's queue. With the relay running it asks the relay\n"
@@ -590,11 +591,12 @@ static const char queue_help[] =
     "the spool without changing it: the summary is by domain. --list adds every\n"
     "message with its pending recipients, attempts and next try (--limit N: at\n"
     "most N messages from a running relay, the newest; 1000 by default, 10000 at\n"
-    "most, and fewer when they hold more than 10000 recipients).\n"
+    "most, and fewer when they hold more than 10000 recipients; --after CURSOR:\n"
+    "the next page, older than the one whose reply gave CURSOR as \"next\").\n"
     "\n"
     "Commands (they need the relay running; each is written to its accounting\n"
     "log as an `admin` event):\n"
-    "  summary | list [N]                     as above\n"
+    "  summary | list [N] [after CURSOR]      as above\n"
     "  suspend domain|site|pool|account NAME [DURATION|@UNIXTIME]\n"
     "                                         hold its mail (not tried, no attempt\n"
     "                                         counted), until resumed or for DURATION;\n"
@@ -745,6 +747,7 @@ int cli_queue(int argc, char **argv)
 	static const struct option opts[] = {{"spool", required_argument, NULL, 's'},
 	                                     {"list", no_argument, NULL, 'l'},
 	                                     {"limit", required_argument, NULL, 'n'},
+	                                     {"after", required_argument, NULL, 'a'},
 	                                     {"offline", no_argument, NULL, 'o'},
 	                                     {"json", no_argument, NULL, 'j'},
 	                                     {"help", no_argument, NULL, 'h'},
@@ -752,7 +755,7 @@ int cli_queue(int argc, char **argv)
 	struct qview q;
 	memset(&q, 0, sizeof q);
 	q.first = 1;
-	const char *spool = NULL, *limit = NULL;
+	const char *spool = NULL, *limit = NULL, *after = NULL;
 	int c, offline = 0;
 	/* "+": options first, then the command words (which may look like options) */
 	while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
@@ -765,6 +768,10 @@ int cli_queue(int argc, char **argv)
 			break;
 		case 'n':
 			limit = optarg;
+			break;
+		case 'a':
+			after = optarg;
+			q.list = 1;
 			break;
 		case 'o':
 			offline = 1;
@@ -783,9 +790,18 @@ int cli_queue(int argc, char **argv)
 	/* the request line: the command words, or summary / list */
 	char line[RELAY_CTL_LINE_MAX + 1];
 	size_t len = 0;
-	if (optind == argc)
-		len = (size_t)snprintf(line, sizeof line, "%s%s%s", q.list ? "list" : "summary",
-		                       q.list && limit ? " " : "", q.list && limit ? limit : "");
+	if ((limit || after) && optind < argc)
+		return qfail("--limit and --after go with --list, not with a command");
+	if (after && offline)
+		return qfail("--after needs the relay running (an offline list shows every message)");
+	if (optind == argc) {
+		int n = snprintf(line, sizeof line, "%s%s%s%s%s", q.list ? "list" : "summary",
+		                 q.list && limit ? " " : "", q.list && limit ? limit : "",
+		                 after ? " after " : "", after ? after : "");
+		if (n < 0 || (size_t)n >= sizeof line)
+			return qfail("command longer than %u bytes", RELAY_CTL_LINE_MAX);
+		len = (size_t)n;
+	}
 	for (int i = optind; i < argc; i++) {
 		size_t n = strlen(argv[i]);
 		if (len + n + 1 > RELAY_CTL_LINE_MAX)

@@ -95,17 +95,38 @@ int relay_ctl_parse(const char *line, size_t len, struct relay_ctl_req *q, struc
 		return 0;
 	case RELAY_CTL_LIST: {
 		q->limit = 1000;
-		if (nw > 2) return base_errf(err, "list: at most one argument (LIMIT)");
-		if (nw == 2) {
+		size_t i = 1;
+		if (i < nw && strcmp(w[i], "after")) {
 			char *end;
 			errno = 0;
-			unsigned long v = strtoul(w[1], &end, 10);
-			if (*end || errno || w[1][0] < '0' || w[1][0] > '9' || v == 0 ||
+			unsigned long v = strtoul(w[i], &end, 10);
+			if (*end || errno || w[i][0] < '0' || w[i][0] > '9' || v == 0 ||
 			    v > RELAY_CTL_LIST_MAX)
-				return base_errf(err, "list: bad LIMIT '%.40s' (1 to %u)", w[1],
+				return base_errf(err, "list: bad LIMIT '%.40s' (1 to %u)", w[i],
 				                 RELAY_CTL_LIST_MAX);
 			q->limit = (uint32_t)v;
+			i++;
 		}
+		if (i < nw) {
+			if (strcmp(w[i], "after"))
+				return base_errf(
+				    err, "list: unexpected '%.40s' (list [LIMIT] [after CURSOR])",
+				    w[i]);
+			if (++i == nw) return base_errf(err, "list after: CURSOR is missing");
+			char *end;
+			errno = 0;
+			unsigned long long v = strtoull(w[i], &end, 10);
+			if (*end || errno || w[i][0] < '0' || w[i][0] > '9' || v == 0)
+				return base_errf(
+				    err,
+				    "list after: bad CURSOR '%.40s' (the \"next\" of a list's "
+				    "reply)",
+				    w[i]);
+			q->after = v;
+			i++;
+		}
+		if (i < nw)
+			return base_errf(err, "list: too many words (list [LIMIT] [after CURSOR])");
 		return 0;
 	}
 	default:
@@ -220,10 +241,15 @@ int relay_ctl_call(const char *dir, const char *line, struct base_buf *out, stru
 #define CTL_TIMEOUT    10
 #define CTL_SUSP_BYTES (1u << 20)
 
-struct hold {
+/* A hold, with the messages the scheduler parked on it: those it found
+ * held, by this hold the longest, when it last looked at them. Invariant:
+ * parked[i] has an entry {this hold, i} in its park[] (and only one). */
+struct relay_hold {
 	enum relay_ctl_kind kind;
 	char *name;
 	int64_t until; /* 0: until resumed */
+	struct rmsg **parked;
+	uint32_t nparked, capparked;
 };
 
 struct ctl_client {
@@ -238,7 +264,7 @@ struct relay_control {
 	struct evconnlistener *listener;
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	char susp_path[4096];
-	struct hold *holds;
+	struct relay_hold **holds; /* each allocated alone: messages point at it */
 	size_t nholds;
 	unsigned clients;
 };
@@ -316,6 +342,102 @@ static void account_admin(struct relay_ctx *x, const struct relay_ctl_req *q, in
 
 /* ---- holds ------------------------------------------------------------------ */
 
+/* Takes the entry for h out of m's parks. */
+static void park_forget(struct rmsg *m, const struct relay_hold *h)
+{
+	for (uint32_t k = 0; k < m->npark; k++) {
+		if (m->park[k].h != h) continue;
+		m->park[k] = m->park[--m->npark];
+		break;
+	}
+	if (!m->npark) {
+		free(m->park);
+		m->park = NULL;
+	}
+}
+
+void relay_control_park(struct relay_ctx *x, struct rmsg *m, struct relay_hold *h)
+{
+	(void)x;
+	for (uint32_t k = 0; k < m->npark; k++)
+		if (m->park[k].h == h) return;
+	if (h->nparked == h->capparked) {
+		h->capparked = h->capparked ? 2 * h->capparked : 16;
+		h->parked = base_xrealloc(h->parked, h->capparked * sizeof *h->parked);
+	}
+	m->park = base_xrealloc(m->park, (m->npark + 1) * sizeof *m->park);
+	m->park[m->npark++] = (struct relay_park){h, h->nparked};
+	h->parked[h->nparked++] = m;
+}
+
+void relay_control_unpark(struct rmsg *m)
+{
+	for (uint32_t k = 0; k < m->npark; k++) {
+		struct relay_hold *h = m->park[k].h;
+		uint32_t pos = m->park[k].pos;
+		struct rmsg *last = h->parked[--h->nparked];
+		if (pos == h->nparked) continue;
+		h->parked[pos] = last;
+		for (uint32_t i = 0; i < last->npark; i++)
+			if (last->park[i].h == h) last->park[i].pos = pos;
+	}
+	free(m->park);
+	m->park = NULL;
+	m->npark = 0;
+}
+
+/* Empties h's list of parked messages. */
+static void hold_unpark_all(struct relay_hold *h)
+{
+	for (uint32_t i = 0; i < h->nparked; i++) park_forget(h->parked[i], h);
+	free(h->parked);
+	h->parked = NULL;
+	h->nparked = h->capparked = 0;
+}
+
+/* Brings the messages parked on h forward to their due time without the
+ * hold: the scheduler looks at them again (and parks those still held). */
+static void hold_release(struct relay_ctx *x, struct relay_hold *h)
+{
+	for (uint32_t i = 0; i < h->nparked; i++) {
+		struct rmsg *m = h->parked[i];
+		if (m->hidx != RELAY_HEAP_NONE) relay_heap_update(&x->heap, m, relay_msg_due(m));
+	}
+	hold_unpark_all(h);
+}
+
+static void hold_free(struct relay_hold *h)
+{
+	hold_unpark_all(h);
+	free(h->name);
+	free(h);
+}
+
+int relay_control_check(struct relay_ctx *x, struct base_err *err)
+{
+	struct relay_control *c = x->ctl;
+	uint64_t parks = 0, parked = 0;
+	for (size_t i = 0; c && i < c->nholds; i++) {
+		const struct relay_hold *h = c->holds[i];
+		parked += h->nparked;
+		for (uint32_t k = 0; k < h->nparked; k++) {
+			const struct rmsg *m = h->parked[k];
+			uint32_t found = 0;
+			for (uint32_t p = 0; p < m->npark; p++)
+				if (m->park[p].h == h && m->park[p].pos == k) found++;
+			if (found != 1)
+				return base_errf(err,
+				                 "message %s is parked on %s %s %u times at %u",
+				                 m->id, kind_names[h->kind], h->name, found, k);
+		}
+	}
+	for (const struct rmsg *m = x->msgs; m; m = m->next) parks += m->npark;
+	if (parks != parked)
+		return base_errf(err, "messages name %llu parks, the holds list %llu",
+		                 (unsigned long long)parks, (unsigned long long)parked);
+	return 0;
+}
+
 static void holds_save(struct relay_control *c)
 {
 	struct base_buf b;
@@ -323,15 +445,15 @@ static void holds_save(struct relay_control *c)
 	base_buf_puts(&b, "");
 	int64_t now = base_now();
 	for (size_t i = 0; i < c->nholds;) { /* forget the ended ones */
-		if (c->holds[i].until && c->holds[i].until <= now) {
-			free(c->holds[i].name);
+		if (c->holds[i]->until && c->holds[i]->until <= now) {
+			hold_free(c->holds[i]); /* its messages are due by its end */
 			c->holds[i] = c->holds[--c->nholds];
 		} else {
 			i++;
 		}
 	}
 	for (size_t i = 0; i < c->nholds; i++) {
-		struct hold *h = &c->holds[i];
+		struct relay_hold *h = c->holds[i];
 		base_buf_printf(&b, "suspend %s %s", kind_names[h->kind], h->name);
 		if (h->until) base_buf_printf(&b, " @%lld", (long long)h->until);
 		base_buf_puts(&b, "\n");
@@ -342,32 +464,40 @@ static void holds_save(struct relay_control *c)
 	base_buf_free(&b);
 }
 
-static struct hold *hold_find(struct relay_control *c, enum relay_ctl_kind k, const char *name)
+static size_t hold_find(struct relay_control *c, enum relay_ctl_kind k, const char *name)
 {
-	for (size_t i = 0; i < c->nholds; i++)
-		if (c->holds[i].kind == k && !strcmp(c->holds[i].name, name)) return &c->holds[i];
-	return NULL;
+	size_t i;
+	for (i = 0; i < c->nholds; i++)
+		if (c->holds[i]->kind == k && !strcmp(c->holds[i]->name, name)) break;
+	return i;
 }
 
+/* Puts a hold in force until `until`; a hold that was already there gives
+ * its messages back to the scheduler, to be held to the new end. */
 static void hold_set(struct relay_control *c, enum relay_ctl_kind k, const char *name,
                      int64_t until)
 {
-	struct hold *h = hold_find(c, k, name);
-	if (!h) {
+	size_t i = hold_find(c, k, name);
+	if (i == c->nholds) {
 		c->holds = base_xrealloc(c->holds, (c->nholds + 1) * sizeof *c->holds);
-		h = &c->holds[c->nholds++];
+		struct relay_hold *h = base_xcalloc(1, sizeof *h);
 		h->kind = k;
 		h->name = base_xstrdup(name);
+		c->holds[c->nholds++] = h;
+	} else if (c->x) {
+		hold_release(c->x, c->holds[i]);
 	}
-	h->until = until;
+	c->holds[i]->until = until;
 }
 
+/* Ends a hold; returns 0 if there is none. Its messages come forward. */
 static int hold_clear(struct relay_control *c, enum relay_ctl_kind k, const char *name)
 {
-	struct hold *h = hold_find(c, k, name);
-	if (!h) return 0;
-	free(h->name);
-	*h = c->holds[--c->nholds];
+	size_t i = hold_find(c, k, name);
+	if (i == c->nholds) return 0;
+	hold_release(c->x, c->holds[i]);
+	hold_free(c->holds[i]);
+	c->holds[i] = c->holds[--c->nholds];
 	return 1;
 }
 
@@ -422,15 +552,16 @@ static int name_eq(const char *a, const char *b)
 }
 
 int64_t relay_control_held(struct relay_ctx *x, const struct rmsg *m, const char *addr,
-                           const struct dest *d, int64_t now)
+                           const struct dest *d, int64_t now, struct relay_hold **by)
 {
 	struct relay_control *c = x->ctl;
+	if (by) *by = NULL;
 	if (!c || !c->nholds) return 0;
 	int64_t held = 0;
 	char site[300];
 	const char *s = NULL;
 	for (size_t i = 0; i < c->nholds; i++) {
-		const struct hold *h = &c->holds[i];
+		struct relay_hold *h = c->holds[i];
 		if (h->until && h->until <= now) continue;
 		int match = 0;
 		if (h->kind == RELAY_CTL_DOMAIN)
@@ -446,7 +577,10 @@ int64_t relay_control_held(struct relay_ctx *x, const struct rmsg *m, const char
 		(void)d;
 		if (!match) continue;
 		int64_t u = h->until ? h->until : INT64_MAX;
-		if (u > held) held = u;
+		if (u > held) {
+			held = u;
+			if (by) *by = h;
+		}
 	}
 	return held;
 }
@@ -772,7 +906,7 @@ static void summary_out(struct relay_control *c, struct summary *s, struct base_
 	int64_t now = base_now();
 	size_t n = 0;
 	for (size_t i = 0; i < c->nholds; i++) {
-		struct hold *h = &c->holds[i];
+		struct relay_hold *h = c->holds[i];
 		if (h->until && h->until <= now) continue;
 		char u[32] = "until resumed";
 		if (h->until) iso(h->until, u, sizeof u);
@@ -822,19 +956,35 @@ static void do_summary(struct relay_control *c, struct base_buf *j)
 
 static void do_list(struct relay_control *c, const struct relay_ctl_req *q, struct base_buf *j)
 {
+	if (q->after > c->x->order.seq) { /* a cursor of an earlier run, most likely */
+		char e[160];
+		snprintf(e, sizeof e,
+		         "list after %llu: not a cursor of this relay (it has numbered %llu "
+		         "messages since it started)",
+		         (unsigned long long)q->after, (unsigned long long)c->x->order.seq);
+		refuse(j, e);
+		return;
+	}
 	struct base_buf txt;
 	base_buf_init(&txt);
 	base_buf_puts(j, "{\"ok\":true,\"source\":\"relay\",\"messages\":[");
 	uint32_t n = 0;
 	uint64_t lines = 0; /* recipients listed */
+	uint64_t last = 0;  /* the number of the last message listed */
 	int more = 0;
-	for (struct rmsg *m = c->x->msgs; m; m = m->next) {
-		if (!m->live) continue;
+	/* the newest first, from the entry below the cursor */
+	const struct relay_order *o = &c->x->order;
+	size_t at = q->after ? relay_order_below(o, q->after) : o->n;
+	while (at > 0) {
+		const struct relay_order_ent *e = &o->v[--at];
+		struct rmsg *m = e->m;
+		if (!m || !m->live) continue;
 		if (n == q->limit || (n && lines + m->live > RELAY_CTL_LIST_MAX)) {
 			more = 1;
 			break;
 		}
 		lines += m->live;
+		last = e->seq;
 		char t[32];
 		iso(m->received, t, sizeof t);
 		base_buf_printf(j, "%s{\"id\":", n++ ? "," : "");
@@ -863,8 +1013,15 @@ static void do_list(struct relay_control *c, const struct relay_ctl_req *q, stru
 		}
 		base_buf_puts(j, "]}");
 	}
-	if (more) base_buf_printf(&txt, "(more: the newest %u shown)\n", n);
-	base_buf_printf(j, "],\"truncated\":%s,\"text\":", more ? "true" : "false");
+	if (more)
+		base_buf_printf(&txt, "(more: %u shown; the next ones with --after %llu)\n", n,
+		                (unsigned long long)last);
+	base_buf_printf(j, "],\"truncated\":%s,\"next\":", more ? "true" : "false");
+	if (more)
+		base_buf_printf(j, "%llu", (unsigned long long)last);
+	else
+		base_buf_puts(j, "null");
+	base_buf_puts(j, ",\"text\":");
 	json_esc(j, txt.data ? txt.data : "");
 	base_buf_puts(j, "}\n");
 	base_buf_free(&txt);
@@ -893,7 +1050,7 @@ static void drain_held(struct relay_ctx *x)
 			int held = 0;
 			for (uint32_t i = 0; i < j->n && !held; i++)
 				held = relay_control_held(x, j->m, j->m->rcpt[j->idx[i]].addr, d,
-				                          now) != 0;
+				                          now, NULL) != 0;
 			if (held) {
 				j->next = back;
 				back = j;
@@ -930,10 +1087,7 @@ static void do_hold(struct relay_control *c, const struct relay_ctl_req *q, stru
 		base_buf_puts(j, "}\n");
 		return;
 	} else {
-		/* held messages sit in the heap at the end of their hold: bring them forward */
-		for (struct rmsg *m = x->msgs; m; m = m->next)
-			if (m->hidx != RELAY_HEAP_NONE)
-				relay_heap_update(&x->heap, m, relay_msg_due(m));
+		/* hold_clear brought the messages parked on it forward */
 		relay_kick(x);
 	}
 	holds_save(c);
@@ -950,36 +1104,46 @@ static void do_hold(struct relay_control *c, const struct relay_ctl_req *q, stru
 	base_buf_puts(j, "}\n");
 }
 
+/* Bounces or retries the recipients of m that q selects, and reschedules
+ * m (which may free it). */
+static void touch(struct relay_ctx *x, const struct relay_ctl_req *q, struct rmsg *m, int64_t now,
+                  uint64_t *msgs, uint64_t *rcpts, uint64_t *busy)
+{
+	uint64_t touched = 0;
+	for (uint32_t i = 0; i < m->nrcpt; i++) {
+		struct rrcpt *r = &m->rcpt[i];
+		if (r->state != RELAY_RCPT_PENDING || !selects(q, m, r)) continue;
+		if (r->busy) { /* in a transaction right now: its outcome decides */
+			(*busy)++;
+			continue;
+		}
+		touched++;
+		if (q->op == RELAY_CTL_BOUNCE)
+			relay_admin_bounce(x, m, i,
+			                   "550 5.0.0 Bounced by the relay's administrator");
+		else if (r->next > now)
+			r->next = now;
+	}
+	if (touched) (*msgs)++, *rcpts += touched;
+	relay_resched(x, m);
+}
+
 static void do_bounce_retry(struct relay_control *c, const struct relay_ctl_req *q,
                             struct base_buf *j)
 {
 	struct relay_ctx *x = c->x;
 	int64_t now = base_now();
 	uint64_t msgs = 0, rcpts = 0, busy = 0;
-	struct rmsg *next;
-	/* messages added meanwhile (DSNs) go to the head of the list, behind us */
-	for (struct rmsg *m = x->msgs; m; m = next) {
-		next = m->next;
-		if (!m->live) continue;
-		if (q->kind == RELAY_CTL_ID && strcmp(m->id, q->name)) continue;
-		uint64_t touched = 0;
-		for (uint32_t i = 0; i < m->nrcpt; i++) {
-			struct rrcpt *r = &m->rcpt[i];
-			if (r->state != RELAY_RCPT_PENDING || !selects(q, m, r)) continue;
-			if (r->busy) { /* in a transaction right now: its outcome decides */
-				busy++;
-				continue;
-			}
-			touched++;
-			if (q->op == RELAY_CTL_BOUNCE)
-				relay_admin_bounce(
-				    x, m, i, "550 5.0.0 Bounced by the relay's administrator");
-			else if (r->next > now)
-				r->next = now;
+	if (q->kind == RELAY_CTL_ID) {
+		struct rmsg *m = relay_index_get(&x->index, q->name);
+		if (m && m->live) touch(x, q, m, now, &msgs, &rcpts, &busy);
+	} else {
+		struct rmsg *next;
+		/* messages added meanwhile (DSNs) go to the head of the list, behind us */
+		for (struct rmsg *m = x->msgs; m; m = next) {
+			next = m->next;
+			if (m->live) touch(x, q, m, now, &msgs, &rcpts, &busy);
 		}
-		if (touched) msgs++, rcpts += touched;
-		relay_resched(x, m); /* may free m */
-		if (q->kind == RELAY_CTL_ID) break;
 	}
 	if (q->kind == RELAY_CTL_ID && !msgs && !busy) {
 		base_buf_puts(j, "{\"ok\":false,\"error\":");
@@ -1206,7 +1370,7 @@ void relay_control_stop(struct relay_ctx *x)
 		unlink(c->path);
 	}
 	while (c->clist) client_free(c->clist->bev, c->clist);
-	for (size_t i = 0; i < c->nholds; i++) free(c->holds[i].name);
+	for (size_t i = 0; i < c->nholds; i++) hold_free(c->holds[i]);
 	free(c->holds);
 	free(c);
 	x->ctl = NULL;

@@ -8,8 +8,10 @@
  * spaces; the relay answers with one JSON object and closes:
  *
  *   summary                                   counts by domain, site, pool, account
- *   list [LIMIT]                              the newest messages (LIMIT: 1000 by
- *                                             default, at most RELAY_CTL_LIST_MAX)
+ *   list [LIMIT] [after CURSOR]               the newest messages (LIMIT: 1000 by
+ *                                             default, at most RELAY_CTL_LIST_MAX);
+ *                                             after CURSOR: those older than the
+ *                                             page whose reply gave "next": CURSOR
  *   suspend domain|site|pool|account NAME [DURATION|@UNIXTIME]   hold mail
  *   resume domain|site|pool|account NAME
  *   bounce id|domain|account NAME             final bounce with a DSN to the sender
@@ -24,8 +26,8 @@
 
 #include "base/base.h"
 
-#define RELAY_CTL_LINE_MAX  1024
-#define RELAY_CTL_NAME_MAX  255
+#define RELAY_CTL_LINE_MAX 1024
+#define RELAY_CTL_NAME_MAX 255
 /* A list reply holds at most this many messages, and no more messages once
  * it holds this many recipients: the relay's loop builds it at once. */
 #define RELAY_CTL_LIST_MAX  10000u
@@ -58,6 +60,7 @@ struct relay_ctl_req {
 	uint32_t secs;                     /* suspend: a duration (0: none given) */
 	int64_t until;                     /* suspend: @UNIXTIME (0: none given) */
 	uint32_t limit;                    /* list */
+	uint64_t after;                    /* list: the cursor (0: from the newest) */
 };
 
 /* Parses one request (line without its LF; len bytes, may hold NULs).

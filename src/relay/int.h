@@ -43,6 +43,18 @@ struct rmsg {
 	uint32_t midx; /* position in the tally's list of messages spanning cells */
 	struct relay_dsn_item *owed; /* final failures awaiting the message's DSN (dsn.c) */
 	struct relay_dsn_params *dsnp; /* RET, ENVID, NOTIFY, ORCPT (dsnparam.h); NULL: none */
+	struct rmsg *inext; /* next in its chain of the index by id (qindex.c) */
+	uint32_t opos;      /* its entry in the queue's order (qindex.c) */
+	uint32_t npark;     /* holds it is parked on (control.c) */
+	struct relay_park *park;
+};
+
+/* A message parked on an administrator's hold (control.c): the hold, and
+ * the message's position in the hold's list. */
+struct relay_hold;
+struct relay_park {
+	struct relay_hold *h;
+	uint32_t pos;
 };
 
 /* sched.c: the messages by due time (a binary min-heap). */
@@ -59,6 +71,35 @@ struct rmsg *relay_heap_top(const struct relay_heap *h);
 void relay_heap_free(struct relay_heap *h);
 /* The earliest `next` of m's pending recipients not in a job (INT64_MAX: none). */
 int64_t relay_msg_due(const struct rmsg *m);
+
+/* qindex.c: the queued messages by id, and in the order they entered the
+ * queue (numbered from 1), for paging a list (the invariants are at the
+ * top of qindex.c). */
+struct relay_index {
+	struct rmsg **b; /* chain heads, through rmsg.inext */
+	size_t nb, n;    /* buckets (a power of two), messages */
+};
+void relay_index_put(struct relay_index *t, struct rmsg *m);
+void relay_index_del(struct relay_index *t, struct rmsg *m);
+/* The queued message with this id; NULL: none. */
+struct rmsg *relay_index_get(const struct relay_index *t, const char *id);
+void relay_index_free(struct relay_index *t);
+struct relay_order_ent {
+	uint64_t seq;
+	struct rmsg *m; /* NULL: it has left the queue */
+};
+struct relay_order {
+	struct relay_order_ent *v; /* ascending seq */
+	size_t n, cap, dead;       /* entries, allocated, holes */
+	uint64_t seq;              /* the last number given */
+};
+void relay_order_add(struct relay_order *o, struct rmsg *m);
+void relay_order_del(struct relay_order *o, struct rmsg *m);
+/* The number of entries numbered below seq (the first at or above it). */
+size_t relay_order_below(const struct relay_order *o, uint64_t seq);
+void relay_order_free(struct relay_order *o);
+int relay_qindex_check(const struct relay_index *t, const struct relay_order *o,
+                       const struct rmsg *msgs, size_t nmsgs, struct base_err *err);
 
 /* tally.c: the queue's counters by domain, pool and account, kept as
  * recipients come and go (the invariants are at the top of tally.c). */
@@ -283,6 +324,8 @@ struct relay_ctx {
 	 * at every tick, and every summary is made both ways and compared */
 	int verify;
 	struct relay_tlsrpt *tlsrpt; /* TLS reporting (tlsrpt.c); NULL: off */
+	struct relay_index index;    /* the live messages by id (qindex.c) */
+	struct relay_order order;    /* and in the order they entered (qindex.c) */
 };
 
 /* A name kept once for the daemon's life (accounts and pools are few). */
@@ -383,11 +426,20 @@ void relay_admin_bounce(struct relay_ctx *x, struct rmsg *m, uint32_t idx, const
 
 /* control.c: the control socket SPOOL/control and administrators' holds.
  * relay_control_held: 0 if the recipient may be tried now, else until when
- * it is held (INT64_MAX: until resumed). */
+ * it is held (INT64_MAX: until resumed), with *by (when by is not NULL)
+ * the hold that holds it the longest. The scheduler parks a message it
+ * found held on that hold (relay_control_park), so that ending the hold
+ * reaches the messages it held and no other; relay_control_unpark takes a
+ * message off every hold's list (when the scheduler looks at it again, and
+ * when it leaves the queue); relay_control_check verifies the lists
+ * (MAILREP_QUEUE_VERIFY). */
 int relay_control_start(struct relay_ctx *x, struct base_err *err);
 void relay_control_stop(struct relay_ctx *x);
 int64_t relay_control_held(struct relay_ctx *x, const struct rmsg *m, const char *addr,
-                           const struct dest *d, int64_t now);
+                           const struct dest *d, int64_t now, struct relay_hold **by);
+void relay_control_park(struct relay_ctx *x, struct rmsg *m, struct relay_hold *h);
+void relay_control_unpark(struct rmsg *m);
+int relay_control_check(struct relay_ctx *x, struct base_err *err);
 
 /* dsn.c: one DSN per message. relay_dsn_owe makes recipient idx final
  * (state BOUNCED or EXPIRED) in memory and keeps its failure for the DSN

@@ -292,6 +292,8 @@ static struct rmsg *queue_new(struct relay_ctx *x, const char *id, const char *s
 	x->msgs = m;
 	x->nmsgs++;
 	m->hidx = RELAY_HEAP_NONE;
+	relay_index_put(&x->index, m);
+	relay_order_add(&x->order, m);
 	return m;
 }
 
@@ -315,6 +317,9 @@ static void msg_drop(struct relay_ctx *x, struct rmsg *m)
 	if (m->next) m->next->prev = m->prev;
 	x->nmsgs--;
 	relay_heap_remove(&x->heap, m);
+	relay_index_del(&x->index, m);
+	relay_order_del(&x->order, m);
+	relay_control_unpark(m);
 	relay_tally_msg_out(x, m);
 	relay_dsn_discard(m);
 	relay_dsn_params_free(m->dsnp);
@@ -793,7 +798,9 @@ static int64_t schedule_msg(struct relay_ctx *x, struct rmsg *m, int64_t now)
 			if (r->state == RELAY_RCPT_PENDING && r->next < due) due = r->next;
 			continue;
 		}
-		int64_t held = relay_control_held(x, m, r->addr, d, now);
+		struct relay_hold *by = NULL;
+		int64_t held = relay_control_held(x, m, r->addr, d, now, &by);
+		if (held) relay_control_park(x, m, by); /* its end brings m forward */
 		if (!held && d->suspended_until > now) held = d->suspended_until;
 		if (held) {
 			if (held < due) due = held;
@@ -809,7 +816,7 @@ static int64_t schedule_msg(struct relay_ctx *x, struct rmsg *m, int64_t now)
 			struct dest *dq = d;
 			if (k != i && dest_for(x, m, q->addr, &dq, &code, &why) != 1) continue;
 			if (dq != d) continue;
-			if (k != i && relay_control_held(x, m, q->addr, d, now)) continue;
+			if (k != i && relay_control_held(x, m, q->addr, d, now, NULL)) continue;
 			q->busy = 1;
 			j->idx[j->n++] = k;
 		}
@@ -845,12 +852,18 @@ static void schedule(struct relay_ctx *x)
 			base_error("queue counters differ from the queue: %s", err.msg);
 			abort();
 		}
+		if (relay_qindex_check(&x->index, &x->order, x->msgs, x->nmsgs, &err) < 0 ||
+		    relay_control_check(x, &err) < 0) {
+			base_error("queue indexes differ from the queue: %s", err.msg);
+			abort();
+		}
 	}
 	int64_t now = base_now();
 	struct rmsg *m, **again = NULL; /* still due: back into the heap after the tick */
 	size_t nagain = 0, capagain = 0;
 	while ((m = relay_heap_top(&x->heap)) && m->due <= now) {
 		relay_heap_remove(&x->heap, m);
+		relay_control_unpark(m); /* schedule_msg parks it again where still held */
 		int64_t due = schedule_msg(x, m, now);
 		if (due < 0) continue;
 		if (due > now) {
@@ -1307,6 +1320,8 @@ int relay_run(const struct relay_config *c, struct base_err *err)
 	while (x.msgs) msg_drop(&x, x.msgs);
 	relay_heap_free(&x.heap);
 	relay_tally_free(&x.tally);
+	relay_index_free(&x.index);
+	relay_order_free(&x.order);
 	relay_dests_free(&x);
 	free(x.waiting);
 	while (x.names) {

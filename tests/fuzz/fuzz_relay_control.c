@@ -5,7 +5,7 @@
  * a refusal must say something; an accepted request must be one of the
  * documented forms, with a bounded, printable, space-free name, and a
  * suspension written back the way the relay saves it must parse to the
- * same request.
+ * same request, and so must a list's cursor.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -31,9 +31,18 @@ static void one(const char *line, size_t len)
 	case RELAY_CTL_SUMMARY:
 		if (q.kind != RELAY_CTL_NONE) abort();
 		break;
-	case RELAY_CTL_LIST:
+	case RELAY_CTL_LIST: {
 		if (q.limit == 0 || q.limit > RELAY_CTL_LIST_MAX) abort();
+		if (!q.after) break;
+		/* a cursor as `mailrep queue --after` sends it back */
+		char again[64];
+		int k = snprintf(again, sizeof again, "list %u after %llu", q.limit,
+		                 (unsigned long long)q.after);
+		struct relay_ctl_req r;
+		if (relay_ctl_parse(again, (size_t)k, &r, &err) < 0) abort();
+		if (r.limit != q.limit || r.after != q.after) abort();
 		break;
+	}
 	case RELAY_CTL_SUSPEND:
 	case RELAY_CTL_RESUME: {
 		if (q.kind != RELAY_CTL_DOMAIN && q.kind != RELAY_CTL_SITE &&

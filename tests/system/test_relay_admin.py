@@ -529,3 +529,108 @@ def test_list_is_bounded_by_recipients_too(datadir, servers):
     total = queue(relay.spool)["total"]
     assert (total["messages"], total["recipients"]) == (11, 11000)
     stop_clean(relay)
+
+
+def test_list_pages_through_every_message_once(datadir, servers):
+    """A queue longer than a page (the default, 1,000 messages) is listed
+    whole by following each reply's cursor; pages are newest first, and a
+    cursor stays good when the message it names leaves the queue and new
+    mail comes in meanwhile (new mail is newer than the first page: not in
+    the pages that follow). bounce id and retry id find a message among
+    them by its id."""
+    import smtplib
+    relay = start_relay(datadir, ["--route", "*=127.0.0.1:%d" % free_port(),
+                                  "--trusted", "127.0.0.1", "--retry-schedule", "1h"])
+    servers.append(relay)
+    conn = smtplib.SMTP("127.0.0.1", relay.port, timeout=30)
+    conn.ehlo("client.test")
+    ids = [submit(relay.port, "", ["r%d@dest.example" % i], conn=conn) for i in range(1050)]
+    conn.quit()
+    first = queue(relay.spool, "--list")
+    assert first["truncated"] is True and len(first["messages"]) == 1000
+    assert [m["id"] for m in first["messages"]] == ids[::-1][:1000]
+    rest = queue(relay.spool, "--list", "--after", str(first["next"]))
+    assert [m["id"] for m in rest["messages"]] == ids[::-1][1000:]
+    assert rest["truncated"] is False and rest["next"] is None
+    text = queue(relay.spool, "--list", "--limit", "3", json_out=False).stdout.decode()
+    assert "(more: 3 shown; the next ones with --after " in text, text
+
+    # pages of 100, and between two pages the cursor's message is bounced
+    # (its DSN to the null sender is dropped) and a new message comes
+    seen, cursor, pages, bounced, new = [], None, 0, [], []
+    while True:
+        words = ["list", "100"] + (["after", str(cursor)] if cursor else [])
+        page = queue(relay.spool, *words)
+        got = [m["id"] for m in page["messages"]]
+        seen.extend(got)
+        pages += 1
+        if not page["truncated"]:
+            assert page["next"] is None
+            break
+        cursor = page["next"]
+        r = queue(relay.spool, "bounce", "id", got[-1])
+        assert r["ok"] and r["messages"] == 1 and r["recipients"] == 1, r
+        bounced.append(got[-1])
+        new.append(submit(relay.port, "", ["late@dest.example"]))
+    assert pages == 11 and len(seen) == len(set(seen)) == 1050
+    assert set(seen) == set(ids)
+    assert not set(new) & set(seen)
+    # the bounced ones are gone; retry id finds one among the rest
+    left = queue(relay.spool, "list", "10000")
+    assert {m["id"] for m in left["messages"]} == (set(ids) - set(bounced)) | set(new)
+    r = queue(relay.spool, "retry", "id", ids[500])
+    assert r["ok"] and r["messages"] == 1 and r["recipients"] == 1, r
+    q = queue(relay.spool, "retry", "id", bounced[0], check=False)
+    assert q.returncode != 0 and ("no queued message %s" % bounced[0]).encode() in q.stderr
+    # a cursor past the oldest lists nothing more; refusals name what is wrong
+    assert queue(relay.spool, "list", "after", "1")["messages"] == []
+    q = queue(relay.spool, "list", "after", "99999999", check=False)
+    assert q.returncode != 0 and b"not a cursor of this relay" in q.stderr, q.stderr
+    q = queue(relay.spool, "--list", "--after", "soon", check=False)
+    assert q.returncode != 0 and b"bad CURSOR 'soon'" in q.stderr, q.stderr
+    q = queue(relay.spool, "--offline", "--list", "--after", "5", check=False)
+    assert q.returncode != 0 and b"--after needs the relay running" in q.stderr, q.stderr
+    stop_clean(relay)
+
+
+def test_resume_releases_what_the_hold_held(datadir, servers):
+    """Three holds, all until resumed: a domain each for a.example and
+    b.example, and the site every domain goes to. Ending the site's hold
+    lets c.example's mail go, while a.example's and b.example's stay held
+    by their domain's hold; ending a.example's lets a.example's go and not
+    b.example's. A hold suspended again with an end holds its mail to that
+    end. The test relays check at every tick that the holds' lists of the
+    messages they hold agree with the messages (MAILREP_QUEUE_VERIFY)."""
+    sink = start_sink(datadir)
+    servers.append(sink)
+    relay = start_relay(datadir, ["--route", "*=" + sink.hop, "--trusted", "127.0.0.1",
+                                  "--retry-schedule", "1s"])
+    servers.append(relay)
+    for words in (("domain", "a.example"), ("domain", "b.example"), ("site", sink.hop)):
+        assert queue(relay.spool, "suspend", *words)["ok"]
+    m1 = submit(relay.port, "alice@example.com", ["x@a.example"])
+    submit(relay.port, "alice@example.com", ["y@b.example"])
+    submit(relay.port, "alice@example.com", ["z@c.example", "w@a.example"])
+    time.sleep(2.5)  # two ticks: everything held, nothing tried
+    # a retry makes held mail due, and it is held again, not tried
+    assert queue(relay.spool, "retry", "id", m1)["recipients"] == 1
+    time.sleep(1.5)
+    assert sink_files(sink) == [] and of(relay, "transient") == []
+    assert queue(relay.spool, "resume", "site", sink.hop)["ok"]
+    assert wait_for(lambda: of(relay, "delivery"))
+    time.sleep(2.5)
+    assert [e["rcpt"] for e in of(relay, "delivery")] == ["z@c.example"]
+    assert queue(relay.spool, "resume", "domain", "a.example")["ok"]
+    assert wait_for(lambda: len(of(relay, "delivery")) == 3)
+    time.sleep(2.5)
+    assert sorted(e["rcpt"] for e in of(relay, "delivery")) == [
+        "w@a.example", "x@a.example", "z@c.example"]
+    assert all(e["attempts"] == 1 for e in of(relay, "delivery"))
+    # b.example's hold, until resumed, becomes a hold of a second
+    assert queue(relay.spool, "suspend", "domain", "b.example", "1s")["ok"]
+    assert wait_for(lambda: len(of(relay, "delivery")) == 4, timeout=10)
+    assert of(relay, "delivery")[3]["rcpt"] == "y@b.example"
+    assert [(e["action"], e["name"]) for e in of(relay, "admin")] == [
+        ("suspend", "a.example"), ("suspend", "b.example"), ("suspend", sink.hop),
+        ("retry", m1), ("resume", sink.hop), ("resume", "a.example"), ("suspend", "b.example")]
+    stop_clean(relay)

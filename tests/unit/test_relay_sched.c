@@ -146,6 +146,13 @@ static void test_ctl_parse(void **state)
 	assert_int_equal(q.limit, RELAY_CTL_LIST_MAX);
 	assert_int_equal(parse("list 5", &q, &err), 0);
 	assert_int_equal(q.limit, 5);
+	assert_int_equal(q.after, 0);
+	assert_int_equal(parse("list 5 after 123456789012", &q, &err), 0);
+	assert_int_equal(q.limit, 5);
+	assert_int_equal(q.after, 123456789012ull);
+	assert_int_equal(parse("list after 7", &q, &err), 0);
+	assert_int_equal(q.limit, 1000);
+	assert_int_equal(q.after, 7);
 	assert_int_equal(parse("suspend domain Example.COM", &q, &err), 0);
 	assert_int_equal(q.kind, RELAY_CTL_DOMAIN);
 	assert_string_equal(q.name, "example.com");
@@ -182,6 +189,15 @@ static void test_ctl_parse(void **state)
 	    {"list 99999999999", "LIMIT"},
 	    {"list 10001", "LIMIT"},
 	    {"list -1", "LIMIT"},
+	    {"list after", "CURSOR is missing"},
+	    {"list 5 after", "CURSOR is missing"},
+	    {"list after 0", "bad CURSOR"},
+	    {"list after x1", "bad CURSOR"},
+	    {"list after -3", "bad CURSOR"},
+	    {"list after 99999999999999999999999", "bad CURSOR"},
+	    {"list 5 before 3", "unexpected 'before'"},
+	    {"list after 3 4", "too many words"},
+	    {"list after 3 after 4", "too many words"},
 	    {"suspend", "what?"},
 	    {"suspend id x", "domain, site, pool or account"},
 	    {"suspend domain", "NAME is missing"},
