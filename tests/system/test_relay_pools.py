@@ -151,6 +151,19 @@ def spool_record(msg_id, attrs, rcpt, received):
     return b"MRS1" + head + struct.pack("<I", zlib.crc32(head + payload)) + payload
 
 
+def split_spool(spool, n):
+    """A spool of n queued messages, alternately of pools tx and news."""
+    import time
+    os.makedirs(spool)
+    now = int(time.time())
+    with open(os.path.join(spool, "seg-00000001"), "wb") as f:
+        for i in range(n):
+            pool = "news" if i % 2 else "tx"
+            f.write(spool_record("m%d.%s" % (i, pool), "pool=" + pool,
+                                 "u%d@dest.example" % i, now))
+    return spool
+
+
 def test_pool_named_by_the_spool_record(datadir, servers):
     """The pool= attribute of a queued message picks its pool; a pool that
     does not exist defers the message (with a log line), never bounces it."""
@@ -185,17 +198,9 @@ def test_pools_sharing_an_address_share_its_limit(datadir, servers):
     """Two pools with the same source address: the connection limit counts
     that address's connections to the site in both pools together (the
     receiver sees one address), and both pools' mail goes."""
-    import time
     sink = PeerSink(delay=0.3)
     try:
-        spool = os.path.join(datadir, "spool")
-        os.makedirs(spool)
-        now = int(time.time())
-        with open(os.path.join(spool, "seg-00000001"), "wb") as f:
-            for i in range(24):
-                pool = "news" if i % 2 else "tx"
-                f.write(spool_record("m%d.%s" % (i, pool), "pool=" + pool,
-                                     "u%d@dest.example" % i, now))
+        spool = split_spool(os.path.join(datadir, "spool"), 24)
         relay = start_relay(datadir, ["--route", "*=127.0.0.1:%d" % sink.port,
                                       "--trusted", "127.0.0.1", "--conn-limit", "2",
                                       "--msgs-per-conn", "1",
@@ -239,14 +244,7 @@ def shared_address_span(datadir, servers, pools, n=30):
     import time
     sink = PeerSink(delay=0)
     try:
-        spool = os.path.join(datadir, "spool-%d" % sink.port)
-        os.makedirs(spool)
-        now = int(time.time())
-        with open(os.path.join(spool, "seg-00000001"), "wb") as f:
-            for i in range(n):
-                pool = "news" if i % 2 else "tx"
-                f.write(spool_record("m%d.%s" % (i, pool), "pool=" + pool,
-                                     "u%d@dest.example" % i, now))
+        spool = split_spool(os.path.join(datadir, "spool-%d" % sink.port), n)
         t0 = time.monotonic()
         relay = start_relay(datadir, ["--route", "*=127.0.0.1:%d" % sink.port,
                                       "--trusted", "127.0.0.1", "--msgs-per-sec", "5",
