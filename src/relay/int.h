@@ -276,6 +276,7 @@ struct relay_ctx {
 	struct dest **busy;
 	size_t nbusy, capbusy;
 	int64_t full_pass; /* monotonic ns of the last pump of every dest */
+	size_t busy_turn; /* where the next pass over busy starts (mod nbusy) */
 	struct event *tick, *commit_ev;
 	struct session **waiting; /* sessions whose message awaits the commit */
 	size_t nwaiting, capwaiting;

@@ -880,15 +880,23 @@ static void schedule(struct relay_ctx *x)
 	for (size_t i = 0; i < nagain; i++) relay_heap_push(&x->heap, again[i]);
 	free(again);
 	x->out_wait = 0; /* found again by the pumps, while it holds */
-	/* every destination once a second (a throttle rule's end is noticed
-	 * there), else those with jobs */
+	/* those with jobs, starting after the last that opened a connection:
+	 * at --max-outbound the first pumped take the places that came free,
+	 * so they go round; by index, as a pump can add to the list */
+	size_t n = x->nbusy, first = n ? x->busy_turn % n : 0;
+	for (size_t i = 0; i < n; i++) {
+		size_t at = (first + i) % n;
+		uint32_t out = x->nout;
+		relay_mta_pump(x, x->busy[at]);
+		if (x->nout > out) x->busy_turn = at + 1;
+	}
+	/* and every other destination once a second, where a throttle rule's
+	 * end is noticed */
 	int64_t mono = (int64_t)base_mono_ns();
 	if (mono - x->full_pass >= 1000000000ll) {
 		x->full_pass = mono;
-		for (struct dest *d = x->dests; d; d = d->next) relay_mta_pump(x, d);
-	} else {
-		/* a pump can put jobs back and add to the list: by index */
-		for (size_t i = 0; i < x->nbusy; i++) relay_mta_pump(x, x->busy[i]);
+		for (struct dest *d = x->dests; d; d = d->next)
+			if (!d->in_busy) relay_mta_pump(x, d);
 	}
 	size_t k = 0;
 	for (size_t i = 0; i < x->nbusy; i++) {

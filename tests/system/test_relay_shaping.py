@@ -220,3 +220,36 @@ def test_max_outbound_is_fitted_to_the_open_file_limit(datadir, servers):
         stop_clean(relay)
     finally:
         sink.stop()
+
+
+def test_max_outbound_places_go_round_the_sites(datadir, servers):
+    """One outbound connection in all, one message a connection, three
+    sites with five messages each: the place goes round the sites instead
+    of serving one site's whole queue before the next."""
+    count = OpenCount()
+    sinks = [CountedSink(count, delay=0) for _ in range(3)]
+    try:
+        routes = []
+        for i, s in enumerate(sinks):
+            routes += ["--route", "d%d.example=127.0.0.1:%d" % (i, s.port)]
+        relay = start_relay(datadir, routes + ["--trusted", "127.0.0.1", "--max-outbound", "1",
+                                               "--msgs-per-conn", "1"])
+        servers.append(relay)
+        s = smtplib.SMTP("127.0.0.1", relay.port, timeout=30)
+        s.ehlo("client.test")
+        for i in range(15):
+            submit(relay.port, "alice@example.com", ["u%d@d%d.example" % (i, i // 5)], conn=s)
+        s.quit()
+        assert wait_for(lambda: sum(k.messages for k in sinks) >= 15, timeout=60), \
+            relay.output()
+        assert count.max == 1, count.max
+        order = [k for _, k in sorted((t, k) for k, s in enumerate(sinks) for t in s.conn_times)]
+        assert len(order) == 15
+        # the mail is queued while the first connections go: from the
+        # fourth on, no site has two turns in a row while others wait
+        tail = order[3:12]
+        assert all(a != b for a, b in zip(tail, tail[1:])), order
+        stop_clean(relay)
+    finally:
+        for k in sinks:
+            k.stop()
