@@ -21,7 +21,11 @@
  *
  * The policy in force is the cached one until max_age after its fetch,
  * whatever the DNS says meanwhile (§3.3: a cached unexpired policy applies
- * when no live one can be had). Mail to the domain waits (relay_mtasts_route
+ * when no live one can be had). A policy in force for a domain being
+ * mailed, whose TXT id is unchanged, is refreshed in the background once
+ * half its max_age (at most a day) has passed since its fetch: mail goes
+ * on under it meanwhile, and a failed refresh leaves it in force until
+ * max_age (§5.1), tried again after NEG_SECONDS. Mail to the domain waits (relay_mtasts_route
  * returns 0) for the first TXT answer since the start, and while a
  * fetch runs (a new id announces a new policy: the old one could defer
  * mail the new one allows); a domain without a record costs one TXT
@@ -55,7 +59,8 @@
 #include "relay/tlsrpt.h"
 #include "relay/tls.h"
 
-#define NEG_SECONDS   300 /* no record, an invalid one, a failed fetch */
+#define NEG_SECONDS   300   /* no record, an invalid one, a failed fetch */
+#define REFRESH_MAX   86400 /* a policy in use is refreshed at least daily */
 #define FETCH_ADDRS   8
 #define FETCH_THREADS 2
 
@@ -68,13 +73,16 @@ struct sts_entry {
 	int txt_valid;
 	char txt_id[MTASTS_ID_MAX + 1];
 	int fetching; /* address queries or the fetch are in flight */
+	int refresh;  /* ...to refresh the policy in force (its id unchanged) */
 	unsigned addr_pending;
 	struct base_sockaddr addrs[FETCH_ADDRS];
 	size_t naddrs;
+	char fetch_id[MTASTS_ID_MAX + 1];  /* the id being fetched */
 	char failed_id[MTASTS_ID_MAX + 1]; /* the id whose fetch failed last */
 	int64_t fetch_next;                /* no new fetch for failed_id before */
 	struct mtasts_policy *pol;         /* NULL: none cached */
 	char pol_id[MTASTS_ID_MAX + 1];
+	int64_t pol_fetched;
 	int64_t pol_expires;
 	/* the MX hosts an enforce policy leaves (relay_mtasts_route); NULL
 	 * until needed */
@@ -265,6 +273,8 @@ static void fetch_done(struct relay_work *w)
 	struct sts_fetch *f = (struct sts_fetch *)w;
 	struct sts_entry *e = f->e;
 	e->fetching = 0;
+	int refresh = e->refresh;
+	e->refresh = 0;
 	if (w->ran && !f->s->x->stopping) {
 		int64_t now = base_now();
 		if (f->ok) {
@@ -273,12 +283,13 @@ static void fetch_done(struct relay_work *w)
 			e->pol = f->pol;
 			f->pol = NULL;
 			snprintf(e->pol_id, sizeof e->pol_id, "%s", f->id);
+			e->pol_fetched = f->fetched;
 			e->pol_expires = f->fetched + e->pol->max_age;
 			e->failed_id[0] = 0;
 			base_info(
-			    "mta-sts %s: policy id %s, mode %s, max_age %u, %zu mx pattern(s)",
-			    e->domain, e->pol_id, modes[e->pol->mode], e->pol->max_age,
-			    e->pol->nmx);
+			    "mta-sts %s: policy id %s%s, mode %s, max_age %u, %zu mx pattern(s)",
+			    e->domain, e->pol_id, refresh ? " refreshed" : "",
+			    modes[e->pol->mode], e->pol->max_age, e->pol->nmx);
 		} else {
 			snprintf(e->failed_id, sizeof e->failed_id, "%s", f->id);
 			e->fetch_next = now + NEG_SECONDS;
@@ -316,7 +327,7 @@ static void fetch_submit(struct sts_entry *e)
 	f->s = s;
 	f->ctx = s->x->tls->verify;
 	snprintf(f->host, sizeof f->host, "mta-sts.%s", e->domain);
-	snprintf(f->id, sizeof f->id, "%s", e->txt_id);
+	snprintf(f->id, sizeof f->id, "%s", e->fetch_id);
 	memcpy(f->addrs, e->addrs, sizeof f->addrs);
 	f->naddrs = e->naddrs;
 	f->port = c->mta_sts_port ? c->mta_sts_port : 443;
@@ -365,19 +376,22 @@ static void addr_settled(struct sts_entry *e)
 		return;
 	}
 	e->fetching = 0;
-	snprintf(e->failed_id, sizeof e->failed_id, "%s", e->txt_id);
+	e->refresh = 0;
+	snprintf(e->failed_id, sizeof e->failed_id, "%s", e->fetch_id);
 	e->fetch_next = base_now() + NEG_SECONDS;
 	base_warn("mta-sts %s: mta-sts.%s has no address; %s", e->domain, e->domain,
 	          active(e, base_now()) ? "the cached policy stays in force" : "no policy");
 	kick(e->s);
 }
 
-static void fetch_start(struct sts_entry *e)
+static void fetch_start(struct sts_entry *e, int refresh)
 {
 	struct relay_ctx *x = e->s->x;
 	char name[300];
 	snprintf(name, sizeof name, "mta-sts.%s", e->domain);
 	e->fetching = 1;
+	e->refresh = refresh;
+	memcpy(e->fetch_id, e->txt_id, sizeof e->fetch_id);
 	e->naddrs = 0;
 	e->addr_pending = 1; /* held while submitting */
 	static const uint16_t types[2] = {DNS_T_A, DNS_T_AAAA};
@@ -391,20 +405,36 @@ static void fetch_start(struct sts_entry *e)
 	addr_settled(e); /* drops the hold */
 }
 
+/* When a policy in force is refreshed: half its max_age after its fetch,
+ * or a day, whichever comes first (§10.2: a policy refreshed while the
+ * domain is mailed does not lapse, and a change reaches the cache before
+ * max_age). */
+static int64_t refresh_due(const struct sts_entry *e)
+{
+	uint32_t half = e->pol->max_age / 2;
+	return e->pol_fetched + (half < REFRESH_MAX ? half : REFRESH_MAX);
+}
+
 /* Starts a fetch when the last TXT record was valid and its policy is not
- * the one in force (a new id, or the cached policy expired), unless a
- * fetch of that id failed less than NEG_SECONDS ago. */
+ * the one in force (a new id, or the cached policy expired), or is but
+ * its refresh is due, unless a fetch of that id failed less than
+ * NEG_SECONDS ago. A refresh runs in the background: the policy in force
+ * stays so (mail does not wait) until the new one replaces it or max_age
+ * ends it. */
 static void maybe_fetch(struct sts_entry *e, int64_t now)
 {
 	if (!e->txt_valid || e->fetching) return;
 	const struct mtasts_policy *p = active(e, now);
 	int current = p && !strcmp(e->pol_id, e->txt_id);
 	int held = e->fetch_next > now && !strcmp(e->failed_id, e->txt_id);
-	if (current || held) return;
-	if (p)
+	if (held || (current && now < refresh_due(e))) return;
+	if (current)
+		base_info("mta-sts %s: policy id %s expires in %llds: refreshing", e->domain,
+		          e->pol_id, (long long)(e->pol_expires - now));
+	else if (p)
 		base_info("mta-sts %s: TXT id %s, cached policy id %s: fetching", e->domain,
 		          e->txt_id, e->pol_id);
-	fetch_start(e);
+	fetch_start(e, current);
 }
 
 static void on_txt(void *arg, const char *name, uint16_t type, struct dns_answer *ans)
@@ -513,9 +543,12 @@ int relay_mtasts_route(struct relay_ctx *x, const char *domain, const char **sit
 	const struct mtasts_policy *p = active(e, now);
 	/* wait for the first TXT answer (a policy cached on disk may be
 	 * outdated), for a new policy on its way (the fetch is bounded by its
-	 * timeout; a failure leaves the cached one in force), and for the TXT
-	 * record of a domain that had one but has no policy in force */
-	if (e->fetching || !e->known || (e->txt_busy && !p && e->txt_valid)) return 0;
+	 * timeout; a failure leaves the cached one in force), but not for a
+	 * refresh of the policy in force, and for the TXT record of a domain
+	 * that had one but has no policy in force */
+	int refreshing = e->refresh && p && !strcmp(e->txt_id, e->fetch_id);
+	if ((e->fetching && !refreshing) || !e->known || (e->txt_busy && !p && e->txt_valid))
+		return 0;
 	if (!p || p->mode != MTASTS_ENFORCE) return 1;
 	const struct relay_hops *h = *hops;
 	if (!e->hops) e->hops = base_xmalloc(sizeof *e->hops);
@@ -628,6 +661,7 @@ static void load_cache(struct relay_mtasts *s)
 		struct sts_entry *e = entry_new(s, de->d_name);
 		e->pol = p;
 		memcpy(e->pol_id, id, sizeof id);
+		e->pol_fetched = fetched;
 		e->pol_expires = fetched + p->max_age;
 		loaded++;
 	}

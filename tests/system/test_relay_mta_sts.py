@@ -60,11 +60,13 @@ def make_ca(d):
 
 class PolicyServer:
     """HTTPS on 127.0.0.1: GET /.well-known/mta-sts.txt answers the policy
-    set for the Host header (404 when none); counts the requests per host."""
+    set for the Host header (404 when none), after delay seconds; counts
+    the requests per host."""
 
     def __init__(self, cert, key, port=None):
         self.policies = {}
         self.fetches = {}
+        self.delay = 0
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -72,6 +74,7 @@ class PolicyServer:
                 host = (self.headers.get("Host") or "").split(":")[0]
                 outer.fetches[host] = outer.fetches.get(host, 0) + 1
                 body = outer.policies.get(host)
+                time.sleep(outer.delay)
                 if self.path != "/.well-known/mta-sts.txt" or body is None:
                     self.send_error(404)
                     return
@@ -359,6 +362,75 @@ def test_wrong_certificate_explicit_tls_policy_and_off(datadir, servers):
     stop_clean(a)
 
 
+def set_clock(clock, t):
+    with open(clock + ".tmp", "w") as f:
+        f.write(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)))
+    os.replace(clock + ".tmp", clock)
+
+
+def test_policy_in_use_is_refreshed_before_max_age(datadir, servers, monkeypatch):
+    """The relay's clock moves past half of max_age (3600 s) while the
+    domain is mailed: the policy is fetched again in the background (the
+    server answers after 4 s), the mail meanwhile goes under the old
+    policy (enforce), and the next mail under the refreshed one (testing).
+    Then the HTTPS server is gone: a refresh that fails leaves the policy
+    in force until its max_age, and after that the domain has none."""
+    ca, sign = make_ca(datadir)
+    hcert, hkey = sign("https", ["mta-sts.fresh.example"])
+    web = PolicyServer(hcert, hkey)
+    servers.append(web)
+    host = "mta-sts.fresh.example"
+    web.policies[host] = policy("enforce", "mx.fresh.example", max_age=3600)
+    b, bsink, _ = receiver(datadir, servers, sign, ["mx.fresh.example"])
+    knot = start_knot(datadir, {"fresh.example": zone("fresh.example", "127.0.0.1", "1")})
+    servers.append(knot)
+    clock = os.path.join(datadir, "clock")
+    t0 = int(time.time())
+    set_clock(clock, t0)
+    monkeypatch.setenv("MAILREP_NOW", "file:" + clock)
+    a = sender(datadir, knot, b.port, ca, web.port)
+    servers.append(a)
+
+    def send(rcpt, t):
+        set_clock(clock, t)
+        submit(a.port, "alice@example.com", [rcpt], data=message(rcpt))
+        assert wait_for(lambda: rcpt in by_rcpt(a, "delivery")), a.output()
+        return by_rcpt(a, "delivery")[rcpt].get("mta_sts")
+
+    assert send("u1@fresh.example", t0) == "enforce"
+    assert web.fetches == {host: 1}
+    # half of max_age passed: the refresh starts, and the mail does not
+    # wait for it (the server takes 4 s; the new policy says testing)
+    web.policies[host] = policy("testing", "mx.fresh.example", max_age=3600)
+    web.delay = 4
+    assert send("u2@fresh.example", t0 + 1900) == "enforce"
+    assert "policy id 1 expires in 1700s: refreshing" in a.output()
+    assert wait_for(lambda: "policy id 1 refreshed, mode testing" in a.output()), a.output()
+    assert web.fetches == {host: 2}
+    web.delay = 0
+    # the refreshed policy is in force, and cached on disk
+    assert send("u3@fresh.example", t0 + 2000) == "testing"
+    assert web.fetches == {host: 2}
+    with open(os.path.join(datadir, "spool", "mta-sts", "fresh.example")) as f:
+        assert "mode: testing" in f.read()
+    # the server is gone: the refresh (due at t0 + 1900 + 1800) fails and
+    # the policy fetched at t0 + 1900 stays in force until t0 + 5500
+    web.stop()
+    servers.remove(web)
+    assert send("u4@fresh.example", t0 + 3800) == "testing"
+    assert wait_for(lambda: "the cached policy (id 1) stays in force" in a.output()), \
+        a.output()
+    assert send("u5@fresh.example", t0 + 3900) == "testing"
+    # tried again after 5 minutes, failing again, still in force
+    assert send("u6@fresh.example", t0 + 5450) == "testing"
+    assert wait_for(lambda: a.output().count("the cached policy (id 1) stays in force") == 2), \
+        a.output()
+    assert send("u7@fresh.example", t0 + 5501) is None
+    assert "cached policy (id 1) expired" in a.output()
+    stop_clean(a)
+    assert len(sink_files(bsink)) == 7
+
+
 def test_policy_past_max_age_is_fetched_again(datadir, servers, monkeypatch):
     """The relay's clock (MAILREP_NOW=file:PATH) moves past max_age: the
     cached policy expires, and the next mail waits for a new fetch, which
@@ -385,8 +457,8 @@ def test_policy_past_max_age_is_fetched_again(datadir, servers, monkeypatch):
     submit(a.port, "alice@example.com", ["u1@aging.example"], data=message("u1"))
     assert wait_for(lambda: "u1@aging.example" in by_rcpt(a, "delivery")), a.output()
     assert web.fetches == {"mta-sts.aging.example": 1}
-    # within max_age nothing is fetched again
-    set_clock(t0 + 1800)
+    # before the refresh is due (half of max_age) nothing is fetched again
+    set_clock(t0 + 1000)
     submit(a.port, "alice@example.com", ["u2@aging.example"], data=message("u2"))
     assert wait_for(lambda: "u2@aging.example" in by_rcpt(a, "delivery")), a.output()
     assert web.fetches == {"mta-sts.aging.example": 1}
