@@ -519,14 +519,6 @@ static struct sts_entry *entry_for(struct relay_ctx *x, const char *domain, int 
 	return e;
 }
 
-/* An explicit --tls-policy for this very domain ('*' does not count). */
-static int explicit_tls(const struct relay_config *c, const char *domain)
-{
-	for (size_t i = 0; i < c->ntls_policy; i++)
-		if (!base_strcasecmp_ascii(c->tls_policy[i].domain, domain)) return 1;
-	return 0;
-}
-
 static int by_name(const void *a, const void *b)
 {
 	return strcmp(*(char *const *)a, *(char *const *)b);
@@ -535,7 +527,7 @@ static int by_name(const void *a, const void *b)
 int relay_mtasts_route(struct relay_ctx *x, const char *domain, const char **site,
                        const struct relay_hops **hops, int *code, const char **reply)
 {
-	if (explicit_tls(x->cfg, domain)) return 1;
+	if (!relay_mtasts_applies(x->cfg, domain)) return 1;
 	struct sts_entry *e = entry_for(x, domain, 1);
 	if (!e) return 1;
 	int64_t now = base_now();
@@ -596,7 +588,7 @@ int relay_mtasts_route(struct relay_ctx *x, const char *domain, const char **sit
 
 int relay_mtasts_tls(struct relay_ctx *x, const char *domain)
 {
-	if (!x->mtasts || explicit_tls(x->cfg, domain)) return 0;
+	if (!x->mtasts || !relay_mtasts_applies(x->cfg, domain)) return 0;
 	struct sts_entry *e = entry_for(x, domain, 0);
 	const struct mtasts_policy *p = e ? active(e, base_now()) : NULL;
 	if (!p) return 0;
@@ -605,7 +597,7 @@ int relay_mtasts_tls(struct relay_ctx *x, const char *domain)
 
 const struct mtasts_policy *relay_mtasts_policy(struct relay_ctx *x, const char *domain)
 {
-	if (!x->mtasts || explicit_tls(x->cfg, domain)) return NULL;
+	if (!x->mtasts || !relay_mtasts_applies(x->cfg, domain)) return NULL;
 	struct sts_entry *e = entry_for(x, domain, 0);
 	return e ? active(e, base_now()) : NULL;
 }
@@ -672,7 +664,7 @@ static void load_cache(struct relay_mtasts *s)
 
 int relay_mtasts_start(struct relay_ctx *x, struct base_err *err)
 {
-	if (x->cfg->mta_sts_off || !x->resolver) return 0;
+	if (!relay_mtasts_any(x->cfg) || !x->resolver) return 0;
 	struct relay_mtasts *s = base_xcalloc(1, sizeof *s);
 	s->x = x;
 	atomic_init(&s->stop, 0);

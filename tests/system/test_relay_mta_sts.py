@@ -17,7 +17,10 @@ the accounting line; a policy file with an error, a redirect and an HTTPS
 certificate for another name are no policy, each logged with its reason;
 a domain without a record is delivered as before. Across
 restarts: the policy cached on disk stays in force when a new fetch fails,
-and a new TXT id makes the relay fetch again."""
+and a new TXT id makes the relay fetch again. With the relay's clock
+moved: a policy in use is refreshed in the background before max_age,
+and a failed refresh keeps it until max_age. A [domain NAME] section's
+mta-sts key opts a domain out or in."""
 import http.server
 import os
 import ssl
@@ -360,6 +363,65 @@ def test_wrong_certificate_explicit_tls_policy_and_off(datadir, servers):
     assert web.fetches == fetched
     assert not os.path.exists(os.path.join(d, "spool", "mta-sts"))
     stop_clean(a)
+
+
+def test_per_domain_mta_sts_key(datadir, servers):
+    """[domain NAME] mta-sts = off opts one domain out (no TXT query, no
+    fetch, mail as without a policy) while others keep theirs; with
+    mta-sts = off in [relay], mta-sts = on opts one domain in. A bad
+    value stops the relay with the file and line named."""
+    from conftest import MAILREP
+    ca, sign = make_ca(datadir)
+    names = ["optout", "kept"]
+    hcert, hkey = sign("https", ["mta-sts.%s.example" % n for n in names])
+    web = PolicyServer(hcert, hkey)
+    servers.append(web)
+    for n in names:  # enforce, and the MX host not listed
+        web.policies["mta-sts.%s.example" % n] = policy("enforce", "mx.other.example")
+    b, bsink, _ = receiver(datadir, servers, sign, ["mx.optout.example", "mx.kept.example"])
+    knot = start_knot(datadir, {n + ".example": zone(n + ".example", "127.0.0.1", "1")
+                                for n in names})
+    servers.append(knot)
+
+    def run(sub, conf):
+        d = os.path.join(datadir, sub)
+        os.makedirs(d)
+        path = os.path.join(d, "relay.ini")
+        with open(path, "w") as f:
+            f.write(conf)
+        a = sender(d, knot, b.port, ca, web.port, extra=["-c", path])
+        servers.append(a)
+        for n in names:
+            submit(a.port, "alice@example.com", ["%s@%s.example" % (sub, n)], data=message(n))
+        assert wait_for(lambda: len(by_rcpt(a, "delivery")) + len(by_rcpt(a, "transient")) == 2), \
+            a.output()
+        return a, by_rcpt(a, "delivery"), by_rcpt(a, "transient")
+
+    # on by default, optout.example opts out
+    a, ok, tr = run("out", "[domain optout.example]\nmta-sts = off\n")
+    assert sorted(ok) == ["out@optout.example"], (ok, tr)
+    assert "mta_sts" not in ok["out@optout.example"]
+    assert "no MX host matches" in tr["out@kept.example"]["reply"]
+    assert web.fetches == {"mta-sts.kept.example": 1}
+    stop_clean(a)
+    # off by default, kept.example opts in
+    a, ok, tr = run("in", "[relay]\nmta-sts = off\n\n[domain Kept.Example]\nmta-sts = on\n")
+    assert sorted(ok) == ["in@optout.example"], (ok, tr)
+    assert "mta_sts" not in ok["in@optout.example"]
+    assert "no MX host matches" in tr["in@kept.example"]["reply"]
+    assert web.fetches == {"mta-sts.kept.example": 2}
+    stop_clean(a)
+    assert len(sink_files(bsink)) == 2
+    # a bad value
+    bad = os.path.join(datadir, "bad.ini")
+    with open(bad, "w") as f:
+        f.write("[domain optout.example]\nconn-limit = 2\nmta-sts = sometimes\n")
+    r = subprocess.run([MAILREP, "relay", "-c", bad, "--listen", "127.0.0.1:%d" % free_port(),
+                        "--spool", os.path.join(datadir, "bs")],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode != 0, r.stderr
+    assert ("%s:3: domain optout.example: mta-sts: expected on or off, not 'sometimes'" % bad) \
+        in r.stderr, r.stderr
 
 
 def set_clock(clock, t):
