@@ -16,8 +16,9 @@
  * most 64 KB; --mta-sts-timeout for connect, handshake and read together,
  * over every address). The worker also writes the policy, atomically, to
  * SPOOL/mta-sts/DOMAIN, which is read back at start, so a restart keeps
- * the cache. A failed fetch is logged with its reason (a policy's error
- * names its line) and not retried for the same id before NEG_SECONDS.
+ * the cache (the files of expired policies are removed: GC_SECONDS). A
+ * failed fetch is logged with its reason (a policy's error names its
+ * line) and not retried for the same id before NEG_SECONDS.
  *
  * The policy in force is the cached one until max_age after its fetch,
  * whatever the DNS says meanwhile (§3.3: a cached unexpired policy applies
@@ -99,6 +100,14 @@ struct sts_entry {
 #define BUCKETS       4096
 #define SWEEP_SECONDS 60
 
+/* The cache files on disk: a file whose policy expired and that no entry
+ * holds in force nor is fetching again is removed, at start and by a pass
+ * every GC_SECONDS that reads at most GC_SLICE directory entries a second
+ * (a domain no longer mailed leaves no file behind, and a large directory
+ * does not hold the loop). */
+#define GC_SECONDS 3600
+#define GC_SLICE   128
+
 struct relay_mtasts {
 	struct relay_ctx *x;
 	struct sts_entry *buckets[BUCKETS];
@@ -106,6 +115,10 @@ struct relay_mtasts {
 	int64_t swept;
 	struct relay_workers *workers;
 	char *dir; /* SPOOL/mta-sts; NULL: memory only */
+	struct event *second;
+	DIR *gc;         /* the pass under way; NULL: none */
+	size_t gc_count; /* files removed by it */
+	int64_t gc_next; /* the next pass */
 	atomic_int stop;
 };
 
@@ -615,39 +628,74 @@ const char *relay_mtasts_acct(struct relay_ctx *x, const char *domain, const cha
 
 /* ---- start and stop -------------------------------------------------------- */
 
-/* Reads SPOOL/mta-sts/: every unexpired policy becomes an entry. */
+/* A temporary file of base_write_file_atomic ("DOMAIN.tmp.PID") left by
+ * another process (one interrupted during a write): 1. */
+static int stale_tmp(const char *name)
+{
+	const char *t = strstr(name, ".tmp.");
+	if (!t) return 0;
+	char pid[32];
+	snprintf(pid, sizeof pid, "%ld", (long)getpid());
+	return strcmp(t + 5, pid) != 0;
+}
+
+/* Reads the cache file path into buf (at most MTASTS_BODY_MAX + 256
+ * bytes): 0 with its id, fetch time and policy, or -1 with err (cannot be
+ * read, or does not parse). */
+static int cache_read(const char *path, char *buf, char id[MTASTS_ID_MAX + 1], int64_t *fetched,
+                      struct mtasts_policy *p, struct base_err *err)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) return base_errf(err, "%s", strerror(errno));
+	size_t n = 0;
+	ssize_t r;
+	while (n < MTASTS_BODY_MAX + 256 && (r = read(fd, buf + n, MTASTS_BODY_MAX + 256 - n)) > 0)
+		n += (size_t)r;
+	close(fd);
+	return mtasts_cache_parse(buf, n, id, fetched, p, err);
+}
+
+/* Removes path; counts it in *removed. */
+static void cache_remove(const char *path, size_t *removed)
+{
+	if (unlink(path) == 0)
+		(*removed)++;
+	else if (errno != ENOENT)
+		base_warn("mta-sts: %s: cannot remove: %s", path, strerror(errno));
+}
+
+/* Reads SPOOL/mta-sts/: every unexpired policy becomes an entry; the
+ * files of expired policies, and temporary files left by an interrupted
+ * write, are removed. */
 static void load_cache(struct relay_mtasts *s)
 {
 	DIR *d = opendir(s->dir);
 	if (!d) return;
 	struct dirent *de;
 	int64_t now = base_now();
-	size_t loaded = 0;
+	size_t loaded = 0, removed = 0;
 	char *buf = base_xmalloc(MTASTS_BODY_MAX + 256);
 	while ((de = readdir(d))) {
-		/* domains only: not the temporary files of an interrupted write */
-		if (!mtasts_domain_ok(de->d_name) || strstr(de->d_name, ".tmp.")) continue;
 		char path[4096];
 		snprintf(path, sizeof path, "%s/%s", s->dir, de->d_name);
-		int fd = open(path, O_RDONLY | O_CLOEXEC);
-		if (fd < 0) continue;
-		size_t n = 0;
-		ssize_t r;
-		while (n < MTASTS_BODY_MAX + 256 &&
-		       (r = read(fd, buf + n, MTASTS_BODY_MAX + 256 - n)) > 0)
-			n += (size_t)r;
-		close(fd);
+		/* domains only: not the temporary files of an interrupted write */
+		if (!mtasts_domain_ok(de->d_name) || strstr(de->d_name, ".tmp.")) {
+			if (mtasts_domain_ok(de->d_name) && stale_tmp(de->d_name))
+				cache_remove(path, &removed);
+			continue;
+		}
 		struct mtasts_policy *p = base_xmalloc(sizeof *p);
 		char id[MTASTS_ID_MAX + 1];
 		int64_t fetched;
 		struct base_err err;
-		if (mtasts_cache_parse(buf, n, id, &fetched, p, &err) < 0) {
+		if (cache_read(path, buf, id, &fetched, p, &err) < 0) {
 			base_warn("mta-sts: %s: %s (ignored)", path, err.msg);
 			free(p);
 			continue;
 		}
 		if (fetched + p->max_age <= now) {
 			free(p);
+			cache_remove(path, &removed);
 			continue;
 		}
 		struct sts_entry *e = entry_new(s, de->d_name);
@@ -660,6 +708,56 @@ static void load_cache(struct relay_mtasts *s)
 	free(buf);
 	closedir(d);
 	if (loaded) base_info("mta-sts: %zu cached policies from %s", loaded, s->dir);
+	if (removed) base_info("mta-sts: %zu expired cache files removed from %s", removed, s->dir);
+}
+
+/* One slice of the pass over the cache files (see GC_SECONDS). On the
+ * loop: an entry fetching has the only writer of its file, so a file
+ * judged here cannot be replaced before it is removed. */
+static void gc_slice(struct relay_mtasts *s, int64_t now)
+{
+	char *buf = NULL;
+	struct dirent *de = NULL;
+	for (int k = 0; k < GC_SLICE && (de = readdir(s->gc)); k++) {
+		char path[4096];
+		snprintf(path, sizeof path, "%s/%s", s->dir, de->d_name);
+		if (!mtasts_domain_ok(de->d_name)) continue;
+		if (strstr(de->d_name, ".tmp.")) {
+			if (stale_tmp(de->d_name)) cache_remove(path, &s->gc_count);
+			continue;
+		}
+		struct sts_entry *e = entry_find(s, de->d_name);
+		if (e && (e->fetching || active(e, now))) continue; /* in use */
+		if (!buf) buf = base_xmalloc(MTASTS_BODY_MAX + 256);
+		struct mtasts_policy p;
+		char id[MTASTS_ID_MAX + 1];
+		int64_t fetched;
+		struct base_err err;
+		/* a damaged file stays (it was named at start) */
+		if (cache_read(path, buf, id, &fetched, &p, &err) == 0 && fetched + p.max_age <= now)
+			cache_remove(path, &s->gc_count);
+	}
+	free(buf);
+	if (de) return;
+	closedir(s->gc);
+	s->gc = NULL;
+	if (s->gc_count)
+		base_info("mta-sts: %zu expired cache files removed from %s", s->gc_count, s->dir);
+}
+
+static void on_second(evutil_socket_t fd, short what, void *arg)
+{
+	struct relay_mtasts *s = arg;
+	(void)fd;
+	(void)what;
+	int64_t now = base_now();
+	if (!s->gc && now >= s->gc_next) {
+		s->gc_next = now + GC_SECONDS;
+		s->gc_count = 0;
+		if (!(s->gc = opendir(s->dir)))
+			base_warn("mta-sts: %s: %s", s->dir, strerror(errno));
+	}
+	if (s->gc) gc_slice(s, now);
 }
 
 int relay_mtasts_start(struct relay_ctx *x, struct base_err *err)
@@ -683,6 +781,10 @@ int relay_mtasts_start(struct relay_ctx *x, struct base_err *err)
 		s->dir = NULL;
 	} else {
 		load_cache(s);
+		s->gc_next = base_now() + GC_SECONDS;
+		s->second = event_new(x->base, -1, EV_PERSIST, on_second, s);
+		struct timeval sec = {1, 0};
+		evtimer_add(s->second, &sec);
 	}
 	x->mtasts = s;
 	return 0;
@@ -692,6 +794,8 @@ void relay_mtasts_stop(struct relay_ctx *x)
 {
 	struct relay_mtasts *s = x->mtasts;
 	if (!s) return;
+	if (s->second) event_free(s->second);
+	if (s->gc) closedir(s->gc);
 	atomic_store(&s->stop, 1);
 	relay_workers_free(s->workers); /* fetches end; their done() still sees the entries */
 	for (size_t i = 0; i < BUCKETS; i++)

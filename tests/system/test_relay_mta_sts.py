@@ -20,7 +20,8 @@ restarts: the policy cached on disk stays in force when a new fetch fails,
 and a new TXT id makes the relay fetch again. With the relay's clock
 moved: a policy in use is refreshed in the background before max_age,
 and a failed refresh keeps it until max_age. A [domain NAME] section's
-mta-sts key opts a domain out or in."""
+mta-sts key opts a domain out or in. The cache files of expired
+policies are removed, at start and hourly."""
 import http.server
 import os
 import ssl
@@ -491,6 +492,52 @@ def test_policy_in_use_is_refreshed_before_max_age(datadir, servers, monkeypatch
     assert "cached policy (id 1) expired" in a.output()
     stop_clean(a)
     assert len(sink_files(bsink)) == 7
+
+
+def test_expired_cache_files_are_removed(datadir, servers, monkeypatch):
+    """SPOOL/mta-sts holds the file of a policy that expired, one valid for
+    an hour, one valid for a day, a temporary file left by an interrupted
+    write and a damaged file: at start the expired and temporary files
+    go, the others stay. With the relay's clock an hour and a bit later,
+    the hourly pass removes the policy that expired meanwhile (its domain
+    not mailed), and keeps the ones still valid (one written after the
+    start) and the damaged one."""
+    knot = start_knot(datadir, {"unused.example": soa("unused.example")})
+    servers.append(knot)
+    clock = os.path.join(datadir, "clock")
+    t0 = int(time.time())
+    set_clock(clock, t0)
+    monkeypatch.setenv("MAILREP_NOW", "file:" + clock)
+    cache = os.path.join(datadir, "spool", "mta-sts")
+    os.makedirs(cache)
+
+    def put(name, fetched, max_age):
+        with open(os.path.join(cache, name), "w") as f:
+            f.write("id 1\nfetched %d\n\n%s" % (fetched, policy("enforce", "mx." + name,
+                                                                 max_age=max_age)))
+    put("gone.example", t0 - 7200, 3600)
+    put("hour.example", t0 - 60, 3600)
+    put("day.example", t0 - 60, 86400)
+    put("half.example.tmp.999999999", t0, 86400)
+    with open(os.path.join(cache, "damaged.example"), "w") as f:
+        f.write("id 1\nfetched x\n\n")
+    ca, _ = make_ca(datadir)
+    a = sender(datadir, knot, free_port(), ca, free_port())
+    servers.append(a)
+    assert wait_for(lambda: "mta-sts: 2 expired cache files removed" in a.output()), a.output()
+    assert "mta-sts: 2 cached policies" in a.output(), a.output()
+    assert sorted(os.listdir(cache)) == ["damaged.example", "day.example", "hour.example"]
+    # a valid file the relay has no entry for (judged by its contents)
+    put("later.example", t0, 86400)
+    # the hour passes: hour.example expires; the pass comes an hour after the start
+    set_clock(clock, t0 + 3599)
+    time.sleep(2)
+    assert sorted(os.listdir(cache)) == ["damaged.example", "day.example", "hour.example",
+                                         "later.example"]
+    set_clock(clock, t0 + 3601)
+    assert wait_for(lambda: "mta-sts: 1 expired cache files removed" in a.output()), a.output()
+    assert sorted(os.listdir(cache)) == ["damaged.example", "day.example", "later.example"]
+    stop_clean(a)
 
 
 def test_policy_past_max_age_is_fetched_again(datadir, servers, monkeypatch):
