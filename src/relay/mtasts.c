@@ -301,8 +301,8 @@ static void fetch_done(struct relay_work *w)
 			e->failed_id[0] = 0;
 			base_info(
 			    "mta-sts %s: policy id %s%s, mode %s, max_age %u, %zu mx pattern(s)",
-			    e->domain, e->pol_id, refresh ? " refreshed" : "",
-			    modes[e->pol->mode], e->pol->max_age, e->pol->nmx);
+			    e->domain, e->pol_id, refresh ? " refreshed" : "", modes[e->pol->mode],
+			    e->pol->max_age, e->pol->nmx);
 		} else {
 			snprintf(e->failed_id, sizeof e->failed_id, "%s", f->id);
 			e->fetch_next = now + NEG_SECONDS;
@@ -734,7 +734,8 @@ static void gc_slice(struct relay_mtasts *s, int64_t now)
 		int64_t fetched;
 		struct base_err err;
 		/* a damaged file stays (it was named at start) */
-		if (cache_read(path, buf, id, &fetched, &p, &err) == 0 && fetched + p.max_age <= now)
+		if (cache_read(path, buf, id, &fetched, &p, &err) == 0 &&
+		    fetched + p.max_age <= now)
 			cache_remove(path, &s->gc_count);
 	}
 	free(buf);

@@ -324,9 +324,12 @@ static void test_domain_key(void **state)
 	    {"[domain x.example]\nconn-limit = 1\nmta-sts = sometimes\n",
 	     "3: domain x.example: mta-sts: expected on or off, not 'sometimes'"},
 	    {"[domain x.example]\nmta-sts =\n", "2: domain x.example: mta-sts: expected on or off"},
-	    {"[domain x.example]\nmta-sts = ON\n", "2: domain x.example: mta-sts: expected on or off"},
-	    {"[domain x.example]\nmta_sts = on\n", "2: domain x.example: unknown setting 'mta_sts'"},
-	    {"\n[domain x.example]\nconn-limit = 0\n", "3: domain x.example: conn-limit: bad number"},
+	    {"[domain x.example]\nmta-sts = ON\n",
+	     "2: domain x.example: mta-sts: expected on or off"},
+	    {"[domain x.example]\nmta_sts = on\n",
+	     "2: domain x.example: unknown setting 'mta_sts'"},
+	    {"\n[domain x.example]\nconn-limit = 0\n",
+	     "3: domain x.example: conn-limit: bad number"},
 	};
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
 		memset(&c, 0, sizeof c);
