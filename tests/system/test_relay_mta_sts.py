@@ -29,7 +29,7 @@ import subprocess
 import threading
 import time
 
-from conftest import datadir, free_port, servers  # noqa: F401 (fixtures)
+from conftest import MAILREP, datadir, free_port, servers  # noqa: F401 (fixtures)
 from knot import soa, start_knot
 from relay_peers import start_sink_at
 from relay_util import events, message, sink_files, start_relay, stop_clean, submit, wait_for
@@ -371,7 +371,6 @@ def test_per_domain_mta_sts_key(datadir, servers):
     fetch, mail as without a policy) while others keep theirs; with
     mta-sts = off in [relay], mta-sts = on opts one domain in. A bad
     value stops the relay with the file and line named."""
-    from conftest import MAILREP
     ca, sign = make_ca(datadir)
     names = ["optout", "kept"]
     hcert, hkey = sign("https", ["mta-sts.%s.example" % n for n in names])
@@ -554,12 +553,7 @@ def test_policy_past_max_age_is_fetched_again(datadir, servers, monkeypatch):
     servers.append(knot)
     clock = os.path.join(datadir, "clock")
     t0 = int(time.time())
-
-    def set_clock(t):
-        with open(clock + ".tmp", "w") as f:
-            f.write(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)))
-        os.replace(clock + ".tmp", clock)
-    set_clock(t0)
+    set_clock(clock, t0)
     monkeypatch.setenv("MAILREP_NOW", "file:" + clock)
     a = sender(datadir, knot, b.port, ca, web.port)
     servers.append(a)
@@ -567,13 +561,13 @@ def test_policy_past_max_age_is_fetched_again(datadir, servers, monkeypatch):
     assert wait_for(lambda: "u1@aging.example" in by_rcpt(a, "delivery")), a.output()
     assert web.fetches == {"mta-sts.aging.example": 1}
     # before the refresh is due (half of max_age) nothing is fetched again
-    set_clock(t0 + 1000)
+    set_clock(clock, t0 + 1000)
     submit(a.port, "alice@example.com", ["u2@aging.example"], data=message("u2"))
     assert wait_for(lambda: "u2@aging.example" in by_rcpt(a, "delivery")), a.output()
     assert web.fetches == {"mta-sts.aging.example": 1}
     # past it, the same id is fetched again, and the new policy applies
     web.policies["mta-sts.aging.example"] = policy("testing", "mx.aging.example", max_age=3600)
-    set_clock(t0 + 3601)
+    set_clock(clock, t0 + 3601)
     submit(a.port, "alice@example.com", ["u3@aging.example"], data=message("u3"))
     assert wait_for(lambda: "u3@aging.example" in by_rcpt(a, "delivery")), a.output()
     assert web.fetches == {"mta-sts.aging.example": 2}
