@@ -16,12 +16,17 @@
  * most 64 KB; --mta-sts-timeout for connect, handshake and read together,
  * over every address). The worker also writes the policy, atomically, to
  * SPOOL/mta-sts/DOMAIN, which is read back at start, so a restart keeps
- * the cache. A failed fetch is logged with its reason (a policy's error
- * names its line) and not retried for the same id before NEG_SECONDS.
+ * the cache (the files of expired policies are removed: GC_SECONDS). A
+ * failed fetch is logged with its reason (a policy's error names its
+ * line) and not retried for the same id before NEG_SECONDS.
  *
  * The policy in force is the cached one until max_age after its fetch,
  * whatever the DNS says meanwhile (§3.3: a cached unexpired policy applies
- * when no live one can be had). Mail to the domain waits (relay_mtasts_route
+ * when no live one can be had). A policy in force for a domain being
+ * mailed, whose TXT id is unchanged, is refreshed in the background once
+ * half its max_age (at most a day) has passed since its fetch: mail goes
+ * on under it meanwhile, and a failed refresh leaves it in force until
+ * max_age (§5.1), tried again after NEG_SECONDS. Mail to the domain waits (relay_mtasts_route
  * returns 0) for the first TXT answer since the start, and while a
  * fetch runs (a new id announces a new policy: the old one could defer
  * mail the new one allows); a domain without a record costs one TXT
@@ -55,7 +60,8 @@
 #include "relay/tlsrpt.h"
 #include "relay/tls.h"
 
-#define NEG_SECONDS   300 /* no record, an invalid one, a failed fetch */
+#define NEG_SECONDS   300   /* no record, an invalid one, a failed fetch */
+#define REFRESH_MAX   86400 /* a policy in use is refreshed at least daily */
 #define FETCH_ADDRS   8
 #define FETCH_THREADS 2
 
@@ -68,13 +74,16 @@ struct sts_entry {
 	int txt_valid;
 	char txt_id[MTASTS_ID_MAX + 1];
 	int fetching; /* address queries or the fetch are in flight */
+	int refresh;  /* ...to refresh the policy in force (its id unchanged) */
 	unsigned addr_pending;
 	struct base_sockaddr addrs[FETCH_ADDRS];
 	size_t naddrs;
+	char fetch_id[MTASTS_ID_MAX + 1];  /* the id being fetched */
 	char failed_id[MTASTS_ID_MAX + 1]; /* the id whose fetch failed last */
 	int64_t fetch_next;                /* no new fetch for failed_id before */
 	struct mtasts_policy *pol;         /* NULL: none cached */
 	char pol_id[MTASTS_ID_MAX + 1];
+	int64_t pol_fetched;
 	int64_t pol_expires;
 	/* the MX hosts an enforce policy leaves (relay_mtasts_route); NULL
 	 * until needed */
@@ -91,6 +100,14 @@ struct sts_entry {
 #define BUCKETS       4096
 #define SWEEP_SECONDS 60
 
+/* The cache files on disk: a file whose policy expired and that no entry
+ * holds in force nor is fetching again is removed, at start and by a pass
+ * every GC_SECONDS that reads at most GC_SLICE directory entries a second
+ * (a domain no longer mailed leaves no file behind, and a large directory
+ * does not hold the loop). */
+#define GC_SECONDS 3600
+#define GC_SLICE   128
+
 struct relay_mtasts {
 	struct relay_ctx *x;
 	struct sts_entry *buckets[BUCKETS];
@@ -98,6 +115,10 @@ struct relay_mtasts {
 	int64_t swept;
 	struct relay_workers *workers;
 	char *dir; /* SPOOL/mta-sts; NULL: memory only */
+	struct event *second;
+	DIR *gc;         /* the pass under way; NULL: none */
+	size_t gc_count; /* files removed by it */
+	int64_t gc_next; /* the next pass */
 	atomic_int stop;
 };
 
@@ -265,6 +286,8 @@ static void fetch_done(struct relay_work *w)
 	struct sts_fetch *f = (struct sts_fetch *)w;
 	struct sts_entry *e = f->e;
 	e->fetching = 0;
+	int refresh = e->refresh;
+	e->refresh = 0;
 	if (w->ran && !f->s->x->stopping) {
 		int64_t now = base_now();
 		if (f->ok) {
@@ -273,12 +296,13 @@ static void fetch_done(struct relay_work *w)
 			e->pol = f->pol;
 			f->pol = NULL;
 			snprintf(e->pol_id, sizeof e->pol_id, "%s", f->id);
+			e->pol_fetched = f->fetched;
 			e->pol_expires = f->fetched + e->pol->max_age;
 			e->failed_id[0] = 0;
 			base_info(
-			    "mta-sts %s: policy id %s, mode %s, max_age %u, %zu mx pattern(s)",
-			    e->domain, e->pol_id, modes[e->pol->mode], e->pol->max_age,
-			    e->pol->nmx);
+			    "mta-sts %s: policy id %s%s, mode %s, max_age %u, %zu mx pattern(s)",
+			    e->domain, e->pol_id, refresh ? " refreshed" : "", modes[e->pol->mode],
+			    e->pol->max_age, e->pol->nmx);
 		} else {
 			snprintf(e->failed_id, sizeof e->failed_id, "%s", f->id);
 			e->fetch_next = now + NEG_SECONDS;
@@ -316,7 +340,7 @@ static void fetch_submit(struct sts_entry *e)
 	f->s = s;
 	f->ctx = s->x->tls->verify;
 	snprintf(f->host, sizeof f->host, "mta-sts.%s", e->domain);
-	snprintf(f->id, sizeof f->id, "%s", e->txt_id);
+	snprintf(f->id, sizeof f->id, "%s", e->fetch_id);
 	memcpy(f->addrs, e->addrs, sizeof f->addrs);
 	f->naddrs = e->naddrs;
 	f->port = c->mta_sts_port ? c->mta_sts_port : 443;
@@ -365,19 +389,22 @@ static void addr_settled(struct sts_entry *e)
 		return;
 	}
 	e->fetching = 0;
-	snprintf(e->failed_id, sizeof e->failed_id, "%s", e->txt_id);
+	e->refresh = 0;
+	snprintf(e->failed_id, sizeof e->failed_id, "%s", e->fetch_id);
 	e->fetch_next = base_now() + NEG_SECONDS;
 	base_warn("mta-sts %s: mta-sts.%s has no address; %s", e->domain, e->domain,
 	          active(e, base_now()) ? "the cached policy stays in force" : "no policy");
 	kick(e->s);
 }
 
-static void fetch_start(struct sts_entry *e)
+static void fetch_start(struct sts_entry *e, int refresh)
 {
 	struct relay_ctx *x = e->s->x;
 	char name[300];
 	snprintf(name, sizeof name, "mta-sts.%s", e->domain);
 	e->fetching = 1;
+	e->refresh = refresh;
+	memcpy(e->fetch_id, e->txt_id, sizeof e->fetch_id);
 	e->naddrs = 0;
 	e->addr_pending = 1; /* held while submitting */
 	static const uint16_t types[2] = {DNS_T_A, DNS_T_AAAA};
@@ -391,20 +418,36 @@ static void fetch_start(struct sts_entry *e)
 	addr_settled(e); /* drops the hold */
 }
 
+/* When a policy in force is refreshed: half its max_age after its fetch,
+ * or a day, whichever comes first (§10.2: a policy refreshed while the
+ * domain is mailed does not lapse, and a change reaches the cache before
+ * max_age). */
+static int64_t refresh_due(const struct sts_entry *e)
+{
+	uint32_t half = e->pol->max_age / 2;
+	return e->pol_fetched + (half < REFRESH_MAX ? half : REFRESH_MAX);
+}
+
 /* Starts a fetch when the last TXT record was valid and its policy is not
- * the one in force (a new id, or the cached policy expired), unless a
- * fetch of that id failed less than NEG_SECONDS ago. */
+ * the one in force (a new id, or the cached policy expired), or is but
+ * its refresh is due, unless a fetch of that id failed less than
+ * NEG_SECONDS ago. A refresh runs in the background: the policy in force
+ * stays so (mail does not wait) until the new one replaces it or max_age
+ * ends it. */
 static void maybe_fetch(struct sts_entry *e, int64_t now)
 {
 	if (!e->txt_valid || e->fetching) return;
 	const struct mtasts_policy *p = active(e, now);
 	int current = p && !strcmp(e->pol_id, e->txt_id);
 	int held = e->fetch_next > now && !strcmp(e->failed_id, e->txt_id);
-	if (current || held) return;
-	if (p)
+	if (held || (current && now < refresh_due(e))) return;
+	if (current)
+		base_info("mta-sts %s: policy id %s expires in %llds: refreshing", e->domain,
+		          e->pol_id, (long long)(e->pol_expires - now));
+	else if (p)
 		base_info("mta-sts %s: TXT id %s, cached policy id %s: fetching", e->domain,
 		          e->txt_id, e->pol_id);
-	fetch_start(e);
+	fetch_start(e, current);
 }
 
 static void on_txt(void *arg, const char *name, uint16_t type, struct dns_answer *ans)
@@ -489,14 +532,6 @@ static struct sts_entry *entry_for(struct relay_ctx *x, const char *domain, int 
 	return e;
 }
 
-/* An explicit --tls-policy for this very domain ('*' does not count). */
-static int explicit_tls(const struct relay_config *c, const char *domain)
-{
-	for (size_t i = 0; i < c->ntls_policy; i++)
-		if (!base_strcasecmp_ascii(c->tls_policy[i].domain, domain)) return 1;
-	return 0;
-}
-
 static int by_name(const void *a, const void *b)
 {
 	return strcmp(*(char *const *)a, *(char *const *)b);
@@ -505,7 +540,7 @@ static int by_name(const void *a, const void *b)
 int relay_mtasts_route(struct relay_ctx *x, const char *domain, const char **site,
                        const struct relay_hops **hops, int *code, const char **reply)
 {
-	if (explicit_tls(x->cfg, domain)) return 1;
+	if (!relay_mtasts_applies(x->cfg, domain)) return 1;
 	struct sts_entry *e = entry_for(x, domain, 1);
 	if (!e) return 1;
 	int64_t now = base_now();
@@ -513,9 +548,12 @@ int relay_mtasts_route(struct relay_ctx *x, const char *domain, const char **sit
 	const struct mtasts_policy *p = active(e, now);
 	/* wait for the first TXT answer (a policy cached on disk may be
 	 * outdated), for a new policy on its way (the fetch is bounded by its
-	 * timeout; a failure leaves the cached one in force), and for the TXT
-	 * record of a domain that had one but has no policy in force */
-	if (e->fetching || !e->known || (e->txt_busy && !p && e->txt_valid)) return 0;
+	 * timeout; a failure leaves the cached one in force), but not for a
+	 * refresh of the policy in force, and for the TXT record of a domain
+	 * that had one but has no policy in force */
+	int refreshing = e->refresh && p && !strcmp(e->txt_id, e->fetch_id);
+	if ((e->fetching && !refreshing) || !e->known || (e->txt_busy && !p && e->txt_valid))
+		return 0;
 	if (!p || p->mode != MTASTS_ENFORCE) return 1;
 	const struct relay_hops *h = *hops;
 	if (!e->hops) e->hops = base_xmalloc(sizeof *e->hops);
@@ -563,7 +601,7 @@ int relay_mtasts_route(struct relay_ctx *x, const char *domain, const char **sit
 
 int relay_mtasts_tls(struct relay_ctx *x, const char *domain)
 {
-	if (!x->mtasts || explicit_tls(x->cfg, domain)) return 0;
+	if (!x->mtasts || !relay_mtasts_applies(x->cfg, domain)) return 0;
 	struct sts_entry *e = entry_for(x, domain, 0);
 	const struct mtasts_policy *p = e ? active(e, base_now()) : NULL;
 	if (!p) return 0;
@@ -572,7 +610,7 @@ int relay_mtasts_tls(struct relay_ctx *x, const char *domain)
 
 const struct mtasts_policy *relay_mtasts_policy(struct relay_ctx *x, const char *domain)
 {
-	if (!x->mtasts || explicit_tls(x->cfg, domain)) return NULL;
+	if (!x->mtasts || !relay_mtasts_applies(x->cfg, domain)) return NULL;
 	struct sts_entry *e = entry_for(x, domain, 0);
 	return e ? active(e, base_now()) : NULL;
 }
@@ -590,55 +628,142 @@ const char *relay_mtasts_acct(struct relay_ctx *x, const char *domain, const cha
 
 /* ---- start and stop -------------------------------------------------------- */
 
-/* Reads SPOOL/mta-sts/: every unexpired policy becomes an entry. */
+/* A temporary file of base_write_file_atomic ("DOMAIN.tmp.PID") left by
+ * another process (one interrupted during a write): 1. */
+static int stale_tmp(const char *name)
+{
+	const char *t = strstr(name, ".tmp.");
+	if (!t) return 0;
+	char pid[32];
+	snprintf(pid, sizeof pid, "%ld", (long)getpid());
+	return strcmp(t + 5, pid) != 0;
+}
+
+/* Reads the cache file path into buf (at most MTASTS_BODY_MAX + 256
+ * bytes): 0 with its id, fetch time and policy, or -1 with err (cannot be
+ * read, or does not parse). */
+static int cache_read(const char *path, char *buf, char id[MTASTS_ID_MAX + 1], int64_t *fetched,
+                      struct mtasts_policy *p, struct base_err *err)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) return base_errf(err, "%s", strerror(errno));
+	size_t n = 0;
+	ssize_t r;
+	while (n < MTASTS_BODY_MAX + 256 && (r = read(fd, buf + n, MTASTS_BODY_MAX + 256 - n)) > 0)
+		n += (size_t)r;
+	close(fd);
+	return mtasts_cache_parse(buf, n, id, fetched, p, err);
+}
+
+/* Removes path; counts it in *removed. */
+static void cache_remove(const char *path, size_t *removed)
+{
+	if (unlink(path) == 0)
+		(*removed)++;
+	else if (errno != ENOENT)
+		base_warn("mta-sts: %s: cannot remove: %s", path, strerror(errno));
+}
+
+/* Reads SPOOL/mta-sts/: every unexpired policy becomes an entry; the
+ * files of expired policies, and temporary files left by an interrupted
+ * write, are removed. */
 static void load_cache(struct relay_mtasts *s)
 {
 	DIR *d = opendir(s->dir);
 	if (!d) return;
 	struct dirent *de;
 	int64_t now = base_now();
-	size_t loaded = 0;
+	size_t loaded = 0, removed = 0;
 	char *buf = base_xmalloc(MTASTS_BODY_MAX + 256);
 	while ((de = readdir(d))) {
-		/* domains only: not the temporary files of an interrupted write */
-		if (!mtasts_domain_ok(de->d_name) || strstr(de->d_name, ".tmp.")) continue;
 		char path[4096];
 		snprintf(path, sizeof path, "%s/%s", s->dir, de->d_name);
-		int fd = open(path, O_RDONLY | O_CLOEXEC);
-		if (fd < 0) continue;
-		size_t n = 0;
-		ssize_t r;
-		while (n < MTASTS_BODY_MAX + 256 &&
-		       (r = read(fd, buf + n, MTASTS_BODY_MAX + 256 - n)) > 0)
-			n += (size_t)r;
-		close(fd);
+		/* domains only: not the temporary files of an interrupted write */
+		if (!mtasts_domain_ok(de->d_name) || strstr(de->d_name, ".tmp.")) {
+			if (mtasts_domain_ok(de->d_name) && stale_tmp(de->d_name))
+				cache_remove(path, &removed);
+			continue;
+		}
 		struct mtasts_policy *p = base_xmalloc(sizeof *p);
 		char id[MTASTS_ID_MAX + 1];
 		int64_t fetched;
 		struct base_err err;
-		if (mtasts_cache_parse(buf, n, id, &fetched, p, &err) < 0) {
+		if (cache_read(path, buf, id, &fetched, p, &err) < 0) {
 			base_warn("mta-sts: %s: %s (ignored)", path, err.msg);
 			free(p);
 			continue;
 		}
 		if (fetched + p->max_age <= now) {
 			free(p);
+			cache_remove(path, &removed);
 			continue;
 		}
 		struct sts_entry *e = entry_new(s, de->d_name);
 		e->pol = p;
 		memcpy(e->pol_id, id, sizeof id);
+		e->pol_fetched = fetched;
 		e->pol_expires = fetched + p->max_age;
 		loaded++;
 	}
 	free(buf);
 	closedir(d);
 	if (loaded) base_info("mta-sts: %zu cached policies from %s", loaded, s->dir);
+	if (removed) base_info("mta-sts: %zu expired cache files removed from %s", removed, s->dir);
+}
+
+/* One slice of the pass over the cache files (see GC_SECONDS). On the
+ * loop: an entry fetching has the only writer of its file, so a file
+ * judged here cannot be replaced before it is removed. */
+static void gc_slice(struct relay_mtasts *s, int64_t now)
+{
+	char *buf = NULL;
+	struct dirent *de = NULL;
+	for (int k = 0; k < GC_SLICE && (de = readdir(s->gc)); k++) {
+		char path[4096];
+		snprintf(path, sizeof path, "%s/%s", s->dir, de->d_name);
+		if (!mtasts_domain_ok(de->d_name)) continue;
+		if (strstr(de->d_name, ".tmp.")) {
+			if (stale_tmp(de->d_name)) cache_remove(path, &s->gc_count);
+			continue;
+		}
+		struct sts_entry *e = entry_find(s, de->d_name);
+		if (e && (e->fetching || active(e, now))) continue; /* in use */
+		if (!buf) buf = base_xmalloc(MTASTS_BODY_MAX + 256);
+		struct mtasts_policy p;
+		char id[MTASTS_ID_MAX + 1];
+		int64_t fetched;
+		struct base_err err;
+		/* a damaged file stays (it was named at start) */
+		if (cache_read(path, buf, id, &fetched, &p, &err) == 0 &&
+		    fetched + p.max_age <= now)
+			cache_remove(path, &s->gc_count);
+	}
+	free(buf);
+	if (de) return;
+	closedir(s->gc);
+	s->gc = NULL;
+	if (s->gc_count)
+		base_info("mta-sts: %zu expired cache files removed from %s", s->gc_count, s->dir);
+}
+
+static void on_second(evutil_socket_t fd, short what, void *arg)
+{
+	struct relay_mtasts *s = arg;
+	(void)fd;
+	(void)what;
+	int64_t now = base_now();
+	if (!s->gc && now >= s->gc_next) {
+		s->gc_next = now + GC_SECONDS;
+		s->gc_count = 0;
+		if (!(s->gc = opendir(s->dir)))
+			base_warn("mta-sts: %s: %s", s->dir, strerror(errno));
+	}
+	if (s->gc) gc_slice(s, now);
 }
 
 int relay_mtasts_start(struct relay_ctx *x, struct base_err *err)
 {
-	if (x->cfg->mta_sts_off || !x->resolver) return 0;
+	if (!relay_mtasts_any(x->cfg) || !x->resolver) return 0;
 	struct relay_mtasts *s = base_xcalloc(1, sizeof *s);
 	s->x = x;
 	atomic_init(&s->stop, 0);
@@ -657,6 +782,10 @@ int relay_mtasts_start(struct relay_ctx *x, struct base_err *err)
 		s->dir = NULL;
 	} else {
 		load_cache(s);
+		s->gc_next = base_now() + GC_SECONDS;
+		s->second = event_new(x->base, -1, EV_PERSIST, on_second, s);
+		struct timeval sec = {1, 0};
+		evtimer_add(s->second, &sec);
 	}
 	x->mtasts = s;
 	return 0;
@@ -666,6 +795,8 @@ void relay_mtasts_stop(struct relay_ctx *x)
 {
 	struct relay_mtasts *s = x->mtasts;
 	if (!s) return;
+	if (s->second) event_free(s->second);
+	if (s->gc) closedir(s->gc);
 	atomic_store(&s->stop, 1);
 	relay_workers_free(s->workers); /* fetches end; their done() still sees the entries */
 	for (size_t i = 0; i < BUCKETS; i++)

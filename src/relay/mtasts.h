@@ -85,12 +85,12 @@ int relay_mtasts_route(struct relay_ctx *x, const char *domain, const char **sit
 
 /* The domain's policy for STARTTLS: 1 when enforce applies (TLS with a
  * certificate verified for the MX host name), 2 when testing applies (the
- * verification runs and is only reported), 0 otherwise. An explicit
- * --tls-policy for the domain comes first (0). */
+ * verification runs and is only reported), 0 otherwise (and when
+ * MTA-STS does not apply to the domain: relay_mtasts_applies). */
 int relay_mtasts_tls(struct relay_ctx *x, const char *domain);
 
-/* The domain's policy in force (NULL: none; an explicit --tls-policy for
- * the domain means none), for TLS reports. */
+/* The domain's policy in force (NULL: none, or MTA-STS does not apply to
+ * the domain), for TLS reports. */
 const struct mtasts_policy *relay_mtasts_policy(struct relay_ctx *x, const char *domain);
 
 /* What to say in the accounting line of an attempt to domain over the MX

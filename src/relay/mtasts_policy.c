@@ -397,3 +397,20 @@ int relay_mtasts_set(struct relay_config *c, const char *key, const char *value,
 	}
 	return 0;
 }
+
+int relay_mtasts_applies(const struct relay_config *c, const char *domain)
+{
+	for (size_t i = 0; i < c->ntls_policy; i++)
+		if (!base_strcasecmp_ascii(c->tls_policy[i].domain, domain)) return 0;
+	const struct relay_domain_limits *d = relay_domain_find(c, domain);
+	if (d && d->mta_sts) return d->mta_sts > 0;
+	return !c->mta_sts_off;
+}
+
+int relay_mtasts_any(const struct relay_config *c)
+{
+	if (!c->mta_sts_off) return 1;
+	for (size_t i = 0; i < c->ndomains; i++)
+		if (c->domains[i].mta_sts > 0) return 1;
+	return 0;
+}

@@ -254,12 +254,27 @@ int relay_domain_set(struct relay_config *c, const char *domain, const char *key
 		d->domain = base_xstrdup(domain);
 		for (char *p = d->domain; *p; p++) *p = base_lower(*p);
 	}
+	if (!strcmp(key, "mta-sts")) {
+		if (!strcmp(value, "on") || !strcmp(value, "yes"))
+			d->mta_sts = 1;
+		else if (!strcmp(value, "off") || !strcmp(value, "no"))
+			d->mta_sts = -1;
+		else
+			return base_errf(err, "domain %s: mta-sts: expected on or off, not '%.64s'",
+			                 d->domain, value);
+		return 0;
+	}
 	int r = limit_set(&d->lim, key, value, err);
 	if (r == 1)
 		return base_errf(err,
 		                 "domain %s: unknown setting '%s' (conn-limit, msgs-per-conn, "
-		                 "msgs-per-sec, conns-per-min)",
+		                 "msgs-per-sec, conns-per-min, mta-sts)",
 		                 d->domain, key);
+	if (r < 0) {
+		char m[sizeof err->msg];
+		snprintf(m, sizeof m, "%s", err->msg);
+		return base_errf(err, "domain %s: %s", d->domain, m);
+	}
 	return r;
 }
 

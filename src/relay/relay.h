@@ -289,9 +289,11 @@ struct relay_limits {
 };
 enum { RELAY_LIM_CONN = 1, RELAY_LIM_MPC = 2, RELAY_LIM_MPS = 4, RELAY_LIM_CPM = 8 };
 
+/* A [domain NAME] section: shaping limits, and MTA-STS for the domain. */
 struct relay_domain_limits {
 	char *domain; /* lower case */
 	struct relay_limits lim;
+	int mta_sts; /* mta-sts = on: 1, off: -1; 0: as the [relay] setting */
 };
 
 struct relay_config;
@@ -303,7 +305,7 @@ int relay_pool_add(struct relay_config *c, const char *pool, const char *spec,
 /* The flag form "NAME=IP[/EHLO][*WEIGHT],IP[/EHLO][*WEIGHT],...". */
 int relay_pool_flag(struct relay_config *c, const char *spec, struct base_err *err);
 /* Sets a [domain NAME] key (conn-limit, msgs-per-conn, msgs-per-sec,
- * conns-per-min). */
+ * conns-per-min, mta-sts). */
 int relay_domain_set(struct relay_config *c, const char *domain, const char *key, const char *value,
                      struct base_err *err);
 /* The [relay] keys for pools and shaping (pool, default-pool, msgs-per-sec,
@@ -415,6 +417,12 @@ struct relay_config {
  * 0, -1 with err, or 1 when key is not one of them (mtasts_policy.c). */
 int relay_mtasts_set(struct relay_config *c, const char *key, const char *value,
                      struct base_err *err);
+/* 1 when MTA-STS applies to the recipient domain: its [domain] section's
+ * mta-sts key, else the [relay] setting; never for a domain an explicit
+ * --tls-policy names ('*' does not count). relay_mtasts_any: 1 when it
+ * may apply to some domain (the daemon's side starts). */
+int relay_mtasts_applies(const struct relay_config *c, const char *domain);
+int relay_mtasts_any(const struct relay_config *c);
 /* The TLS reporting settings (tlsrpt = on|off, tlsrpt-org, tlsrpt-contact,
  * tlsrpt-from, tlsrpt-delay, tlsrpt-retry, tlsrpt-port; values are kept, not
  * copied): 0, -1 with err, or 1 when key is not one of them (tlsrpt.c). */

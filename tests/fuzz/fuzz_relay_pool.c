@@ -4,7 +4,8 @@
  * [pool] section's `source` value, the third a [domain] key=value, the
  * fourth and later [throttle] key=value lines (match, action, duration). Each is
  * accepted with sane results (weights 1..1000, an address of a known
- * family, a bounded EHLO name) or refused with a message.
+ * family, a bounded EHLO name, a domain's mta-sts on, off or unset and
+ * what MTA-STS then does for it) or refused with a message.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +52,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (eq) {
 		*eq = 0;
 		if (relay_domain_set(&c, "fuzz.example", line[2], eq + 1, &err) < 0 && !err.msg[0])
+			abort();
+		const struct relay_domain_limits *d = relay_domain_find(&c, "FUZZ.example");
+		if (d && (d->mta_sts < -1 || d->mta_sts > 1)) abort();
+		if (relay_mtasts_applies(&c, "fuzz.example") !=
+		    (d && d->mta_sts ? d->mta_sts > 0 : !c.mta_sts_off))
 			abort();
 		if (relay_shaping_set(&c, line[2], eq + 1, &err) < 0 && !err.msg[0]) abort();
 	}

@@ -17,7 +17,11 @@ the accounting line; a policy file with an error, a redirect and an HTTPS
 certificate for another name are no policy, each logged with its reason;
 a domain without a record is delivered as before. Across
 restarts: the policy cached on disk stays in force when a new fetch fails,
-and a new TXT id makes the relay fetch again."""
+and a new TXT id makes the relay fetch again. With the relay's clock
+moved: a policy in use is refreshed in the background before max_age,
+and a failed refresh keeps it until max_age. A [domain NAME] section's
+mta-sts key opts a domain out or in. The cache files of expired
+policies are removed, at start and hourly."""
 import http.server
 import os
 import ssl
@@ -25,7 +29,7 @@ import subprocess
 import threading
 import time
 
-from conftest import datadir, free_port, servers  # noqa: F401 (fixtures)
+from conftest import MAILREP, datadir, free_port, servers  # noqa: F401 (fixtures)
 from knot import soa, start_knot
 from relay_peers import start_sink_at
 from relay_util import events, message, sink_files, start_relay, stop_clean, submit, wait_for
@@ -60,11 +64,13 @@ def make_ca(d):
 
 class PolicyServer:
     """HTTPS on 127.0.0.1: GET /.well-known/mta-sts.txt answers the policy
-    set for the Host header (404 when none); counts the requests per host."""
+    set for the Host header (404 when none), after delay seconds; counts
+    the requests per host."""
 
     def __init__(self, cert, key, port=None):
         self.policies = {}
         self.fetches = {}
+        self.delay = 0
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -72,6 +78,7 @@ class PolicyServer:
                 host = (self.headers.get("Host") or "").split(":")[0]
                 outer.fetches[host] = outer.fetches.get(host, 0) + 1
                 body = outer.policies.get(host)
+                time.sleep(outer.delay)
                 if self.path != "/.well-known/mta-sts.txt" or body is None:
                     self.send_error(404)
                     return
@@ -359,6 +366,179 @@ def test_wrong_certificate_explicit_tls_policy_and_off(datadir, servers):
     stop_clean(a)
 
 
+def test_per_domain_mta_sts_key(datadir, servers):
+    """[domain NAME] mta-sts = off opts one domain out (no TXT query, no
+    fetch, mail as without a policy) while others keep theirs; with
+    mta-sts = off in [relay], mta-sts = on opts one domain in. A bad
+    value stops the relay with the file and line named."""
+    ca, sign = make_ca(datadir)
+    names = ["optout", "kept"]
+    hcert, hkey = sign("https", ["mta-sts.%s.example" % n for n in names])
+    web = PolicyServer(hcert, hkey)
+    servers.append(web)
+    for n in names:  # enforce, and the MX host not listed
+        web.policies["mta-sts.%s.example" % n] = policy("enforce", "mx.other.example")
+    b, bsink, _ = receiver(datadir, servers, sign, ["mx.optout.example", "mx.kept.example"])
+    knot = start_knot(datadir, {n + ".example": zone(n + ".example", "127.0.0.1", "1")
+                                for n in names})
+    servers.append(knot)
+
+    def run(sub, conf):
+        d = os.path.join(datadir, sub)
+        os.makedirs(d)
+        path = os.path.join(d, "relay.ini")
+        with open(path, "w") as f:
+            f.write(conf)
+        a = sender(d, knot, b.port, ca, web.port, extra=["-c", path])
+        servers.append(a)
+        for n in names:
+            submit(a.port, "alice@example.com", ["%s@%s.example" % (sub, n)], data=message(n))
+        assert wait_for(lambda: len(by_rcpt(a, "delivery")) + len(by_rcpt(a, "transient")) == 2), \
+            a.output()
+        return a, by_rcpt(a, "delivery"), by_rcpt(a, "transient")
+
+    # on by default, optout.example opts out
+    a, ok, tr = run("out", "[domain optout.example]\nmta-sts = off\n")
+    assert sorted(ok) == ["out@optout.example"], (ok, tr)
+    assert "mta_sts" not in ok["out@optout.example"]
+    assert "no MX host matches" in tr["out@kept.example"]["reply"]
+    assert web.fetches == {"mta-sts.kept.example": 1}
+    stop_clean(a)
+    # off by default, kept.example opts in
+    a, ok, tr = run("in", "[relay]\nmta-sts = off\n\n[domain Kept.Example]\nmta-sts = on\n")
+    assert sorted(ok) == ["in@optout.example"], (ok, tr)
+    assert "mta_sts" not in ok["in@optout.example"]
+    assert "no MX host matches" in tr["in@kept.example"]["reply"]
+    assert web.fetches == {"mta-sts.kept.example": 2}
+    stop_clean(a)
+    assert len(sink_files(bsink)) == 2
+    # a bad value
+    bad = os.path.join(datadir, "bad.ini")
+    with open(bad, "w") as f:
+        f.write("[domain optout.example]\nconn-limit = 2\nmta-sts = sometimes\n")
+    r = subprocess.run([MAILREP, "relay", "-c", bad, "--listen", "127.0.0.1:%d" % free_port(),
+                        "--spool", os.path.join(datadir, "bs")],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode != 0, r.stderr
+    assert ("%s:3: domain optout.example: mta-sts: expected on or off, not 'sometimes'" % bad) \
+        in r.stderr, r.stderr
+
+
+def set_clock(clock, t):
+    with open(clock + ".tmp", "w") as f:
+        f.write(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)))
+    os.replace(clock + ".tmp", clock)
+
+
+def test_policy_in_use_is_refreshed_before_max_age(datadir, servers, monkeypatch):
+    """The relay's clock moves past half of max_age (3600 s) while the
+    domain is mailed: the policy is fetched again in the background (the
+    server answers after 4 s), the mail meanwhile goes under the old
+    policy (enforce), and the next mail under the refreshed one (testing).
+    Then the HTTPS server is gone: a refresh that fails leaves the policy
+    in force until its max_age, and after that the domain has none."""
+    ca, sign = make_ca(datadir)
+    hcert, hkey = sign("https", ["mta-sts.fresh.example"])
+    web = PolicyServer(hcert, hkey)
+    servers.append(web)
+    host = "mta-sts.fresh.example"
+    web.policies[host] = policy("enforce", "mx.fresh.example", max_age=3600)
+    b, bsink, _ = receiver(datadir, servers, sign, ["mx.fresh.example"])
+    knot = start_knot(datadir, {"fresh.example": zone("fresh.example", "127.0.0.1", "1")})
+    servers.append(knot)
+    clock = os.path.join(datadir, "clock")
+    t0 = int(time.time())
+    set_clock(clock, t0)
+    monkeypatch.setenv("MAILREP_NOW", "file:" + clock)
+    a = sender(datadir, knot, b.port, ca, web.port)
+    servers.append(a)
+
+    def send(rcpt, t):
+        set_clock(clock, t)
+        submit(a.port, "alice@example.com", [rcpt], data=message(rcpt))
+        assert wait_for(lambda: rcpt in by_rcpt(a, "delivery")), a.output()
+        return by_rcpt(a, "delivery")[rcpt].get("mta_sts")
+
+    assert send("u1@fresh.example", t0) == "enforce"
+    assert web.fetches == {host: 1}
+    # half of max_age passed: the refresh starts, and the mail does not
+    # wait for it (the server takes 4 s; the new policy says testing)
+    web.policies[host] = policy("testing", "mx.fresh.example", max_age=3600)
+    web.delay = 4
+    assert send("u2@fresh.example", t0 + 1900) == "enforce"
+    assert "policy id 1 expires in 1700s: refreshing" in a.output()
+    assert wait_for(lambda: "policy id 1 refreshed, mode testing" in a.output()), a.output()
+    assert web.fetches == {host: 2}
+    web.delay = 0
+    # the refreshed policy is in force, and cached on disk
+    assert send("u3@fresh.example", t0 + 2000) == "testing"
+    assert web.fetches == {host: 2}
+    with open(os.path.join(datadir, "spool", "mta-sts", "fresh.example")) as f:
+        assert "mode: testing" in f.read()
+    # the server is gone: the refresh (due at t0 + 1900 + 1800) fails and
+    # the policy fetched at t0 + 1900 stays in force until t0 + 5500
+    web.stop()
+    servers.remove(web)
+    assert send("u4@fresh.example", t0 + 3800) == "testing"
+    assert wait_for(lambda: "the cached policy (id 1) stays in force" in a.output()), \
+        a.output()
+    assert send("u5@fresh.example", t0 + 3900) == "testing"
+    # tried again after 5 minutes, failing again, still in force
+    assert send("u6@fresh.example", t0 + 5450) == "testing"
+    assert wait_for(lambda: a.output().count("the cached policy (id 1) stays in force") == 2), \
+        a.output()
+    assert send("u7@fresh.example", t0 + 5501) is None
+    assert "cached policy (id 1) expired" in a.output()
+    stop_clean(a)
+    assert len(sink_files(bsink)) == 7
+
+
+def test_expired_cache_files_are_removed(datadir, servers, monkeypatch):
+    """SPOOL/mta-sts holds the file of a policy that expired, one valid for
+    an hour, one valid for a day, a temporary file left by an interrupted
+    write and a damaged file: at start the expired and temporary files
+    go, the others stay. With the relay's clock an hour and a bit later,
+    the hourly pass removes the policy that expired meanwhile (its domain
+    not mailed), and keeps the ones still valid (one written after the
+    start) and the damaged one."""
+    knot = start_knot(datadir, {"unused.example": soa("unused.example")})
+    servers.append(knot)
+    clock = os.path.join(datadir, "clock")
+    t0 = int(time.time())
+    set_clock(clock, t0)
+    monkeypatch.setenv("MAILREP_NOW", "file:" + clock)
+    cache = os.path.join(datadir, "spool", "mta-sts")
+    os.makedirs(cache)
+
+    def put(name, fetched, max_age):
+        with open(os.path.join(cache, name), "w") as f:
+            f.write("id 1\nfetched %d\n\n%s" % (fetched, policy("enforce", "mx." + name,
+                                                                 max_age=max_age)))
+    put("gone.example", t0 - 7200, 3600)
+    put("hour.example", t0 - 60, 3600)
+    put("day.example", t0 - 60, 86400)
+    put("half.example.tmp.999999999", t0, 86400)
+    with open(os.path.join(cache, "damaged.example"), "w") as f:
+        f.write("id 1\nfetched x\n\n")
+    ca, _ = make_ca(datadir)
+    a = sender(datadir, knot, free_port(), ca, free_port())
+    servers.append(a)
+    assert wait_for(lambda: "mta-sts: 2 expired cache files removed" in a.output()), a.output()
+    assert "mta-sts: 2 cached policies" in a.output(), a.output()
+    assert sorted(os.listdir(cache)) == ["damaged.example", "day.example", "hour.example"]
+    # a valid file the relay has no entry for (judged by its contents)
+    put("later.example", t0, 86400)
+    # the hour passes: hour.example expires; the pass comes an hour after the start
+    set_clock(clock, t0 + 3599)
+    time.sleep(2)
+    assert sorted(os.listdir(cache)) == ["damaged.example", "day.example", "hour.example",
+                                         "later.example"]
+    set_clock(clock, t0 + 3601)
+    assert wait_for(lambda: "mta-sts: 1 expired cache files removed" in a.output()), a.output()
+    assert sorted(os.listdir(cache)) == ["damaged.example", "day.example", "later.example"]
+    stop_clean(a)
+
+
 def test_policy_past_max_age_is_fetched_again(datadir, servers, monkeypatch):
     """The relay's clock (MAILREP_NOW=file:PATH) moves past max_age: the
     cached policy expires, and the next mail waits for a new fetch, which
@@ -373,26 +553,21 @@ def test_policy_past_max_age_is_fetched_again(datadir, servers, monkeypatch):
     servers.append(knot)
     clock = os.path.join(datadir, "clock")
     t0 = int(time.time())
-
-    def set_clock(t):
-        with open(clock + ".tmp", "w") as f:
-            f.write(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)))
-        os.replace(clock + ".tmp", clock)
-    set_clock(t0)
+    set_clock(clock, t0)
     monkeypatch.setenv("MAILREP_NOW", "file:" + clock)
     a = sender(datadir, knot, b.port, ca, web.port)
     servers.append(a)
     submit(a.port, "alice@example.com", ["u1@aging.example"], data=message("u1"))
     assert wait_for(lambda: "u1@aging.example" in by_rcpt(a, "delivery")), a.output()
     assert web.fetches == {"mta-sts.aging.example": 1}
-    # within max_age nothing is fetched again
-    set_clock(t0 + 1800)
+    # before the refresh is due (half of max_age) nothing is fetched again
+    set_clock(clock, t0 + 1000)
     submit(a.port, "alice@example.com", ["u2@aging.example"], data=message("u2"))
     assert wait_for(lambda: "u2@aging.example" in by_rcpt(a, "delivery")), a.output()
     assert web.fetches == {"mta-sts.aging.example": 1}
     # past it, the same id is fetched again, and the new policy applies
     web.policies["mta-sts.aging.example"] = policy("testing", "mx.aging.example", max_age=3600)
-    set_clock(t0 + 3601)
+    set_clock(clock, t0 + 3601)
     submit(a.port, "alice@example.com", ["u3@aging.example"], data=message("u3"))
     assert wait_for(lambda: "u3@aging.example" in by_rcpt(a, "delivery")), a.output()
     assert web.fetches == {"mta-sts.aging.example": 2}

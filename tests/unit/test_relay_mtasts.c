@@ -4,7 +4,7 @@
  * (fields, modes, max_age bounds, repeated keys, errors naming their
  * line), mx patterns and their matching (a wildcard covers exactly one
  * label), the HTTP response (status, redirects, media type, length) and
- * the cache file, and the settings.
+ * the cache file, and the settings, global and per [domain NAME].
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,7 +12,10 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "relay/mtasts.h"
 #include "relay/relay.h"
@@ -252,6 +255,91 @@ static void test_domain_and_settings(void **state)
 	assert_int_equal(relay_mtasts_set(&c, "mta-sts-other", "1", &err), 1);
 }
 
+/* A config file's [domain NAME] sections as relay_config_sections reads
+ * them; -1 with err when they do not parse. */
+static int read_sections(struct relay_config *c, const char *text, struct base_err *err)
+{
+	char path[] = "/tmp/mailrep-mtasts-XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	FILE *f = fdopen(fd, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+	int r = relay_config_sections(c, path, err);
+	unlink(path);
+	if (r < 0) {
+		/* the file's name varies: keep what follows it */
+		const char *colon = strchr(err->msg, ':');
+		if (colon) memmove(err->msg, colon + 1, strlen(colon + 1) + 1);
+	}
+	return r;
+}
+
+static void test_domain_key(void **state)
+{
+	(void)state;
+	struct relay_config c;
+	memset(&c, 0, sizeof c);
+	struct base_err err;
+	assert_int_equal(read_sections(&c,
+	                               "[domain Off.Example]\nmta-sts = off\n\n"
+	                               "[domain on.example]\nconn-limit = 2\nmta-sts = yes\n"
+	                               "[domain plain.example]\nconn-limit = 3\n",
+	                               &err),
+	                 0);
+	/* on by default: a domain opts out */
+	assert_false(relay_mtasts_applies(&c, "off.example"));
+	assert_false(relay_mtasts_applies(&c, "OFF.example"));
+	assert_true(relay_mtasts_applies(&c, "on.example"));
+	assert_true(relay_mtasts_applies(&c, "plain.example"));
+	assert_true(relay_mtasts_applies(&c, "other.example"));
+	assert_true(relay_mtasts_any(&c));
+	assert_int_equal(relay_domain_find(&c, "on.example")->lim.conn_limit, 2);
+	/* off by default: a domain opts in, and MTA-STS starts for it */
+	assert_int_equal(relay_mtasts_set(&c, "mta-sts", "off", &err), 0);
+	assert_false(relay_mtasts_applies(&c, "off.example"));
+	assert_true(relay_mtasts_applies(&c, "On.Example"));
+	assert_false(relay_mtasts_applies(&c, "plain.example"));
+	assert_false(relay_mtasts_applies(&c, "other.example"));
+	assert_true(relay_mtasts_any(&c));
+	/* an explicit --tls-policy for the domain comes first; '*' does not */
+	struct relay_tls_policy tp[2] = {{"*", RELAY_TLS_OPPORTUNISTIC},
+	                                 {"on.example", RELAY_TLS_OPPORTUNISTIC}};
+	c.tls_policy = tp;
+	c.ntls_policy = 1;
+	assert_true(relay_mtasts_applies(&c, "on.example"));
+	c.ntls_policy = 2;
+	assert_false(relay_mtasts_applies(&c, "on.example"));
+	c.tls_policy = NULL;
+	c.ntls_policy = 0;
+	relay_shaping_free(&c);
+	memset(&c, 0, sizeof c);
+	c.mta_sts_off = 1;
+	assert_int_equal(read_sections(&c, "[domain off.example]\nmta-sts = no\n", &err), 0);
+	assert_false(relay_mtasts_any(&c));
+	relay_shaping_free(&c);
+
+	static const char *const bad[][2] = {
+	    {"[domain x.example]\nconn-limit = 1\nmta-sts = sometimes\n",
+	     "3: domain x.example: mta-sts: expected on or off, not 'sometimes'"},
+	    {"[domain x.example]\nmta-sts =\n", "2: domain x.example: mta-sts: expected on or off"},
+	    {"[domain x.example]\nmta-sts = ON\n",
+	     "2: domain x.example: mta-sts: expected on or off"},
+	    {"[domain x.example]\nmta_sts = on\n",
+	     "2: domain x.example: unknown setting 'mta_sts'"},
+	    {"\n[domain x.example]\nconn-limit = 0\n",
+	     "3: domain x.example: conn-limit: bad number"},
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		memset(&c, 0, sizeof c);
+		assert_int_equal(read_sections(&c, bad[i][0], &err), -1);
+		if (strncmp(err.msg, bad[i][1], strlen(bad[i][1])))
+			fail_msg("want '%s...', got '%s'", bad[i][1], err.msg);
+		relay_shaping_free(&c);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -262,6 +350,7 @@ int main(void)
 	    cmocka_unit_test(test_http),
 	    cmocka_unit_test(test_cache_file),
 	    cmocka_unit_test(test_domain_and_settings),
+	    cmocka_unit_test(test_domain_key),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
