@@ -551,11 +551,24 @@ static void conn_quit(struct conn *c)
  * would hold back the other). One a call: each close pumps again. */
 static void release_idle(struct relay_ctx *x, const struct dest *d, const struct src_site *ss)
 {
-	for (struct conn *c = x->clist; c; c = c->next)
-		if (c->st == C_IDLE && c->d != d && (!ss || c->d->src[c->si].all == ss)) {
-			conn_quit(c);
-			return;
-		}
+	if (!ss) {
+		for (struct conn *c = x->clist; c; c = c->next)
+			if (c->st == C_IDLE && c->d != d) {
+				conn_quit(c);
+				return;
+			}
+		return;
+	}
+	/* only the other pools' destinations that share the address */
+	for (size_t i = 0; i < ss->nusers; i++) {
+		const struct src_user *u = &ss->users[i];
+		if (u->d == d) continue;
+		for (struct conn *c = u->d->conns; c; c = c->dnext)
+			if (c->st == C_IDLE && c->si == u->si) {
+				conn_quit(c);
+				return;
+			}
+	}
 }
 
 static void next_job(struct conn *c)

@@ -11,7 +11,7 @@ import smtplib
 
 from conftest import MAILREP, datadir, free_port, servers  # noqa: F401 (fixtures)
 from relay_peers import PeerSink, dump_headers, start_sink_at
-from relay_util import events, start_relay, start_sink, stop_clean, submit, wait_for
+from relay_util import events, message, start_relay, start_sink, stop_clean, submit, wait_for
 
 
 def deliveries(relay):
@@ -296,6 +296,32 @@ def test_an_idle_connection_gives_way_to_another_pool(datadir, servers):
         assert sink.connections == 2 and sink.peer_max == {"127.0.0.2": 1}, sink.peer_max
         t = sorted(sink.conn_times)
         assert t[1] - t[0] < 1.5, t
+        stop_clean(relay)
+    finally:
+        sink.stop()
+
+
+def test_a_lingering_connection_gives_way_to_another_pool(datadir, servers):
+    """The same, when the other pool's mail comes while the first pool's
+    connection already lingers: it is ended at once, not after its 2 s."""
+    import time
+    sink = PeerSink(delay=0)
+    try:
+        relay = start_relay(datadir, ["--route", "*=127.0.0.1:%d" % sink.port,
+                                      "--trusted", "127.0.0.1", "--conn-limit", "1",
+                                      "--pool", "news=127.0.0.2/news.test",
+                                      "--pool", "tx=127.0.0.2/tx.test",
+                                      "--default-pool", "news"])
+        servers.append(relay)
+        submit(relay.port, "alice@example.com", ["a@dest.example"])
+        assert wait_for(lambda: sink.messages >= 1, timeout=30), relay.output()
+        t0 = time.monotonic()
+        submit(relay.port, "alice@example.com", ["b@dest.example"],
+               data="X-Mailrep-Pool: tx\r\n" + message("tx"))
+        assert wait_for(lambda: sink.messages >= 2, timeout=30), relay.output()
+        assert time.monotonic() - t0 < 1.5, time.monotonic() - t0
+        assert sink.connections == 2 and sink.peer_max == {"127.0.0.2": 1}, sink.peer_max
+        assert sorted(e["pool"] for e in deliveries(relay)) == ["news", "tx"]
         stop_clean(relay)
     finally:
         sink.stop()
