@@ -376,9 +376,9 @@ uint32_t relay_src_conn_limit(const struct dest_src *ds);
 struct relay_rate *relay_src_msgs(struct dest_src *ds);
 struct relay_rate *relay_src_conns(struct dest_src *ds);
 int64_t relay_src_suspended_until(const struct dest_src *ds);
-/* Whether another pool has mail waiting for a connection from the
+/* How many other pools have mail waiting for a connection from the
  * address of d->src[si] to its site. */
-int relay_src_wanted(const struct dest *d, size_t si);
+uint32_t relay_src_wanted(const struct dest *d, size_t si);
 /* The destination for site host:port seen from pool, created (with the
  * configured limits and no address yet) when new. */
 struct dest *relay_dest_new(struct relay_ctx *x, const char *host, uint16_t port,

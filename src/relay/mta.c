@@ -583,6 +583,14 @@ static void next_job(struct conn *c)
 	int stop = c->x->stopping || c->d->suspended_until > now_s ||
 	           relay_src_suspended_until(ds) > now_s ||
 	           (limit && c->jobs >= limit);
+	/* an address shared by pools, at its limit while other pools' mail
+	 * waits for it: a pool holding more than an equal share gives this
+	 * connection up, so the place goes to a waiting pool */
+	uint32_t wanting = relay_src_wanted(c->d, c->si);
+	if (!stop && wanting && ds->all->active >= relay_src_conn_limit(ds)) {
+		uint32_t share = relay_src_conn_limit(ds) / (wanting + 1);
+		stop = ds->active > (share ? share : 1);
+	}
 	if (!stop && c->d->head) {
 		int64_t w = relay_rate_take(relay_src_msgs(ds), (int64_t)base_mono_ns());
 		if (w > 0) {
@@ -610,7 +618,7 @@ static void next_job(struct conn *c)
 	}
 	/* lingers for more mail, unless another pool waits for the address or
 	 * another destination for a connection under --max-outbound */
-	if (!j && !stop && c->st != C_IDLE && !c->x->out_wait && !relay_src_wanted(c->d, c->si)) {
+	if (!j && !stop && c->st != C_IDLE && !c->x->out_wait && !wanting) {
 		c->st = C_IDLE;
 		set_timeout(c, IDLE_LINGER);
 		return;

@@ -583,13 +583,13 @@ int64_t relay_src_suspended_until(const struct dest_src *ds)
 	return u;
 }
 
-int relay_src_wanted(const struct dest *d, size_t si)
+uint32_t relay_src_wanted(const struct dest *d, size_t si)
 {
 	const struct src_site *ss = d->src[si].all;
+	uint32_t n = 0;
 	for (size_t i = 0; ss && i < ss->nusers; i++)
-		if (ss->users[i].d != d && ss->users[i].d->njobs > ss->users[i].d->connecting)
-			return 1;
-	return 0;
+		if (ss->users[i].d != d && ss->users[i].d->njobs > ss->users[i].d->connecting) n++;
+	return n;
 }
 
 struct dest *relay_dest_new(struct relay_ctx *x, const char *host, uint16_t port,

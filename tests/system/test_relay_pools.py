@@ -151,14 +151,15 @@ def spool_record(msg_id, attrs, rcpt, received):
     return b"MRS1" + head + struct.pack("<I", zlib.crc32(head + payload)) + payload
 
 
-def split_spool(spool, n):
-    """A spool of n queued messages, alternately of pools tx and news."""
+def split_spool(spool, n, pool_of=lambda i: "news" if i % 2 else "tx"):
+    """A spool of n queued messages, the i-th of pool pool_of(i) (by
+    default alternately tx and news)."""
     import time
     os.makedirs(spool)
     now = int(time.time())
     with open(os.path.join(spool, "seg-00000001"), "wb") as f:
         for i in range(n):
-            pool = "news" if i % 2 else "tx"
+            pool = pool_of(i)
             f.write(spool_record("m%d.%s" % (i, pool), "pool=" + pool,
                                  "u%d@dest.example" % i, now))
     return spool
@@ -322,6 +323,31 @@ def test_a_lingering_connection_gives_way_to_another_pool(datadir, servers):
         assert time.monotonic() - t0 < 1.5, time.monotonic() - t0
         assert sink.connections == 2 and sink.peer_max == {"127.0.0.2": 1}, sink.peer_max
         assert sorted(e["pool"] for e in deliveries(relay)) == ["news", "tx"]
+        stop_clean(relay)
+    finally:
+        sink.stop()
+
+
+def test_pools_sharing_an_address_share_its_connections_fairly(datadir, servers):
+    """Two connections allowed from 127.0.0.2, a slow receiver, 20 queued
+    messages of pool news and 4 of pool tx: news does not keep both
+    connections for its whole queue (100 messages a connection would let
+    it), it gives one up to tx, whose mail goes while news's is still
+    going."""
+    sink = PeerSink(delay=0.3)
+    try:
+        spool = split_spool(os.path.join(datadir, "spool"), 24,
+                            lambda i: "news" if i < 20 else "tx")
+        relay = start_relay(datadir, ["--route", "*=127.0.0.1:%d" % sink.port,
+                                      "--trusted", "127.0.0.1", "--conn-limit", "2",
+                                      "--pool", "news=127.0.0.2/news.test",
+                                      "--pool", "tx=127.0.0.2/tx.test"], spool=spool)
+        servers.append(relay)
+        assert wait_for(lambda: sink.messages >= 24, timeout=60), relay.output()
+        assert sink.peer_max == {"127.0.0.2": 2}, sink.peer_max
+        pools = [e["pool"] for e in deliveries(relay)]
+        last_news = max(i for i, p in enumerate(pools) if p == "news")
+        assert pools.index("tx") < last_news and pools[-1] == "news", pools
         stop_clean(relay)
     finally:
         sink.stop()
