@@ -279,15 +279,9 @@ def test_an_idle_connection_gives_way_to_another_pool(datadir, servers):
     first pool's connection does not linger idle (2 s) once its mail is
     gone while the other pool's mail waits for the address: the second
     connection follows the first at once."""
-    import time
     sink = PeerSink(delay=0)
     try:
-        spool = os.path.join(datadir, "spool")
-        os.makedirs(spool)
-        now = int(time.time())
-        with open(os.path.join(spool, "seg-00000001"), "wb") as f:
-            f.write(spool_record("m1.news", "pool=news", "a@dest.example", now))
-            f.write(spool_record("m2.tx", "pool=tx", "b@dest.example", now))
+        spool = split_spool(os.path.join(datadir, "spool"), 2)
         relay = start_relay(datadir, ["--route", "*=127.0.0.1:%d" % sink.port,
                                       "--trusted", "127.0.0.1", "--conn-limit", "1",
                                       "--pool", "news=127.0.0.2/news.test",
