@@ -415,6 +415,21 @@ static int pend_write(struct relay_tlsrpt *t, struct pend *pe)
 	return rc;
 }
 
+/* Whether the kept reports leave room for one more of len bytes. */
+static int pend_room(const struct relay_tlsrpt *t, size_t len)
+{
+	return t->npend < TLSRPT_RETRY_MAX && t->pbytes + len <= TLSRPT_RETRY_BYTES;
+}
+
+/* Puts pe, on disk, in the list of kept reports. */
+static void pend_link(struct relay_tlsrpt *t, struct pend *pe)
+{
+	pe->next = t->pends;
+	t->pends = pe;
+	t->npend++;
+	t->pbytes += pe->body.len;
+}
+
 /* Puts pe on disk and in the list, when the bounds leave room: 0, or -1
  * logged (pe is then not kept). */
 static int pend_keep(struct relay_tlsrpt *t, struct pend *pe)
@@ -426,7 +441,7 @@ static int pend_keep(struct relay_tlsrpt *t, struct pend *pe)
 		          pe->r.domain, pe->r.day, pe->r.uri, pe->body.len, TLSRPT_REPORT_MAX);
 		return -1;
 	}
-	if (t->npend >= TLSRPT_RETRY_MAX || t->pbytes + pe->body.len > TLSRPT_RETRY_BYTES) {
+	if (!pend_room(t, pe->body.len)) {
 		base_warn("tlsrpt %s: the report for %s to %s is not kept for another attempt: "
 		          "%zu reports of %zu bytes are (at most %d of %u bytes)",
 		          pe->r.domain, pe->r.day, pe->r.uri, t->npend, t->pbytes, TLSRPT_RETRY_MAX,
@@ -438,10 +453,7 @@ static int pend_keep(struct relay_tlsrpt *t, struct pend *pe)
 		pe->file[0] = 0;
 		return -1;
 	}
-	pe->next = t->pends;
-	t->pends = pe;
-	t->npend++;
-	t->pbytes += pe->body.len;
+	pend_link(t, pe);
 	return 0;
 }
 
@@ -859,8 +871,7 @@ static void pend_load(struct relay_tlsrpt *t, int64_t now)
 			if (unlink(path) < 0)
 				base_warn("tlsrpt: unlink %s: %s", path, strerror(errno));
 			rc = -1;
-		} else if (t->npend >= TLSRPT_RETRY_MAX ||
-		           t->pbytes + pe->r.len > TLSRPT_RETRY_BYTES) {
+		} else if (!pend_room(t, pe->r.len)) {
 			base_warn("tlsrpt: %s: left out: %zu reports of %zu bytes are kept already "
 			          "(at most %d of %u bytes)",
 			          path, t->npend, t->pbytes, TLSRPT_RETRY_MAX, TLSRPT_RETRY_BYTES);
@@ -873,10 +884,7 @@ static void pend_load(struct relay_tlsrpt *t, int64_t now)
 			/* a clock set back: no longer than the longest wait */
 			int64_t most = now + tlsrpt_retry_wait(t->x->cfg->tlsrpt_retry, UINT32_MAX);
 			if (pe->r.next > most) pe->r.next = most;
-			pe->next = t->pends;
-			t->pends = pe;
-			t->npend++;
-			t->pbytes += pe->body.len;
+			pend_link(t, pe);
 			base_info(
 			    "tlsrpt %s: the report for %s to %s is pending: attempt %u in %lld s",
 			    pe->r.domain, pe->r.day, pe->r.uri, pe->r.attempts + 1,
