@@ -356,9 +356,8 @@ static void park_forget(struct rmsg *m, const struct relay_hold *h)
 	}
 }
 
-void relay_control_park(struct relay_ctx *x, struct rmsg *m, struct relay_hold *h)
+void relay_control_park(struct rmsg *m, struct relay_hold *h)
 {
-	(void)x;
 	for (uint32_t k = 0; k < m->npark; k++)
 		if (m->park[k].h == h) return;
 	if (h->nparked == h->capparked) {

@@ -438,7 +438,7 @@ int relay_control_start(struct relay_ctx *x, struct base_err *err);
 void relay_control_stop(struct relay_ctx *x);
 int64_t relay_control_held(struct relay_ctx *x, const struct rmsg *m, const char *addr,
                            const struct dest *d, int64_t now, struct relay_hold **by);
-void relay_control_park(struct relay_ctx *x, struct rmsg *m, struct relay_hold *h);
+void relay_control_park(struct rmsg *m, struct relay_hold *h);
 void relay_control_unpark(struct rmsg *m);
 int relay_control_check(struct relay_ctx *x, struct base_err *err);
 

@@ -99,7 +99,6 @@ struct mxroute {
 	int secure; /* --dane and the MX answer (or its NODATA) was validated, or a route's host */
 	uint16_t port; /* of the MX hosts, or the route's (for the TLSA name) */
 	int tlsa;   /* the TLSA queries are asked (after the addresses) */
-	uint64_t hash; /* its key's, in x->mx */
 };
 
 struct mxkey {
@@ -419,7 +418,6 @@ static struct mxroute *entry_get(struct relay_ctx *x, int kind, const char *name
 	e->kind = kind;
 	e->port = port;
 	e->state = MX_RESOLVING;
-	e->hash = h;
 	base_hmap_put(&x->mx, h, e);
 	if (kind == KIND_HOST) {
 		/* a host the configuration names: DANE applies when its address

@@ -34,8 +34,7 @@
 
 static uint64_t id_hash(const char *id)
 {
-	uint64_t h = 1469598103934665603ull;
-	for (; *id; id++) h = (h ^ (unsigned char)*id) * 1099511628211ull;
+	uint64_t h = base_hash_mix(0, id, strlen(id));
 	return h ^ (h >> 29);
 }
 

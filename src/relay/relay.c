@@ -800,7 +800,7 @@ static int64_t schedule_msg(struct relay_ctx *x, struct rmsg *m, int64_t now)
 		}
 		struct relay_hold *by = NULL;
 		int64_t held = relay_control_held(x, m, r->addr, d, now, &by);
-		if (held) relay_control_park(x, m, by); /* its end brings m forward */
+		if (held) relay_control_park(m, by); /* its end brings m forward */
 		if (!held && d->suspended_until > now) held = d->suspended_until;
 		if (held) {
 			if (held < due) due = held;
