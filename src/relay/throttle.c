@@ -267,12 +267,17 @@ void relay_dest_limits(struct relay_ctx *x, struct dest *d)
 			          d->port, src_ip(d, s), ended ? ended : "-");
 		struct relay_limits se = e;
 		limits_lower(&se, &s->cut);
+		/* the address's shared limits follow the ones it shares (this
+		 * runs for every recipient routed: only when they moved) */
+		int moved = se.conn_limit != s->lim.conn_limit ||
+		            se.msgs_per_sec != s->lim.msgs_per_sec ||
+		            se.conns_per_min != s->lim.conns_per_min;
 		if (se.msgs_per_sec != s->lim.msgs_per_sec)
 			relay_rate_init(&s->msgs, se.msgs_per_sec, 1000000000ull);
 		if (se.conns_per_min != s->lim.conns_per_min)
 			relay_rate_init(&s->conns, se.conns_per_min, 60000000000ull);
 		s->lim = se;
-		if (s->all) relay_src_site_limits(s->all);
+		if (s->all && moved) relay_src_site_limits(s->all);
 	}
 }
 
