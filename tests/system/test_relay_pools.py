@@ -151,6 +151,10 @@ def spool_record(msg_id, attrs, rcpt, received):
     return b"MRS1" + head + struct.pack("<I", zlib.crc32(head + payload)) + payload
 
 
+# two pools sending from one address
+SHARED = ["--pool", "news=127.0.0.2/news.test", "--pool", "tx=127.0.0.2/tx.test"]
+
+
 def split_spool(spool, n, pool_of=lambda i: "news" if i % 2 else "tx"):
     """A spool of n queued messages, the i-th of pool pool_of(i) (by
     default alternately tx and news)."""
@@ -204,9 +208,7 @@ def test_pools_sharing_an_address_share_its_limit(datadir, servers):
         spool = split_spool(os.path.join(datadir, "spool"), 24)
         relay = start_relay(datadir, ["--route", "*=127.0.0.1:%d" % sink.port,
                                       "--trusted", "127.0.0.1", "--conn-limit", "2",
-                                      "--msgs-per-conn", "1",
-                                      "--pool", "news=127.0.0.2/news.test",
-                                      "--pool", "tx=127.0.0.2/tx.test"], spool=spool)
+                                      "--msgs-per-conn", "1"] + SHARED, spool=spool)
         servers.append(relay)
         assert wait_for(lambda: sink.messages >= 24, timeout=60), relay.output()
         assert sink.peer_max == {"127.0.0.2": 2}, sink.peer_max
@@ -266,8 +268,7 @@ def test_pools_sharing_an_address_share_its_rate(datadir, servers):
     it: 30 messages at 5 a second (a burst of 5) take at least 5 s when both
     pools send from 127.0.0.2; with one address each, each address has its
     own 5 a second and the same mail goes in about half the time."""
-    shared = shared_address_span(datadir, servers, ["--pool", "news=127.0.0.2/news.test",
-                                                    "--pool", "tx=127.0.0.2/tx.test"])
+    shared = shared_address_span(datadir, servers, SHARED)
     assert shared >= 4.0, shared
     apart = shared_address_span(datadir, servers, ["--pool", "news=127.0.0.2/news.test",
                                                    "--pool", "tx=127.0.0.3/tx.test"])
@@ -283,9 +284,8 @@ def test_an_idle_connection_gives_way_to_another_pool(datadir, servers):
     try:
         spool = split_spool(os.path.join(datadir, "spool"), 2)
         relay = start_relay(datadir, ["--route", "*=127.0.0.1:%d" % sink.port,
-                                      "--trusted", "127.0.0.1", "--conn-limit", "1",
-                                      "--pool", "news=127.0.0.2/news.test",
-                                      "--pool", "tx=127.0.0.2/tx.test"], spool=spool)
+                                      "--trusted", "127.0.0.1", "--conn-limit", "1"] + SHARED,
+                            spool=spool)
         servers.append(relay)
         assert wait_for(lambda: sink.messages >= 2, timeout=30), relay.output()
         assert sink.connections == 2 and sink.peer_max == {"127.0.0.2": 1}, sink.peer_max
@@ -304,9 +304,7 @@ def test_a_lingering_connection_gives_way_to_another_pool(datadir, servers):
     try:
         relay = start_relay(datadir, ["--route", "*=127.0.0.1:%d" % sink.port,
                                       "--trusted", "127.0.0.1", "--conn-limit", "1",
-                                      "--pool", "news=127.0.0.2/news.test",
-                                      "--pool", "tx=127.0.0.2/tx.test",
-                                      "--default-pool", "news"])
+                                      "--default-pool", "news"] + SHARED)
         servers.append(relay)
         submit(relay.port, "alice@example.com", ["a@dest.example"])
         assert wait_for(lambda: sink.messages >= 1, timeout=30), relay.output()
@@ -333,9 +331,8 @@ def test_pools_sharing_an_address_share_its_connections_fairly(datadir, servers)
         spool = split_spool(os.path.join(datadir, "spool"), 24,
                             lambda i: "news" if i < 20 else "tx")
         relay = start_relay(datadir, ["--route", "*=127.0.0.1:%d" % sink.port,
-                                      "--trusted", "127.0.0.1", "--conn-limit", "2",
-                                      "--pool", "news=127.0.0.2/news.test",
-                                      "--pool", "tx=127.0.0.2/tx.test"], spool=spool)
+                                      "--trusted", "127.0.0.1", "--conn-limit", "2"] + SHARED,
+                            spool=spool)
         servers.append(relay)
         assert wait_for(lambda: sink.messages >= 24, timeout=60), relay.output()
         assert sink.peer_max == {"127.0.0.2": 2}, sink.peer_max
